@@ -1,0 +1,247 @@
+"""Plotly figures of the distributions page, built from the cached summary and histograms only.
+
+Every builder takes DataFrames / arrays and returns a ``plotly.graph_objects.Figure``; they are wrapped in
+``st.cache_data`` so a figure is rebuilt only when the summary it is drawn from changes, never per click.
+Points carry ``customdata = [study_id, class]`` (or ``[class]`` for per-class marks) so a click can open the
+study in the viewer or filter the registry to the class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+__all__ = [
+    "CLASS_COLORS",
+    "SOURCE_STYLE",
+    "class_counts_figure",
+    "involvement_figure",
+    "lesion_lung_figure",
+    "slices_figure",
+    "hu_histogram_figure",
+    "agreement_figure",
+    "clicked",
+]
+
+#: One colour per class, from calm to alarming, readable on the dark theme.
+CLASS_COLORS = {"CT-0": "#8fa3b8", "CT-1": "#5cc98a", "CT-2": "#e3c94f", "CT-3": "#f28b3c", "CT-4": "#e8505b"}
+_OTHER = "#b98ee6"
+#: Measured (from the expert mask) and estimated (from HU) values must never look alike.
+SOURCE_STYLE = {
+    "measured": {"color": "#4c9aff", "symbol": "circle", "name": "measured (expert mask)"},
+    "estimated": {"color": "#f5a623", "symbol": "diamond-open", "name": "estimated (HU range)"},
+}
+
+
+def _color(cls: str) -> str:
+    return CLASS_COLORS.get(str(cls), _OTHER)
+
+
+def _layout(fig: go.Figure, title: str, height: int = 380, **kw) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"), height=height,
+                      margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.18),
+                      clickmode="event+select", dragmode=False, **kw)
+    return fig
+
+
+def _jitter(ids: Sequence[int], width: float = 0.28) -> np.ndarray:
+    """Deterministic horizontal jitter per study id (the same point stays in the same place every run)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    h = (ids * 2654435761) % 2**32 / 2**32
+    return (h - 0.5) * 2 * width
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
+    """Bars of this dataset's class percentages beside the published MosMedData ones.
+
+    ``counts`` comes from :func:`components.tables.class_counts` (columns class, studies, percent,
+    published, published_percent).
+    """
+    fig = go.Figure()
+    fig.add_bar(
+        x=counts["class"], y=counts["percent"], name="this dataset",
+        marker_color=[_color(c) for c in counts["class"]],
+        text=[f"{n} ({p:.1f}%)" for n, p in zip(counts["studies"], counts["percent"])], textposition="outside",
+        customdata=np.stack([counts["class"].astype(str)], axis=1),
+        hovertemplate="%{x}: %{text} of this dataset<extra></extra>",
+    )
+    if "published_percent" in counts:
+        pub = counts["published_percent"].astype(float)
+        fig.add_bar(
+            x=counts["class"], y=pub, name="MosMedData (published)",
+            marker=dict(color="rgba(0,0,0,0)", line=dict(color="#c8ccd2", width=1.5)),
+            text=[("" if pd.isna(n) else f"{int(n)} ({p:.1f}%)") for n, p in zip(counts["published"], pub)],
+            textposition="outside",
+            customdata=np.stack([counts["class"].astype(str)], axis=1),
+            hovertemplate="%{x}: %{text} of MosMedData's 1110<extra></extra>",
+        )
+    top = float(np.nanmax(np.r_[counts["percent"].to_numpy(dtype=float),
+                                counts.get("published_percent", pd.Series([0.0])).to_numpy(dtype=float), 1.0]))
+    fig.update_yaxes(title="% of studies", range=[0, top * 1.18])
+    fig.update_xaxes(title=None, type="category")
+    return _layout(fig, "Studies per class", barmode="group")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def involvement_figure(summary: pd.DataFrame, classes: tuple[str, ...], band_edges: tuple[float, ...]) -> go.Figure:
+    """Involvement per class: measured values (mask) and HU estimates as distinct marks, band edges drawn.
+
+    Each study with a mask appears twice (measured and estimated) so the estimate can be judged against it.
+    """
+    cats = list(classes) + sorted(set(summary["category"].astype(str)) - set(classes))
+    pos = {c: i for i, c in enumerate(cats)}
+    fig = go.Figure()
+    # The class bands as faint boxes behind the points: where a study "should" fall.
+    from mosmed.severity import band
+
+    for c in cats:
+        try:
+            lo, hi = band(c)
+        except KeyError:
+            continue
+        i = pos[c]
+        fig.add_shape(type="rect", x0=i - 0.42, x1=i + 0.42, y0=lo, y1=max(hi, 0.8), line_width=0,
+                      fillcolor=_color(c), opacity=0.13, layer="below")
+    for edge in band_edges:
+        fig.add_hline(y=edge, line=dict(color="#9aa0a6", width=1, dash="dot"),
+                      annotation_text=f"{edge:g}%", annotation_position="right",
+                      annotation_font_color="#9aa0a6")
+    for source, column in (("estimated", "estimated_involvement_pct"), ("measured", "involvement_pct")):
+        df = summary[pd.to_numeric(summary[column], errors="coerce").notna()]
+        if df.empty:
+            continue
+        style = SOURCE_STYLE[source]
+        x = np.array([pos[str(c)] for c in df["category"]], dtype=float) + _jitter(df["study_id"])
+        if source == "measured":
+            x = x + 0.04    # keep a measured point beside its estimate rather than on top of it
+        fig.add_scatter(
+            x=x, y=df[column].astype(float), mode="markers", name=style["name"],
+            marker=dict(color=style["color"], symbol=style["symbol"], size=8 if source == "measured" else 7,
+                        line=dict(width=1.3, color=style["color"])),
+            customdata=np.stack([df["study_id"].astype(int).astype(str), df["category"].astype(str)], axis=1),
+            hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>" + source
+                          + " involvement %{y:.1f}%<extra></extra>",
+        )
+    fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=cats, range=[-0.6, len(cats) - 0.4], title=None)
+    fig.update_yaxes(title="lung involvement, %", range=[-3, 103])
+    return _layout(fig, "Lung involvement by class", height=430)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def lesion_lung_figure(summary: pd.DataFrame) -> go.Figure:
+    """Lesion volume against lung volume: measured (mask) and estimated (estimate % x lung volume)."""
+    fig = go.Figure()
+    ok = summary[pd.to_numeric(summary["lung_ml"], errors="coerce").notna()]
+    est = ok.assign(est_ml=ok["estimated_involvement_pct"].astype(float) / 100.0 * ok["lung_ml"].astype(float))
+    for source, frame, col in (("estimated", est, "est_ml"), ("measured", ok, "lesion_ml")):
+        frame = frame[pd.to_numeric(frame[col], errors="coerce").notna()]
+        if frame.empty:
+            continue
+        style = SOURCE_STYLE[source]
+        fig.add_scatter(
+            x=frame["lung_ml"].astype(float), y=frame[col].astype(float), mode="markers", name=style["name"],
+            marker=dict(color=[_color(c) for c in frame["category"]], symbol=style["symbol"], size=8,
+                        line=dict(width=1.3, color=[_color(c) for c in frame["category"]])),
+            customdata=np.stack([frame["study_id"].astype(int).astype(str), frame["category"].astype(str)], axis=1),
+            hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>lung %{x:.0f} mL<br>" + source
+                          + " lesion %{y:.0f} mL<extra></extra>",
+        )
+    fig.update_xaxes(title="lung volume, mL", rangemode="tozero")
+    fig.update_yaxes(title="lesion volume, mL", rangemode="tozero")
+    return _layout(fig, "Lesion volume against lung volume (colour = class)")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def slices_figure(summary: pd.DataFrame, classes: tuple[str, ...]) -> go.Figure:
+    """Number of axial slices per study, stacked by class."""
+    fig = go.Figure()
+    ok = summary[pd.to_numeric(summary["n_slices"], errors="coerce").notna()]
+    cats = list(classes) + sorted(set(ok["category"].astype(str)) - set(classes))
+    for c in cats:
+        sub = ok[ok["category"].astype(str) == c]
+        if sub.empty:
+            continue
+        counts = sub["n_slices"].astype(int).value_counts().sort_index()
+        fig.add_bar(x=counts.index.to_numpy(), y=counts.to_numpy(), name=c, marker_color=_color(c),
+                    customdata=np.full((len(counts), 1), c),
+                    hovertemplate=c + ": %{y} studies with %{x} slices<extra></extra>")
+    fig.update_xaxes(title="axial slices", dtick=1 if len(ok) and ok["n_slices"].nunique() < 25 else None)
+    fig.update_yaxes(title="studies")
+    return _layout(fig, "Slices per study", barmode="stack")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def hu_histogram_figure(edges: np.ndarray, hist: pd.DataFrame, categories: pd.Series,
+                        classes: tuple[str, ...]) -> go.Figure:
+    """Mean normalised lung HU histogram per class (each study's histogram sums to 1 before averaging)."""
+    fig = go.Figure()
+    edges = np.asarray(edges, dtype=float)
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    cat = categories.astype(str)
+    cats = list(classes) + sorted(set(cat) - set(classes))
+    data = hist.to_numpy(dtype=float)
+    totals = data.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.where(totals > 0, data / np.where(totals > 0, totals, 1.0), np.nan)
+    ids = hist.index.to_numpy()
+    for c in cats:
+        rows = np.isin(ids, cat[cat == c].index.to_numpy())
+        rows &= ~np.isnan(norm).all(axis=1)
+        if not rows.any():
+            continue
+        mean = np.nanmean(norm[rows], axis=0) * 100.0
+        fig.add_scatter(x=centres, y=mean, mode="lines", name=f"{c} (n={int(rows.sum())})",
+                        line=dict(color=_color(c), width=2),
+                        customdata=np.full((len(centres), 1), c),
+                        hovertemplate=c + ": %{y:.2f}% of lung voxels at %{x:.0f} HU<extra></extra>")
+    fig.add_vrect(x0=-700, x1=-130, fillcolor="#e3c94f", opacity=0.08, line_width=0,
+                  annotation_text="lesion HU range", annotation_position="top left",
+                  annotation_font_color="#9aa0a6")
+    fig.update_xaxes(title="HU inside the lungs")
+    fig.update_yaxes(title="% of lung voxels per 16-HU bin")
+    return _layout(fig, "Lung HU histogram by class (mean of normalised histograms)", hovermode="x unified")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def agreement_figure(summary: pd.DataFrame) -> go.Figure:
+    """Estimated against measured involvement where a mask exists, with the identity line and band edges."""
+    both = summary[pd.to_numeric(summary["involvement_pct"], errors="coerce").notna()
+                   & pd.to_numeric(summary["estimated_involvement_pct"], errors="coerce").notna()]
+    fig = go.Figure()
+    top = float(max(5.0, both["involvement_pct"].max() if len(both) else 0.0,
+                    both["estimated_involvement_pct"].max() if len(both) else 0.0)) * 1.08
+    fig.add_scatter(x=[0, top], y=[0, top], mode="lines", name="estimate = measurement",
+                    line=dict(color="#9aa0a6", dash="dot", width=1), hoverinfo="skip")
+    fig.add_scatter(
+        x=both["involvement_pct"].astype(float), y=both["estimated_involvement_pct"].astype(float),
+        mode="markers", name="studies with a mask",
+        marker=dict(color=[_color(c) for c in both["category"]], size=9,
+                    line=dict(width=1, color="#0f1216")),
+        customdata=np.stack([both["study_id"].astype(int).astype(str), both["category"].astype(str)], axis=1)
+        if len(both) else None,
+        hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>measured %{x:.1f}%<br>"
+                      "estimated %{y:.1f}%<extra></extra>",
+    )
+    fig.update_xaxes(title="measured involvement (mask), %", range=[0, top])
+    fig.update_yaxes(title="estimated involvement (HU), %", range=[0, top])
+    return _layout(fig, "Estimate against expert mask")
+
+
+def clicked(event) -> list[list[str]]:
+    """The ``customdata`` of the points selected in a ``st.plotly_chart(on_select="rerun")`` event."""
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError, AttributeError):
+        return []
+    out = []
+    for p in points or []:
+        cd = p.get("customdata") if isinstance(p, dict) else None
+        if cd is None:
+            continue
+        out.append([str(v) for v in (cd if isinstance(cd, (list, tuple)) else [cd])])
+    return out

@@ -1,0 +1,337 @@
+"""Which dataset is open, cached views of it, and moving between pages.
+
+Every page starts from :func:`get_dataset`. The open dataset is chosen per browser session (a path typed in
+the sidebar), else by the ``MOSMED_DATA`` environment variable, else the generated demo. The ``Dataset`` object
+is shared between sessions through ``st.cache_resource`` (it is only read after construction); everything
+handed to a page that it might modify (DataFrames, arrays) comes from ``st.cache_data`` as a copy.
+
+Session keys are namespaced by page: ``app.*`` (frame / sidebar), ``registry.*``, ``viewer.*``, ``teaching.*``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+if TYPE_CHECKING:  # the core is imported lazily so a broken core module shows an st.error, not a traceback
+    from mosmed.dataset import Dataset, Study
+
+__all__ = [
+    "ROOT_KEY",
+    "REGISTRY_CLASS_KEY",
+    "REGISTRY_APPLY_KEY",
+    "FILTERED_IDS_KEY",
+    "VIEWER_STUDY_KEY",
+    "VIEWER_SLICE_KEY",
+    "PAGES_KEY",
+    "cache_root",
+    "check_root",
+    "dataset_choice",
+    "dataset_label",
+    "get_dataset",
+    "dataset_problem",
+    "ds_key",
+    "freshness",
+    "summary_df",
+    "histograms",
+    "thumbnail",
+    "load_study",
+    "goto_viewer",
+    "goto_registry",
+    "current_filter_ids",
+    "set_filter_ids",
+    "register_pages",
+    "page",
+    "clear_data_caches",
+]
+
+#: Session key of a dataset root typed in the sidebar (overrides ``MOSMED_DATA`` for this session only).
+ROOT_KEY = "app.dataset_root"
+#: Session key of the registry's class filter (other pages set it to open the registry filtered).
+REGISTRY_CLASS_KEY = "registry.filter.class"
+#: Session flag: the registry page replaces its class widget's value by REGISTRY_CLASS_KEY on its next run.
+REGISTRY_APPLY_KEY = "registry.filter.apply"
+#: Session key of the study ids the registry page currently shows (the viewer's picker uses them).
+FILTERED_IDS_KEY = "registry.filtered_ids"
+#: Session keys the viewer page reads on load.
+VIEWER_STUDY_KEY = "viewer.study"
+VIEWER_SLICE_KEY = "viewer.slice"
+#: Session key holding the page objects app.py registered (name -> StreamlitPage).
+PAGES_KEY = "app.pages"
+
+_PAGE_FILES = {
+    "overview": "pages/overview.py",
+    "registry": "pages/registry.py",
+    "viewer": "pages/viewer.py",
+    "distributions": "pages/distributions.py",
+    "teaching": "pages/teaching.py",
+}
+
+
+# ------------------------------------------------------------------------------------------ dataset choice
+
+
+def cache_root() -> Path:
+    """The cache root (``MOSMED_CACHE`` or ``<repo>/data_cache``)."""
+    from mosmed.dataset import default_cache_root
+
+    return Path(default_cache_root())
+
+
+def check_root(text: str) -> tuple[Path | None, str | None]:
+    """Validate a dataset root typed by a user.
+
+    Returns
+    -------
+    (path, problem)
+        ``path`` when the text names an existing folder, else ``None`` and a sentence naming the path and
+        what is wrong with it.
+    """
+    text = (text or "").strip()
+    if not text:
+        return None, "no dataset folder given"
+    if len(text) > 4096 or "\x00" in text:
+        return None, "the dataset path is not a usable path"
+    path = Path(os.path.expanduser(text))
+    try:
+        if not path.exists():
+            return None, f"dataset folder {path} does not exist"
+        if not path.is_dir():
+            return None, f"dataset path {path} is not a folder"
+    except OSError as e:  # permission denied on a parent, name too long ...
+        return None, f"dataset folder {path} cannot be opened: {e.strerror or e}"
+    return path.resolve(), None
+
+
+def dataset_choice() -> tuple[Path, bool]:
+    """The root to open in this session and whether it is the generated demo.
+
+    A root typed in the sidebar (session state) wins, then ``MOSMED_DATA``, then the demo root. The typed root
+    is validated by the sidebar before it is stored; ``MOSMED_DATA`` is validated by :func:`get_dataset`.
+    """
+    typed = st.session_state.get(ROOT_KEY)
+    if typed:
+        return Path(typed), False
+    from mosmed.dataset import default_data_root
+
+    root, is_demo = default_data_root()
+    return Path(root), bool(is_demo)
+
+
+def dataset_label() -> str:
+    """Short text saying which dataset is open ("Demo (generated)", or where the root came from)."""
+    root, is_demo = dataset_choice()
+    if is_demo:
+        return "Demo (generated)"
+    if st.session_state.get(ROOT_KEY):
+        return f"{root.name or root} (typed in)"
+    return f"{root.name or root} (MOSMED_DATA)"
+
+
+def _registry_stamp(root: Path) -> tuple[str, int, int]:
+    """Identity of the registry file, so an edited registry opens as a new Dataset."""
+    from mosmed.registry import REGISTRY_CSV, REGISTRY_XLSX
+
+    for name in (REGISTRY_XLSX, REGISTRY_CSV):
+        p = root / name
+        try:
+            s = p.stat()
+        except OSError:
+            continue
+        return name, int(s.st_size), int(s.st_mtime_ns)
+    try:  # a scanned dataset: the studies folder's mtime changes when a class folder gains/loses files
+        s = (root / "studies").stat()
+        return "scanned", 0, int(s.st_mtime_ns)
+    except OSError:
+        return "none", 0, 0
+
+
+@st.cache_resource(max_entries=4, show_spinner="Opening the dataset…")
+def _open_dataset(root: str, cache: str, stamp: tuple[str, int, int]) -> "Dataset":
+    # Shared by every session; Dataset is only read after construction. `stamp` is part of the key only.
+    from mosmed.dataset import Dataset
+
+    return Dataset(Path(root), Path(cache))
+
+
+def get_dataset(*, show_error: bool = True) -> "Dataset | None":
+    """The open dataset, or ``None`` after showing an ``st.error`` that names the root and the problem."""
+    try:
+        root, _ = dataset_choice()
+        croot = cache_root()
+        return _open_dataset(str(root), str(croot), _registry_stamp(root))
+    except Exception as e:  # noqa: BLE001 - any failure becomes a message, never a traceback on the page
+        if show_error:
+            st.error(_open_problem(e), icon=":material/folder_off:")
+        return None
+
+
+def dataset_problem() -> str | None:
+    """Why the chosen dataset cannot be opened, or ``None`` when it opens (no message is shown)."""
+    try:
+        root, _ = dataset_choice()
+        _open_dataset(str(root), str(cache_root()), _registry_stamp(root))
+    except Exception as e:  # noqa: BLE001
+        return _open_problem(e)
+    return None
+
+
+def _open_problem(e: BaseException) -> str:
+    from mosmed.errors import MosmedError
+
+    try:
+        root = dataset_choice()[0]
+    except Exception:  # noqa: BLE001
+        root = "?"
+    if isinstance(e, MosmedError):
+        text = str(e)
+        return text if str(root) in text else f"Cannot open dataset {root}: {text}"
+    if isinstance(e, OSError):
+        return f"Cannot open dataset {root}: {e.strerror or e}"
+    return f"Cannot open dataset {root}: {type(e).__name__}: {e}"
+
+
+# --------------------------------------------------------------------------------------------- cached views
+
+
+def ds_key(ds: "Dataset") -> tuple[str, str]:
+    """(dataset root, cache root) of an open dataset: the cache key of everything derived from it."""
+    cache = getattr(ds, "cache", None)
+    croot = getattr(cache, "cache_root", None) or cache_root()
+    return str(ds.root), str(croot)
+
+
+@st.cache_data(ttl=2, max_entries=16, show_spinner=False)
+def _freshness_cached(_ds: "Dataset", key: tuple[str, str]) -> tuple[Any, ...]:
+    try:
+        s = _ds.status()
+        return (s.n_rows, s.n_stats, s.n_arrays, s.n_errors)
+    except Exception:  # noqa: BLE001 - a token only; the summary call reports real problems
+        return ()
+
+
+def freshness(ds: "Dataset") -> tuple[Any, ...]:
+    """A cheap token that changes when the cached statistics change (another process may build the cache).
+
+    Counting the cache entries stats every registry file, so the token itself is kept for two seconds: one
+    page run asks for it many times (summary, every thumbnail) and pays once.
+    """
+    return _freshness_cached(ds, ds_key(ds))
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the study summary…")
+def _summary(_ds: "Dataset", key: tuple[str, str], token: tuple[Any, ...]) -> pd.DataFrame:
+    return _ds.summary()
+
+
+def summary_df(ds: "Dataset") -> pd.DataFrame:
+    """A copy of ``ds.summary()`` (one row per registry row), cached per dataset and cache state."""
+    return _summary(ds, ds_key(ds), freshness(ds))
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading lung histograms…")
+def _histograms(_ds: "Dataset", key: tuple[str, str], token: tuple[Any, ...]) -> tuple[np.ndarray, pd.DataFrame]:
+    return _ds.histograms()
+
+
+def histograms(ds: "Dataset") -> tuple[np.ndarray, pd.DataFrame]:
+    """Copy of ``ds.histograms()``: bin edges and one row of lung HU counts per study."""
+    return _histograms(ds, ds_key(ds), freshness(ds))
+
+
+@st.cache_data(max_entries=4096, show_spinner=False)
+def _thumbnail(_ds: "Dataset", key: tuple[str, str], token: tuple[Any, ...], study_id: int) -> bytes | None:
+    try:
+        return _ds.thumbnail(int(study_id))
+    except Exception:  # noqa: BLE001 - a missing thumbnail is shown as an empty cell, the row keeps its error
+        return None
+
+
+def thumbnail(ds: "Dataset", study_id: int) -> bytes | None:
+    """PNG thumbnail of a study from the cache, or ``None`` when there is none."""
+    return _thumbnail(ds, ds_key(ds), freshness(ds), int(study_id))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Opening the study…")
+def _study(_ds: "Dataset", key: tuple[str, str], token: tuple[Any, ...], study_id: int) -> "Study":
+    # A shared resource: memory-mapped read-only arrays, never mutated by a page.
+    return _ds.open_study(int(study_id))
+
+
+def load_study(ds: "Dataset", study_id: int) -> "Study":
+    """Open one study (read-only arrays shared between sessions).
+
+    Raises
+    ------
+    MosmedError
+        Naming the study and the problem; pages turn it into ``st.error``.
+    """
+    return _study(ds, ds_key(ds), freshness(ds), int(study_id))
+
+
+def clear_data_caches() -> None:
+    """Forget cached summaries, histograms, thumbnails and studies (after a cache build or a dataset switch)."""
+    for fn in (_freshness_cached, _summary, _histograms, _thumbnail, _study):
+        fn.clear()
+
+
+# ------------------------------------------------------------------------------------------------- navigation
+
+
+def register_pages(pages: dict[str, Any]) -> None:
+    """Remember the page objects app.py built, so :func:`page` returns them (per session)."""
+    st.session_state[PAGES_KEY] = dict(pages)
+
+
+def page(name: str) -> Any:
+    """The page registered under ``name`` ("overview", "registry", "viewer", "distributions", "teaching").
+
+    Falls back to the page's file path, which ``st.switch_page`` and ``st.page_link`` accept as well.
+    """
+    pages = st.session_state.get(PAGES_KEY) or {}
+    if name in pages:
+        return pages[name]
+    if name not in _PAGE_FILES:
+        raise KeyError(f"no page named {name!r}")
+    return _PAGE_FILES[name]
+
+
+def goto_viewer(study_id: int, slice_index: int | None = None) -> None:
+    """Open a study in the viewer page (sets ``viewer.study`` / ``viewer.slice`` and the URL, then switches)."""
+    st.session_state[VIEWER_STUDY_KEY] = int(study_id)
+    if slice_index is None:
+        st.session_state.pop(VIEWER_SLICE_KEY, None)
+    else:
+        st.session_state[VIEWER_SLICE_KEY] = int(slice_index)
+    st.query_params.clear()
+    st.query_params["study"] = str(int(study_id))
+    if slice_index is not None:
+        st.query_params["slice"] = str(int(slice_index))
+    st.switch_page(page("viewer"))
+
+
+def goto_registry(categories: list[str] | None = None) -> None:
+    """Open the registry page, filtered to the given classes when given."""
+    if categories is not None:
+        st.session_state[REGISTRY_CLASS_KEY] = [str(c) for c in categories]
+        st.session_state[REGISTRY_APPLY_KEY] = True     # the registry page re-reads its class filter
+    st.query_params.clear()
+    st.switch_page(page("registry"))
+
+
+def current_filter_ids() -> list[int] | None:
+    """Study ids the registry page currently shows, or ``None`` when the registry has not been filtered."""
+    ids = st.session_state.get(FILTERED_IDS_KEY)
+    if ids is None:
+        return None
+    return [int(i) for i in ids]
+
+
+def set_filter_ids(ids: list[int] | None) -> None:
+    """Store the registry's current filter (plain ints, so session state stays serialisable)."""
+    st.session_state[FILTERED_IDS_KEY] = None if ids is None else [int(i) for i in ids]

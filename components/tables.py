@@ -1,0 +1,296 @@
+"""Tables of the app: registry filtering, display frames, thumbnails as data URIs, CSV/XLSX export.
+
+The functions here are plain pandas (no widgets), so the registry page stays thin and the filtering is tested
+without a browser. Text from the registry is data: it goes into ``st.dataframe`` cells and exported files,
+never into HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "SOURCES",
+    "SOURCE_LABELS",
+    "RegistryFilter",
+    "parse_id_query",
+    "with_involvement",
+    "filter_summary",
+    "class_counts",
+    "severity_frame",
+    "thumb_data_uri",
+    "export_frame",
+    "to_csv_bytes",
+    "to_xlsx_bytes",
+]
+
+#: Where an involvement value comes from: the expert mask ("measured") or the HU-based estimate.
+SOURCES = ("best", "measured", "estimated")
+SOURCE_LABELS = {
+    "best": "Measured where a mask exists, else estimated",
+    "measured": "Measured (studies with a mask only)",
+    "estimated": "Estimated from HU (every study)",
+}
+_MAX_QUERY = 200
+_RANGE = re.compile(r"^(\d{1,9})\s*[-–]\s*(\d{1,9})$")
+
+
+@dataclass(frozen=True)
+class RegistryFilter:
+    """The registry page's facets. ``None`` / empty means "no restriction" for that facet."""
+
+    classes: tuple[str, ...] | None = None
+    mask: str = "any"                      # "any" | "with" | "without"
+    source: str = "best"                   # see SOURCES
+    involvement: tuple[float, float] = (0.0, 100.0)
+    ids: frozenset[int] | None = None
+    statuses: tuple[str, ...] | None = None
+
+
+def parse_id_query(text: str) -> tuple[frozenset[int] | None, str | None]:
+    """Parse the study id search box.
+
+    Accepts ids and ranges separated by commas or spaces: ``"255"``, ``"255-260, 300"``, ``"study_0255"``.
+
+    Returns
+    -------
+    (ids, notice)
+        ``ids`` is ``None`` when the box is empty; ``notice`` names the part that was not understood.
+    """
+    text = (text or "").strip()
+    if not text:
+        return None, None
+    if len(text) > _MAX_QUERY:
+        return None, f"the id search is longer than {_MAX_QUERY} characters and was ignored"
+    ids: set[int] = set()
+    bad: list[str] = []
+    text = re.sub(r"(\d)\s*[-–]\s*(\d)", r"\1-\2", text)
+    for token in re.split(r"[,;\s]+", text):
+        token = token.strip()
+        if not token:
+            continue
+        m = _RANGE.match(token)
+        if m:
+            a, b = sorted((int(m.group(1)), int(m.group(2))))
+            if b - a > 100_000:
+                bad.append(token)
+                continue
+            ids.update(range(a, b + 1))
+            continue
+        digits = re.fullmatch(r"(?:study[_-]?)?0*(\d{1,9})(?:\.nii(?:\.gz)?)?", token, flags=re.IGNORECASE)
+        if digits:
+            ids.add(int(digits.group(1)))
+        else:
+            bad.append(token)
+    notice = None
+    if bad:
+        shown = ", ".join(repr(b[:20]) for b in bad[:3])
+        notice = f"not a study id or range: {shown} (use e.g. 255, 255-260)"
+    return frozenset(ids), notice
+
+
+def with_involvement(summary: pd.DataFrame, source: str = "best") -> pd.DataFrame:
+    """Add ``involvement`` (percent) and ``involvement_source`` ("measured" / "estimated" / "") columns."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown involvement source {source!r} (expected one of {', '.join(SOURCES)})")
+    df = summary.copy()
+    measured = pd.to_numeric(df.get("involvement_pct"), errors="coerce") if len(df) else pd.Series(dtype=float)
+    estimated = (pd.to_numeric(df.get("estimated_involvement_pct"), errors="coerce") if len(df)
+                 else pd.Series(dtype=float))
+    if source == "measured":
+        value = measured
+        src = np.where(measured.notna(), "measured", "")
+    elif source == "estimated":
+        value = estimated
+        src = np.where(estimated.notna(), "estimated", "")
+    else:
+        value = measured.where(measured.notna(), estimated)
+        src = np.where(measured.notna(), "measured", np.where(estimated.notna(), "estimated", ""))
+    df["involvement"] = value.astype(float) if len(df) else pd.Series(dtype=float)
+    df["involvement_source"] = src if len(df) else pd.Series(dtype=str)
+    return df
+
+
+def filter_summary(summary: pd.DataFrame, f: RegistryFilter) -> pd.DataFrame:
+    """Rows of the summary that pass every facet of ``f`` (adds the involvement columns of ``f.source``).
+
+    The involvement range only restricts when it is narrower than 0-100 %; studies without a value (not built,
+    in error, or no mask in "measured" mode) are then left out.
+    """
+    df = with_involvement(summary, f.source)
+    keep = pd.Series(True, index=df.index)
+    if f.classes is not None:
+        keep &= df["category"].astype(str).isin(list(f.classes))
+    if f.mask == "with":
+        keep &= df["has_mask"].astype(bool)
+    elif f.mask == "without":
+        keep &= ~df["has_mask"].astype(bool)
+    elif f.mask != "any":
+        raise ValueError(f"unknown mask facet {f.mask!r}")
+    lo, hi = (float(v) for v in f.involvement)
+    if lo > 0.0 or hi < 100.0:
+        inv = df["involvement"]
+        # A 0 % study belongs to a range starting at 0 (CT-0); otherwise (low, high] like the class bands.
+        keep &= inv.notna() & (inv <= hi) & ((inv > lo) | ((lo <= 0.0) & (inv >= 0.0)))
+    if f.ids is not None:
+        keep &= df["study_id"].astype(int).isin(list(f.ids))
+    if f.statuses is not None:
+        keep &= df["status"].astype(str).isin(list(f.statuses))
+    return df[keep]
+
+
+def class_counts(summary: pd.DataFrame, classes: Sequence[str], published: dict[str, int] | None = None,
+                 ) -> pd.DataFrame:
+    """Counts and percentages per class (known classes first, then any other label), beside published ones."""
+    counts = summary["category"].astype(str).value_counts() if len(summary) else pd.Series(dtype=int)
+    labels = list(classes) + sorted(c for c in counts.index if c not in classes)
+    total = int(counts.sum())
+    rows = []
+    pub_total = sum(published.values()) if published else 0
+    for c in labels:
+        n = int(counts.get(c, 0))
+        row = {"class": c, "studies": n, "percent": (100.0 * n / total) if total else 0.0}
+        if published is not None:
+            p = published.get(c)
+            row["published"] = p
+            row["published_percent"] = (100.0 * p / pub_total) if (p is not None and pub_total) else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def severity_frame() -> pd.DataFrame:
+    """The paper's severity table as a DataFrame (one row per class)."""
+    from mosmed.severity import SEVERITY_TABLE
+
+    return pd.DataFrame([
+        {"Class": r.category, "Severity": r.name, "CT findings": r.ct_findings,
+         "Lung involvement": r.involvement, "Clinical data": r.clinical, "Routing": r.routing}
+        for r in SEVERITY_TABLE
+    ])
+
+
+def thumb_data_uri(png: bytes | None, size: int = 64) -> str | None:
+    """A small JPEG data URI of a thumbnail for ``st.column_config.ImageColumn`` (None when there is none).
+
+    Thumbnails are stored as 128-px PNGs; the table gets a downscaled JPEG (about 2 KB) so a 1110-row registry
+    stays a light page.
+    """
+    if not png:
+        return None
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(png)) as im:
+            im = im.convert("RGB")
+            im.thumbnail((size, size))
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=80)
+    except Exception:  # noqa: BLE001 - a damaged thumbnail is an empty cell, not a broken table
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+#: Columns exported (and their order); thumbnails are not exported.
+EXPORT_COLUMNS = (
+    "study_id", "category", "status", "error", "warnings", "has_mask", "involvement", "involvement_source",
+    "involvement_pct", "estimated_involvement_pct", "in_band", "estimate_in_band", "lung_ml", "lesion_ml",
+    "n_slices", "rows", "cols", "spacing_x", "spacing_y", "spacing_z", "study_file", "mask_file",
+)
+
+
+def export_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows as exported: known columns in a fixed order, NaN kept empty (never the string "nan")."""
+    cols = [c for c in EXPORT_COLUMNS if c in df.columns]
+    return df[cols].reset_index(drop=True)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defuse(value):
+    """Text that a spreadsheet would run as a formula gets a leading apostrophe (CSV injection)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def to_csv_bytes(df: pd.DataFrame) -> bytes:
+    """UTF-8 CSV of ``df`` (text cells that look like formulas are defused)."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object:
+            out[c] = out[c].map(_defuse)
+    return out.to_csv(index=False).encode("utf-8")
+
+
+def to_xlsx_bytes(df: pd.DataFrame, sheet_name: str = "studies") -> bytes:
+    """An XLSX workbook of ``df`` built in memory with openpyxl.
+
+    Every text cell is written as text (openpyxl would otherwise store ``"=..."`` as a formula).
+    """
+    from openpyxl import Workbook
+    from openpyxl.utils import get_column_letter
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = re.sub(r"[\[\]:*?/\\]", "_", sheet_name)[:31] or "studies"
+    ws.append([str(c) for c in df.columns])
+    for row in df.itertuples(index=False, name=None):
+        ws.append([_xlsx_value(v) for v in row])
+    for r in ws.iter_rows(min_row=2):
+        for cell in r:
+            if isinstance(cell.value, str):
+                cell.data_type = "s"
+    for i, c in enumerate(df.columns, start=1):
+        width = max([len(str(c))] + [len(str(v)) for v in df[c].head(200).tolist() if v is not None])
+        ws.column_dimensions[get_column_letter(i)].width = min(60, max(8, width + 2))
+    ws.freeze_panes = "A2"
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
+
+
+def _xlsx_value(v):
+    if v is None or v is pd.NA:
+        return None
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return None if math.isnan(float(v)) else float(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)
+
+
+def ids_of(df: pd.DataFrame) -> list[int]:
+    """Study ids of a frame, as plain ints."""
+    return [int(i) for i in df["study_id"].tolist()] if len(df) else []
+
+
+def unique(seq: Iterable) -> list:
+    """Order-preserving de-duplication."""
+    seen, out = set(), []
+    for x in seq:
+        if x not in seen:
+            seen.add(x)
+            out.append(x)
+    return out

@@ -1,0 +1,397 @@
+"""The browser-side CT stack viewer (``st.components.v2``).
+
+Why a custom component: a viewer that reruns the script per slice is an order of magnitude too slow. Here
+the current study's windowed axial stack reaches the page once per (study, window) and the browser scrolls it
+(wheel, keys, its own slider, cine) with no server round trip per slice.
+
+Wire format
+-----------
+The component's ``data`` is ONE ``bytes`` payload (``st.components.v2`` forwards bytes untouched, the JS
+receives a ``Uint8Array``): no base64 (+33 %) and no JSON parse of megabytes of image text. Layout::
+
+    b"MSV1" | uint32 little-endian header length N | N bytes of UTF-8 JSON header | image blobs
+
+The header lists every image as ``[offset, length]`` into the blob area:
+
+- ``grey``: one JPEG per axial slice, windowed 8-bit grey (decoded in the browser with
+  ``createImageBitmap``: the current slice first, the rest outward from it, so the first slice paints before
+  the stack is decoded);
+- ``lesion`` / ``lesion_outline`` / ``lung_outline``: small 2-colour PNGs (white on transparent), only for
+  slices that have any; the browser tints them, so overlay colour, opacity, fill/outline and the lung outline
+  change without a rerun and without re-encoding;
+- ``coronal`` / ``sagittal``: server-rendered reformats (``mosmed.render.render_slice``, aspect-corrected for
+  8 mm slices) on which the browser draws the current axial slice as a line, in step with scrolling;
+- metadata: slice count, spacing, slice positions (mm), per-slice lesion area (mm^2), style, navigation.
+
+What goes back to Python
+------------------------
+``slice`` (state value) is reported only when scrolling has stopped for ``REPORT_DEBOUNCE_MS`` (every
+``setStateValue`` reruns the script, or the enclosing ``st.fragment``), so the URL can follow the view without a
+rerun per slice. ``probe`` (trigger value) is ``{"z", "row", "col"}`` of a clicked voxel, so Python can show
+the exact HU from the memory map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from mosmed.render import OverlayStyle, outline, render_slice
+from mosmed.windowing import Window, apply_window, window_to_text
+
+__all__ = [
+    "COMPONENT_NAME",
+    "JPEG_QUALITY",
+    "REPORT_DEBOUNCE_MS",
+    "ViewerEvent",
+    "build_payload",
+    "ct_viewer",
+    "decode_payload",
+    "encode_layers",
+    "encode_stack",
+    "reformat_index",
+    "study_token",
+]
+
+COMPONENT_NAME = "mosmed_ct_viewer"
+MAGIC = b"MSV1"
+JPEG_QUALITY = 85
+REPORT_DEBOUNCE_MS = 400
+_ASSETS = Path(__file__).with_name("viewer_assets")
+_ENCODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _asset(name: str) -> str:
+    return (_ASSETS / name).read_text(encoding="utf-8")
+
+
+# Registered once at import (names are app-unique); mounting reuses it. The JS is an ES module whose default
+# export is called on every render with the new data.
+_COMPONENT = st.components.v2.component(
+    COMPONENT_NAME,
+    html="",
+    css=_asset("viewer.css"),
+    js=_asset("viewer.js"),
+)
+
+
+@dataclass(frozen=True)
+class ViewerEvent:
+    """What the browser reported back.
+
+    Attributes
+    ----------
+    slice_index : int
+        0-based axial slice the user is on (as last reported; lags scrolling by the debounce delay).
+    probe : tuple of int or None
+        ``(z, row, col)`` of a voxel the user clicked in this run, in display orientation; ``None`` otherwise.
+    """
+
+    slice_index: int
+    probe: tuple[int, int, int] | None = None
+
+
+# ------------------------------------------------------------------------------------------------ encoding
+
+
+def study_token(study: Any) -> str:
+    """A short id for one opened study's content (study id + cache key + shape)."""
+    raw = f"{study.study_id}|{study.cache_key}|{tuple(study.volume.shape)}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:12]
+
+
+def _jpeg(gray: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    # No subsampling question for greyscale; optimize=False keeps encoding fast (it only saves ~3 %).
+    Image.fromarray(np.ascontiguousarray(gray), mode="L").save(buf, format="JPEG", quality=int(quality))
+    return buf.getvalue()
+
+
+def _layer_png(mask2d: np.ndarray) -> bytes:
+    """White where ``mask2d`` is set, transparent elsewhere: a 1-bit palette PNG (tiny, fast to encode)."""
+    img = Image.fromarray((np.asarray(mask2d) > 0).astype(np.uint8), mode="L").convert("P")
+    img.putpalette([0, 0, 0, 255, 255, 255])
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", transparency=0, bits=1, compress_level=1)
+    return buf.getvalue()
+
+
+def encode_stack(volume: np.ndarray, window: Window, quality: int = JPEG_QUALITY) -> list[bytes]:
+    """Every axial slice windowed to 8-bit grey and JPEG-encoded (slice index order).
+
+    Reads the volume slice by slice, so a memory map is never loaded whole.
+    """
+    if volume.ndim != 3 or volume.shape[0] < 1:
+        raise ValueError(f"volume must be (Z, H, W) with Z >= 1, got shape {tuple(volume.shape)}")
+    def one(k: int) -> bytes:
+        return _jpeg(apply_window(np.asarray(volume[k]), window), quality)
+
+    if volume.shape[0] < 8:
+        return [one(k) for k in range(volume.shape[0])]
+    # Pillow's JPEG encoder and numpy's take release the GIL: two threads halve a window change on 2 cores.
+    with ThreadPoolExecutor(max_workers=_ENCODE_THREADS) as pool:
+        return list(pool.map(one, range(volume.shape[0])))
+
+
+def encode_layers(labels: np.ndarray | None, *, as_outline: bool) -> dict[int, bytes]:
+    """PNG layer per slice that has any label (``{slice: png}``); outlines are 1-px inner borders."""
+    if labels is None:
+        return {}
+    present = np.flatnonzero(np.asarray(labels).reshape(labels.shape[0], -1).any(axis=1))
+    out: dict[int, bytes] = {}
+    for k in present:
+        plane = np.asarray(labels[int(k)]) > 0
+        out[int(k)] = _layer_png(outline(plane) if as_outline else plane)
+    return out
+
+
+def reformat_index(study: Any, plane: str) -> int:
+    """Default row (coronal) or column (sagittal) for the reformats: through the lesions when there are
+    any, else through the right lung's widest part (the mid column would cut the spine, not the lungs)."""
+    axis = 1 if plane == "coronal" else 2
+    size = study.volume.shape[axis]
+    for labels in (study.mask, study.lung):
+        if labels is None:
+            continue
+        other = (0, 2) if axis == 1 else (0, 1)
+        profile = np.asarray(labels, dtype=np.uint8).sum(axis=other, dtype=np.int64)
+        if plane == "sagittal" and labels is study.lung:
+            profile = profile[: size // 2]  # patient right = viewer's left half
+        if profile.size and profile.max() > 0:
+            return int(np.argmax(profile))
+    return size // 2
+
+
+@st.cache_data(max_entries=12, show_spinner=False)
+def _cached_stack(_study: Any, dataset_root: str, study_id: int, cache_key: str, window_text: str,
+                  quality: int) -> tuple[list[bytes], dict[int, bytes], dict[int, bytes], dict[int, bytes]]:
+    # Keyed by (dataset root, study id, cache key, window, quality); _study itself is not hashed.
+    return (
+        encode_stack(_study.volume, _window_from_text(window_text), quality),
+        encode_layers(_study.mask, as_outline=False),
+        encode_layers(_study.mask, as_outline=True),
+        encode_layers(_study.lung, as_outline=True),
+    )
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _cached_reformat(_study: Any, dataset_root: str, study_id: int, cache_key: str, window_text: str,
+                     style: OverlayStyle, plane: str, index: int) -> tuple[bytes, int, int]:
+    rgb = render_slice(_study.volume, _study.spacing, plane, index, _window_from_text(window_text),
+                       mask=_study.mask, lung=_study.lung, style=style, resample=True)
+    buf = io.BytesIO()
+    Image.fromarray(rgb, mode="RGB").save(buf, format="JPEG", quality=90)
+    return buf.getvalue(), int(rgb.shape[1]), int(rgb.shape[0])
+
+
+def _window_from_text(text: str) -> Window:
+    from mosmed.windowing import parse_window
+
+    return parse_window(text)
+
+
+def _window_label(window: Window) -> str:
+    name = window.name
+    if name:
+        from mosmed.windowing import PRESET_LABELS
+
+        name = PRESET_LABELS.get(name, name)
+    return f"{name + ' ' if name else ''}W {window.width:g} / L {window.level:g}"
+
+
+def build_payload(header: dict[str, Any], blobs: dict[str, Any]) -> bytes:
+    """Pack a JSON header and named images into the component's wire format.
+
+    ``blobs`` maps a header key to ``bytes`` (one image), ``list[bytes]`` or ``dict[int, bytes]``; the header
+    gets ``[offset, length]`` (or a list / dict of them) under the same key.
+    """
+    parts: list[bytes] = []
+    offset = 0
+
+    def place(b: bytes) -> list[int]:
+        nonlocal offset
+        parts.append(b)
+        ref = [offset, len(b)]
+        offset += len(b)
+        return ref
+
+    header = dict(header)
+    for name, value in blobs.items():
+        if value is None:
+            header[name] = None
+        elif isinstance(value, (bytes, bytearray)):
+            header[name] = place(bytes(value))
+        elif isinstance(value, dict):
+            header[name] = {str(int(k)): place(v) for k, v in value.items()}
+        else:
+            header[name] = [place(v) for v in value]
+    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return MAGIC + struct.pack("<I", len(head)) + head + b"".join(parts)
+
+
+def decode_payload(payload: bytes) -> tuple[dict[str, Any], bytes]:
+    """Inverse of :func:`build_payload` for tests and tools: ``(header, blob area)``."""
+    if payload[:4] != MAGIC:
+        raise ValueError("not a viewer payload (bad magic)")
+    (n,) = struct.unpack("<I", payload[4:8])
+    return json.loads(payload[8 : 8 + n].decode("utf-8")), payload[8 + n :]
+
+
+def _finite_list(values: Any, n: int) -> list[float] | None:
+    if values is None:
+        return None
+    arr = np.asarray(values, dtype=float).reshape(-1)
+    if arr.size != n:
+        return None
+    return [round(float(v), 3) if np.isfinite(v) else 0.0 for v in arr]
+
+
+def _style_dict(style: OverlayStyle) -> dict[str, Any]:
+    return {
+        "show_mask": bool(style.show_mask),
+        "mode": "outline" if style.mode == "outline" else "fill",
+        "color": str(style.color),
+        "opacity": float(min(max(style.opacity, 0.0), 1.0)),
+        "show_lung": bool(style.show_lung),
+        "lung_color": str(style.lung_color),
+    }
+
+
+def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_root: str, nav_slice: int,
+                   nav_seq: int, reformat_rows_cols: tuple[int, int] | None = None, height: int = 600,
+                   link: dict[str, Any] | None = None, label: str | None = None) -> bytes:
+    """Everything the browser needs for one study and window, packed (see module docstring)."""
+    z, h, w = (int(s) for s in study.volume.shape)
+    window_text = window_to_text(window)
+    grey, lesion, lesion_ol, lung_ol = _cached_stack(study, dataset_root, int(study.study_id), study.cache_key,
+                                                     window_text, JPEG_QUALITY)
+    if reformat_rows_cols is None:
+        reformat_rows_cols = (reformat_index(study, "coronal"), reformat_index(study, "sagittal"))
+    row, col = (int(min(max(v, 0), lim - 1)) for v, lim in zip(reformat_rows_cols, (h, w)))
+    cor, cor_w, cor_h = _cached_reformat(study, dataset_root, int(study.study_id), study.cache_key, window_text,
+                                         style, "coronal", row)
+    sag, sag_w, sag_h = _cached_reformat(study, dataset_root, int(study.study_id), study.cache_key, window_text,
+                                         style, "sagittal", col)
+    dz, dy, dx = (float(s) for s in study.spacing)
+    stats = getattr(study, "stats", None)
+    header = {
+        "version": 1,
+        "stack_key": f"{study_token(study)}:{window_text}",
+        "study_id": int(study.study_id),
+        "study_label": label or f"study {study.study_id} · {study.category}",
+        "window_label": _window_label(window),
+        "n": z, "width": w, "height": h,
+        "spacing": [dz, dy, dx],
+        "aspect": (dy / dx) if dx > 0 else 1.0,
+        "z_mm": _finite_list(study.slice_z_mm, z) or [k * dz for k in range(z)],
+        "lesion_mm2": _finite_list(getattr(stats, "lesion_area_mm2", None), z) if study.mask is not None else None,
+        "has_mask": study.mask is not None,
+        "img_type": "image/jpeg",
+        "style": _style_dict(style),
+        "nav": {"slice": int(min(max(nav_slice, 0), z - 1)), "seq": int(nav_seq)},
+        "reformat": {"row": row, "col": col, "coronal_size": [cor_w, cor_h], "sagittal_size": [sag_w, sag_h],
+                     "key": f"{window_text}|{row}|{col}|{hash(style)}"},
+        "max_height": int(height),
+        "debounce_ms": REPORT_DEBOUNCE_MS,
+        "link": link,
+    }
+    return build_payload(header, {"grey": grey, "lesion": lesion, "lesion_outline": lesion_ol,
+                                  "lung_outline": lung_ol, "coronal": cor, "sagittal": sag})
+
+
+def _nav_seq(key: str, study_id: int, slice_index: int, reported: int | None) -> int:
+    """Bump the navigation sequence only for a real jump asked by Python (not an echo of what the browser
+    reported), so a rerun never pulls the view back while the user keeps scrolling."""
+    state_key = f"{key}.__nav"
+    last = st.session_state.get(state_key)
+    if last is not None and last[0] == study_id and (slice_index == last[1] or slice_index == reported):
+        return int(last[2])
+    seq = (int(last[2]) + 1) if last is not None else 1
+    st.session_state[state_key] = (study_id, int(slice_index), seq)
+    return seq
+
+
+def _reported_slice(key: str, study_id: int) -> int | None:
+    value = st.session_state.get(key)
+    try:
+        got = value.get("slice") if value is not None else None
+    except AttributeError:
+        got = None
+    if isinstance(got, dict) and got.get("study") == study_id and isinstance(got.get("index"), int):
+        return got["index"]
+    return None
+
+
+def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: int, key: str,
+              height: int = 600, dataset_root: str | Path = "", reformat_rows_cols: tuple[int, int] | None = None,
+              link: dict[str, Any] | None = None, label: str | None = None) -> ViewerEvent:
+    """Mount the browser-side stack viewer for one study.
+
+    Parameters
+    ----------
+    study : mosmed.dataset.Study
+        Opened study (display orientation; memmaps are only read).
+    window : Window
+        CT window; a change re-encodes the stack (cached per study and window).
+    style : OverlayStyle
+        Overlay options; applied in the browser without re-sending the stack.
+    slice_index : int
+        0-based slice to show when this is a new study or a jump Python asks for.
+    key : str
+        Unique widget key (also namespaces the session entries this function keeps).
+    height : int
+        Maximum height of the axial image in CSS pixels.
+    dataset_root : str or Path
+        Part of the encoding cache key (two datasets may share study ids).
+    reformat_rows_cols : (int, int), optional
+        Row for the coronal and column for the sagittal view (default: through the lesions / right lung).
+    link : dict, optional
+        ``{"group": str, "mode": "relative" | "mm"}``: viewers in one group follow each other's slice.
+    label : str, optional
+        Caption drawn on the image (default ``"study N · CT-k"``).
+
+    Returns
+    -------
+    ViewerEvent
+        The last reported slice (0-based) and, in the run a voxel was clicked, its ``(z, row, col)``.
+    """
+    z = int(study.volume.shape[0])
+    sid = int(study.study_id)
+    slice_index = int(min(max(int(slice_index), 0), z - 1))
+    reported = _reported_slice(key, sid)
+    seq = _nav_seq(key, sid, slice_index, reported)
+    payload = viewer_payload(study, window=window, style=style, dataset_root=str(dataset_root),
+                             nav_slice=slice_index, nav_seq=seq, reformat_rows_cols=reformat_rows_cols,
+                             height=height, link=link, label=label)
+    result = _COMPONENT(key=key, data=payload, on_slice_change=_noop, on_probe_change=_noop)
+    reported = _reported_slice(key, sid)
+    probe = _parse_probe(getattr(result, "probe", None), study.volume.shape)
+    return ViewerEvent(slice_index=reported if reported is not None else slice_index, probe=probe)
+
+
+def _noop() -> None:
+    """Callbacks must exist for the state / trigger keys to be registered; the page reads the result."""
+
+
+def _parse_probe(raw: Any, shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    # The browser is untrusted too: accept only three in-range integers.
+    if not isinstance(raw, dict):
+        return None
+    try:
+        vals = tuple(int(raw[k]) for k in ("z", "row", "col"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if all(0 <= v < s for v, s in zip(vals, shape[:3])):
+        return vals  # type: ignore[return-value]
+    return None

@@ -1,0 +1,419 @@
+"""Command line: ``python -m mosmed demo | replica | build-cache | summary | validate | render``.
+
+Exit codes: 0 success; 1 a data problem (a study in error for ``validate``, an unreadable dataset, a study that
+cannot be opened); 2 a usage mistake (bad option, study id not a number, slice out of range); 130 interrupted.
+A user's mistake is reported as one line on stderr, never a traceback (``MOSMED_DEBUG=1`` shows it for bugs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from mosmed.errors import MosmedError
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_DATA, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A mistake in the command line (exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+class ProgressBar:
+    """A text progress bar on stderr: redrawn in place on a terminal, a line per ~10 % otherwise (CI logs)."""
+
+    def __init__(self, title: str, stream=None, width: int = 30) -> None:
+        self.title = title
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.t0 = time.perf_counter()
+        self._last_decile = -1
+        self._drawn = False
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        frac = 1.0 if total <= 0 else min(1.0, max(0.0, done / total))
+        filled = int(round(frac * self.width))
+        bar = "#" * filled + "." * (self.width - filled)
+        text = f"{self.title} [{bar}] {done}/{total} {label}"[:120]
+        if self.tty:
+            self.stream.write("\r" + text.ljust(100))
+            self._drawn = True
+        else:
+            decile = int(frac * 10)
+            if decile == self._last_decile and done < total:
+                return
+            self._last_decile = decile
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _data_root(args) -> Path:
+    """``--data``, else MOSMED_DATA, else the embedded demo when it has been generated."""
+    from mosmed.dataset import default_data_root, demo_root
+
+    if args.data:
+        return Path(args.data).expanduser()
+    root, is_demo = default_data_root()
+    if is_demo:
+        root = demo_root(_cache_root(args))
+        if not root.exists():
+            raise UsageError("no dataset given: pass --data DIR or set MOSMED_DATA "
+                             "(or generate the demo first with 'python -m mosmed demo')")
+    return root
+
+
+def _cache_root(args) -> Path:
+    from mosmed.dataset import default_cache_root
+
+    return Path(args.cache).expanduser() if getattr(args, "cache", None) else default_cache_root()
+
+
+def _open(args):
+    from mosmed.dataset import Dataset
+
+    return Dataset(_data_root(args), _cache_root(args))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return v
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(msg.rstrip("\n") + "\n")
+    sys.stderr.flush()
+
+
+def _ensure_built(ds, quiet: bool = False) -> None:
+    """Build stats for rows not yet in the cache (arrays only within budget), with a bar when there is work."""
+    st = ds.status()
+    if st.complete:
+        return
+    bar = None if quiet else ProgressBar("reading studies")
+    try:
+        ds.build_cache(workers=1, progress=bar, arrays=False)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _agreement_line(frame) -> str:
+    from mosmed.lungs import agreement
+
+    both = frame[(frame["status"] == "ok") & frame["involvement_pct"].notna()
+                 & frame["estimated_involvement_pct"].notna()]
+    if both.empty:
+        return "estimate vs mask: no study has both a mask and an estimate"
+    a = agreement(both["involvement_pct"].tolist(), both["estimated_involvement_pct"].tolist())
+
+    def fmt(key: str, spec: str) -> str:
+        v = a.get(key)
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return "n/a"
+        return format(v, spec)
+
+    return (f"estimate vs mask-based involvement over {a.get('n', len(both))} studies with masks: "
+            f"mean |difference| {fmt('mean_abs_diff', '.1f')} points, Pearson r {fmt('pearson_r', '.2f')}, "
+            f"same class band {fmt('class_agreement', '.0%')}")
+
+
+# --------------------------------------------------------------------------------------------- commands
+
+
+def cmd_demo(args) -> int:
+    from mosmed.dataset import ensure_demo
+
+    bar = ProgressBar("generating demo")
+    t0 = time.perf_counter()
+    try:
+        if args.out is None:
+            if args.full_size or args.seed is not None:
+                raise UsageError("demo: --full-size and --seed need --out DIR (the embedded demo is fixed)")
+            out = ensure_demo(progress=bar, n_studies=args.studies)
+        else:
+            out = Path(args.out).expanduser()
+            if out.exists() and (not out.is_dir() or any(out.iterdir())):
+                raise UsageError(f"demo: {out} already exists and is not empty; choose a new or empty folder")
+            kwargs = {"n_studies": args.studies, "full_size": args.full_size, "progress": bar}
+            if args.seed is not None:
+                kwargs["seed"] = args.seed
+            if kwargs["n_studies"] is None:
+                kwargs.pop("n_studies")
+            from mosmed import synthetic
+
+            out = synthetic.generate_demo(out, **kwargs)
+    finally:
+        bar.close()
+    _err(f"demo dataset written to {out} in {time.perf_counter() - t0:.1f} s")
+    print(out)
+    return EXIT_OK
+
+
+def cmd_replica(args) -> int:
+    source = Path(args.source).expanduser()
+    if not source.is_dir():
+        raise MosmedError(f"source folder {source} does not exist")
+    out = Path(args.out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"replica: {out} already exists and is not empty; choose a new or empty folder")
+    from mosmed import synthetic
+
+    bar = ProgressBar("building replica")
+    t0 = time.perf_counter()
+    try:
+        out = synthetic.generate_replica(source, out, per_class=args.per_class, progress=bar)
+    finally:
+        bar.close()
+    _err(f"replica dataset written to {out} in {time.perf_counter() - t0:.1f} s")
+    print(out)
+    return EXIT_OK
+
+
+def cmd_build_cache(args) -> int:
+    ds = _open(args)
+    if not ds.cache.writable:
+        _err(f"warning: {ds.cache.reason}")
+    bar = ProgressBar("building cache")
+    try:
+        rep = ds.build_cache(workers=args.workers, progress=bar, arrays=not args.stats_only)
+    finally:
+        bar.close()
+    st = ds.status()
+    _err(f"cache {st.cache_dir}: {rep.n_total} rows, {rep.n_built} built, {rep.n_cached} already cached, "
+         f"{rep.n_errors} in error, {rep.n_arrays_written} arrays written, {rep.n_evicted} evicted; "
+         f"arrays {st.bytes_used / 1e9:.2f} of {st.budget / 1e9:.2f} GB; {rep.seconds:.1f} s "
+         f"with {rep.workers} worker(s)")
+    for sid, reason in rep.errors[:20]:
+        _err(f"  study {sid}: {reason}")
+    if len(rep.errors) > 20:
+        _err(f"  ... and {len(rep.errors) - 20} more (run 'validate' for the full list)")
+    return EXIT_OK
+
+
+def cmd_summary(args) -> int:
+    ds = _open(args)
+    _ensure_built(ds)
+    frame = ds.summary()
+    cols = [c for c in frame.columns if c != "has_thumb"]
+    frame = frame[cols]
+    if args.format == "json":
+        text = frame.to_json(orient="records", indent=None, force_ascii=False)
+        # to_json writes NaN as null already; one JSON array on one line, newline-terminated.
+        sys.stdout.write(text + "\n")
+    else:
+        buf = io.StringIO()
+        frame.to_csv(buf, index=False)
+        sys.stdout.write(buf.getvalue())
+    sys.stdout.flush()
+    _err(_agreement_line(frame))
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    ds = _open(args)
+    _ensure_built(ds)
+    frame = ds.summary()
+    lines: list[str] = []
+    for p in ds.registry.problems:
+        lines.append(str(p))
+    for r in frame.itertuples(index=False):
+        if r.status != "ok":
+            lines.append(f"study {r.study_id}: {r.error or r.status}")
+    for r in frame.itertuples(index=False):
+        if r.status == "ok" and r.warnings:
+            lines.append(f"study {r.study_id}: warning: {r.warnings}")
+    for line in lines:
+        print(line)
+    n_err = int((frame["status"] != "ok").sum()) + len(ds.registry.problems)
+    n_ok = int((frame["status"] == "ok").sum())
+    print(f"{len(frame)} registry rows: {n_ok} ok, {int((frame['status'] != 'ok').sum())} in error, "
+          f"{len(ds.registry.problems)} registry rows dropped")
+    print(_agreement_line(frame))
+    return EXIT_DATA if n_err else EXIT_OK
+
+
+def cmd_render(args) -> int:
+    from mosmed import render
+    from mosmed.windowing import parse_window
+
+    try:
+        window = parse_window(args.window)
+    except ValueError as e:
+        raise UsageError(f"render: --window {args.window!r}: {e}") from None
+    try:
+        study_id = int(args.study)
+    except ValueError:
+        raise UsageError(f"render: --study {args.study!r} is not a study number") from None
+    out = Path(args.out).expanduser()
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"render: --out {out} must end in .png")
+    if not out.parent.is_dir():
+        raise UsageError(f"render: folder {out.parent} does not exist")
+    ds = _open(args)
+    study = ds.open_study(study_id)
+    n = render.n_slices(study.volume.shape, args.plane)
+    index = n // 2 if args.slice is None else args.slice
+    if not 0 <= index < n:
+        raise UsageError(f"render: study {study_id}: --slice {index} is out of range 0..{n - 1} "
+                         f"for the {args.plane} plane")
+    style = render.OverlayStyle(show_mask=bool(args.overlay and study.mask is not None),
+                                mode=args.overlay_mode, show_lung=args.lung)
+    png = render.render_png(study.volume, study.spacing, args.plane, index, window,
+                            mask=study.mask if args.overlay else None,
+                            lung=study.lung if args.lung else None, style=style)
+    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
+    try:
+        tmp.write_bytes(png)
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise MosmedError(f"cannot write {out}: {e.strerror or e}") from None
+    if args.overlay and study.mask is None:
+        _err(f"note: study {study_id} has no lesion mask; rendered without overlay")
+    _err(f"study {study_id} {args.plane} slice {index}/{n - 1} -> {out}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m mosmed", description="MosMed Explorer: datasets, cache and rendering.",
+                epilog="Environment: MOSMED_DATA (dataset root), MOSMED_CACHE (cache root, default data_cache/), "
+                       "MOSMED_CACHE_BUDGET_GB (disk budget for cached volumes, default 8). Exit codes: 0 ok, "
+                       "1 data problem, 2 usage mistake.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def data_args(sp):
+        sp.add_argument("--data", metavar="DIR", help="dataset root (default: $MOSMED_DATA, else the demo)")
+        sp.add_argument("--cache", metavar="DIR", help="cache root (default: $MOSMED_CACHE, else data_cache/)")
+
+    sp = sub.add_parser("demo", help="generate the synthetic demo dataset")
+    sp.add_argument("--out", metavar="DIR", help="target folder (default: the embedded demo in the cache root)")
+    sp.add_argument("--studies", type=_positive_int, metavar="N", help="number of studies")
+    sp.add_argument("--full-size", action="store_true", help="1110 studies at real sizes and class counts")
+    sp.add_argument("--seed", type=int, metavar="S", help="random seed")
+    sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("replica", help="replica of the real dataset: real registry and masks, synthetic studies")
+    sp.add_argument("--source", required=True, metavar="DIR", help="folder with the real registry and masks/")
+    sp.add_argument("--out", required=True, metavar="DIR")
+    sp.add_argument("--per-class", type=_nonneg_int, default=2, metavar="N",
+                    help="extra studies per class besides the 50 masked ones (default 2)")
+    sp.set_defaults(func=cmd_replica)
+
+    sp = sub.add_parser("build-cache", help="build the data cache (progress on stderr)")
+    data_args(sp)
+    sp.add_argument("--workers", type=_positive_int, default=1, metavar="N")
+    sp.add_argument("--stats-only", action="store_true", help="summaries and thumbnails, no volume arrays")
+    sp.set_defaults(func=cmd_build_cache)
+
+    sp = sub.add_parser("summary", help="one row per registry row, as CSV or JSON on stdout")
+    data_args(sp)
+    sp.add_argument("--format", choices=("csv", "json"), default="csv")
+    sp.set_defaults(func=cmd_summary)
+
+    sp = sub.add_parser("validate", help="list every problem as study id and reason (exit 1 if any)")
+    data_args(sp)
+    sp.set_defaults(func=cmd_validate)
+
+    sp = sub.add_parser("render", help="render one slice to PNG with the app's renderer")
+    data_args(sp)
+    sp.add_argument("--study", required=True, metavar="ID")
+    sp.add_argument("--plane", choices=("axial", "coronal", "sagittal"), default="axial")
+    sp.add_argument("--slice", type=_nonneg_int, metavar="K", help="slice index (default: the middle)")
+    sp.add_argument("--window", default="lung", metavar="PRESET|LEVEL,WIDTH",
+                    help="lung, mediastinum, soft, bone, or LEVEL,WIDTH (default lung)")
+    sp.add_argument("--overlay", action="store_true", help="draw the lesion mask")
+    sp.add_argument("--overlay-mode", choices=("fill", "outline"), default="fill")
+    sp.add_argument("--lung", action="store_true", help="draw the lung outline")
+    sp.add_argument("--out", required=True, metavar="FILE.png")
+    sp.set_defaults(func=cmd_render)
+    return p
+
+
+def _join_negative_window(argv: list[str]) -> list[str]:
+    """``--window -600,1500`` -> ``--window=-600,1500``: argparse would take the level for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--window" and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"--window={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (``python -m mosmed`` passes it to ``sys.exit``)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(_join_negative_window(list(sys.argv[1:] if argv is None else argv)))
+        if not getattr(args, "command", None):
+            raise UsageError("python -m mosmed: a command is needed: demo, replica, build-cache, summary, "
+                             "validate or render (see --help)")
+        return int(args.func(args))
+    except UsageError as e:
+        _err(f"error: {e}")
+        return EXIT_USAGE
+    except MosmedError as e:
+        _err(f"error: {e}")
+        return EXIT_DATA
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        # `summary | head`: the reader went away; not an error of ours.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_OK
+    except OSError as e:
+        _err(f"error: {e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""))
+        return EXIT_DATA
+    except Exception as e:  # a bug: still one line, unless debugging
+        if os.environ.get("MOSMED_DEBUG"):
+            raise
+        _err(f"internal error (please report; MOSMED_DEBUG=1 shows the traceback): {type(e).__name__}: {e}")
+        return EXIT_DATA

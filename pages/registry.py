@@ -1,0 +1,172 @@
+"""Registry: faceted filters, a sortable table with thumbnails, open a study, export the rows."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from components import state, tables
+
+st.title("Registry")
+ds = state.get_dataset()
+if ds is None:
+    st.stop()
+
+from mosmed import severity  # noqa: E402
+
+summary = state.summary_df(ds)
+
+# Widget keys (tests drive them). Filters persist across pages in their own "store" keys: Streamlit drops a
+# widget's state when its page is not shown, and a user coming back from the viewer expects the same rows.
+W_CLASS, W_MASK, W_SOURCE, W_RANGE, W_IDS, W_STATUS = (
+    "registry.w.class", "registry.w.mask", "registry.w.source", "registry.w.range", "registry.w.ids",
+    "registry.w.status")
+STORE = {W_CLASS: state.REGISTRY_CLASS_KEY, W_MASK: "registry.filter.mask", W_SOURCE: "registry.filter.source",
+         W_RANGE: "registry.filter.range", W_IDS: "registry.filter.ids", W_STATUS: "registry.filter.status"}
+APPLY_KEY = state.REGISTRY_APPLY_KEY     # set by state.goto_registry to push a class filter from another page
+
+counts = summary["category"].astype(str).value_counts()
+class_options = list(severity.CLASSES) + sorted(c for c in counts.index if c not in severity.CLASSES)
+status_options = ["ok", "error", "pending"]
+defaults = {W_CLASS: [], W_MASK: "any", W_SOURCE: "best", W_RANGE: (0.0, 100.0), W_IDS: "", W_STATUS: []}
+
+if st.session_state.pop(APPLY_KEY, False):
+    st.session_state.pop(W_CLASS, None)
+for w, store in STORE.items():
+    if w not in st.session_state:
+        value = st.session_state.get(store, defaults[w])
+        if w == W_CLASS:
+            value = [c for c in (value or []) if c in class_options]
+        if w == W_STATUS:
+            value = [s for s in (value or []) if s in status_options]
+        if w == W_RANGE:
+            try:
+                lo, hi = (float(v) for v in value)
+                value = (max(0.0, min(lo, hi)), min(100.0, max(lo, hi)))
+            except (TypeError, ValueError):
+                value = defaults[W_RANGE]
+        st.session_state[w] = value
+
+
+def _reset() -> None:
+    for w, store in STORE.items():
+        st.session_state[w] = defaults[w]
+        st.session_state.pop(store, None)
+
+
+with st.container(border=True):
+    c1, c2, c3 = st.columns([3, 2, 2])
+    c1.multiselect("Class", class_options, key=W_CLASS, placeholder="All classes",
+                   format_func=lambda c: f"{c} ({int(counts.get(c, 0))})")
+    c2.segmented_control("Lesion mask", ["any", "with", "without"], key=W_MASK, required=True,
+                         format_func={"any": "Any", "with": "With mask", "without": "Without"}.get)
+    c3.multiselect("Status", status_options, key=W_STATUS, placeholder="Any status",
+                   format_func=lambda s: f"{s} ({int((summary['status'] == s).sum())})")
+    c4, c5, c6 = st.columns([3, 2, 2])
+    c4.slider("Lung involvement, %", 0.0, 100.0, key=W_RANGE, step=1.0,
+              help="Restricts only when narrower than 0-100 %; studies without a value are then left out.")
+    c5.selectbox("Involvement from", list(tables.SOURCES), key=W_SOURCE, format_func=tables.SOURCE_LABELS.get)
+    c6.text_input("Study id", key=W_IDS, placeholder="e.g. 255, 260-270", max_chars=200)
+    st.button("Reset filters", key="registry.w.reset", on_click=_reset, type="tertiary")
+
+for w, store in STORE.items():      # remember for the next visit
+    v = st.session_state.get(w)
+    st.session_state[store] = list(v) if isinstance(v, (list, tuple)) else v
+
+ids, notice = tables.parse_id_query(st.session_state[W_IDS])
+if notice:
+    st.warning(f"Study id search: {notice}.", icon=":material/search_off:")
+flt = tables.RegistryFilter(
+    classes=tuple(st.session_state[W_CLASS]) or None,
+    mask=st.session_state[W_MASK] or "any",
+    source=st.session_state[W_SOURCE] or "best",
+    involvement=tuple(st.session_state[W_RANGE]),
+    ids=ids,
+    statuses=tuple(st.session_state[W_STATUS]) or None,
+)
+rows = tables.filter_summary(summary, flt)
+state.set_filter_ids(tables.ids_of(rows))
+
+n_err = int((rows["status"] == "error").sum())
+st.markdown(f"**{len(rows)}** of {len(summary)} studies"
+            + (f" · {n_err} with errors, listed with their reason" if n_err else ""))
+
+
+@st.cache_data(max_entries=8192, show_spinner=False)
+def _thumb_uri(_ds, key: tuple[str, str], token: tuple, study_id: int) -> str | None:
+    # One small JPEG data URI per study, re-made only when the cache changes (token).
+    try:
+        return tables.thumb_data_uri(_ds.thumbnail(int(study_id)))
+    except Exception:  # noqa: BLE001 - no thumbnail is an empty cell; the row keeps its status and reason
+        return None
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _exports(export) -> tuple[bytes, bytes]:
+    return tables.to_csv_bytes(export), tables.to_xlsx_bytes(export, "filtered studies")
+
+
+def _thumbs(frame) -> list[str | None]:
+    key, token = state.ds_key(ds), state.freshness(ds)
+    has = frame["has_thumb"] if "has_thumb" in frame else [True] * len(frame)
+    return [_thumb_uri(ds, key, token, int(sid)) if h else None for sid, h in zip(frame["study_id"], has)]
+
+
+view = rows.copy()
+view.insert(0, "thumbnail", _thumbs(view))
+view["involvement_source"] = view["involvement_source"].replace({"": None})
+table_cols = ["thumbnail", "study_id", "category", "status", "involvement", "involvement_source",
+              "estimated_involvement_pct", "has_mask", "lung_ml", "lesion_ml", "n_slices", "spacing_mm",
+              "error", "warnings"]
+event = st.dataframe(
+    view[table_cols], key="registry.table", hide_index=True, width="stretch", height=560, row_height=64,
+    on_select="rerun", selection_mode="single-row",
+    column_config={
+        "thumbnail": st.column_config.ImageColumn("", width="small"),
+        "study_id": st.column_config.NumberColumn("Study", format="%d", pinned=True),
+        "category": st.column_config.TextColumn("Class"),
+        "status": st.column_config.TextColumn("Status"),
+        "involvement": st.column_config.NumberColumn(
+            "Involvement", format="%.1f%%", help="Lung involvement; the next column says measured or estimated"),
+        "involvement_source": st.column_config.TextColumn("From", help="measured = expert mask, "
+                                                                      "estimated = share of lung in -700..-130 HU"),
+        "estimated_involvement_pct": st.column_config.NumberColumn("Estimate", format="%.1f%%"),
+        "has_mask": st.column_config.CheckboxColumn("Mask"),
+        "lung_ml": st.column_config.NumberColumn("Lung mL", format="%.0f"),
+        "lesion_ml": st.column_config.NumberColumn("Lesion mL", format="%.1f"),
+        "n_slices": st.column_config.NumberColumn("Slices", format="%d"),
+        "spacing_mm": st.column_config.TextColumn("Spacing x·y·z mm"),
+        "error": st.column_config.TextColumn("Problem", width="large"),
+        "warnings": st.column_config.TextColumn("Warnings", width="medium"),
+    },
+)
+st.caption("Select a row to open the study in the viewer. Click a column header to sort.")
+
+selected = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+if selected:
+    pos = int(selected[0])
+    if 0 <= pos < len(view):
+        state.goto_viewer(int(view.iloc[pos]["study_id"]))
+
+export = tables.export_frame(rows)
+csv_bytes, xlsx_bytes = _exports(export)
+d1, d2, _ = st.columns([1, 1, 4])
+d1.download_button("Download CSV", csv_bytes, file_name="mosmed_registry_filtered.csv",
+                   mime="text/csv", key="registry.w.csv", icon=":material/download:", on_click="ignore",
+                   disabled=export.empty)
+d2.download_button("Download XLSX", xlsx_bytes,
+                   file_name="mosmed_registry_filtered.xlsx", key="registry.w.xlsx", icon=":material/download:",
+                   mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", on_click="ignore",
+                   disabled=export.empty)
+
+problems = ds.registry.problems
+with st.expander(f"Registry rows that could not be kept ({len(problems)})", expanded=False):
+    if not problems:
+        st.write("None: every registry row has a usable, unique study id.")
+    else:
+        import pandas as pd
+
+        st.dataframe(pd.DataFrame([{"row": p.row, "study_id": p.study_id, "reason": p.reason} for p in problems]),
+                     hide_index=True, width="stretch",
+                     column_config={"row": st.column_config.NumberColumn("Spreadsheet row", format="%d"),
+                                    "study_id": st.column_config.NumberColumn("Study", format="%d"),
+                                    "reason": st.column_config.TextColumn("Reason", width="large")})
