@@ -35,9 +35,9 @@ __all__ = [
 #: Where an involvement value comes from: the expert mask ("measured") or the HU-based estimate.
 SOURCES = ("best", "measured", "estimated")
 SOURCE_LABELS = {
-    "best": "Measured where a mask exists, else estimated",
-    "measured": "Measured (studies with a mask only)",
-    "estimated": "Estimated from HU (every study)",
+    "best": "Measured, else estimated",
+    "measured": "Measured (mask) only",
+    "estimated": "Estimated (HU) only",
 }
 _MAX_QUERY = 200
 _RANGE = re.compile(r"^(\d{1,9})\s*[-–]\s*(\d{1,9})$")
@@ -157,7 +157,7 @@ def class_counts(summary: pd.DataFrame, classes: Sequence[str], published: dict[
     pub_total = sum(published.values()) if published else 0
     for c in labels:
         n = int(counts.get(c, 0))
-        row = {"class": c, "studies": n, "percent": (100.0 * n / total) if total else 0.0}
+        row = {"class": c if c.strip() else "(empty)", "studies": n, "percent": (100.0 * n / total) if total else 0.0}
         if published is not None:
             p = published.get(c)
             row["published"] = p

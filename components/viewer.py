@@ -175,10 +175,16 @@ def reformat_index(study: Any, plane: str) -> int:
 
 @st.cache_data(max_entries=12, show_spinner=False)
 def _cached_stack(_study: Any, dataset_root: str, study_id: int, cache_key: str, window_text: str,
-                  quality: int) -> tuple[list[bytes], dict[int, bytes], dict[int, bytes], dict[int, bytes]]:
+                  quality: int) -> list[bytes]:
     # Keyed by (dataset root, study id, cache key, window, quality); _study itself is not hashed.
+    return encode_stack(_study.volume, _window_from_text(window_text), quality)
+
+
+@st.cache_data(max_entries=12, show_spinner=False)
+def _cached_layers(_study: Any, dataset_root: str, study_id: int,
+                   cache_key: str) -> tuple[dict[int, bytes], dict[int, bytes], dict[int, bytes]]:
+    # Independent of the window and of the overlay style (tinted in the browser): a window change skips it.
     return (
-        encode_stack(_study.volume, _window_from_text(window_text), quality),
         encode_layers(_study.mask, as_outline=False),
         encode_layers(_study.mask, as_outline=True),
         encode_layers(_study.lung, as_outline=True),
@@ -270,19 +276,23 @@ def _style_dict(style: OverlayStyle) -> dict[str, Any]:
 
 def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_root: str, nav_slice: int,
                    nav_seq: int, reformat_rows_cols: tuple[int, int] | None = None, height: int = 600,
-                   link: dict[str, Any] | None = None, label: str | None = None) -> bytes:
+                   link: dict[str, Any] | None = None, label: str | None = None,
+                   reformats: bool = True) -> bytes:
     """Everything the browser needs for one study and window, packed (see module docstring)."""
     z, h, w = (int(s) for s in study.volume.shape)
     window_text = window_to_text(window)
-    grey, lesion, lesion_ol, lung_ol = _cached_stack(study, dataset_root, int(study.study_id), study.cache_key,
-                                                     window_text, JPEG_QUALITY)
+    grey = _cached_stack(study, dataset_root, int(study.study_id), study.cache_key, window_text, JPEG_QUALITY)
+    lesion, lesion_ol, lung_ol = _cached_layers(study, dataset_root, int(study.study_id), study.cache_key)
     if reformat_rows_cols is None:
         reformat_rows_cols = (reformat_index(study, "coronal"), reformat_index(study, "sagittal"))
     row, col = (int(min(max(v, 0), lim - 1)) for v, lim in zip(reformat_rows_cols, (h, w)))
-    cor, cor_w, cor_h = _cached_reformat(study, dataset_root, int(study.study_id), study.cache_key, window_text,
-                                         style, "coronal", row)
-    sag, sag_w, sag_h = _cached_reformat(study, dataset_root, int(study.study_id), study.cache_key, window_text,
-                                         style, "sagittal", col)
+    cor = sag = None
+    cor_w = cor_h = sag_w = sag_h = 0
+    if reformats:
+        cor, cor_w, cor_h = _cached_reformat(study, dataset_root, int(study.study_id), study.cache_key,
+                                             window_text, style, "coronal", row)
+        sag, sag_w, sag_h = _cached_reformat(study, dataset_root, int(study.study_id), study.cache_key,
+                                             window_text, style, "sagittal", col)
     dz, dy, dx = (float(s) for s in study.spacing)
     stats = getattr(study, "stats", None)
     header = {
@@ -305,6 +315,7 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
         "max_height": int(height),
         "debounce_ms": REPORT_DEBOUNCE_MS,
         "link": link,
+        "side": bool(reformats),
     }
     return build_payload(header, {"grey": grey, "lesion": lesion, "lesion_outline": lesion_ol,
                                   "lung_outline": lung_ol, "coronal": cor, "sagittal": sag})
@@ -335,7 +346,8 @@ def _reported_slice(key: str, study_id: int) -> int | None:
 
 def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: int, key: str,
               height: int = 600, dataset_root: str | Path = "", reformat_rows_cols: tuple[int, int] | None = None,
-              link: dict[str, Any] | None = None, label: str | None = None) -> ViewerEvent:
+              link: dict[str, Any] | None = None, label: str | None = None,
+              reformats: bool = True) -> ViewerEvent:
     """Mount the browser-side stack viewer for one study.
 
     Parameters
@@ -360,6 +372,8 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
         ``{"group": str, "mode": "relative" | "mm"}``: viewers in one group follow each other's slice.
     label : str, optional
         Caption drawn on the image (default ``"study N · CT-k"``).
+    reformats : bool
+        Show the coronal and sagittal views beside the axial one (off for side-by-side comparison).
 
     Returns
     -------
@@ -373,7 +387,7 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
     seq = _nav_seq(key, sid, slice_index, reported)
     payload = viewer_payload(study, window=window, style=style, dataset_root=str(dataset_root),
                              nav_slice=slice_index, nav_seq=seq, reformat_rows_cols=reformat_rows_cols,
-                             height=height, link=link, label=label)
+                             height=height, link=link, label=label, reformats=reformats)
     result = _COMPONENT(key=key, data=payload, on_slice_change=_noop, on_probe_change=_noop)
     reported = _reported_slice(key, sid)
     probe = _parse_probe(getattr(result, "probe", None), study.volume.shape)

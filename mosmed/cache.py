@@ -304,8 +304,13 @@ class CacheStatus:
 # computing one study (no disk writes here)
 
 
-def _compute(row: dict) -> tuple[dict, dict[str, np.ndarray | None], bytes]:
-    """Read, reorient, segment, measure, render the thumbnail. Raises MosmedError on bad data."""
+def _compute(row: dict, on_array: Callable[[str, np.ndarray | None], None] | None = None
+             ) -> tuple[dict, dict[str, np.ndarray | None], bytes]:
+    """Read, reorient, segment, measure, render the thumbnail. Raises MosmedError on bad data.
+
+    ``on_array(name, array)`` is called as soon as each display array exists (so it can be written meanwhile).
+    """
+    emit = on_array or (lambda name, arr: None)
     from mosmed import lungs, render, severity, volume  # late: keeps `import mosmed.cache` light
 
     study_id = int(_row_get(row, "study_id"))
@@ -320,7 +325,10 @@ def _compute(row: dict) -> tuple[dict, dict[str, np.ndarray | None], bytes]:
         mask, mwarn = volume.read_mask(Path(mask_path), vol, study_id=study_id)
         warnings.extend(mwarn)
     hu = vol.data
+    emit("volume", hu)
+    emit("mask", mask)
     lung = lungs.segment_lungs(hu, vol.spacing)
+    emit("lung", lung)
     st = lungs.study_stats(hu, vol.spacing, lung, mask)
     thumb = render.thumbnail(hu, mask, vol.spacing)
 
@@ -387,6 +395,111 @@ def stats_from_doc(doc: dict):
                 v = v.astype(np.int64)
         kwargs[f.name] = v
     return lungs.StudyStats(**kwargs)
+
+
+class _ArrayWriter:
+    """Writes one study's arrays into ``.tmp-*`` on a background thread, then renames the directory into place.
+
+    Why a thread: the volume can go to disk while the lungs are being segmented (file writes and most numpy
+    work release the GIL), so writing the cache costs little beyond reading the source.
+    """
+
+    def __init__(self, arrays_dir: Path, study_id: int, key: str) -> None:
+        self.arrays_dir = arrays_dir
+        self.final = arrays_dir / _stem(study_id, key)
+        self.tmp = arrays_dir / _tmp_name(self.final.name)
+        self.tmp.mkdir()
+        self.meta: dict = {"cache_version": CACHE_VERSION, "key": key, "study_id": study_id, "arrays": {}}
+        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mosmed-npy")
+        self._futures: list[cf.Future] = []
+
+    def submit(self, name: str, arr: np.ndarray | None) -> None:
+        if arr is None:
+            return
+        arr = np.ascontiguousarray(arr, dtype=ARRAY_DTYPES[name])   # no copy when already right
+        self._futures.append(self._pool.submit(self._write, name, arr))
+
+    def _write(self, name: str, arr: np.ndarray) -> None:
+        path = self.tmp / f"{name}.npy"
+        with open(path, "wb") as f:
+            np.save(f, arr, allow_pickle=False)      # header + one tofile: no extra copy
+            f.flush()
+            os.fsync(f.fileno())
+        self.meta["arrays"][name] = {"shape": list(arr.shape), "dtype": str(arr.dtype),
+                                     "file_bytes": os.stat(path).st_size}
+
+    def finish(self) -> bool:
+        """Complete the directory and rename it into place; False when another process's copy won."""
+        try:
+            for fut in self._futures:
+                fut.result()
+            self._pool.shutdown(wait=True)
+            with open(self.tmp / "meta.json", "wb") as f:
+                f.write(_dumps(self.meta))
+                f.flush()
+                os.fsync(f.fileno())
+            (self.tmp / "last_used").touch()
+            _fsync_dir(self.tmp)
+            if self.final.exists():
+                if _valid_arrays_dir(self.final, self.meta["key"]):
+                    shutil.rmtree(self.tmp, ignore_errors=True)   # another process got there first
+                    return False
+                _remove_tree_atomically(self.final)              # a damaged leftover under the final name
+            try:
+                os.rename(self.tmp, self.final)
+            except OSError:
+                # Another process renamed its identical copy first: it won, ours is discarded.
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                return False
+            _fsync_dir(self.arrays_dir)
+            return True
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        for fut in self._futures:
+            fut.cancel()
+        self._pool.shutdown(wait=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _valid_arrays_dir(d: Path, key: str) -> bool:
+    return _load_arrays_dir(d, key) is not None
+
+
+def _load_arrays_dir(d: Path, key: str) -> StudyArrays | None:
+    """Open an arrays directory as read-only memory maps after checking its meta; None when anything is off."""
+    try:
+        meta = json.loads((d / "meta.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("cache_version") != CACHE_VERSION or meta.get("key") != key:
+        return None
+    arrays_meta = meta.get("arrays")
+    if not isinstance(arrays_meta, dict) or "volume" not in arrays_meta or "lung" not in arrays_meta:
+        return None
+    out: dict[str, np.ndarray | None] = {"mask": None}
+    shape0 = None
+    for name, info in arrays_meta.items():
+        if name not in ARRAY_NAMES or not isinstance(info, dict):
+            return None
+        path = d / f"{name}.npy"
+        try:
+            if os.stat(path).st_size != info.get("file_bytes"):
+                return None
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
+        if (list(arr.shape) != info.get("shape") or str(arr.dtype) != info.get("dtype")
+                or str(arr.dtype) != ARRAY_DTYPES[name] or arr.ndim != 3 or not arr.flags.c_contiguous):
+            return None
+        if shape0 is None:
+            shape0 = arr.shape
+        elif arr.shape != shape0:
+            return None
+        out[name] = arr
+    return StudyArrays(volume=out["volume"], mask=out["mask"], lung=out["lung"], key=key, from_cache=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -535,36 +648,7 @@ class StudyCache:
         return data
 
     def _load_arrays_dir(self, d: Path, key: str) -> StudyArrays | None:
-        try:
-            meta = json.loads((d / "meta.json").read_bytes())
-        except (OSError, ValueError):
-            return None
-        if not isinstance(meta, dict) or meta.get("cache_version") != CACHE_VERSION or meta.get("key") != key:
-            return None
-        arrays_meta = meta.get("arrays")
-        if not isinstance(arrays_meta, dict) or "volume" not in arrays_meta or "lung" not in arrays_meta:
-            return None
-        out: dict[str, np.ndarray | None] = {"mask": None}
-        shape0 = None
-        for name, info in arrays_meta.items():
-            if name not in ARRAY_NAMES or not isinstance(info, dict):
-                return None
-            path = d / f"{name}.npy"
-            try:
-                if os.stat(path).st_size != info.get("file_bytes"):
-                    return None
-                arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError, EOFError):
-                return None
-            if (list(arr.shape) != info.get("shape") or str(arr.dtype) != info.get("dtype")
-                    or str(arr.dtype) != ARRAY_DTYPES[name] or arr.ndim != 3 or not arr.flags.c_contiguous):
-                return None
-            if shape0 is None:
-                shape0 = arr.shape
-            elif arr.shape != shape0:
-                return None
-            out[name] = arr
-        return StudyArrays(volume=out["volume"], mask=out["mask"], lung=out["lung"], key=key, from_cache=True)
+        return _load_arrays_dir(d, key)
 
     def get_arrays(self, row: Any) -> StudyArrays | None:
         """Memory-mapped (read-only) arrays of a row, or None when missing, evicted, stale or corrupt."""
@@ -592,48 +676,6 @@ class StudyCache:
             pass   # read-only cache or evicted meanwhile: LRU order is advisory
 
     # -- writers -------------------------------------------------------------------------------------
-
-    def _write_arrays(self, study_id: int, key: str, arrays: Mapping[str, np.ndarray | None]) -> bool:
-        """Build the arrays directory under a temporary name and rename it into place."""
-        final = self.arrays_dir / _stem(study_id, key)
-        if self._load_arrays_dir(final, key) is not None:
-            return False
-        tmp = self.arrays_dir / _tmp_name(final.name)
-        tmp.mkdir()
-        try:
-            meta = {"cache_version": CACHE_VERSION, "key": key, "study_id": study_id, "arrays": {}}
-            for name in ARRAY_NAMES:
-                arr = arrays.get(name)
-                if arr is None:
-                    continue
-                arr = np.ascontiguousarray(arr, dtype=ARRAY_DTYPES[name])   # no copy when already right
-                path = tmp / f"{name}.npy"
-                with open(path, "wb") as f:
-                    np.save(f, arr, allow_pickle=False)
-                    f.flush()
-                    os.fsync(f.fileno())
-                meta["arrays"][name] = {"shape": list(arr.shape), "dtype": str(arr.dtype),
-                                        "file_bytes": os.stat(path).st_size}
-            with open(tmp / "meta.json", "wb") as f:
-                f.write(_dumps(meta))
-                f.flush()
-                os.fsync(f.fileno())
-            (tmp / "last_used").touch()
-            _fsync_dir(tmp)
-            if final.exists():
-                # A stale/corrupt leftover under the final name (e.g. copied in by hand): replace it.
-                _remove_tree_atomically(final)
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                # Another process renamed its identical copy first: it won, ours is discarded.
-                shutil.rmtree(tmp, ignore_errors=True)
-                return False
-            _fsync_dir(self.arrays_dir)
-            return True
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     def _remove_other_versions(self, study_id: int, key: str) -> None:
         """Delete entries of the same study under other keys (its source changed: they are stale)."""
@@ -673,9 +715,14 @@ class StudyCache:
         except CacheError as e:
             return StudyEntry(study_id, "", "error", e.reason, {"status": "error", "error": e.reason})
         base = {"cache_version": CACHE_VERSION, "key": key, "study_id": study_id}
+        writer = None
+        if self.writable and need_arrays and self._load_arrays_dir(self.arrays_dir / _stem(study_id, key), key) is None:
+            writer = _ArrayWriter(self.arrays_dir, study_id, key)
         try:
-            doc, arrays, thumb = _compute(row)
+            doc, arrays, thumb = _compute(row, writer.submit if writer is not None else None)
         except MosmedError as e:
+            if writer is not None:
+                writer.abort()
             doc = {**base, "status": "error", "error": e.reason}
             entry = StudyEntry(study_id, key, "error", e.reason, doc)
             if self.writable:
@@ -685,6 +732,10 @@ class StudyCache:
                 with self._lock:
                     self._mem[key] = entry
             return entry
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
         doc = {**base, "status": "ok", "error": "", **doc}
         # Round-trip through JSON so the returned document equals what a later reader gets.
         doc = json.loads(_dumps(doc))
@@ -697,8 +748,8 @@ class StudyCache:
                 self._mem[key] = StudyEntry(study_id, key, "ok", "", doc, thumb=thumb)
             entry.arrays = mem_arrays
             return entry
-        if need_arrays:
-            entry.arrays_written = self._write_arrays(study_id, key, arrays)
+        if writer is not None:
+            entry.arrays_written = writer.finish()
         self._write_stats(study_id, key, doc, thumb)
         entry.written = True
         self._remove_other_versions(study_id, key)
@@ -815,8 +866,7 @@ class StudyCache:
         todo: list[tuple[dict, int, bool]] = []      # (row, estimated array bytes, stats already valid)
         done = 0
         total = len(df)
-        for _, r in df.iterrows():
-            row = _row_dict(r)
+        for row in _records(df):
             sid = int(_row_get(row, "study_id"))
             if str(_row_get(row, "status", "ok")) != "ok":
                 report.n_errors += 1
@@ -929,7 +979,8 @@ class StudyCache:
 
     def _regkey(self, df: pd.DataFrame, keys: Mapping[int, str | None]) -> str:
         h = hashlib.sha1(f"v{CACHE_VERSION}".encode())
-        for sid, r in df.iterrows():
+        for r in _records(df):
+            sid = r["study_id"]
             h.update(repr((int(sid), str(_row_get(r, "category", "")), str(_row_get(r, "status", "")),
                            str(_row_get(r, "error", "")), str(_row_get(r, "study_file", "")),
                            str(_row_get(r, "mask_file", "")), keys.get(int(sid)) or "")).encode())
@@ -947,7 +998,8 @@ class StudyCache:
     def summary_doc(self, registry) -> dict:
         """The summary document: ``{"regkey", "rows": [...], "hist": {study_id: counts}}``."""
         df = registry.df
-        keys = {int(sid): self._key_or_none(r) for sid, r in df.iterrows()}
+        records = _records(df)
+        keys = {int(r["study_id"]): self._key_or_none(r) for r in records}
         regkey = self._regkey(df, keys)
         path = self.dir / f"summary-{regkey}.json"
         try:
@@ -957,8 +1009,8 @@ class StudyCache:
         except (OSError, ValueError, AttributeError):
             pass
         rows, hist, complete = [], {}, True
-        for sid, r in df.iterrows():
-            sid = int(sid)
+        for r in records:
+            sid = int(r["study_id"])
             base = {c: None for c in SUMMARY_COLUMNS}
             base.update(study_id=sid, category=_row_get(r, "category", ""),
                         has_mask=bool(_row_get(r, "has_mask", False)),
@@ -1007,7 +1059,8 @@ class StudyCache:
             array_names = set()
         with self._lock:
             mem = dict(self._mem)
-        for sid, r in df.iterrows():
+        for r in _records(df):
+            sid = int(r["study_id"])
             if str(_row_get(r, "status", "ok")) != "ok":
                 n_err += 1
                 n_stats += 1
@@ -1025,6 +1078,11 @@ class StudyCache:
         return CacheStatus(n_rows=len(df), n_stats=n_stats, n_arrays=n_arrays, n_errors=n_err,
                            bytes_used=self.bytes_used(), budget=self.budget, writable=self.writable,
                            cache_dir=str(self.dir), reason=self.reason)
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    """Registry rows as plain dicts (much faster than iterrows for 1110 rows)."""
+    return df.to_dict("records")
 
 
 def _summary_frame(rows: list[dict]) -> pd.DataFrame:

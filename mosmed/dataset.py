@@ -68,8 +68,9 @@ def default_data_root() -> tuple[Path, bool]:
 
 
 def _sweep_demo_debris(parent: Path) -> None:
-    for p in parent.glob(".tmp-demo-*"):
-        m = re.match(r"^\.tmp-demo-(\d+)-", p.name)
+    # Ours (.tmp-demo-<pid>-*) and the generator's own temp beside it (.tmp-.tmp-demo-<pid>-...).
+    for p in parent.glob(".tmp-*demo-*"):
+        m = re.match(r"^\.tmp-(?:\.tmp-)?demo-(\d+)-", p.name)
         if not m:
             continue
         try:
@@ -209,8 +210,12 @@ class Dataset:
         return f"Dataset({str(self.root)!r}, {len(self.registry.df)} rows, cache={str(self.cache.dir)!r})"
 
     def _looks_like_mosmed(self) -> bool:
-        """The published layout: the xlsx registry with MosMedData's path form for every study file."""
+        """MosMedData as published (or its replica, which holds the real registry and masks): the xlsx registry,
+        MosMedData's path form for every study file, and the dataset's LICENSE or README_EN.md beside it. The
+        synthetic demo has the layout but not those files: it is not MosMedData."""
         if not self.registry.source.endswith(".xlsx") or self.registry.df.empty:
+            return False
+        if not ((self.root / "LICENSE").is_file() or (self.root / "README_EN.md").is_file()):
             return False
         files = self.registry.df["study_file"].astype(str)
         return bool(files.map(lambda s: bool(_MOSMED_PATH.match(s))).all())
@@ -233,7 +238,8 @@ class Dataset:
         except OSError:
             thumbs = set()
         has = []
-        for sid, r in self.registry.df.iterrows():
+        for r in self.registry.df.to_dict("records"):
+            sid = r["study_id"]
             key = self.cache._key_or_none(r)
             if not key:
                 has.append(False)

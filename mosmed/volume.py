@@ -8,7 +8,6 @@ single voxel is read, so a file claiming absurd dimensions is rejected without a
 from __future__ import annotations
 
 import gzip
-import math
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,16 +230,44 @@ def check_header(path: Path, study_id: int | None = None, *, what: str = "study"
 # ------------------------------------------------------------------------------------------------ reading
 
 
-def _spacing(img: nib.Nifti1Image) -> tuple[float, float, float]:
-    """Display spacing from the header zooms, or from the affine when the zooms are unusable."""
-    zooms = [float(z) for z in img.header.get_zooms()[:3]]
-    if len(zooms) < 3 or not all(math.isfinite(z) and z > 0 for z in zooms):
-        zooms = [float(v) for v in np.linalg.norm(np.asarray(img.affine)[:3, :3], axis=0)]
-    return display_spacing(zooms, img.affine)
+def _spacing(img: nib.Nifti1Image) -> tuple[tuple[float, float, float], list[str]]:
+    """Display spacing from the affine (the geometry every position is computed from), plus a warning when
+    the header's voxel sizes (pixdim) disagree with it."""
+    aff_zooms = [float(v) for v in np.linalg.norm(np.asarray(img.affine, dtype=float)[:3, :3], axis=0)]
+    warnings: list[str] = []
+    try:
+        zooms = [float(z) for z in img.header.get_zooms()[:3]]
+    except Exception:
+        zooms = []
+    if len(zooms) == 3 and not np.allclose(zooms, aff_zooms, rtol=0.01, atol=1e-3):
+        warnings.append(
+            f"header voxel size {tuple(round(z, 4) for z in zooms)} mm differs from the affine's "
+            f"{tuple(round(z, 4) for z in aff_zooms)} mm; the affine is used")
+    return display_spacing(aff_zooms, img.affine), warnings
 
 
 def _read_array(img: nib.Nifti1Image, what: str, study_id: int | None, path: Path) -> np.ndarray:
-    """Voxel data with scaling applied; int data without scaling stay integers (no float copy)."""
+    """Voxel data with scaling applied; int data without scaling stay integers (no float copy).
+
+    A ``.nii.gz`` is decompressed whole with :mod:`gzip`, which verifies the stream's CRC and length at the
+    end: nibabel alone stops after the bytes it needs, so a damaged block could otherwise pass as garbage
+    voxels.
+    """
+    if path.name.lower().endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as gz:
+                raw = gz.read()
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise _fail(what, f"{path.name} is a truncated or corrupt gzip stream ({exc})", study_id,
+                        path) from None
+        except OSError as exc:
+            raise _fail(what, f"{path.name} cannot be read ({exc})", study_id, path) from None
+        try:
+            img = type(img).from_bytes(raw)
+        except Exception as exc:
+            raise _fail(what, f"{path.name} is not a readable NIfTI image ({type(exc).__name__}: {exc})",
+                        study_id, path) from None
+        del raw
     proxy = img.dataobj
     slope = getattr(proxy, "slope", 1.0)
     inter = getattr(proxy, "inter", 0.0)
@@ -322,7 +349,9 @@ def read_volume(path: Path, study_id: int | None = None) -> Volume:
     img = check_header(path, study_id, what="study")
     shape3, affine = _grid(img)
     arr = _read_array(img, "study", study_id, path)
-    hu, warnings = _to_hu_int16(arr, "study", study_id, path)
+    spacing, warnings = _spacing(img)
+    hu, value_warnings = _to_hu_int16(arr, "study", study_id, path)
+    warnings += value_warnings
     del arr
     data = to_display(hu, affine)
     del hu
@@ -336,7 +365,7 @@ def read_volume(path: Path, study_id: int | None = None) -> Volume:
                         "units (missing rescale intercept?)")
     return Volume(
         data=data,
-        spacing=_spacing(img),
+        spacing=spacing,
         affine=affine,
         source_shape=shape3,
         source_axcodes=source_axcodes(affine),
@@ -355,14 +384,15 @@ def volume_grid(path: Path, study_id: int | None = None, *, what: str = "study")
     img = check_header(path, study_id, what=what)
     shape3, affine = _grid(img)
     zyx = display_shape(shape3, affine)
+    spacing, warnings = _spacing(img)
     return Volume(
         data=np.broadcast_to(np.int16(0), zyx),
-        spacing=_spacing(img),
+        spacing=spacing,
         affine=affine,
         source_shape=shape3,
         source_axcodes=source_axcodes(affine),
         slice_z_mm=slice_positions_mm(affine, shape3),
-        warnings=[],
+        warnings=warnings,
     )
 
 

@@ -169,18 +169,17 @@ def window_to_text(w: Window) -> str:
 def _window_float(hu: np.ndarray, level: float, width: float) -> np.ndarray:
     """Reference float mapping; also the path for float and wide integer inputs."""
     x = np.asarray(hu, dtype=np.float32)
+    nan = np.isnan(x) if np.issubdtype(np.asarray(hu).dtype, np.floating) else None
     if width <= 0:
-        out = np.where(x >= level, 255, 0).astype(np.uint8)
+        out = (x >= level).astype(np.uint8)
+        out *= 255
     else:
         lo = level - width / 2.0
         y = (x - np.float32(lo)) * np.float32(255.0 / width)
         np.clip(y, 0.0, 255.0, out=y)
+        if nan is not None and nan.any():
+            y[nan] = 0.0  # NaN would cast to an arbitrary byte; show it as black
         out = np.rint(y).astype(np.uint8)
-    if np.issubdtype(x.dtype, np.floating):
-        # NaN compares false everywhere: show it as black, not as whatever the cast produces.
-        nan = np.isnan(x)
-        if nan.any():
-            out[nan] = 0
     return out
 
 

@@ -59,7 +59,7 @@ with c1:
     _open_class_from(ev, "dist.classes")
     st.caption("Click a bar to open the registry filtered to that class.")
 with c2:
-    st.dataframe(counts, hide_index=True, width="stretch", column_config={
+    st.dataframe(counts, hide_index=True, width="stretch", placeholder="—", column_config={
         "class": "Class", "studies": "Studies here",
         "percent": st.column_config.NumberColumn("% here", format="%.1f%%"),
         "published": st.column_config.NumberColumn("MosMedData", help="Published: 254 / 684 / 125 / 45 / 2"),

@@ -66,7 +66,7 @@ with left:
     names = {r.category: r.name for r in severity.SEVERITY_TABLE}
     counts.insert(1, "severity", counts["class"].map(names).fillna("unknown class"))
     st.dataframe(
-        counts, hide_index=True, width="stretch",
+        counts, hide_index=True, width="stretch", placeholder="—",
         column_config={
             "class": "Class", "severity": "Severity", "studies": "Studies",
             "percent": st.column_config.NumberColumn("% here", format="%.1f%%"),
@@ -103,18 +103,18 @@ for note in severity.MOSMED_CLASS_NOTES:
     st.caption(note)
 
 st.subheader("About this dataset")
-if ds.is_mosmed:
+if is_demo:
+    st.info("This is the generated demo: synthetic chest CT phantoms in the MosMedData layout (registry, "
+            "studies/CT-0..CT-4, masks), with lesions sized to each class. It is not patient data and says "
+            "nothing about COVID-19; open a real dataset with MOSMED_DATA or the sidebar.",
+            icon=":material/science:")
+elif ds.is_mosmed:
     st.markdown(f"**{severity.MOSMED_TITLE}**")
     st.markdown(f"Link: {severity.MOSMED_LINK}")
     st.markdown("**Licence**")
     st.write(severity.MOSMED_LICENCE)
     st.markdown("**Citation**")
     st.code(severity.MOSMED_CITATION, language=None, wrap_lines=True)
-elif is_demo:
-    st.info("This is the generated demo: synthetic chest CT phantoms in the MosMedData layout (registry, "
-            "studies/CT-0..CT-4, masks), with lesions sized to each class. It is not patient data and says "
-            "nothing about COVID-19; open a real dataset with MOSMED_DATA or the sidebar.",
-            icon=":material/science:")
 else:
     st.info("This dataset does not have MosMedData's published layout, so no licence or citation is shown; "
             "check its own terms of use.", icon=":material/info:")

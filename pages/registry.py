@@ -114,12 +114,12 @@ def _thumbs(frame) -> list[str | None]:
 view = rows.copy()
 view.insert(0, "thumbnail", _thumbs(view))
 view["involvement_source"] = view["involvement_source"].replace({"": None})
-table_cols = ["thumbnail", "study_id", "category", "status", "involvement", "involvement_source",
+table_cols = ["thumbnail", "study_id", "category", "status", "error", "involvement", "involvement_source",
               "estimated_involvement_pct", "has_mask", "lung_ml", "lesion_ml", "n_slices", "spacing_mm",
-              "error", "warnings"]
+              "warnings"]
 event = st.dataframe(
     view[table_cols], key="registry.table", hide_index=True, width="stretch", height=560, row_height=64,
-    on_select="rerun", selection_mode="single-row",
+    on_select="rerun", selection_mode="single-row", placeholder="—",
     column_config={
         "thumbnail": st.column_config.ImageColumn("", width="small"),
         "study_id": st.column_config.NumberColumn("Study", format="%d", pinned=True),
@@ -135,7 +135,7 @@ event = st.dataframe(
         "lesion_ml": st.column_config.NumberColumn("Lesion mL", format="%.1f"),
         "n_slices": st.column_config.NumberColumn("Slices", format="%d"),
         "spacing_mm": st.column_config.TextColumn("Spacing x·y·z mm"),
-        "error": st.column_config.TextColumn("Problem", width="large"),
+        "error": st.column_config.TextColumn("Problem", width="medium"),
         "warnings": st.column_config.TextColumn("Warnings", width="medium"),
     },
 )

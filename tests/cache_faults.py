@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,12 +173,32 @@ def run_build(data: Path, cache_root: Path, workers: int = 1, timeout: float = 1
                           text=True, timeout=timeout)
 
 
-def time_clean_build(data: Path, cache_root: Path, workers: int = 1) -> float:
+def _wait_started(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait for the builder's first progress line (imports done, cache checked, building begins)."""
+    import select
+
+    if proc.stderr is None:
+        return False
+    ready, _, _ = select.select([proc.stderr], [], [], timeout)
+    if ready:
+        proc.stderr.readline()
+        return True
+    return False
+
+
+def time_clean_build(data: Path, cache_root: Path, workers: int = 1) -> tuple[float, float]:
+    """``(seconds to the first progress line, seconds for the whole build)`` of an uninterrupted build."""
     t0 = time.perf_counter()
-    res = run_build(data, cache_root, workers)
-    if res.returncode != 0:
-        raise RuntimeError(f"clean build failed ({res.returncode}): {res.stderr[-2000:]}")
-    return time.perf_counter() - t0
+    proc = start_build(data, cache_root, workers)
+    _wait_started(proc, 120)
+    started = time.perf_counter() - t0
+    err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+    code = proc.wait(timeout=300)
+    if proc.stderr is not None:
+        proc.stderr.close()
+    if code != 0:
+        raise RuntimeError(f"clean build failed ({code}): {err[-2000:]}")
+    return started, time.perf_counter() - t0
 
 
 @dataclass
@@ -185,6 +206,8 @@ class KillReport:
     n_kills: int = 0
     kills_mid_build: int = 0          # kills that found the process still running
     valid_files_checked: int = 0
+    valid_files_after_kills: int = 0  # valid files found right after kills (partial caches were really checked)
+    tmp_debris_after_kills: int = 0   # .tmp-* left by kills (writes really were interrupted)
     mismatches: list[str] = field(default_factory=list)
     rebuild_ok: bool = False
     leftover_tmp_after_rebuild: list[str] = field(default_factory=list)
@@ -199,18 +222,25 @@ def kill_and_check(data: Path, cache_root: Path, clean_root: Path, n_kills: int 
     """SIGKILL a cache build ``n_kills`` times at random moments, checking after each kill.
 
     After every kill, every cache file that reads as valid must be byte-equal to the clean build in
-    ``clean_root`` (built first when empty). The builds are not cleaned between kills, so each run resumes the
-    previous one's partial cache (as a user restarting would). Finally an uninterrupted rebuild must succeed,
-    leave no ``.tmp-*`` debris and equal the clean build.
+    ``clean_root`` (built first; ``clean_seconds`` is then its build phase without start-up). Most kills wait for
+    the builder's first progress line and then strike at a random moment of the build phase; every fourth
+    strikes during start-up. Runs usually resume the previous run's partial cache (as a user restarting would),
+    sometimes from scratch. Finally an uninterrupted rebuild must succeed, leave no ``.tmp-*`` debris and equal
+    the clean build.
     """
     rng = random.Random(seed)
     if clean_seconds is None:
-        clean_seconds = time_clean_build(data, clean_root, workers=1)
+        shutil.rmtree(clean_root, ignore_errors=True)        # time a full build, not a cached one
+        startup, total = time_clean_build(data, clean_root, workers=1)
+        clean_seconds = max(0.2, total - startup)
     rep = KillReport()
-    for _ in range(n_kills):
+    for i in range(n_kills):
         proc = start_build(data, cache_root, workers)
-        # Kill anywhere from interpreter start-up to the end of a clean build's duration.
-        delay = rng.uniform(0.05, max(0.3, clean_seconds))
+        # Most kills land while studies are being written (after start-up); every fourth during start-up.
+        early = i % 4 == 3
+        if not early:
+            _wait_started(proc, 120)
+        delay = rng.uniform(0.0, 0.5 if early else clean_seconds)
         rep.kill_times_s.append(round(delay, 3))
         try:
             proc.wait(timeout=delay)
@@ -226,7 +256,13 @@ def kill_and_check(data: Path, cache_root: Path, clean_root: Path, n_kills: int 
         rep.n_kills += 1
         n, bad = compare_with_clean(data, cache_root, clean_root)
         rep.valid_files_checked += n
+        rep.valid_files_after_kills += n
+        rep.tmp_debris_after_kills += len(leftover_tmp(data, cache_root))
         rep.mismatches.extend(bad)
+        # Start the next run from a partly built cache, as a user restarting would; but when a run got far,
+        # wipe so later kills still land mid-build.
+        if n and rng.random() < 0.5:
+            shutil.rmtree(cache_root, ignore_errors=True)
     res = run_build(data, cache_root, workers)
     rep.rebuild_ok = res.returncode == 0
     n, bad = compare_with_clean(data, cache_root, clean_root)

@@ -341,6 +341,7 @@ def test_two_workers_equal_one_worker(data, tmp_path):
 def test_killed_builds_leave_nothing_invalid(tmp_path):
     data = write_small_dataset(tmp_path / "data", n=8, shape=(96, 96, 10), seed=5)
     rep = kill_and_check(data, tmp_path / "cache", tmp_path / "clean", n_kills=4, seed=11)
+    assert rep.kills_mid_build >= 3 and rep.valid_files_after_kills > 0, rep
     assert rep.mismatches == []
     assert rep.rebuild_ok
     assert rep.leftover_tmp_after_rebuild == []
@@ -361,3 +362,15 @@ def test_two_builders_at_once_make_one_valid_cache(tmp_path):
     assert leftover_tmp(data, tmp_path / "cache") == []
     c = StudyCache(data, tmp_path / "cache")
     assert len(list(c.dir.glob("summary-*.json"))) == 1
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("workers", [1, 2])
+def test_soak_twenty_kills(tmp_path, workers):
+    """`make soak`: 20 SIGKILLs per builder configuration (single process, and a 2-worker pool)."""
+    data = write_small_dataset(tmp_path / "data", n=12, shape=(128, 128, 12), seed=7)
+    rep = kill_and_check(data, tmp_path / "cache", tmp_path / "clean", n_kills=20, seed=20 + workers,
+                         workers=workers)
+    print(f"kills survived ({workers} worker(s)): {rep.as_dict()}")
+    assert rep.kills_mid_build >= 10 and rep.valid_files_after_kills > 0
+    assert rep.mismatches == [] and rep.rebuild_ok and rep.leftover_tmp_after_rebuild == []

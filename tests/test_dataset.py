@@ -162,3 +162,31 @@ def test_stale_debris_of_dead_demo_generator_is_swept(tmp_path, monkeypatch):
     ensure_demo(root=tmp_path / "demo")
     assert not debris.exists()
     assert os.path.isdir(tmp_path / "demo" / "studies")
+
+
+def test_is_mosmed_needs_the_published_layout_and_licence(tmp_path):
+    pytest.importorskip("mosmed.synthetic")
+    from mosmed import synthetic
+
+    root = synthetic.generate_demo(tmp_path / "demo", n_studies=2, size=32, workers=1)
+    assert not Dataset(root, tmp_path / "cache").is_mosmed          # synthetic: layout only
+    (root / "LICENSE").write_text("CC BY-NC-ND 3.0")
+    assert Dataset(root, tmp_path / "cache").is_mosmed
+
+
+def test_real_registry_replica_layout_opens(real_mosmed, tmp_path):
+    """The real registry (1110 rows, most studies absent here) opens; absent studies are rows in error."""
+    import shutil
+
+    root = tmp_path / "real"
+    root.mkdir()
+    shutil.copyfile(real_mosmed / "dataset_registry.xlsx", root / "dataset_registry.xlsx")
+    shutil.copyfile(real_mosmed / "LICENSE", root / "LICENSE")
+    ds = Dataset(root, tmp_path / "cache")
+    assert ds.is_mosmed and len(ds.registry.df) == 1110
+    s = ds.summary()
+    assert len(s) == 1110 and (s["status"] == "error").all()
+    assert s["error"].str.contains("study file missing").all()
+    assert ds.build_cache().n_errors == 1110
+    with pytest.raises(MosmedError, match=r"^study 255: study file missing"):
+        ds.open_study(255)

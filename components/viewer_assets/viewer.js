@@ -75,7 +75,7 @@ function buildDom(root) {
   ui.strip.title = "Lesion area per slice: click to jump";
   ui.help = el("div", "msv-help", main,
     "Wheel / ↑ ↓ / PgUp PgDn / Home End: move through slices · Space: cine · click: HU at that voxel");
-  const side = el("div", "msv-side", ui.root);
+  const side = (ui.side = el("div", "msv-side", ui.root));
   const f1 = el("figure", "", side);
   ui.cor = el("canvas", "", f1);
   ui.corCap = el("figcaption", "", f1);
@@ -117,10 +117,15 @@ function makeInstance(parentElement) {
 async function decodeStack(inst, header, blobs) {
   const n = header.n;
   const gen = (inst.stack ? inst.stack.gen : 0) + 1;
-  const stack = { key: header.stack_key, n, gen, grey: new Array(n).fill(null), layers: {}, decoded: 0,
+  const stack = { key: header.stack_key, n, gen, grey: new Array(n).fill(null), layers: {}, decoded: 0, pending: {},
                   t0: performance.now(), firstPaint: null };
   for (const name of ["lesion", "lesion_outline", "lung_outline"]) stack.layers[name] = new Map();
+  const old = inst.stack;
   inst.stack = stack;
+  if (old) { // free the previous stack's decoded bitmaps (a study is ~45 x 1 MB of pixels)
+    old.grey.forEach((b) => b && b.close && b.close());
+    Object.values(old.layers).forEach((m) => m.forEach((b) => b.close && b.close()));
+  }
   const type = header.img_type || "image/jpeg";
   const start = Math.min(Math.max(inst.k, 0), n - 1);
   // Current slice first, then outward from it, so the view paints before the stack is decoded.
@@ -129,24 +134,32 @@ async function decodeStack(inst, header, blobs) {
     if (start + d < n) order.push(start + d);
     if (start - d >= 0) order.push(start - d);
   }
-  const decodeLayersFor = async (k) => {
-    for (const name of ["lesion", "lesion_outline", "lung_outline"]) {
-      const refs = header[name];
-      const ref = refs && refs[String(k)];
-      if (ref) stack.layers[name].set(k, await createImageBitmap(blobOf(blobs, ref, "image/png")));
-    }
+  const decodeOne = (k) => {
+    if (stack.pending[k]) return stack.pending[k];
+    stack.pending[k] = (async () => {
+      const jobs = [createImageBitmap(blobOf(blobs, header.grey[k], type))];
+      const names = [];
+      for (const name of ["lesion", "lesion_outline", "lung_outline"]) {
+        const ref = header[name] && header[name][String(k)];
+        if (ref) { names.push(name); jobs.push(createImageBitmap(blobOf(blobs, ref, "image/png"))); }
+      }
+      const bmps = await Promise.all(jobs);
+      if (inst.stack !== stack) { bmps.forEach((b) => b.close && b.close()); return; } // replaced by a newer stack
+      names.forEach((name, i) => stack.layers[name].set(k, bmps[i + 1]));
+      stack.grey[k] = bmps[0];
+      stack.decoded++;
+      inst.ui.loading.style.transform = `scaleX(${1 - stack.decoded / n})`;
+      inst.ui.root.dataset.decoded = String(stack.decoded);
+      if (k === inst.k) schedulePaint(inst);
+    })();
+    return stack.pending[k];
   };
-  for (let i = 0; i < order.length; i++) {
-    const k = order[i];
-    const bmp = await createImageBitmap(blobOf(blobs, header.grey[k], type));
-    if (inst.stack !== stack) { bmp.close && bmp.close(); return; } // a newer stack replaced this one
-    stack.grey[k] = bmp;
-    await decodeLayersFor(k);
+  stack.decodeOne = decodeOne;
+  await decodeOne(start);
+  // The rest in small parallel batches (the browser decodes on its own threads), nearest slices first.
+  for (let i = 1; i < order.length; i += 6) {
+    await Promise.all(order.slice(i, i + 6).map(decodeOne));
     if (inst.stack !== stack) return;
-    stack.decoded++;
-    inst.ui.loading.style.transform = `scaleX(${1 - stack.decoded / n})`;
-    inst.ui.root.dataset.decoded = String(stack.decoded);
-    if (k === inst.k || i === 0) schedulePaint(inst);
   }
   inst.ui.loading.style.transform = "scaleX(0)";
   inst.ui.root.dataset.ready = "1";
@@ -201,6 +214,7 @@ function paint(inst) {
   if (!h || !st) return;
   const k = inst.k, ui = inst.ui, ctx = inst.ctx;
   const bmp = st.grey[k];
+  if (!bmp && st.decodeOne) st.decodeOne(k); // jumped ahead of the background decoder: this slice next
   if (bmp) {
     ctx.globalAlpha = 1;
     ctx.drawImage(bmp, 0, 0, ui.canvas.width, ui.canvas.height);
@@ -437,8 +451,25 @@ function wire(inst) {
     setSlice(inst, k, { user: true, fromLink: true });
   };
   window.addEventListener(LINK_EVENT, inst.onLink);
-  inst.onResize = () => drawStrip(inst);
+  inst.onResize = () => { fitCanvas(inst); drawStrip(inst); };
   window.addEventListener("resize", inst.onResize);
+  if (window.ResizeObserver) {
+    inst.resizeObs = new ResizeObserver(() => inst.onResize());
+    inst.resizeObs.observe(ui.stage);
+  }
+}
+
+// Display size: as wide as the stage allows, never taller than max_height, aspect from the pixel spacing.
+// (The canvas keeps the image's own resolution; the browser scales it, which costs nothing per slice.)
+function fitCanvas(inst) {
+  const h = inst.header, ui = inst.ui;
+  if (!h) return;
+  const cw = ui.canvas.width, ch = ui.canvas.height;
+  const availW = ui.stage.clientWidth || cw;
+  const maxH = h.max_height || 600;
+  const dispH = Math.max(1, Math.min(maxH, availW * ch / cw));
+  ui.canvas.style.width = `${Math.round(dispH * cw / ch)}px`;
+  ui.canvas.style.height = `${Math.round(dispH)}px`;
 }
 
 function updateButtons(inst) {
@@ -453,6 +484,7 @@ function updateButtons(inst) {
 
 export default function (component) {
   const { data, parentElement, setStateValue, setTriggerValue } = component;
+  STATS.lastRender = performance.now();
   let inst = INSTANCES.get(parentElement);
   if (!inst) {
     inst = makeInstance(parentElement);
@@ -476,12 +508,12 @@ export default function (component) {
   ui.root.dataset.n = String(header.n);
   ui.tl.textContent = header.study_label;
   ui.tr.textContent = header.window_label;
-  ui.canvas.style.maxHeight = `${header.max_height}px`;
   const cw = header.width, ch = Math.max(1, Math.round(header.height * header.aspect));
   if (ui.canvas.width !== cw) ui.canvas.width = cw;
   if (ui.canvas.height !== ch) ui.canvas.height = ch;
-  ui.canvas.style.aspectRatio = `${cw} / ${ch}`;
+  fitCanvas(inst);
   updateButtons(inst);
+  ui.side.style.display = header.side === false ? "none" : "";
   if (prevHeader && prevHeader.style && header.style && prevHeader.style.color !== header.style.color) inst.tints.clear();
   // Python-side navigation (new study, URL, "open at slice") applies only when its sequence changes.
   const nav = header.nav || { slice: 0, seq: 0 };
@@ -508,6 +540,7 @@ export default function (component) {
     inst.playing = false;
     window.removeEventListener(LINK_EVENT, inst.onLink);
     window.removeEventListener("resize", inst.onResize);
+    if (inst.resizeObs) inst.resizeObs.disconnect();
     INSTANCES.delete(parentElement);
   };
 }

@@ -1,0 +1,243 @@
+"""Teaching: a severity quiz on studies of the current filter, two studies side by side, the severity scale.
+
+The quiz never shows anything that gives the class away before the answer: no study id (MosMedData numbers
+its studies class by class), no file path (it contains ``/CT-k/``), no mask overlay (only CT-1 studies have
+masks), no lesion statistics. Score and question live in this browser session only.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from components import state, tables
+
+st.title("Teaching")
+ds = state.get_dataset()
+if ds is None:
+    st.stop()
+
+from mosmed import severity  # noqa: E402
+from mosmed.errors import MosmedError  # noqa: E402
+from mosmed.windowing import PRESET_LABELS, PRESETS, window_to_text  # noqa: E402
+
+summary = state.summary_df(ds)
+filter_ids = state.current_filter_ids()
+usable = summary[summary["status"] != "error"]
+if filter_ids is not None:
+    usable = usable[usable["study_id"].astype(int).isin(filter_ids)]
+scope = ("the registry's current filter" if filter_ids is not None else "the whole dataset")
+
+# Session keys of the quiz.
+Q_STUDY, Q_NUMBER, Q_ANSWER, Q_SCORE, Q_SEEN, Q_SEED = (
+    "teaching.quiz.study", "teaching.quiz.number", "teaching.quiz.answer", "teaching.quiz.score",
+    "teaching.quiz.seen", "teaching.quiz.seed")
+W_BALANCED, W_WINDOW = "teaching.w.balanced", "teaching.w.quiz_window"
+
+
+def _score() -> dict:
+    return st.session_state.setdefault(Q_SCORE, {"answered": 0, "correct": 0, "by_class": {}})
+
+
+def _pick(pool: pd.DataFrame, balanced: bool) -> int | None:
+    """A random study of the pool, not asked before in this session while unasked ones remain."""
+    if pool.empty:
+        return None
+    seed = st.session_state.setdefault(Q_SEED, random.SystemRandom().randrange(2**32))
+    number = int(st.session_state.get(Q_NUMBER, 0))
+    rng = random.Random(seed * 1_000_003 + number)
+    seen = set(st.session_state.get(Q_SEEN, []))
+    fresh = pool[~pool["study_id"].astype(int).isin(seen)]
+    if fresh.empty:                       # every study asked once: start over
+        st.session_state[Q_SEEN] = []
+        fresh = pool
+    if balanced:                          # a class first, then a study of it: CT-1 must not be 60 % of questions
+        cats = sorted(set(fresh["category"].astype(str)))
+        fresh = fresh[fresh["category"].astype(str) == rng.choice(cats)]
+    ids = sorted(int(i) for i in fresh["study_id"])
+    return rng.choice(ids)
+
+
+def _next_question() -> None:
+    st.session_state[Q_NUMBER] = int(st.session_state.get(Q_NUMBER, 0)) + 1
+    st.session_state.pop(Q_STUDY, None)
+    st.session_state.pop(Q_ANSWER, None)
+
+
+def _check(question: int, study_id: int, truth: str) -> None:
+    """Record the learner's answer once per question (a callback, so a rerun never counts twice)."""
+    if st.session_state.get(Q_ANSWER) is not None:
+        return
+    choice = st.session_state.get(f"teaching.w.answer.{question}")
+    if choice is None:
+        return
+    st.session_state[Q_ANSWER] = str(choice)
+    sc = _score()
+    sc["answered"] += 1
+    sc["correct"] += int(str(choice) == truth)
+    per = sc["by_class"].setdefault(truth, [0, 0])
+    per[0] += 1
+    per[1] += int(str(choice) == truth)
+    st.session_state[Q_SEEN] = list(st.session_state.get(Q_SEEN, [])) + [int(study_id)]
+
+
+def _reset_score() -> None:
+    for k in (Q_SCORE, Q_SEEN, Q_STUDY, Q_ANSWER):
+        st.session_state.pop(k, None)
+    st.session_state[Q_NUMBER] = int(st.session_state.get(Q_NUMBER, 0)) + 1
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _key_images(_study, key: tuple[str, str], study_id: int, cache_key: str, window_text: str,
+                with_mask: bool) -> list[tuple[int, bytes]]:
+    """Six axial slices spread over the lungs, server-rendered (no id, no file name, mask only if asked)."""
+    from mosmed.render import OverlayStyle, encode_image, render_slice
+    from mosmed.windowing import parse_window
+
+    vol = _study.volume
+    z = int(vol.shape[0])
+    la = getattr(_study.stats, "lung_area_mm2", None)
+    area = np.asarray(la, dtype=float) if la is not None else np.ones(z)
+    lungs = np.flatnonzero(np.nan_to_num(area) > 0) if area.shape == (z,) else np.arange(z)
+    if lungs.size == 0:
+        lungs = np.arange(z)
+    picks = sorted(set(int(lungs[min(lungs.size - 1, int(round(q * (lungs.size - 1))))])
+                       for q in (0.1, 0.26, 0.42, 0.58, 0.74, 0.9)))
+    style = OverlayStyle(show_mask=with_mask, mode="outline", show_lung=False)
+    win = parse_window(window_text)
+    out = []
+    for k in picks:
+        rgb = render_slice(vol, _study.spacing, "axial", k, win,
+                           mask=_study.mask if with_mask else None, style=style)
+        out.append((k, encode_image(rgb, "jpeg", 88)))
+    return out
+
+
+def _involvement_text(row: pd.Series) -> str:
+    meas, est = row.get("involvement_pct"), row.get("estimated_involvement_pct")
+    parts = []
+    if meas is not None and not (isinstance(meas, float) and math.isnan(meas)):
+        parts.append(f"measured {float(meas):.1f}% (expert mask)")
+    if est is not None and not (isinstance(est, float) and math.isnan(est)):
+        parts.append(f"estimated {float(est):.1f}% (HU range)")
+    return ", ".join(parts) or "not measured"
+
+
+quiz_tab, compare_tab, table_tab = st.tabs(["Quiz", "Compare two studies", "Severity scale"])
+
+# ----------------------------------------------------------------------------------------------------- quiz
+with quiz_tab:
+    sc = _score()
+    top = st.columns([2, 2, 2, 2])
+    top[0].metric("Score", f"{sc['correct']} / {sc['answered']}")
+    top[1].metric("Accuracy", f"{100.0 * sc['correct'] / sc['answered']:.0f}%" if sc["answered"] else "—")
+    top[2].toggle("Classes evenly", value=True, key=W_BALANCED,
+                  help="Pick a class at random first, then a study of it (otherwise CT-1 dominates)")
+    top[3].button("Reset score", key="teaching.w.reset", on_click=_reset_score, type="tertiary")
+    st.caption(f"Questions come from {scope} ({len(usable)} studies that can be shown).")
+
+    if usable.empty:
+        st.info("No study to ask about: widen the registry filter or build the cache.", icon=":material/quiz:")
+    else:
+        if st.session_state.get(Q_STUDY) not in set(usable["study_id"].astype(int)):
+            st.session_state[Q_STUDY] = _pick(usable, bool(st.session_state.get(W_BALANCED, True)))
+            st.session_state.pop(Q_ANSWER, None)
+        sid = int(st.session_state[Q_STUDY])
+        qn = int(st.session_state.get(Q_NUMBER, 0))
+        row = summary[summary["study_id"].astype(int) == sid].iloc[0]
+        truth = str(row["category"])
+        answered = st.session_state.get(Q_ANSWER)
+
+        st.subheader(f"Question {sc['answered'] + (0 if answered else 1)}")
+        window_name = st.segmented_control("Window", ["lung", "mediastinum"], default="lung", key=W_WINDOW,
+                                           format_func=lambda k: PRESET_LABELS.get(k, k), required=True)
+        window_text = window_to_text(PRESETS[window_name or "lung"])
+        try:
+            study = state.load_study(ds, sid)
+            images = _key_images(study, state.ds_key(ds), sid, study.cache_key, window_text,
+                                 bool(answered) and study.mask is not None)
+        except MosmedError as e:
+            images = None
+            st.error(f"This question's study could not be opened ({e}). It does not count; go to the next one.",
+                     icon=":material/broken_image:")
+        if images:
+            cols = st.columns(len(images))
+            for c, (k, png) in zip(cols, images):
+                c.image(png, caption=f"slice {k + 1} of {study.n_slices}", width="stretch")
+            st.caption(f"{len(images)} axial slices spread from the lung bases to the apices (inferior to "
+                       "superior); radiological convention: the patient's right is on the left.")
+
+        options = list(severity.CLASSES)
+        st.segmented_control("Your answer", options, key=f"teaching.w.answer.{qn}", disabled=bool(answered),
+                             format_func=lambda c: f"{c} · {severity.severity_row(c).name}")
+        b1, b2, _ = st.columns([1, 1, 4])
+        b1.button("Check answer", key="teaching.w.check", type="primary", disabled=bool(answered) or not images,
+                  on_click=_check, args=(qn, sid, truth))
+        b2.button("Next question", key="teaching.w.next", on_click=_next_question,
+                  type="primary" if answered or not images else "secondary")
+
+        if answered:
+            if answered == truth:
+                st.success(f"Correct: {truth} ({severity.severity_row(truth).name}).", icon=":material/check:")
+            else:
+                st.error(f"Not quite: you chose {answered}; this study is {truth}.", icon=":material/close:")
+            st.markdown(f"**Study {sid}**, class **{truth}**. Lung involvement: {_involvement_text(row)}. "
+                        f"Band of {truth}: {severity.severity_row(truth).involvement}.")
+            if row.get("has_mask"):
+                st.caption("The slices above now show the expert lesion mask as an outline.")
+            r = severity.severity_row(truth)
+            st.dataframe(pd.DataFrame([{"Class": r.category, "Severity": r.name, "CT findings": r.ct_findings,
+                                        "Lung involvement": r.involvement, "Clinical data": r.clinical,
+                                        "Routing": r.routing}]), hide_index=True, width="stretch")
+            if st.button("Open this study in the viewer", key="teaching.w.open"):
+                state.goto_viewer(sid)
+        if sc["by_class"]:
+            per = pd.DataFrame([{"class": k, "asked": v[0], "correct": v[1]}
+                                for k, v in sorted(sc["by_class"].items())])
+            with st.expander("Score by class"):
+                st.dataframe(per, hide_index=True)
+
+# -------------------------------------------------------------------------------------------------- compare
+with compare_tab:
+    ok = usable[usable["status"] == "ok"] if (usable["status"] == "ok").any() else usable
+    if len(ok) < 1:
+        st.info("No study to compare: widen the registry filter or build the cache.")
+    else:
+        ids = [int(i) for i in ok["study_id"]]
+        label = {int(r.study_id): f"study {int(r.study_id)} · {r.category}" for r in ok.itertuples()}
+        c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
+        a = c1.selectbox("Left study", ids, index=0, key="teaching.w.cmp_a", format_func=label.get)
+        b = c2.selectbox("Right study", ids, index=min(1, len(ids) - 1), key="teaching.w.cmp_b",
+                         format_func=label.get)
+        wname = c3.selectbox("Window", list(PRESETS), key="teaching.w.cmp_window",
+                             format_func=lambda k: PRESET_LABELS.get(k, k))
+        show_mask = c4.toggle("Lesions", value=True, key="teaching.w.cmp_mask")
+        try:
+            from components.compare import compare_view
+        except Exception as e:  # noqa: BLE001
+            compare_view = None
+            st.error(f"The side-by-side view is not available: {e}")
+        if compare_view is not None:
+            studies = []
+            for sid_ in (a, b):
+                try:
+                    studies.append(state.load_study(ds, int(sid_)))
+                except MosmedError as e:
+                    st.error(str(e), icon=":material/broken_image:")
+            if len(studies) == 2:
+                from mosmed.render import OverlayStyle
+
+                compare_view(studies[0], studies[1], window=PRESETS[wname],
+                             style=OverlayStyle(show_mask=bool(show_mask)), key="teaching.compare")
+                st.caption("Scrolling either side moves both to the same relative position in the lungs; the "
+                           "window is shared.")
+
+# -------------------------------------------------------------------------------------------------- table
+with table_tab:
+    st.dataframe(tables.severity_frame(), hide_index=True, width="stretch",
+                 column_config={"Clinical data": st.column_config.TextColumn(width="large")})
+    st.caption(severity.SEVERITY_SOURCE_NOTE)

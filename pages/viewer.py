@@ -1,0 +1,320 @@
+"""Viewer: one study at a time, scrolled in the browser, with windows, overlays, reformats and facts.
+
+The axial stack goes to the browser once per (study, window) (components.viewer); scrolling never reruns this
+script. The URL (``?study=&slice=&window=&plane=``) restores the view: every parameter is validated by
+components.query and a bad one falls back with a notice.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import streamlit as st
+
+from components import query, state
+from components.viewer import ct_viewer, reformat_index
+
+st.title("Viewer")
+ds = state.get_dataset()
+if ds is None:
+    st.stop()
+
+from mosmed import severity  # noqa: E402
+from mosmed.errors import MosmedError  # noqa: E402
+from mosmed.render import OverlayStyle, render_png  # noqa: E402
+from mosmed.windowing import PRESET_LABELS, PRESETS, Window, window_to_text  # noqa: E402
+
+K = "viewer."  # session-state namespace of this page
+STUDY, SLICE = state.VIEWER_STUDY_KEY, state.VIEWER_SLICE_KEY
+PICK, PRESET, LEVEL, WIDTH = K + "pick", K + "preset", K + "level", K + "width"
+SHOW_MASK, MODE, COLOR, OPACITY, SHOW_LUNG, PLANE = (K + s for s in ("show_mask", "mode", "color", "opacity",
+                                                                       "show_lung", "plane"))
+URL_SIG, PENDING_SLICE, PROBE = K + "_url_sig", K + "_pending_slice", K + "probe"
+CUSTOM = "custom"
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:])")
+
+
+def md_escape(text: object) -> str:
+    """Escape markdown so text from files, the registry or the URL is shown literally (st.error renders markdown)."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+def _current_params() -> dict[str, str]:
+    return {k: st.query_params.get(k) for k in st.query_params.keys()}
+
+
+def _sig(params: dict[str, str]) -> str:
+    return "&".join(f"{k}={params[k]}" for k in sorted(params))
+
+
+# ------------------------------------------------------------------------------------------- which studies
+
+summary = state.summary_df(ds)
+all_ids = [int(i) for i in summary["study_id"].tolist()]
+# "pending" = readable but not cached yet (opening it computes and caches it); "error" = known broken.
+ok_ids = [int(i) for i in summary.loc[summary["status"] != "error", "study_id"].tolist()]
+filter_ids = state.current_filter_ids()
+if filter_ids is not None:
+    allowed = set(filter_ids)
+    choices = [i for i in ok_ids if i in allowed]
+    if not choices:
+        st.info("The registry filter holds no readable study; showing all readable studies instead.")
+        choices = ok_ids
+else:
+    choices = ok_ids
+if not all_ids:
+    st.warning("This dataset's registry has no studies.")
+    st.stop()
+by_id = summary.set_index("study_id")
+
+# --------------------------------------------------------------------------------------- link -> session
+
+notices: list[str] = []
+params = _current_params()
+if st.session_state.get(URL_SIG) != _sig(params):
+    # The URL changed from outside (first load, a shared link, goto_viewer): it sets the view.
+    if (n := query.unknown_keys_notice(params)) is not None:
+        notices.append(n)
+    sid, n = query.parse_study(params.get("study"), all_ids)  # a broken study may be opened to see why
+    if n:
+        notices.append(n)
+    if sid is not None:
+        came_from_goto = st.session_state.get(STUDY) == sid and st.session_state.get(SLICE) is not None
+        st.session_state[STUDY] = sid
+        if not came_from_goto:  # goto_viewer already put the 0-based slice in the session
+            st.session_state.pop(SLICE, None)
+            st.session_state[PENDING_SLICE] = params.get("slice")
+    elif params.get("slice") is not None:
+        notices.append("The slice in the link was ignored because the link names no usable study.")
+    win, n = query.parse_window(params.get("window"))
+    if n:
+        notices.append(n)
+    if win is not None:
+        name = win.name if win.name in PRESETS else CUSTOM
+        st.session_state[PRESET] = name
+        st.session_state[LEVEL], st.session_state[WIDTH] = float(win.level), float(win.width)
+    plane, n = query.parse_plane(params.get("plane"))
+    if n:
+        notices.append(n)
+    if plane is not None:
+        st.session_state[PLANE] = plane
+for n in notices:
+    st.warning(n, icon=":material/link_off:")  # notices never contain raw URL text (components.query.describe)
+
+# ------------------------------------------------------------------------------------------------ picker
+
+current = st.session_state.get(STUDY)
+if current not in all_ids:
+    current = choices[0] if choices else all_ids[0]
+    st.session_state[STUDY] = current
+options = list(choices)
+if current not in options:
+    options = [current] + options  # a broken or filtered-out study opened by link stays selectable
+if st.session_state.get(PICK) != current:
+    st.session_state[PICK] = current
+
+
+def _label(sid: int) -> str:
+    row = by_id.loc[sid]
+    mark = " (error)" if row["status"] == "error" else (" · mask" if bool(row["has_mask"]) else "")
+    return f"study {sid:04d} · {row['category']}{mark}"
+
+
+def _on_pick() -> None:
+    st.session_state[STUDY] = int(st.session_state[PICK])
+    st.session_state.pop(SLICE, None)
+    st.session_state.pop(PROBE, None)
+
+
+def _step(delta: int) -> None:
+    cur = int(st.session_state.get(STUDY, options[0]))
+    seq = options
+    i = seq.index(cur) if cur in seq else 0
+    new = seq[(i + delta) % len(seq)]
+    st.session_state[STUDY] = st.session_state[PICK] = new
+    st.session_state.pop(SLICE, None)
+    st.session_state.pop(PROBE, None)
+
+
+c_prev, c_pick, c_next, c_win, c_lvl, c_wid = st.columns([0.6, 3, 0.6, 4, 1.3, 1.3], vertical_alignment="bottom")
+c_prev.button("", icon=":material/chevron_left:", key=K + "prev", help="Previous study in the list", on_click=_step, args=(-1,),
+              disabled=len(options) < 2, use_container_width=True)
+c_pick.selectbox(f"Study ({len(choices)} in {'the registry filter' if filter_ids is not None else 'the dataset'})",
+                 options, key=PICK, format_func=_label, on_change=_on_pick)
+c_next.button("", icon=":material/chevron_right:", key=K + "next", help="Next study in the list", on_click=_step, args=(1,),
+              disabled=len(options) < 2, use_container_width=True)
+
+# ------------------------------------------------------------------------------------------------ window
+
+st.session_state.setdefault(PRESET, "lung")
+st.session_state.setdefault(LEVEL, float(PRESETS["lung"].level))
+st.session_state.setdefault(WIDTH, float(PRESETS["lung"].width))
+
+
+def _on_preset() -> None:
+    name = st.session_state[PRESET]
+    if name in PRESETS:
+        st.session_state[LEVEL] = float(PRESETS[name].level)
+        st.session_state[WIDTH] = float(PRESETS[name].width)
+
+
+def _on_level_width() -> None:
+    lw = (st.session_state[LEVEL], st.session_state[WIDTH])
+    st.session_state[PRESET] = next((n for n, p in PRESETS.items() if (p.level, p.width) == lw), CUSTOM)
+
+
+c_win.segmented_control("Window", list(PRESETS) + [CUSTOM], key=PRESET, on_change=_on_preset,
+                        format_func=lambda n: PRESET_LABELS.get(n, "Custom"), selection_mode="single")
+c_lvl.number_input("Level (HU)", min_value=-2000.0, max_value=5000.0, step=10.0, key=LEVEL,
+                   on_change=_on_level_width)
+c_wid.number_input("Width (HU)", min_value=1.0, max_value=10000.0, step=10.0, key=WIDTH,
+                   on_change=_on_level_width)
+if st.session_state.get(PRESET) is None:  # segmented control deselected: keep the level/width shown
+    st.session_state[PRESET] = CUSTOM
+preset = st.session_state[PRESET]
+window = PRESETS[preset] if preset in PRESETS else Window(float(st.session_state[LEVEL]),
+                                                          float(st.session_state[WIDTH]))
+
+# ----------------------------------------------------------------------------------------------- overlay
+
+o1, o2, o3, o4, o5, o6 = st.columns([1.2, 1.4, 0.8, 1.6, 1.2, 1.8], vertical_alignment="bottom")
+show_mask = o1.toggle("Lesion overlay", value=True, key=SHOW_MASK)
+mode = o2.segmented_control("Draw", ["fill", "outline"], default="fill", key=MODE,
+                            format_func=str.capitalize) or "fill"
+color = o3.color_picker("Colour", value="#ff3b30", key=COLOR)
+opacity = o4.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key=OPACITY)
+show_lung = o5.toggle("Lung outline", value=False, key=SHOW_LUNG)
+st.session_state.setdefault(PLANE, "axial")
+plane = o6.segmented_control("PNG view", list(query.PLANES), key=PLANE,
+                             format_func=str.capitalize) or "axial"
+style = OverlayStyle(show_mask=bool(show_mask), mode=mode, color=color, opacity=float(opacity),
+                     show_lung=bool(show_lung))
+
+# --------------------------------------------------------------------------------------------- the study
+
+sid = int(st.session_state[STUDY])
+try:
+    study = state.load_study(ds, sid)
+except MosmedError as e:
+    st.error(md_escape(str(e)), icon=":material/broken_image:")
+    reason = by_id.loc[sid, "error"] if sid in by_id.index else ""
+    if reason and str(reason) not in str(e):
+        st.caption(md_escape(f"Registry check: {reason}"))
+    st.query_params.from_dict({"study": str(sid)})
+    st.session_state[URL_SIG] = _sig(_current_params())
+    st.stop()
+except Exception as e:  # noqa: BLE001 - anything unexpected still names the study, never a traceback
+    st.error(md_escape(f"study {sid}: cannot be opened ({type(e).__name__}: {e})"), icon=":material/broken_image:")
+    st.stop()
+
+n_slices = int(study.volume.shape[0])
+if PENDING_SLICE in st.session_state:
+    idx, n = query.parse_slice(st.session_state.pop(PENDING_SLICE), n_slices)
+    if n:
+        st.warning(n, icon=":material/link_off:")
+    if idx is not None:
+        st.session_state[SLICE] = idx
+if st.session_state.get(SLICE) is None:
+    # Default: the slice with the largest lesion area, else the middle.
+    areas = getattr(study.stats, "lesion_area_mm2", None)
+    if areas is not None and len(areas) == n_slices and float(np.nanmax(areas)) > 0:
+        st.session_state[SLICE] = int(np.nanargmax(areas))
+    else:
+        st.session_state[SLICE] = n_slices // 2
+st.session_state[SLICE] = int(min(max(int(st.session_state[SLICE]), 0), n_slices - 1))
+for w in study.warnings or []:
+    st.caption(md_escape(f"Note: {w}"))
+
+
+def _sync_url(slice_index: int) -> None:
+    want = {"study": str(sid), "slice": str(slice_index + 1), "window": window_to_text(window), "plane": plane}
+    if _current_params() != want:
+        st.query_params.from_dict(want)
+    st.session_state[URL_SIG] = _sig(want)
+
+
+@st.fragment
+def viewer_fragment(study, window: Window, style: OverlayStyle, plane: str) -> None:
+    """Viewer, HU probe and download: the component's reports rerun only this fragment."""
+    probe = st.session_state.get(PROBE)
+    if probe is not None and probe[0] != study.study_id:
+        probe = None
+    rows_cols = (probe[2], probe[3]) if probe is not None else None
+    event = ct_viewer(study, window=window, style=style, slice_index=int(st.session_state[SLICE]), key=K + "ct",
+                      height=620, dataset_root=str(ds.root), reformat_rows_cols=rows_cols)
+    st.session_state[SLICE] = event.slice_index
+    if event.probe is not None:
+        st.session_state[PROBE] = (study.study_id, *event.probe)
+        st.rerun(scope="fragment")  # re-centre the coronal / sagittal cuts on the clicked voxel
+    _sync_url(event.slice_index)
+    k = event.slice_index
+    p1, p2 = st.columns([3, 2], vertical_alignment="center")
+    if probe is not None:
+        z, r, c = probe[1:]
+        hu = int(study.volume[z, r, c])  # one voxel from the memory map
+        where = []
+        if study.lung is not None and study.lung[z, r, c]:
+            where.append("inside the lungs")
+        if study.mask is not None and study.mask[z, r, c]:
+            where.append("inside the lesion mask")
+        p1.metric(f"HU at slice {z + 1}, row {r + 1}, column {c + 1}", f"{hu} HU",
+                  help="Exact value from the volume (not the windowed image). Click the axial image to probe.")
+        if where:
+            p1.caption(", ".join(where))
+    else:
+        p1.caption("Click the axial image to read the exact HU value at that voxel; the coronal and sagittal "
+                   "cuts then pass through it.")
+    row = probe[2] if probe is not None else reformat_index(study, "coronal")
+    col = probe[3] if probe is not None else reformat_index(study, "sagittal")
+    index = {"axial": k, "coronal": row, "sagittal": col}[plane]
+
+    def png() -> bytes:
+        return render_png(study.volume, study.spacing, plane, index, window, mask=study.mask, lung=study.lung,
+                          style=style, resample=True)
+
+    p2.download_button(f"Download {plane} view (PNG)", data=png, mime="image/png", key=K + "download",
+                       file_name=f"study_{study.study_id:04d}_{plane}_{index + 1}_{window_to_text(window)}.png",
+                       on_click="ignore", icon=":material/download:")
+
+
+viewer_fragment(study, window, style, plane)
+
+# ----------------------------------------------------------------------------------------------- facts
+
+
+def _fmt(v: object, unit: str = "", digits: int = 1) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if math.isnan(f) else f"{f:.{digits}f}{unit}"
+
+
+stats = study.stats
+z, h, w = (int(s) for s in study.volume.shape)
+dz, dy, dx = (float(s) for s in study.spacing)
+measured = getattr(stats, "involvement_pct", None)
+estimate = getattr(stats, "estimated_involvement_pct", None)
+category = str(study.category)
+st.subheader(f"Study {sid:04d} · {category}")
+f1, f2 = st.columns(2)
+f1.metric("Grid (slices × rows × columns)", f"{z} × {h} × {w}")
+f2.metric("Spacing (mm)", f"{dz:g} / {dy:.3g} / {dx:.3g}", help="slice / row / column")
+f3, f4, f5 = st.columns(3)
+f3.metric("Lung volume", _fmt(getattr(stats, "lung_ml", None), " mL", 0))
+f4.metric("Lesion volume", _fmt(getattr(stats, "lesion_ml", None), " mL", 1) if study.mask is not None else "no mask")
+f5.metric("Involvement", _fmt(measured, " %") if measured is not None else f"≈ {_fmt(estimate, ' %')}",
+          help="Measured from the expert mask; '≈' marks the HU-based estimate when there is no mask.")
+try:
+    lo, hi = severity.band(category)
+    band_text = "0 % (no pneumonia findings)" if category == "CT-0" else f"{lo:g}–{hi:g} %"
+    value, kind = (measured, "measured") if measured is not None else (estimate, "estimated")
+    fits = severity.in_band(category, value) if value is not None else None
+    verdict = "–" if fits is None else ("falls in" if fits else "falls OUTSIDE")
+    st.markdown(f"**{category} band:** {band_text}. The {kind} involvement ({_fmt(value, ' %')}) **{verdict}** "
+                f"this band." + ("" if measured is None else f" HU-based estimate: {_fmt(estimate, ' %')}."))
+    st.caption(severity.severity_row(category).ct_findings)
+except KeyError:
+    st.caption(md_escape(f"Class {category} has no severity band."))
