@@ -19,40 +19,49 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
-from components import sidebar, state  # noqa: E402
-
 _LOG = logging.getLogger("mosmed.app")
 
-st.set_page_config(page_title="MosMed Explorer", page_icon=":material/pulmonology:", layout="wide",
-                   initial_sidebar_state="expanded")
 
-PAGES = {
-    "overview": st.Page(str(_HERE / "pages/overview.py"), title="Overview", icon=":material/dashboard:",
-                        default=True, url_path="overview"),
-    "registry": st.Page(str(_HERE / "pages/registry.py"), title="Registry", icon=":material/table_rows:",
-                        url_path="registry"),
-    "viewer": st.Page(str(_HERE / "pages/viewer.py"), title="Viewer", icon=":material/radiology:",
-                      url_path="viewer"),
-    "distributions": st.Page(str(_HERE / "pages/distributions.py"), title="Distributions",
-                             icon=":material/bar_chart:", url_path="distributions"),
-    "teaching": st.Page(str(_HERE / "pages/teaching.py"), title="Teaching", icon=":material/school:",
-                        url_path="teaching"),
-}
-state.register_pages(PAGES)
-current = st.navigation({
-    "Explore": [PAGES["overview"], PAGES["registry"], PAGES["viewer"], PAGES["distributions"]],
-    "Teach": [PAGES["teaching"]],
-})
+def main() -> None:
+    """Set the page up, prepare the demo on a first start, draw the sidebar and run the selected page."""
+    from components import sidebar, state   # here, not at import: spawned workers import this module too
 
-# The demo (and its cache) must exist before the sidebar or a page reads it.
-sidebar.first_start()
-with st.sidebar:
-    sidebar.render()
+    st.set_page_config(page_title="MosMed Explorer", page_icon=":material/pulmonology:", layout="wide",
+                       initial_sidebar_state="expanded")
+    pages = {
+        "overview": st.Page(str(_HERE / "pages/overview.py"), title="Overview", icon=":material/dashboard:",
+                            default=True, url_path="overview"),
+        "registry": st.Page(str(_HERE / "pages/registry.py"), title="Registry", icon=":material/table_rows:",
+                            url_path="registry"),
+        "viewer": st.Page(str(_HERE / "pages/viewer.py"), title="Viewer", icon=":material/radiology:",
+                          url_path="viewer"),
+        "distributions": st.Page(str(_HERE / "pages/distributions.py"), title="Distributions",
+                                 icon=":material/bar_chart:", url_path="distributions"),
+        "teaching": st.Page(str(_HERE / "pages/teaching.py"), title="Teaching", icon=":material/school:",
+                            url_path="teaching"),
+    }
+    state.register_pages(pages)
+    current = st.navigation({
+        "Explore": [pages["overview"], pages["registry"], pages["viewer"], pages["distributions"]],
+        "Teach": [pages["teaching"]],
+    })
 
-try:
-    current.run()
-except Exception as e:  # noqa: BLE001 - Streamlit's rerun/stop signals are BaseException and pass through
-    # A bug in one page must not show a traceback (server paths, internals) nor take the other pages down.
-    _LOG.exception("page %s failed", current.title)
-    st.error(f"The {current.title} page failed: {type(e).__name__}: {e}. The other pages keep working; "
-             "the server log has the details.", icon=":material/error:")
+    # The demo (and its cache) must exist before the sidebar or a page reads it.
+    sidebar.first_start()
+    with st.sidebar:
+        sidebar.render()
+
+    try:
+        current.run()
+    except Exception as e:  # noqa: BLE001 - Streamlit's rerun/stop signals are BaseException and pass through
+        # A bug in one page must not show a traceback (server paths, internals) nor take the other pages down.
+        _LOG.exception("page %s failed", current.title)
+        st.error(f"The {current.title} page failed: {type(e).__name__}: {e}. The other pages keep working; "
+                 "the server log has the details.", icon=":material/error:")
+
+
+# Streamlit installs this script as ``__main__``; worker processes started with the "spawn" method (demo
+# generation, parallel cache builds) re-import ``__main__`` as ``__mp_main__`` and must not run the app: the
+# worker would wait for the demo lock its own parent holds, and the build would hang.
+if __name__ != "__mp_main__":
+    main()

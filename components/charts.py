@@ -67,6 +67,7 @@ def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
         x=counts["class"], y=counts["percent"], name="this dataset",
         marker_color=[_color(c) for c in counts["class"]],
         text=[f"{n} ({p:.1f}%)" for n, p in zip(counts["studies"], counts["percent"])], textposition="outside",
+        textfont=dict(size=12),
         customdata=np.stack([counts["class"].astype(str)], axis=1),
         hovertemplate="%{x}: %{text} of this dataset<extra></extra>",
     )
@@ -76,7 +77,7 @@ def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
             x=counts["class"], y=pub, name="MosMedData (published)",
             marker=dict(color="rgba(0,0,0,0)", line=dict(color="#c8ccd2", width=1.5)),
             text=[("" if pd.isna(n) else f"{int(n)} ({p:.1f}%)") for n, p in zip(counts["published"], pub)],
-            textposition="outside",
+            textposition="outside", textfont=dict(size=12),
             customdata=np.stack([counts["class"].astype(str)], axis=1),
             hovertemplate="%{x}: %{text} of MosMedData's 1110<extra></extra>",
         )
@@ -229,7 +230,7 @@ def agreement_figure(summary: pd.DataFrame) -> go.Figure:
     )
     fig.update_xaxes(title="measured involvement (mask), %", range=[0, top])
     fig.update_yaxes(title="estimated involvement (HU), %", range=[0, top])
-    return _layout(fig, "Estimate against expert mask")
+    return _layout(fig, "Estimated against measured involvement (colour = class)")
 
 
 def clicked(event) -> list[list[str]]:

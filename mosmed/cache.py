@@ -880,7 +880,9 @@ class StudyCache:
                 report.errors.append((sid, str(doc.get("error", ""))))
                 done += 1
                 continue
-            if doc is not None and (not arrays or self.get_arrays(row) is not None):
+            # Presence check without touching the last-use stamp (a build is not a use).
+            if doc is not None and (not arrays or self._load_arrays_dir(
+                    self.arrays_dir / _stem(int(_row_get(row, "study_id")), doc["key"]), doc["key"]) is not None):
                 report.n_cached += 1
                 done += 1
                 continue

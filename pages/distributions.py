@@ -178,7 +178,7 @@ else:
     st.caption(f"{len(outside)} of {len(ok)} studies. The class was graded on the full study before only every "
                "10th image was kept, and the estimate is a simple HU count: a disagreement is a case to look "
                "at, not an error. Select a row to open it in the viewer.")
-    ev = st.dataframe(outside, key="dist.outside", hide_index=True, width="stretch", on_select="rerun",
+    ev = st.dataframe(outside, key="dist.outside", hide_index=True, width="stretch", on_select="rerun", placeholder="—",
                       selection_mode="single-row", height=min(420, 38 + 35 * len(outside)),
                       column_config={
                           "study_id": st.column_config.NumberColumn("Study", format="%d"),

@@ -59,7 +59,7 @@ if n_pending:
     st.info(f"{n_pending} studies are not summarised yet: press Build cache in the sidebar.",
             icon=":material/hourglass_top:")
 
-left, right = st.columns([2, 3], gap="large")
+left, right = st.columns([1, 1], gap="large")
 with left:
     st.subheader("Classes")
     counts = tables.class_counts(summary, severity.CLASSES, dict(severity.PUBLISHED_COUNTS))
@@ -94,10 +94,8 @@ with right:
                                     "study_file": "File"})
 
 st.subheader("Severity scale (CT-0 … CT-4)")
-st.dataframe(tables.severity_frame(), hide_index=True, width="stretch",
-             column_config={"CT findings": st.column_config.TextColumn(width="medium"),
-                            "Clinical data": st.column_config.TextColumn(width="large"),
-                            "Routing": st.column_config.TextColumn(width="medium")})
+# A static table (the constant text of mosmed.severity, nothing from files): it wraps long cells.
+st.table(tables.severity_frame().set_index("Class"))
 st.caption(severity.SEVERITY_SOURCE_NOTE)
 for note in severity.MOSMED_CLASS_NOTES:
     st.caption(note)

@@ -117,6 +117,8 @@ view["involvement_source"] = view["involvement_source"].replace({"": None})
 table_cols = ["thumbnail", "study_id", "category", "status", "error", "involvement", "involvement_source",
               "estimated_involvement_pct", "has_mask", "lung_ml", "lesion_ml", "n_slices", "spacing_mm",
               "warnings"]
+# Problem / warning columns only when some shown row has one: an empty wide column is noise.
+table_cols = [c for c in table_cols if c not in ("error", "warnings") or view[c].astype(str).str.len().gt(0).any()]
 event = st.dataframe(
     view[table_cols], key="registry.table", hide_index=True, width="stretch", height=560, row_height=64,
     on_select="rerun", selection_mode="single-row", placeholder="—",

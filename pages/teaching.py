@@ -165,9 +165,11 @@ with quiz_tab:
             st.error(f"This question's study could not be opened ({e}). It does not count; go to the next one.",
                      icon=":material/broken_image:")
         if images:
-            cols = st.columns(len(images))
-            for c, (k, png) in zip(cols, images):
-                c.image(png, caption=f"slice {k + 1} of {study.n_slices}", width="stretch")
+            per_row = 3       # two rows of three: big enough to judge ground glass
+            for start in range(0, len(images), per_row):
+                cols = st.columns(per_row)
+                for c, (k, png) in zip(cols, images[start:start + per_row]):
+                    c.image(png, caption=f"slice {k + 1} of {study.n_slices}", width="stretch")
             st.caption(f"{len(images)} axial slices spread from the lung bases to the apices (inferior to "
                        "superior); radiological convention: the patient's right is on the left.")
 
@@ -238,6 +240,5 @@ with compare_tab:
 
 # -------------------------------------------------------------------------------------------------- table
 with table_tab:
-    st.dataframe(tables.severity_frame(), hide_index=True, width="stretch",
-                 column_config={"Clinical data": st.column_config.TextColumn(width="large")})
+    st.table(tables.severity_frame().set_index("Class"))
     st.caption(severity.SEVERITY_SOURCE_NOTE)

@@ -167,9 +167,9 @@ def _on_level_width() -> None:
 
 c_win.segmented_control("Window", list(PRESETS) + [CUSTOM], key=PRESET, on_change=_on_preset,
                         format_func=lambda n: PRESET_LABELS.get(n, "Custom"), selection_mode="single")
-c_lvl.number_input("Level (HU)", min_value=-2000.0, max_value=5000.0, step=10.0, key=LEVEL,
+c_lvl.number_input("Level (HU)", min_value=-2000.0, max_value=5000.0, step=10.0, format="%.0f", key=LEVEL,
                    on_change=_on_level_width)
-c_wid.number_input("Width (HU)", min_value=1.0, max_value=10000.0, step=10.0, key=WIDTH,
+c_wid.number_input("Width (HU)", min_value=1.0, max_value=10000.0, step=10.0, format="%.0f", key=WIDTH,
                    on_change=_on_level_width)
 if st.session_state.get(PRESET) is None:  # segmented control deselected: keep the level/width shown
     st.session_state[PRESET] = CUSTOM
@@ -180,12 +180,12 @@ window = PRESETS[preset] if preset in PRESETS else Window(float(st.session_state
 # ----------------------------------------------------------------------------------------------- overlay
 
 o1, o2, o3, o4, o5, o6 = st.columns([1.2, 1.4, 0.8, 1.6, 1.2, 1.8], vertical_alignment="bottom")
-show_mask = o1.toggle("Lesion overlay", value=True, key=SHOW_MASK)
+show_mask = o1.toggle("Lesions", value=True, key=SHOW_MASK, help="Expert lesion mask overlay")
 mode = o2.segmented_control("Draw", ["fill", "outline"], default="fill", key=MODE,
                             format_func=str.capitalize) or "fill"
 color = o3.color_picker("Colour", value="#ff3b30", key=COLOR)
 opacity = o4.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key=OPACITY)
-show_lung = o5.toggle("Lung outline", value=False, key=SHOW_LUNG)
+show_lung = o5.toggle("Lungs", value=False, key=SHOW_LUNG, help="Outline of the segmented lungs")
 st.session_state.setdefault(PLANE, "axial")
 plane = o6.segmented_control("PNG view", list(query.PLANES), key=PLANE,
                              format_func=str.capitalize) or "axial"

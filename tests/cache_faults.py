@@ -261,7 +261,7 @@ def kill_and_check(data: Path, cache_root: Path, clean_root: Path, n_kills: int 
         rep.mismatches.extend(bad)
         # Start the next run from a partly built cache, as a user restarting would; but when a run got far,
         # wipe so later kills still land mid-build.
-        if n and rng.random() < 0.5:
+        if n and rng.random() < 0.75:
             shutil.rmtree(cache_root, ignore_errors=True)
     res = run_build(data, cache_root, workers)
     rep.rebuild_ok = res.returncode == 0

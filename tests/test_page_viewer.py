@@ -26,11 +26,11 @@ SPACING = (40.0, 3.5, 3.5)   # (dz, dy, dx) mm: thick slices so 8 of them span t
 
 
 def _write_nifti(arr_zyx: np.ndarray, path: Path, dtype) -> None:
-    # Display (S, P, L) -> file voxel axes (L?, A, S) like MosMedData: x = column reversed? keep LAS:
-    # file x increases to patient Left, y to Anterior, z to Superior.
+    # Display (Z, H, W) = axes toward (S, P, L) -> a file in LAS like MosMedData: file x = display column
+    # (toward L), file y = display row reversed (toward A), file z = display slice (toward S).
     zyx = np.asarray(arr_zyx)
-    xyz = np.transpose(zyx, (2, 1, 0))[:, ::-1, :]  # x = column (to L), y = row reversed (to A), z = slice (to S)
-    affine = np.diag([-SPACING[2], SPACING[1], SPACING[0], 1.0])  # LAS: -x is R->L flip in RAS world
+    xyz = np.transpose(zyx, (2, 1, 0))[:, ::-1, :]
+    affine = np.diag([-SPACING[2], SPACING[1], SPACING[0], 1.0])  # negative x: voxel x runs toward patient L
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(np.ascontiguousarray(xyz).astype(dtype), affine), str(path))
 
@@ -153,6 +153,8 @@ def test_broken_study_shows_error_and_picker_keeps_working(app, sid, words):
     assert at.error, "a broken study must show st.error"
     err = at.error[0].value
     assert words in err.replace("\\", "")
+    if sid == 3:
+        assert "study_0003" in err.replace("\\", "") and "NIfTI" in err
     if sid == 4:
         assert "grid" in err.replace("\\", "")
     # The picker offers the broken study (labelled) and the readable ones; moving on opens a good study.

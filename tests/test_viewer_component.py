@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from components import viewer
+from components.compare import linked_index
 from mosmed.render import OverlayStyle
 from mosmed.windowing import PRESETS, Window
 
@@ -124,3 +125,24 @@ def test_encode_stack_rejects_degenerate_volume():
 )
 def test_probe_from_browser_is_validated(raw, expected):
     assert viewer._parse_probe(raw, (6, 40, 48)) == expected
+
+
+@pytest.mark.parametrize(
+    ("k", "n_from", "n_to", "expected"), [(0, 40, 50, 0), (39, 40, 50, 49), (20, 41, 21, 10), (5, 1, 30, 0), (3, 10, 1, 0)]
+)
+def test_linked_index_relative(k, n_from, n_to, expected):
+    assert linked_index(k, n_from, n_to) == expected
+
+
+def test_linked_index_mm_picks_nearest_position():
+    z_a = np.arange(10) * 8.0          # 0..72 mm
+    z_b = np.arange(20) * 5.0 - 10.0   # -10..85 mm
+    assert linked_index(4, 10, 20, "mm", z_a, z_b) == 8   # 32 mm -> 30 mm
+    assert linked_index(9, 10, 20, "mm", z_a, z_b) == 16  # 72 mm -> 70 mm
+
+
+def test_linked_index_rejects_bad_mode_and_counts():
+    with pytest.raises(ValueError, match="link mode 'x'"):
+        linked_index(0, 5, 5, "x")
+    with pytest.raises(ValueError, match="slice counts must be >= 1"):
+        linked_index(0, 0, 5)

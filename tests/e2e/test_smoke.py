@@ -68,6 +68,9 @@ def test_hostile_query_falls_back_without_exception(app) -> None:
     )
     app.assert_no_exception()
     app.assert_no_page_errors()
+    # Each rejected parameter is reported, and the viewer still shows a study.
+    assert page.locator('[data-testid="stAlert"]').count() >= 1
+    assert page.locator('[data-testid="stMain"]').get_by_text("Study", exact=False).count() >= 1
     # The script text is never rendered as markup.
     assert page.locator("script:has-text('alert(1)')").count() == 0
     app.screenshot("smoke-viewer-hostile-query")
