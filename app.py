@@ -26,18 +26,20 @@ def main() -> None:
     """Set the page up, prepare the demo on a first start, draw the sidebar and run the selected page."""
     from components import sidebar, state   # here, not at import: spawned workers import this module too
 
+    state.require_frame()
     st.set_page_config(page_title="MosMed Explorer", page_icon=":material/pulmonology:", layout="wide",
                        initial_sidebar_state="expanded")
+    pages_dir = _HERE / state.PAGES_DIR
     pages = {
-        "overview": st.Page(str(_HERE / "pages/overview.py"), title="Overview", icon=":material/dashboard:",
+        "overview": st.Page(str(pages_dir / "overview.py"), title="Overview", icon=":material/dashboard:",
                             default=True, url_path="overview"),
-        "registry": st.Page(str(_HERE / "pages/registry.py"), title="Registry", icon=":material/table_rows:",
+        "registry": st.Page(str(pages_dir / "registry.py"), title="Registry", icon=":material/table_rows:",
                             url_path="registry"),
-        "viewer": st.Page(str(_HERE / "pages/viewer.py"), title="Viewer", icon=":material/radiology:",
+        "viewer": st.Page(str(pages_dir / "viewer.py"), title="Viewer", icon=":material/radiology:",
                           url_path="viewer"),
-        "distributions": st.Page(str(_HERE / "pages/distributions.py"), title="Distributions",
+        "distributions": st.Page(str(pages_dir / "distributions.py"), title="Distributions",
                                  icon=":material/bar_chart:", url_path="distributions"),
-        "teaching": st.Page(str(_HERE / "pages/teaching.py"), title="Teaching", icon=":material/school:",
+        "teaching": st.Page(str(pages_dir / "teaching.py"), title="Teaching", icon=":material/school:",
                             url_path="teaching"),
     }
     state.register_pages(pages)

@@ -64,13 +64,10 @@ VIEWER_SLICE_KEY = "viewer.slice"
 #: Session key holding the page objects app.py registered (name -> StreamlitPage).
 PAGES_KEY = "app.pages"
 
-_PAGE_FILES = {
-    "overview": "pages/overview.py",
-    "registry": "pages/registry.py",
-    "viewer": "pages/viewer.py",
-    "distributions": "pages/distributions.py",
-    "teaching": "pages/teaching.py",
-}
+#: Folder of the page scripts, relative to app.py (one place to change it; see app.py).
+PAGES_DIR = "pages"
+PAGE_NAMES = ("overview", "registry", "viewer", "distributions", "teaching")
+_PAGE_FILES = {name: f"{PAGES_DIR}/{name}.py" for name in PAGE_NAMES}
 
 
 # ------------------------------------------------------------------------------------------ dataset choice
@@ -335,3 +332,25 @@ def current_filter_ids() -> list[int] | None:
 def set_filter_ids(ids: list[int] | None) -> None:
     """Store the registry's current filter (plain ints, so session state stays serialisable)."""
     st.session_state[FILTERED_IDS_KEY] = None if ids is None else [int(i) for i in ids]
+
+
+# ------------------------------------------------------------------------------------------ legacy page mode
+
+
+def require_frame() -> None:
+    """Make sure this run goes through ``app.py`` (the frame), not straight into a page file.
+
+    Streamlit treats a ``pages/`` folder beside the entry script as a legacy (v1) multipage app until some
+    session's run of ``app.py`` calls ``st.navigation``; in that state a first request for a deep link such as
+    ``/viewer?study=12`` runs ``pages/viewer.py`` alone: no sidebar, no wide layout, the legacy page list. The
+    flag is one class attribute of Streamlit's ``PagesManager``; when it says legacy mode we clear it and rerun,
+    so the same page (same URL path, same page hash) runs again inside the frame. Every page and ``app.py`` call
+    this first. If a later Streamlit drops the attribute, this does nothing.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - a Streamlit without the legacy mode
+        return
+    if getattr(PagesManager, "uses_pages_directory", None):
+        PagesManager.uses_pages_directory = False
+        st.rerun()

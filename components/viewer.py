@@ -61,6 +61,7 @@ __all__ = [
     "encode_layers",
     "encode_stack",
     "reformat_index",
+    "stack_key",
     "study_token",
 ]
 
@@ -274,21 +275,45 @@ def _style_dict(style: OverlayStyle) -> dict[str, Any]:
     }
 
 
-def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_root: str, nav_slice: int,
-                   nav_seq: int, reformat_rows_cols: tuple[int, int] | None = None, height: int = 600,
-                   link: dict[str, Any] | None = None, label: str | None = None,
-                   reformats: bool = True) -> bytes:
-    """Everything the browser needs for one study and window, packed (see module docstring)."""
-    z, h, w = (int(s) for s in study.volume.shape)
-    window_text = window_to_text(window)
-    grey = _cached_stack(study, dataset_root, int(study.study_id), study.cache_key, window_text, JPEG_QUALITY)
-    lesion, lesion_ol, lung_ol = _cached_layers(study, dataset_root, int(study.study_id), study.cache_key)
+def stack_key(study: Any, window: Window) -> str:
+    """Identity of the decoded stack the browser holds: one study's content in one window."""
+    return f"{study_token(study)}:{window_to_text(window)}"
+
+
+def _reformat_cut(study: Any, reformat_rows_cols: tuple[int, int] | None) -> tuple[int, int]:
+    _, h, w = (int(s) for s in study.volume.shape)
     if reformat_rows_cols is None:
         reformat_rows_cols = (reformat_index(study, "coronal"), reformat_index(study, "sagittal"))
     row, col = (int(min(max(v, 0), lim - 1)) for v, lim in zip(reformat_rows_cols, (h, w)))
+    return row, col
+
+
+def _reformat_key(window: Window, style: OverlayStyle, row: int, col: int) -> str:
+    return f"{window_to_text(window)}|{row}|{col}|{hash(style)}"
+
+
+def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_root: str, nav_slice: int,
+                   nav_seq: int, reformat_rows_cols: tuple[int, int] | None = None, height: int = 600,
+                   link: dict[str, Any] | None = None, label: str | None = None,
+                   reformats: bool = True, light: bool = False, reformat_held: str | None = None) -> bytes:
+    """Everything the browser needs for one study and window, packed (see module docstring).
+
+    ``light=True`` leaves the images out (header only: style, navigation, metadata): for a rerun where the
+    browser already holds this stack key. The reformats are left out too when ``reformat_held`` equals their key.
+    """
+    z, h, w = (int(s) for s in study.volume.shape)
+    window_text = window_to_text(window)
+    if light:
+        grey: list[bytes] | None = None
+        lesion = lesion_ol = lung_ol = None
+    else:
+        grey = _cached_stack(study, dataset_root, int(study.study_id), study.cache_key, window_text, JPEG_QUALITY)
+        lesion, lesion_ol, lung_ol = _cached_layers(study, dataset_root, int(study.study_id), study.cache_key)
+    row, col = _reformat_cut(study, reformat_rows_cols)
+    rf_key = _reformat_key(window, style, row, col)
     cor = sag = None
     cor_w = cor_h = sag_w = sag_h = 0
-    if reformats:
+    if reformats and not (light and reformat_held == rf_key):
         cor, cor_w, cor_h = _cached_reformat(study, dataset_root, int(study.study_id), study.cache_key,
                                              window_text, style, "coronal", row)
         sag, sag_w, sag_h = _cached_reformat(study, dataset_root, int(study.study_id), study.cache_key,
@@ -297,7 +322,8 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
     stats = getattr(study, "stats", None)
     header = {
         "version": 1,
-        "stack_key": f"{study_token(study)}:{window_text}",
+        "stack_key": stack_key(study, window),
+        "light": bool(light),
         "study_id": int(study.study_id),
         "study_label": label or f"study {study.study_id} · {study.category}",
         "window_label": _window_label(window),
@@ -311,7 +337,7 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
         "style": _style_dict(style),
         "nav": {"slice": int(min(max(nav_slice, 0), z - 1)), "seq": int(nav_seq)},
         "reformat": {"row": row, "col": col, "coronal_size": [cor_w, cor_h], "sagittal_size": [sag_w, sag_h],
-                     "key": f"{window_text}|{row}|{col}|{hash(style)}"},
+                     "key": rf_key},
         "max_height": int(height),
         "debounce_ms": REPORT_DEBOUNCE_MS,
         "link": link,
@@ -333,12 +359,16 @@ def _nav_seq(key: str, study_id: int, slice_index: int, reported: int | None) ->
     return seq
 
 
-def _reported_slice(key: str, study_id: int) -> int | None:
+def _state_value(key: str, name: str) -> Any:
     value = st.session_state.get(key)
     try:
-        got = value.get("slice") if value is not None else None
+        return value.get(name) if value is not None else None
     except AttributeError:
-        got = None
+        return None
+
+
+def _reported_slice(key: str, study_id: int) -> int | None:
+    got = _state_value(key, "slice")
     if isinstance(got, dict) and got.get("study") == study_id and isinstance(got.get("index"), int):
         return got["index"]
     return None
@@ -385,10 +415,28 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
     slice_index = int(min(max(int(slice_index), 0), z - 1))
     reported = _reported_slice(key, sid)
     seq = _nav_seq(key, sid, slice_index, reported)
+    # Send the images only when the browser does not hold this stack yet: every rerun (a debounced slice
+    # report, a probe click, an overlay toggle) would otherwise push the whole stack (MBs) again. What was
+    # sent is remembered per session; a browser that lacks it (remounted component, dropped message) asks
+    # for it through the "need" state value, and the next run sends it in full.
+    skey = stack_key(study, window)
+    rf_key = _reformat_key(window, style, *_reformat_cut(study, reformat_rows_cols)) if reformats else None
+    sent_state, need_state = f"{key}.__sent", f"{key}.__need"
+    sent = st.session_state.get(sent_state)
+    need = _state_value(key, "need")
+    need_token = need.get("token") if isinstance(need, dict) and need.get("key") == skey else None
+    full = (not isinstance(sent, tuple) or sent[0] != skey
+            or (need_token is not None and need_token != st.session_state.get(need_state)))
+    if need_token is not None:
+        st.session_state[need_state] = need_token
+    held_rf = sent[1] if isinstance(sent, tuple) and not full else None
     payload = viewer_payload(study, window=window, style=style, dataset_root=str(dataset_root),
                              nav_slice=slice_index, nav_seq=seq, reformat_rows_cols=reformat_rows_cols,
-                             height=height, link=link, label=label, reformats=reformats)
-    result = _COMPONENT(key=key, data=payload, on_slice_change=_noop, on_probe_change=_noop)
+                             height=height, link=link, label=label, reformats=reformats, light=not full,
+                             reformat_held=held_rf)
+    st.session_state[sent_state] = (skey, rf_key)
+    result = _COMPONENT(key=key, data=payload, on_slice_change=_noop, on_probe_change=_noop,
+                        on_need_change=_noop)
     reported = _reported_slice(key, sid)
     probe = _parse_probe(getattr(result, "probe", None), study.volume.shape)
     return ViewerEvent(slice_index=reported if reported is not None else slice_index, probe=probe)

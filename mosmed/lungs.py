@@ -4,7 +4,8 @@ No model and no download: the lungs are the large air-like regions inside the bo
 downsampled in-plane to about 256x256 (a 512x512x45 study is segmented in about half a second):
 
 1. air-like voxels (``HU < AIR_HU``); the air connected in 3D to the in-plane image border is outside the body;
-2. per axial slice, small air components near the body's midline are the trachea, main bronchi or oesophagus;
+2. per axial slice, small air components near the body's midline are the trachea, main bronchi or oesophagus,
+   and pure-gas components (mean below -950 HU) the stomach or bowel under a dome;
 3. in 3D, the largest component is kept, and the largest on the other side of the midline unless the first
    already spans both lungs (lungs touching at the anterior junction form one component);
 4. per slice and per side, holes are filled and a closing bridges vessels and lesions near the surface; the
@@ -57,6 +58,8 @@ LESION_HU: tuple[int, int] = (-700, -130)
 AIR_HU = -320                 # lung parenchyma is about -850, soft tissue above -150; -320 is the classic cut
 BONE_HU = 200                 # hull additions never take bone (ribs, spine)
 TRACHEA_MAX_MM2 = 900.0       # trachea ~ 2.5 cm2, main bronchi smaller
+GAS_HU = -950.0               # mean HU of a pure-gas component (stomach, bowel); lung is about -850
+GAS_MAX_MM2 = 10000.0         # ... unless larger than this (a whole emphysematous lung)
 TRACHEA_OFF_MID_MM = 20.0     # centroid within this of the midline: a small apex lung lies further out
 MIDLINE_BAND = 0.12           # fraction of the body width either side of the midline treated as mediastinum
 CLOSING_MM = 8.0
@@ -64,13 +67,13 @@ HULL_REACH_MM = 30.0
 ORGAN_MIN_MM2 = 600.0         # a hole this large ...
 ORGAN_HU = 30.0               # ... with a median at least this dense is an organ (dome, heart), not a lesion
 ELLIPSE_MAX_GROWTH = 1.6       # an ellipse much larger than the aerated lung is a bad fit, not a lesion
-Z_GAP = 4                     # up to this many consecutive near-solid slices are bridged from their neighbours
+Z_GAP = 2                     # up to this many consecutive near-solid slices are bridged from their neighbours
 ISLAND_FRACTION = 0.05          # further 3D air components this large (vs the largest) are lung islands split off by consolidation
 MIN_LUNG_ML = 5.0             # air pockets smaller than this are not a lung
 OPEN_MM = 2.5                 # estimate: opening radius that removes vessels (<= ~5 mm) and partial-volume rims
 # Fraction of a healthy lung's voxels that still survive the estimate's opening (vessel clusters, hilum, the
 # partial volume of the chest wall); measured on lesion-free phantoms and subtracted. See ``estimate_involvement``.
-NORMAL_FRACTION = 0.03
+NORMAL_FRACTION = 0.015
 # Below this the estimate cannot tell lesions from normal structures, so it reports 0 (CT-0).
 ESTIMATE_FLOOR_PCT = 1.0
 
@@ -151,8 +154,15 @@ def _hull(mask: np.ndarray) -> np.ndarray:
     return np.asarray(img, dtype=bool) | mask
 
 
-def _remove_central_small(cand: np.ndarray, body: np.ndarray, px_mm2: float, px_x_mm: float) -> np.ndarray:
-    """Drop per-slice air components that are small and near the body's midline (trachea, bronchi, oesophagus)."""
+def _remove_non_lung_air(cand: np.ndarray, hu: np.ndarray, body: np.ndarray, px_mm2: float, px_x_mm: float) -> np.ndarray:
+    """Drop per-slice air components that are not lung.
+
+    Small components near the body's midline are the trachea, main bronchi or oesophagus. Components of pure gas
+    (mean below ``GAS_HU``; lung parenchyma with its vessels averages about -850) and of modest size are the
+    stomach's fundal gas or bowel under a dome; with 8 mm slices they touch the lung base from one slice to the
+    next, so 3D connectivity alone does not separate them. Whole emphysematous lungs are larger than
+    ``GAS_MAX_MM2`` and stay.
+    """
     z, h, w = cand.shape
     structure = np.zeros((3, 3, 3), bool)
     structure[1] = ndimage.generate_binary_structure(2, 1)  # 2D connectivity inside each slice, all slices at once
@@ -163,14 +173,15 @@ def _remove_central_small(cand: np.ndarray, body: np.ndarray, px_mm2: float, px_
     area = np.bincount(flat, minlength=n + 1).astype(np.float64)
     cols = np.broadcast_to(np.arange(w, dtype=np.float64), cand.shape).ravel()
     col_mean = np.bincount(flat, weights=cols, minlength=n + 1) / np.maximum(area, 1)
+    hu_mean = np.bincount(flat, weights=hu.ravel().astype(np.float64), minlength=n + 1) / np.maximum(area, 1)
     slice_of = np.zeros(n + 1, dtype=np.intp)
     slice_of[flat] = np.broadcast_to(np.arange(z)[:, None, None], cand.shape).ravel()
     body_n = body.reshape(z, -1).sum(axis=1).astype(np.float64)
     body_cols = (body * np.arange(w)).reshape(z, -1).sum(axis=1) / np.maximum(body_n, 1)
-    body_width = np.maximum(body.any(axis=1).sum(axis=1), 1).astype(np.float64)
     mid = body_cols[slice_of]
-    width = body_width[slice_of]
-    drop = (area * px_mm2 < TRACHEA_MAX_MM2) & (np.abs(col_mean - mid) * px_x_mm < TRACHEA_OFF_MID_MM)
+    area_mm2 = area * px_mm2
+    drop = (area_mm2 < TRACHEA_MAX_MM2) & (np.abs(col_mean - mid) * px_x_mm < TRACHEA_OFF_MID_MM)
+    drop |= (hu_mean < GAS_HU) & (area_mm2 < GAS_MAX_MM2)
     drop[0] = False
     return cand & ~drop[lab]
 
@@ -311,6 +322,9 @@ def _fill_side(side: np.ndarray, hu2d: np.ndarray, allowed: np.ndarray, mediast:
     if add.any():
         add &= ndimage.distance_transform_edt(~f) <= reach_px
         add &= ~_solid_organs(add, hu2d[box], px_mm * px_mm)
+        # Pixel by pixel too: slivers of chest-wall muscle, heart and liver along the hull's chords are small
+        # but many, +5..7 % lung volume on healthy phantoms without this.
+        add &= hu2d[box] < ORGAN_HU
         grown = f | add
         refilled = _fill_holes(grown)
         # The additions can close a ring of lung around a dome that was open before: check the new holes too.
@@ -357,7 +371,7 @@ def segment_lungs(hu: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     if not cand.any():
         return np.zeros(hu.shape, np.uint8)
 
-    cand = _remove_central_small(cand, body, py * px, px)
+    cand = _remove_non_lung_air(cand, ds, body, py * px, px)
     zz, hh, ww = ds.shape
     body_n = body.reshape(zz, -1).sum(axis=1)
     midline = np.where(body_n > 0, (body * np.arange(ww)).reshape(zz, -1).sum(axis=1) / np.maximum(body_n, 1), ww / 2.0)
@@ -388,11 +402,16 @@ def segment_lungs(hu: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     # Slices that are (almost) all consolidation: a closing along z (gaps of up to Z_GAP slices) restores the lung
     # that the slices above and below agree on, limited to soft tissue outside the midline band.
     if zz >= 3:
-        structure = np.ones((Z_GAP + 1, 1, 1), bool)  # +-Z_GAP/2: fills gaps of up to Z_GAP slices
+        structure = np.ones((Z_GAP + 1, 1, 1), bool)  # +-Z_GAP/2 (Z_GAP even): fills gaps of up to Z_GAP slices
         closed = ndimage.binary_closing(lung, structure=structure)
         width = np.maximum(body.any(axis=1).sum(axis=1), 1)
         band = np.abs(cols[None, :] - midline[:, None]) < MIDLINE_BAND * width[:, None]
-        lung |= closed & allowed & ~band[:, None, :]
+        added = closed & ~lung & allowed & ~band[:, None, :]
+        px_mm2 = py * px
+        for k in np.flatnonzero(added.any(axis=(1, 2))):
+            # Columns through the thin edge of the heart or a dome have lung above and below: keep organs out.
+            added[k] &= ~_solid_organs(added[k], ds[k], px_mm2)
+        lung |= added
 
     if f > 1:
         lung = lung.repeat(f, axis=1).repeat(f, axis=2)[:, :h, :w]

@@ -13,6 +13,8 @@ import streamlit as st
 
 from components import charts, state, tables
 
+state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
+
 st.title("Distributions")
 ds = state.get_dataset()
 if ds is None:

@@ -8,6 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from components import state, tables
+
+state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
 from components.sidebar import format_bytes
 
 st.title("MosMed Explorer")

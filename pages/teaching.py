@@ -16,6 +16,8 @@ import streamlit as st
 
 from components import state, tables
 
+state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
+
 st.title("Teaching")
 ds = state.get_dataset()
 if ds is None:

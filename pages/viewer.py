@@ -14,6 +14,8 @@ import numpy as np
 import streamlit as st
 
 from components import query, state
+
+state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
 from components.viewer import ct_viewer, reformat_index
 
 st.title("Viewer")

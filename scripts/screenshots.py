@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.e2e import (  # noqa: E402  (the harness lives with the browser tests)
     FIRST_RUN_TIMEOUT_S,
+    SCREENSHOTS,
     AppServer,
     browser_unavailable_reason,
     exception_texts,
@@ -33,6 +34,8 @@ from tests.e2e import (  # noqa: E402  (the harness lives with the browser tests
     open_page,
     save_screenshot,
 )
+
+FAILED_DIR = SCREENSHOTS  # test-artifacts/screenshots: pictures of pages that failed
 
 #: page name (also the PNG's name) -> st.navigation url path ("" = default page)
 PAGES = {
@@ -121,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                 open_page(page, base_url, PAGES[name], query or None)
                 page.wait_for_timeout(args.settle_ms)
                 errors = exception_texts(page)
-                path = save_screenshot(page, name, args.out, full_page=True,
-                                       max_height=args.max_height)
+                # A page showing an exception never replaces a good picture in docs/.
+                out_dir = FAILED_DIR if errors else args.out
+                path = save_screenshot(page, f"{name}-FAILED" if errors else name, out_dir,
+                                       full_page=True, max_height=args.max_height)
                 took = time.monotonic() - started
                 if errors:
                     failures += 1

@@ -23,6 +23,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CATEGORIES = ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4")
+FOV_MM = 340.0
 
 
 # ------------------------------------------------------------------------------------------ tiny datasets
@@ -68,12 +69,20 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     return path
 
 
+def small_spacing(shape, fov_mm: float = FOV_MM) -> tuple[float, float, float]:
+    """(dx, dy, dz) of the tiny studies: a chest-sized field of view whatever the grid, 8 mm slices."""
+    px = fov_mm / max(shape[0], shape[1])
+    return (px, px, 8.0)
+
+
 def write_small_dataset(root: Path, n: int = 6, shape=(64, 64, 6), seed: int = 0,
-                        mask_every: int = 2) -> Path:
+                        mask_every: int = 2, fov_mm: float = FOV_MM) -> Path:
     """Write ``n`` tiny studies in the MosMedData layout with a CSV registry; every ``mask_every``-th has a mask.
 
-    Study ids start at 1; classes cycle CT-0..CT-4 (CT-0 studies get no lesion).
+    Study ids start at 1; classes cycle CT-0..CT-4 (CT-0 studies get no lesion). The pixel size makes the field
+    of view chest-sized (``fov_mm``), so a segmentation tuned in millimetres sees lungs of a real size.
     """
+    affine = las_affine(small_spacing(shape, fov_mm))
     root = Path(root)
     rows = []
     for i in range(n):
@@ -82,11 +91,11 @@ def write_small_dataset(root: Path, n: int = 6, shape=(64, 64, 6), seed: int = 0
         frac = 0.0 if cat == "CT-0" else 0.15 + 0.15 * CATEGORIES.index(cat)
         hu, lesion = phantom_xyz(shape, lesion_frac=frac, seed=seed + sid)
         rel = f"/studies/{cat}/study_{sid:04d}.nii.gz"
-        write_nifti(root / rel.lstrip("/"), hu, las_affine())
+        write_nifti(root / rel.lstrip("/"), hu, affine)
         mask_rel = ""
         if mask_every and i % mask_every == 1:
             mask_rel = f"/masks/study_{sid:04d}_mask.nii.gz"
-            write_nifti(root / mask_rel.lstrip("/"), lesion, las_affine())
+            write_nifti(root / mask_rel.lstrip("/"), lesion, affine)
         rows.append((sid, cat, rel, mask_rel))
     with open(root / "dataset_registry.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)

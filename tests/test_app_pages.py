@@ -1,8 +1,8 @@
 """AppTest of the whole app (app.py): every page's default load, sidebar, registry filters, quiz, bad data.
 
-The datasets are tiny and generated once per session (tests/apptest_data.py). AppTest limitation worth knowing:
-after ``at.switch_page`` it only records what the page itself draws, not the frame's sidebar, so the sidebar is
-checked on the default page.
+The datasets are tiny and generated once per session (tests/apptest_data.py). AppTest resets Streamlit's legacy
+``pages/`` mode on every run, the same state a fresh server is in; ``components.state.require_frame`` reruns
+such a run through ``app.py``, so every page, deep-linked or switched to, is drawn inside the frame (sidebar).
 """
 
 from __future__ import annotations
@@ -78,6 +78,9 @@ def test_every_page_loads(app_data: AppData, page: str) -> None:
         at.switch_page(page)
         at.run()
     _ok(at)
+    # Deep link on a fresh server: the page runs inside the frame, so the shared sidebar is there too.
+    side = [t.replace("\\", "") for t in texts(at.sidebar.markdown)]
+    assert any("Demo (generated)" in t for t in side), (page, side)
     assert not at.error, texts(at.error)
     assert at.title, f"{page} drew no title"
 

@@ -17,6 +17,7 @@ from cache_faults import (
     leftover_tmp,
     phantom_xyz,
     race_builders,
+    small_spacing,
     valid_entry_files,
     write_nifti,
     write_small_dataset,
@@ -27,9 +28,13 @@ from mosmed.errors import CacheError
 from mosmed.registry import load_registry
 
 
+SHAPE = (48, 48, 5)
+AFFINE = las_affine(small_spacing(SHAPE))
+
+
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    return write_small_dataset(tmp_path / "data", n=5, shape=(48, 48, 5), seed=1)
+    return write_small_dataset(tmp_path / "data", n=5, shape=SHAPE, seed=1)
 
 
 def _built(data: Path, cache_root: Path, **kw) -> tuple[StudyCache, object]:
@@ -43,7 +48,7 @@ def _bump(path: Path, data_new: np.ndarray | None = None) -> None:
     """Replace a source file: new content when given, and a later mtime in any case."""
     st = os.stat(path)
     if data_new is not None:
-        write_nifti(path, data_new, las_affine())
+        write_nifti(path, data_new, AFFINE)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
 
 
@@ -127,7 +132,7 @@ def test_replaced_source_is_rebuilt_and_old_entries_removed(data, tmp_path):
     row = reg.df.loc[2]
     old_key = c.source_key(row)
     old_summary = sorted(p.name for p in c.dir.glob("summary-*.json"))
-    hu, _ = phantom_xyz((48, 48, 5), lesion_frac=0.0, seed=99)
+    hu, _ = phantom_xyz(SHAPE, lesion_frac=0.0, seed=99)
     _bump(Path(row["study_path"]), hu + 7)
     assert c.get_stats(row) is None and c.get_arrays(row) is None   # stale reads as missing
     rep = c.build_all(reg)
@@ -208,8 +213,8 @@ def test_failing_study_is_recorded_and_build_continues(data, tmp_path):
     # The recorded error is itself cached (no re-reading of a broken file on every run) ...
     assert c.build_all(reg).n_built == 0
     # ... until the file is fixed.
-    hu, _ = phantom_xyz((48, 48, 5), seed=3)
-    write_nifti(data / "studies/CT-2/study_0003.nii.gz", hu, las_affine())
+    hu, _ = phantom_xyz(SHAPE, seed=3)
+    write_nifti(data / "studies/CT-2/study_0003.nii.gz", hu, AFFINE)
     rep = c.build_all(reg)
     assert rep.n_built == 1 and rep.n_errors == 0
     assert c.summary(reg).set_index("study_id").loc[3, "status"] == "ok"
@@ -311,7 +316,7 @@ def test_chmod_readonly_cache_serves_existing_entries(data, tmp_path):
         ro = StudyCache(data, tmp_path / "cache")
         assert not ro.writable
         assert ro.get_arrays(reg.df.loc[2]) is not None          # reading still works
-        hu, _ = phantom_xyz((48, 48, 5), seed=77)
+        hu, _ = phantom_xyz(SHAPE, seed=77)
         _bump(Path(reg.df.loc[1, "study_path"]), hu)
         assert ro.build_all(reg).n_built == 1                   # computed in memory
         assert ro.get_stats(reg.df.loc[1])["status"] == "ok"

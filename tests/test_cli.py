@@ -128,12 +128,18 @@ def test_render_axial_and_coronal_png_with_right_aspect(capsys, data, tmp_path):
     plain = tmp_path / "plain.png"
     assert main(["render", "--data", str(data), "--study", "2", "--out", str(plain)]) == 0
     assert red.tobytes() != Image.open(plain).convert("RGB").tobytes()   # overlay drawn
+    # Fine pixels (0.8 mm) under 8 mm slices, as in MosMedData: the coronal view must be stretched, not squashed.
+    fine = write_small_dataset(tmp_path / "fine", n=2, shape=(48, 40, 6), seed=4, fov_mm=48 * 0.8)
     cor = tmp_path / "cor.png"
-    code, _, _ = run(capsys, "render", "--data", str(data), "--study", "2", "--plane", "coronal",
+    code, _, _ = run(capsys, "render", "--data", str(fine), "--study", "2", "--plane", "coronal",
                      "--window", "-600,1500", "--out", str(cor))
     w, h = Image.open(cor).size
-    # 6 slices of 8 mm over 48 columns of 0.8 mm: 48 mm tall, 38.4 mm wide.
-    assert code == 0 and w == 48 and abs(h / w - 48 / 38.4) < 0.05
+    # 6 slices of 8 mm = 48 mm tall over 48 columns of 0.8 mm = 38.4 mm wide.
+    assert code == 0 and (w, h) == (48, 60)
+    sag = tmp_path / "sag.png"
+    code, _, _ = run(capsys, "render", "--data", str(fine), "--study", "2", "--plane", "sagittal",
+                     "--slice", "0", "--out", str(sag))
+    assert code == 0 and Image.open(sag).size == (40, 60)
 
 
 @pytest.mark.parametrize("argv, code, text", [

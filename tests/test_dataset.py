@@ -36,7 +36,7 @@ def test_open_study_from_cache_is_memmapped_display_orientation(data, tmp_path):
     # Files are (x=48, y=40, z=5) LAS: display is (Z, H=y, W=x).
     assert st.shape == (5, 40, 48) and st.volume.dtype == np.int16
     assert st.mask is not None and st.mask.shape == st.shape and st.lung.dtype == np.uint8
-    assert st.spacing == pytest.approx((8.0, 0.8, 0.8))
+    assert st.spacing == pytest.approx((8.0, 340 / 48, 340 / 48), rel=1e-6)
     assert st.source_axcodes == ("L", "A", "S")
     assert len(st.slice_z_mm) == 5 and np.all(np.diff(st.slice_z_mm) > 0)   # increasing toward the head
     assert st.stats.lesion_ml > 0 and st.stats.lung_ml > 0
@@ -190,3 +190,20 @@ def test_real_registry_replica_layout_opens(real_mosmed, tmp_path):
     assert ds.build_cache().n_errors == 1110
     with pytest.raises(MosmedError, match=r"^study 255: study file missing"):
         ds.open_study(255)
+
+
+def test_source_replaced_while_open_is_rebuilt(data, tmp_path):
+    from cache_faults import las_affine, phantom_xyz, small_spacing, write_nifti
+
+    ds = Dataset(data, tmp_path / "cache")
+    first = ds.open_study(3)
+    path = data / "studies/CT-2/study_0003.nii.gz"
+    hu, _ = phantom_xyz((48, 40, 5), lesion_frac=0.0, seed=42)
+    write_nifti(path, hu + 100, las_affine(small_spacing((48, 40, 5))))
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    second = ds.open_study(3)
+    assert second.cache_key != first.cache_key and second.from_cache
+    assert int(second.volume.max()) == int(hu.max()) + 100
+    assert len(list(ds.cache.arrays_dir.glob("study_0003-*"))) == 1      # the stale entry is gone
+    assert int(first.volume.max()) != int(second.volume.max())          # an open memmap stays readable

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -108,13 +109,20 @@ def system_roots() -> list[str]:
 
 
 def outside(paths: Iterable[str], allowed: Iterable[Path | str]) -> list[str]:
-    """Paths (as given or resolved) that are neither under an allowed root nor a named system file."""
+    """Paths (as given or resolved) that are neither under an allowed root nor a named system file.
+
+    Files directly in the system temporary folder (``tempfile.mkstemp``'s own, e.g. openpyxl writing an export)
+    are allowed; anything in a sub-folder of it is not (test datasets and their ``-outside`` siblings live there).
+    """
     roots = [os.path.abspath(a) for a in allowed] + [os.path.realpath(a) for a in allowed] + system_roots()
+    tmp = {tempfile.gettempdir(), os.path.realpath(tempfile.gettempdir())}
     bad = []
     for p in sorted(set(paths)):
         forms = {p, os.path.realpath(p)}
         for f in forms:
-            if f.startswith(_SYSTEM_FILES) or f in ("/", "/tmp", "/etc", "/proc"):
+            if f.startswith(_SYSTEM_FILES) or f in ("/", "/etc", "/proc") or f in tmp:
+                continue
+            if os.path.dirname(f) in tmp and not os.path.islink(f) and not os.path.isdir(f):
                 continue
             if not any(_within(f, r) for r in roots):
                 bad.append(p if f == p else f"{p} -> {f}")

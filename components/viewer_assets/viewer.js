@@ -7,7 +7,11 @@
 const INSTANCES = new WeakMap();
 const LINK_EVENT = "msv-link";
 // Exposed for benchmarks and browser tests: latency of input event -> slice painted (ms), bounded.
-const STATS = (window.__msvStats = window.__msvStats || { latencies: [], paints: 0, firstPaintMs: [] });
+// `stacks`: one record per decoded stack (performance.now() times: payload rendered, first slice painted,
+// whole stack decoded), so a benchmark can time a study switch or a window change from its own click.
+const STATS = (window.__msvStats = window.__msvStats ||
+  { latencies: [], paints: 0, firstPaintMs: [], stacks: [], renders: 0, lightRenders: 0, needs: 0 });
+const DECODE_PARALLEL = 8;
 
 function parsePayload(data) {
   let u8 = data;
@@ -118,7 +122,11 @@ async function decodeStack(inst, header, blobs) {
   const n = header.n;
   const gen = (inst.stack ? inst.stack.gen : 0) + 1;
   const stack = { key: header.stack_key, n, gen, grey: new Array(n).fill(null), layers: {}, decoded: 0, pending: {},
-                  t0: performance.now(), firstPaint: null };
+                  t0: performance.now(), firstPaint: null,
+                  rec: { key: header.stack_key, renderT: performance.now(), firstPaintT: null, readyT: null,
+                         bytes: blobs.length } };
+  STATS.stacks.push(stack.rec);
+  if (STATS.stacks.length > 500) STATS.stacks.splice(0, 250);
   for (const name of ["lesion", "lesion_outline", "lung_outline"]) stack.layers[name] = new Map();
   const old = inst.stack;
   inst.stack = stack;
@@ -156,11 +164,15 @@ async function decodeStack(inst, header, blobs) {
   };
   stack.decodeOne = decodeOne;
   await decodeOne(start);
-  // The rest in small parallel batches (the browser decodes on its own threads), nearest slices first.
-  for (let i = 1; i < order.length; i += 6) {
-    await Promise.all(order.slice(i, i + 6).map(decodeOne));
-    if (inst.stack !== stack) return;
-  }
+  // The rest through a small pool of parallel decodes (the browser decodes off the main thread), nearest
+  // slices first; a pool keeps every decoder busy where fixed batches wait for their slowest member.
+  let next = 1;
+  const worker = async () => {
+    while (next < order.length && inst.stack === stack) await decodeOne(order[next++]);
+  };
+  await Promise.all(Array.from({ length: DECODE_PARALLEL }, worker));
+  if (inst.stack !== stack) return;
+  stack.rec.readyT = performance.now();
   inst.ui.loading.style.transform = "scaleX(0)";
   inst.ui.root.dataset.ready = "1";
   drawStrip(inst);
@@ -250,6 +262,7 @@ function paint(inst) {
     }
     if (st.firstPaint === null) {
       st.firstPaint = performance.now() - st.t0;
+      st.rec.firstPaintT = performance.now();
       STATS.firstPaintMs.push(st.firstPaint);
     }
   }
@@ -374,6 +387,12 @@ function togglePlay(inst, on) {
   requestAnimationFrame(step);
 }
 
+// The event's own timestamp (same clock as performance.now()), so input queueing counts in the latency.
+function evT(e) {
+  const t = e && e.timeStamp;
+  return typeof t === "number" && t > 0 && t <= performance.now() ? t : performance.now();
+}
+
 function wire(inst) {
   const ui = inst.ui;
   ui.stage.addEventListener("wheel", (e) => {
@@ -387,7 +406,7 @@ function wire(inst) {
       inst.wheelAcc += px;   // trackpads send many small deltas
       if (Math.abs(inst.wheelAcc) >= 50) { steps = Math.sign(inst.wheelAcc); inst.wheelAcc = 0; }
     }
-    if (steps) setSlice(inst, inst.k - steps, { user: true, eventT: performance.now() }); // wheel down = down the body
+    if (steps) setSlice(inst, inst.k - steps, { user: true, eventT: evT(e) }); // wheel down = down the body
   }, { passive: false });
   ui.root.addEventListener("keydown", (e) => {
     const h = inst.header;
@@ -397,7 +416,7 @@ function wire(inst) {
                   PageUp: inst.k + page, PageDown: inst.k - page, Home: 0, End: h.n - 1 };
     if (e.key in map) {
       e.preventDefault();
-      setSlice(inst, map[e.key], { user: true, eventT: performance.now() });
+      setSlice(inst, map[e.key], { user: true, eventT: evT(e) });
     } else if (e.key === " ") {
       e.preventDefault();
       togglePlay(inst);
@@ -489,6 +508,16 @@ export default function (component) {
   if (!inst) {
     inst = makeInstance(parentElement);
     INSTANCES.set(parentElement, inst);
+    const mine = inst;
+    // One cleanup per instance, returned by every render path.
+    inst.cleanup = () => {
+      clearTimeout(mine.reportTimer);
+      mine.playing = false;
+      window.removeEventListener(LINK_EVENT, mine.onLink);
+      window.removeEventListener("resize", mine.onResize);
+      if (mine.resizeObs) mine.resizeObs.disconnect();
+      if (INSTANCES.get(parentElement) === mine) INSTANCES.delete(parentElement);
+    };
   }
   inst.api = { setStateValue, setTriggerValue };
   let parsed;
@@ -496,10 +525,26 @@ export default function (component) {
     parsed = parsePayload(data);
   } catch (err) {
     inst.ui.tl.textContent = String(err.message || err);
-    return () => {};
+    return inst.cleanup;
   }
   const { header, blobs } = parsed;
   const newStack = !inst.stack || inst.stack.key !== header.stack_key;
+  STATS.renders++;
+  if (header.light) {
+    STATS.lightRenders++;
+    if (newStack) {
+      // Python believes we hold this stack but we do not (remounted, or its message was lost): ask for it.
+      // Until it arrives the previous image stays; nothing from this header is applied.
+      const now = performance.now();
+      if (inst.needKey !== header.stack_key || now - (inst.needT || 0) > 2000) {
+        inst.needKey = header.stack_key;
+        inst.needT = now;
+        STATS.needs++;
+        inst.api.setStateValue("need", { key: header.stack_key, token: Math.random().toString(36).slice(2) });
+      }
+      return inst.cleanup;
+    }
+  }
   const prevHeader = inst.header;
   inst.header = header;
   inst.blobs = blobs;
@@ -535,12 +580,5 @@ export default function (component) {
   }
   decodeReformats(inst, header, blobs).catch(() => {});
   schedulePaint(inst);
-  return () => {
-    clearTimeout(inst.reportTimer);
-    inst.playing = false;
-    window.removeEventListener(LINK_EVENT, inst.onLink);
-    window.removeEventListener("resize", inst.onResize);
-    if (inst.resizeObs) inst.resizeObs.disconnect();
-    INSTANCES.delete(parentElement);
-  };
+  return inst.cleanup;
 }
