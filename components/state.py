@@ -299,7 +299,10 @@ def page(name: str) -> Any:
 
 
 def goto_viewer(study_id: int, slice_index: int | None = None) -> None:
-    """Open a study in the viewer page (sets ``viewer.study`` / ``viewer.slice`` and the URL, then switches)."""
+    """Open a study in the viewer page (sets ``viewer.study`` / ``viewer.slice`` and the URL, then switches).
+
+    ``slice_index`` is 0-based like the arrays; the URL's ``slice`` is 1-based like the "12 / 40" users see.
+    """
     st.session_state[VIEWER_STUDY_KEY] = int(study_id)
     if slice_index is None:
         st.session_state.pop(VIEWER_SLICE_KEY, None)
@@ -308,7 +311,7 @@ def goto_viewer(study_id: int, slice_index: int | None = None) -> None:
     st.query_params.clear()
     st.query_params["study"] = str(int(study_id))
     if slice_index is not None:
-        st.query_params["slice"] = str(int(slice_index))
+        st.query_params["slice"] = str(int(slice_index) + 1)   # links are 1-based, as the viewer shows them
     st.switch_page(page("viewer"))
 
 

@@ -152,7 +152,7 @@ def parse_window(text: str) -> Window:
     lo, hi = WIDTH_RANGE
     if not lo <= width <= hi:
         raise ValueError(f"window {raw!r}: width {width:g} HU is outside {lo:g}..{hi:g} HU")
-    for name, preset in PRESETS.items():
+    for preset in PRESETS.values():
         if preset.level == level and preset.width == width:
             return preset
     return Window(level, width)

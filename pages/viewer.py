@@ -196,9 +196,83 @@ style = OverlayStyle(show_mask=bool(show_mask), mode=mode, color=color, opacity=
 
 # --------------------------------------------------------------------------------------------- the study
 
+# A full-size study opened for the first time: its cache entry (lung segmentation, statistics, arrays) takes
+# seconds to build, most of it the segmentation, which the first image does not need. So the volume and mask
+# are read straight from the .nii.gz and shown, while one background process builds the entry; when it is
+# done the page reruns and continues from the cache (lung outline, statistics). Small studies build fast
+# enough to take the ordinary path.
+QUICK_MIN_VOXELS = 4 * 2**20
+
+
+@st.cache_resource(show_spinner=False)
+def _background_builder():
+    # One worker process shared by every session (its own GIL: the server keeps serving while it builds).
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    return ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+
+
+@st.cache_resource(max_entries=256, show_spinner=False)
+def _build_future(root: str, cache_root: str, study_id: int, key: str, _row: dict, _budget: int):
+    # Keyed by (dataset, cache, study, source key): one build per study however many sessions open it.
+    from mosmed.cache import _worker_build
+
+    return _background_builder().submit(_worker_build, root, cache_root, _budget, _row, True)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _quick_study(root: str, study_id: int, key: str, _row: dict):
+    from types import SimpleNamespace
+    from pathlib import Path
+
+    from mosmed.dataset import Study
+    from mosmed.volume import read_mask, read_volume
+
+    vol = read_volume(Path(_row["study_path"]), study_id=study_id)
+    warnings, mask = list(vol.warnings), None
+    mask_path = _row.get("mask_path")
+    if isinstance(mask_path, str) and mask_path:
+        mask, more = read_mask(Path(mask_path), vol, study_id=study_id)
+        warnings += more
+    dz, dy, dx = (float(v) for v in vol.spacing)
+    areas = None if mask is None else mask.reshape(mask.shape[0], -1).sum(axis=1, dtype=np.int64) * dy * dx
+    return Study(study_id=study_id, category=str(_row.get("category", "")), volume=vol.data, mask=mask, lung=None,
+                 spacing=(dz, dy, dx), slice_z_mm=np.asarray(vol.slice_z_mm, dtype=float),
+                 stats=SimpleNamespace(lesion_area_mm2=areas), warnings=warnings,
+                 source_axcodes=tuple(vol.source_axcodes), cache_key=f"{key}-quick", from_cache=False)
+
+
+def _quick_open(ds, sid: int):
+    """``(study, build future)`` for an uncached full-size study read from its .nii.gz, else ``None``."""
+    from pathlib import Path
+
+    from mosmed.volume import check_header
+
+    cache = ds.cache
+    if not getattr(cache, "writable", False):
+        return None
+    try:
+        row = ds.registry.row(int(sid))
+        if str(row.get("status", "ok")) != "ok" or cache.get_stats(row) is not None:
+            return None  # built already, or a known error: the ordinary path opens or reports it
+        key = cache.source_key(row)
+        if int(np.prod(check_header(Path(row["study_path"]), sid).shape[:3])) < QUICK_MIN_VOXELS:
+            return None
+        row = dict(row)
+        fut = _build_future(str(ds.root), str(cache.cache_root), int(sid), key, _row=row, _budget=cache.budget)
+        if fut.done():
+            return None  # finished (or failed): the ordinary path opens it, or builds it and reports why not
+        return _quick_study(str(ds.root), int(sid), key, _row=row), fut
+    except Exception:  # noqa: BLE001 - anything odd: the ordinary path, which reports problems properly
+        return None
+
+
 sid = int(st.session_state[STUDY])
+quick = _quick_open(ds, sid)
+build_future = quick[1] if quick is not None else None
 try:
-    study = state.load_study(ds, sid)
+    study = quick[0] if quick is not None else state.load_study(ds, sid)
 except MosmedError as e:
     st.error(md_escape(str(e)), icon=":material/broken_image:")
     reason = by_id.loc[sid, "error"] if sid in by_id.index else ""
@@ -282,6 +356,19 @@ def viewer_fragment(study, window: Window, style: OverlayStyle, plane: str) -> N
 
 
 viewer_fragment(study, window, style, plane)
+
+
+@st.fragment(run_every=0.5)
+def _await_build(fut) -> None:
+    """While the background build runs: say so; when it is done, rerun the page onto the cached study."""
+    if fut.done():
+        st.rerun()
+    st.caption("Segmenting the lungs and measuring this study (first opening); the lung outline and the "
+               "figures below appear when it is done.")
+
+
+if build_future is not None:
+    _await_build(build_future)
 
 # ----------------------------------------------------------------------------------------------- facts
 

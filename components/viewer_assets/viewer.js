@@ -127,12 +127,17 @@ async function decodeStack(inst, header, blobs) {
                          bytes: blobs.length } };
   STATS.stacks.push(stack.rec);
   if (STATS.stacks.length > 500) STATS.stacks.splice(0, 250);
-  for (const name of ["lesion", "lesion_outline", "lung_outline"]) stack.layers[name] = new Map();
   const old = inst.stack;
+  // The overlay layers do not depend on the window: a window change of the same study keeps them decoded.
+  const study = (k) => String(k).split(":")[0];
+  const keepLayers = !!(old && study(old.key) === study(header.stack_key) && old.layersDone);
+  if (keepLayers) stack.layers = old.layers;
+  else for (const name of ["lesion", "lesion_outline", "lung_outline"]) stack.layers[name] = new Map();
+  stack.layersDone = keepLayers;
   inst.stack = stack;
   if (old) { // free the previous stack's decoded bitmaps (a study is ~45 x 1 MB of pixels)
     old.grey.forEach((b) => b && b.close && b.close());
-    Object.values(old.layers).forEach((m) => m.forEach((b) => b.close && b.close()));
+    if (!keepLayers) Object.values(old.layers).forEach((m) => m.forEach((b) => b.close && b.close()));
   }
   const type = header.img_type || "image/jpeg";
   const start = Math.min(Math.max(inst.k, 0), n - 1);
@@ -148,6 +153,7 @@ async function decodeStack(inst, header, blobs) {
       const jobs = [createImageBitmap(blobOf(blobs, header.grey[k], type))];
       const names = [];
       for (const name of ["lesion", "lesion_outline", "lung_outline"]) {
+        if (keepLayers) break;
         const ref = header[name] && header[name][String(k)];
         if (ref) { names.push(name); jobs.push(createImageBitmap(blobOf(blobs, ref, "image/png"))); }
       }
@@ -172,6 +178,7 @@ async function decodeStack(inst, header, blobs) {
   };
   await Promise.all(Array.from({ length: DECODE_PARALLEL }, worker));
   if (inst.stack !== stack) return;
+  stack.layersDone = true;
   stack.rec.readyT = performance.now();
   inst.ui.loading.style.transform = "scaleX(0)";
   inst.ui.root.dataset.ready = "1";

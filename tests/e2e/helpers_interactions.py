@@ -164,8 +164,8 @@ def pick_segment(page: Page, key: str, label: str) -> None:
 
 def multiselect_add(page: Page, key: str, option_prefix: str) -> None:
     """Open a ``st.multiselect`` and choose the option whose text starts with ``option_prefix``."""
-    widget(page, key).locator('[data-baseweb="select"]').click()
-    page.locator('[role="option"]', has_text=re.compile(rf"^\s*{re.escape(option_prefix)}")).first.click()
+    widget(page, key).locator('input[role="combobox"]').click()
+    page.get_by_role("option", name=re.compile(rf"^\s*{re.escape(option_prefix)}")).first.click()
     page.keyboard.press("Escape")
 
 
@@ -185,10 +185,18 @@ def grid_data_rows(page: Page, key: str) -> int:
 
 
 def query_of(page: Page) -> dict[str, str]:
-    """The page URL's query parameters (last value of each)."""
-    from urllib.parse import parse_qsl, urlparse
+    """The page URL's query parameters (last value of each), read from the page itself.
 
-    return dict(parse_qsl(urlparse(page.url).query))
+    (``page.url`` is only refreshed while Playwright processes events, so a poll on it alone never sees a
+    ``history.replaceState`` the app makes meanwhile.)
+    """
+    return page.evaluate("() => Object.fromEntries(new URLSearchParams(location.search))")
+
+
+def wait_for_query(page: Page, name: str, value: str, timeout_ms: float = 15_000) -> None:
+    """Wait until the URL's query parameter ``name`` equals ``value``."""
+    page.wait_for_function("([n, v]) => new URLSearchParams(location.search).get(n) === v", arg=[name, value],
+                           timeout=timeout_ms)
 
 
 def snap(root_or_page: Any, path: Path) -> Path:
