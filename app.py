@@ -27,7 +27,9 @@ def main() -> None:
     from components import sidebar, state   # here, not at import: spawned workers import this module too
 
     state.require_frame()
-    st.set_page_config(page_title="MosMed Explorer", page_icon=":material/pulmonology:", layout="wide",
+    # An emoji favicon: a ":material/..." page icon makes every browser fetch an SVG from a Google font host,
+    # and nothing viewed here should reach out of the machine.
+    st.set_page_config(page_title="MosMed Explorer", page_icon="🫁", layout="wide",
                        initial_sidebar_state="expanded")
     pages_dir = _HERE / state.PAGES_DIR
     pages = {

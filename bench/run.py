@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")  # components import st.cache_data outside a server
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 for p in (str(REPO), str(BENCH)):
@@ -134,6 +135,9 @@ def bench_cache_build(res: dict, quick: bool) -> None:
         t2 = time.perf_counter() - t
         assert rep1.n_built == len(ids) and rep2.n_built == len(ids), (rep1, rep2)
         per_study_bytes = dir_bytes(ds1.cache.dir) / len(ids)
+        small = (dir_bytes(ds1.cache.stats_dir) + dir_bytes(ds1.cache.thumbs_dir)) / len(ids)
+        res["cache_disk_kb_per_study_stats_thumb"] = round(small / 1024, 1)
+        res["full_cache_disk_gb_1110_stats_thumbs_only_extrapolated"] = round(small * 1110 / 2**30, 3)
         res["cache_build_vs_decompress_ratio"] = round(t1 / sum(dec), 3)
         res["cache_build_speedup_2_workers"] = round(t1 / t2, 3)
         res["cache_build_s_per_study_1_worker"] = round(t1 / len(ids), 3)
@@ -144,8 +148,34 @@ def bench_cache_build(res: dict, quick: bool) -> None:
         # Extrapolated (stated as such): the whole 1110-study first build with 2 workers and its disk use.
         res["full_cache_build_1110_min_2_workers_extrapolated"] = round(1110 / (len(ids) / t2) / 60, 1)
         res["full_cache_disk_gb_1110_extrapolated"] = round(per_study_bytes * 1110 / 2**30, 2)
+        res["cache_build_stages_s"] = build_stages(rows[0])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_stages(row: dict) -> dict:
+    """Where one study's cache build goes (the same steps as mosmed.cache._compute, timed one by one)."""
+    from pathlib import Path as P
+
+    from mosmed import lungs, render, volume
+
+    out = {}
+    t = time.perf_counter()
+    vol = volume.read_volume(P(row["study_path"]), study_id=int(row["study_id"]))
+    out["read_volume"] = time.perf_counter() - t
+    t = time.perf_counter()
+    mask = volume.read_mask(P(row["mask_path"]), vol)[0] if row.get("mask_path") else None
+    out["read_mask"] = time.perf_counter() - t
+    t = time.perf_counter()
+    lung = lungs.segment_lungs(vol.data, vol.spacing)
+    out["segment_lungs"] = time.perf_counter() - t
+    t = time.perf_counter()
+    lungs.study_stats(vol.data, vol.spacing, lung, mask)
+    out["study_stats"] = time.perf_counter() - t
+    t = time.perf_counter()
+    render.thumbnail(vol.data, mask, vol.spacing)
+    out["thumbnail"] = time.perf_counter() - t
+    return {k: round(v, 3) for k, v in out.items()}
 
 
 def bench_render_floor(res: dict, cache_dir: Path, quick: bool) -> None:
@@ -227,6 +257,7 @@ INSTALL_CLICK_TIMER = """() => {
   if (window.__benchClickInstalled) return;
   window.__benchClickInstalled = true;
   document.addEventListener('pointerdown', (e) => { window.__benchClickT = e.timeStamp; }, true);
+  document.addEventListener('keydown', (e) => { if (e.key === 'Enter') window.__benchClickT = e.timeStamp; }, true);
 }"""
 
 APP_DONE_JS = """(sel) => {
@@ -286,6 +317,10 @@ async def scroll_steps(page, n_steps: int, *, mode: str, gap_ms: float = 35) -> 
         if st is not None:
             break
         await asyncio.sleep(0.05)
+    if st is None:
+        shot = OUT / f"no-viewer-{int(time.time() * 1000)}.png"
+        await page.screenshot(path=str(shot))
+        raise RuntimeError(f"viewer not found on {page.url} (screenshot {shot})")
     k, n = st["slice"], st["n"]
     await page.evaluate("() => { window.__msvStats.latencies.length = 0; }")
     if mode == "wheel":
@@ -308,9 +343,14 @@ async def scroll_steps(page, n_steps: int, *, mode: str, gap_ms: float = 35) -> 
     return [float(x) for x in lat]
 
 
-async def click_and_time(page, locator, *, key_suffix: str | None = None, ready: bool = True) -> dict:
+async def click_and_time(page, locator, *, key_suffix: str | None = None, ready: bool = True,
+                         type_text: str | None = None) -> dict:
     before = await page.evaluate("() => performance.now()")
-    await locator.click()
+    if type_text is None:
+        await locator.click()
+    else:  # a number input: type the value, Enter submits it (timed from the Enter keydown)
+        await locator.fill(type_text)
+        await locator.press("Enter")
     rec = await wait_stack(page, after=before, key_suffix=key_suffix, ready=ready)
     click = (await viewer_state(page))["click"]
     out = {"key": rec["key"], "first_paint_ms": rec["firstPaintT"] - click,
@@ -363,7 +403,7 @@ async def bench_viewer(res: dict, server, quick: bool) -> None:
         suffix = {"Mediastinum": ":mediastinum", "Soft tissue": ":soft", "Bone": ":bone", "Lung": ":lung"}
         nxt = page.locator(".st-key-viewer-next button").first
         win_first, win_ready, win_cached, opens, switch_bytes = [], [], [], [], []
-        win_server, open_server = [], []
+        win_server, open_server, win_custom = [], [], []
         window_at = {0, 7, 14} if not quick else {0}
         for i in range(len(warm)):
             if i in window_at:
@@ -373,6 +413,11 @@ async def bench_viewer(res: dict, server, quick: bool) -> None:
                     (win_cached if name == "Lung" else win_ready).append(r["ready_ms"])
                     win_first.append(r["first_paint_ms"])
                     win_server.append(r["server_ms"])
+                    if name == "Bone":  # then a typed level (custom window: never prefetched), back to presets
+                        level = page.locator(".st-key-viewer-level input").first
+                        r = await click_and_time(page, level, type_text=str(-500 - 10 * i), ready=True)
+                        win_custom.append(r["ready_ms"])
+                        win_server.append(r["server_ms"])
             if i == len(warm) - 1:
                 break
             r = await click_and_time(page, nxt, ready=True)
@@ -384,7 +429,8 @@ async def bench_viewer(res: dict, server, quick: bool) -> None:
         res["window_change_uncached"] = summary(win_ready)
         res["window_change_back_to_cached"] = summary(win_cached)
         res["window_change_first_slice"] = summary(win_first)
-        res["window_change_p95_ms"] = round(p95(win_ready + win_cached), 1)
+        res["window_change_level_typed"] = summary(win_custom)
+        res["window_change_p95_ms"] = round(p95(win_ready + win_cached + win_custom), 1)
         res["window_change_click_to_payload"] = summary(win_server)
         res["study_open_cached_click_to_payload"] = summary(open_server)
         res["study_open_cached"] = summary(opens)
@@ -495,6 +541,7 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
     res: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                              "platform": platform.platform()}, "quick": bool(args.quick)}
+    res["load_avg_start"] = [round(x, 2) for x in os.getloadavg()]
     res["prepare"] = prepare.prepare()
 
     from mosmed.dataset import Dataset
@@ -517,21 +564,35 @@ def main(argv=None) -> int:
         server.start()
         try:
             asyncio.run(bench_viewer(res, server, args.quick))
+        except Exception as e:  # noqa: BLE001 - keep the figures measured so far, say what failed
+            res.setdefault("errors", []).append(f"viewer: {type(e).__name__}: {e}")
+            say(f"viewer benchmark failed: {e}")
         finally:
             server.stop()
         say("browser: registry and distributions on 1110 studies ...")
+        thumbs = [p for p in prepare.ROWS_CACHE.glob("*/thumbs/*.png")]
+        # The registry table embeds every thumbnail as a data: URI (base64: 4/3 of the PNG bytes).
+        res["registry_thumbnails"] = len(thumbs)
+        res["registry_thumbnail_payload_mb"] = round(sum(p.stat().st_size for p in thumbs) * 4 / 3 / 2**20, 2)
         server = AppServer(cache_dir=prepare.ROWS_CACHE, log_path=OUT / "server-rows.log", data_dir=prepare.ROWS)
         server.start()
         try:
             asyncio.run(bench_pages(res, server, args.quick))
+        except Exception as e:  # noqa: BLE001
+            res.setdefault("errors", []).append(f"pages: {type(e).__name__}: {e}")
+            say(f"pages benchmark failed: {e}")
         finally:
             server.stop()
     res["bench_seconds"] = round(time.perf_counter() - t_all, 1)
+    res["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     res["targets"] = {k: {"op": op, "target": tv, "unit": u, "what": w} for k, (op, tv, u, w) in TARGETS.items()}
     args.json.write_text(json.dumps(res, indent=2, sort_keys=False) + "\n")
     say("")
     say(table(res))
-    say(f"\nwhole run {res['bench_seconds']:.0f} s; details in {args.json}")
+    say(f"\nwhole run {res['bench_seconds']:.0f} s; load average (1, 5, 15 min) at start {res['load_avg_start']}, "
+        f"at end {res['load_avg_end']} on {os.cpu_count()} CPUs; details in {args.json}")
+    if max(res["load_avg_start"][0], res["load_avg_end"][0]) > 1.5 * (os.cpu_count() or 1):
+        say("WARNING: the machine was busy with other work during this run: latencies are inflated.")
     return 0
 
 

@@ -39,8 +39,10 @@ import json
 import mmap
 import os
 import struct
+import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,7 +209,63 @@ def reformat_index(study: Any, plane: str) -> int:
 def _cached_stack(_study: Any, dataset_root: str, study_id: int, cache_key: str, window_text: str,
                   quality: int) -> list[bytes]:
     # Keyed by (dataset root, study id, cache key, window, quality); _study itself is not hashed.
+    got = _prefetched().get((dataset_root, study_id, cache_key, window_text, quality))
+    if got is not None:
+        return got
     return encode_stack(_study.volume, _window_from_text(window_text), quality)
+
+
+class _Prefetch:
+    """The other window presets of the study on screen, encoded in the background after it is shown.
+
+    A preset click then costs a rerun and the transfer, not the encoding (like a desktop viewer's prefetch).
+    Bounded LRU of encoded stacks (about 1 MB each), shared by the server's sessions, one worker thread (the
+    JPEG encoder and numpy's take release the GIL, so serving continues meanwhile).
+    """
+
+    MAX_STACKS = 24
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stacks: OrderedDict[tuple, list[bytes]] = OrderedDict()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="msv-prefetch")
+
+    def get(self, key: tuple) -> list[bytes] | None:
+        with self._lock:
+            got = self._stacks.get(key)
+            if got is not None:
+                self._stacks.move_to_end(key)
+            return got
+
+    def _put(self, key: tuple, stack: list[bytes]) -> None:
+        with self._lock:
+            self._stacks[key] = stack
+            while len(self._stacks) > self.MAX_STACKS:
+                self._stacks.popitem(last=False)
+
+    def schedule(self, study: Any, dataset_root: str, current: str, quality: int) -> None:
+        from mosmed.windowing import PRESETS
+
+        for name, win in PRESETS.items():
+            text = window_to_text(win)
+            key = (dataset_root, int(study.study_id), study.cache_key, text, quality)
+            if text == current or self.get(key) is not None:
+                continue
+            self._pool.submit(self._encode, key, study, win, quality)
+        # Then let go of the study's memory-mapped pages (one worker: this runs after the encodes above).
+        self._pool.submit(_release_pages, study.volume, study.mask, study.lung)
+
+    def _encode(self, key: tuple, study: Any, win: Window, quality: int) -> None:
+        if self.get(key) is None:
+            try:
+                self._put(key, encode_stack(study.volume, win, quality))
+            except Exception:  # noqa: BLE001 - a prefetch that fails is simply not there; the click encodes
+                pass
+
+
+@st.cache_resource(show_spinner=False)
+def _prefetched() -> _Prefetch:
+    return _Prefetch()
 
 
 @st.cache_data(max_entries=12, show_spinner=False)
@@ -465,7 +523,7 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
                              reformat_held=held_rf)
     st.session_state[sent_state] = (skey, rf_key)
     if full:
-        _release_pages(study.volume, study.mask, study.lung)
+        _prefetched().schedule(study, str(dataset_root), window_to_text(window), JPEG_QUALITY)
     result = _COMPONENT(key=key, data=payload, on_slice_change=_noop, on_probe_change=_noop,
                         on_need_change=_noop)
     reported = _reported_slice(key, sid)

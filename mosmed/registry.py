@@ -148,7 +148,14 @@ def safe_join(root: Path, rel: str) -> Path:
 
 
 def _existing_variant(path: Path) -> Path | None:
-    """``path`` if it exists, else its Unicode NFC/NFD spelling if that exists (names copied via macOS)."""
+    """``path`` if it exists, else its Unicode NFC/NFD spelling if that exists (names copied via macOS).
+
+    Raises
+    ------
+    OSError
+        When the file system refuses to examine the name at all (a name longer than ``NAME_MAX``/``PATH_MAX``:
+        ``ENAMETOOLONG``, which ``Path.is_file`` does not swallow); :func:`_locate` turns it into a row error.
+    """
     if path.is_file():
         return path
     s = str(path)
@@ -157,6 +164,30 @@ def _existing_variant(path: Path) -> Path | None:
         if alt != path and alt.is_file():
             return alt
     return None
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    """``text`` cut to about ``limit`` characters for a message (a hostile 5000-character name stays readable)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit // 2]}…{text[-limit // 3:]} ({len(text)} characters)"
+
+
+def _locate(path: Path, what: str, shown: str) -> tuple[str | None, str | None]:
+    """``(existing path, None)`` or ``(None, reason)`` for a row's checked ``path``; never raises OSError.
+
+    ``what`` is ``"study"`` or ``"mask"``; ``shown`` the registry text, used in the reason.
+    """
+    try:
+        found = _existing_variant(path)
+    except OSError as exc:
+        # One row naming an impossible file (too long, bad encoding for the file system...) is that row's
+        # problem; it must not make the whole registry unopenable.
+        why = exc.strerror or type(exc).__name__
+        return None, f"{what} file cannot be examined ({why}): {_shorten(shown)}"
+    if found is None:
+        return None, f"{what} file missing: {_shorten(shown)}"
+    return str(found), None
 
 
 def study_rel_path(study_id: int, category: str) -> str:
@@ -541,11 +572,9 @@ def _validate(root: Path, raw: pd.DataFrame, scanned: bool) -> tuple[pd.DataFram
             except UnsafePathError as exc:
                 errors.append(f"unsafe study path: {exc.reason}")
             else:
-                found = _existing_variant(p)
-                if found is None:
-                    errors.append(f"study file missing: {study_file}")
-                else:
-                    study_path = str(found)
+                study_path, why = _locate(p, "study", study_file)
+                if why:
+                    errors.append(why)
 
         mask_file = _text(rec["mask_file"])
         mask_path: str | None = None
@@ -555,11 +584,9 @@ def _validate(root: Path, raw: pd.DataFrame, scanned: bool) -> tuple[pd.DataFram
             except UnsafePathError as exc:
                 errors.append(f"unsafe mask path: {exc.reason}")
             else:
-                found = _existing_variant(p)
-                if found is None:
-                    errors.append(f"mask file missing: {mask_file}")
-                else:
-                    mask_path = str(found)
+                mask_path, why = _locate(p, "mask", mask_file)
+                if why:
+                    errors.append(why)
 
         out.append({
             "study_id": sid,

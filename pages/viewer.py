@@ -210,7 +210,12 @@ def _background_builder():
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    return ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+    from mosmed import lungs
+
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+    # Warm it now (process start and the scipy import take ~1.5 s), not on the first cold open.
+    pool.submit(lungs.estimate_involvement, np.zeros((1, 1, 1), np.int16), np.zeros((1, 1, 1), np.uint8))
+    return pool
 
 
 @st.cache_resource(max_entries=256, show_spinner=False)
@@ -269,6 +274,8 @@ def _quick_open(ds, sid: int):
 
 
 sid = int(st.session_state[STUDY])
+if getattr(ds.cache, "writable", False):
+    _background_builder()  # started (and warmed) on the first visit of the viewer
 quick = _quick_open(ds, sid)
 build_future = quick[1] if quick is not None else None
 try:
@@ -318,7 +325,11 @@ def viewer_fragment(study, window: Window, style: OverlayStyle, plane: str) -> N
     if probe is not None and probe[0] != study.study_id:
         probe = None
     rows_cols = (probe[2], probe[3]) if probe is not None else None
-    event = ct_viewer(study, window=window, style=style, slice_index=int(st.session_state[SLICE]), key=K + "ct",
+    # SLICE can be gone here: a slice report (fragment rerun) may land just after "next study" popped it,
+    # before the full rerun that opens the new study; the middle slice is a harmless stand-in for that run.
+    slice_now = st.session_state.get(SLICE)
+    slice_now = int(study.volume.shape[0]) // 2 if slice_now is None else int(slice_now)
+    event = ct_viewer(study, window=window, style=style, slice_index=slice_now, key=K + "ct",
                       height=620, dataset_root=str(ds.root), reformat_rows_cols=rows_cols)
     st.session_state[SLICE] = event.slice_index
     if event.probe is not None:

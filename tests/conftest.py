@@ -19,3 +19,19 @@ def real_mosmed() -> Path:
             pytest.fail(f"CI needs the real MosMedData files at {SHARED_MOSMED}")
         pytest.skip(f"real MosMedData files not found at {SHARED_MOSMED} (a fresh clone without ../shared)")
     return SHARED_MOSMED
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Put the real ``__main__`` back after every test.
+
+    AppTest (like ``streamlit run``) installs the script it ran as ``sys.modules["__main__"]`` and leaves it
+    there. A later "spawn" process pool in the same pytest process (demo generation, parallel cache builds,
+    the CLI run in-process) re-imports ``__main__`` in every worker, so each worker would re-run that page
+    script in bare mode and the pool breaks or hangs.
+    """
+    import sys
+
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main

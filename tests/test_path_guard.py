@@ -13,6 +13,7 @@ given and its real path (symlinks followed) must be allowed, so opening a link t
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -328,17 +329,26 @@ def test_recorder_sees_every_way_of_opening(tmp_path):
     assert outside(rec.paths, [REPO, tmp_path]) == []
 
 
-@pytest.mark.xfail(strict=True, raises=OSError,
-                   reason="BUG mosmed/registry.py:152 (_existing_variant, via _validate :544): Path.is_file() raises "
-                          "OSError ENAMETOOLONG for a registry path longer than NAME_MAX, so one bad row makes the "
-                          "whole dataset unopenable; catch OSError there and mark the row 'study file missing'")
 def test_registry_row_with_a_name_too_long_is_one_row_in_error(tmp_path):
     root = tmp_path / "data"
     write_good_study(root / "studies/CT-0/study_0001.nii.gz", seed=1)
     rows = [{"study_id": 1, "category": "CT-0", "study_file": "/studies/CT-0/study_0001.nii.gz", "mask_file": None},
             {"study_id": 2, "category": "CT-0", "study_file": "/studies/CT-0/" + "a" * 5000 + ".nii.gz",
-             "mask_file": None}]
+             "mask_file": None},
+            {"study_id": 3, "category": "CT-1", "study_file": "/studies/CT-1/study_0003.nii.gz",
+             "mask_file": "/masks/" + "m" * 300 + "_mask.nii.gz"}]
+    write_good_study(root / "studies/CT-1/study_0003.nii.gz", seed=3)
+    (root / "masks").mkdir()
     pd.DataFrame(rows).to_csv(root / "dataset_registry.csv", index=False)
-    reg = load_registry(root)
+    reg = load_registry(root)   # ENAMETOOLONG for row 2 must not make the whole registry unopenable
     assert reg.df.loc[1, "status"] == "ok"
-    assert reg.df.loc[2, "status"] == "error" and reg.df.loc[2, "error"]
+    assert reg.df.loc[2, "status"] == "error"
+    err = reg.df.loc[2, "error"]
+    assert re.search(r"^study file cannot be examined \(File name too long\): /studies/CT-0/a+….*\(5021 characters\)$",
+                     err), err
+    assert len(err) < 250, "a hostile name is shortened in the message"
+    assert reg.df.loc[2, "study_path"] is None and not reg.df.loc[2, "has_mask"]
+    # A mask name over NAME_MAX (255) in an existing folder: the row is in error, its study path still found.
+    assert reg.df.loc[3, "status"] == "error" and not reg.df.loc[3, "has_mask"]
+    assert reg.df.loc[3, "error"].startswith("mask file cannot be examined (File name too long): /masks/mmm")
+    assert reg.df.loc[3, "study_path"] == str((root / "studies/CT-1/study_0003.nii.gz").resolve())

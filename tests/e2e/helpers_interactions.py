@@ -48,18 +48,23 @@ _STRIP_PEAK_JS = """(c) => {
     const g = c.getContext('2d');
     const w = c.width, h = c.height;
     const d = g.getImageData(0, 0, w, h).data;
-    let best = -1, bestH = 0;
+    const heights = [];
     for (let x = 0; x < w; x++) {
         let col = 0;
         for (let y = 0; y < h; y++) {
             const i = (y * w + x) * 4;
-            if (d[i + 3] > 0 && d[i] - Math.max(d[i + 1], d[i + 2]) > 60) col++;
+            if (d[i + 3] > 200 && d[i] - Math.max(d[i + 1], d[i + 2]) > 60) col++;
         }
-        if (col > bestH) { bestH = col; best = x; }
+        heights.push(col);
     }
-    if (best < 0) return null;
+    const bestH = Math.max(0, ...heights);
+    if (bestH === 0) return null;
+    // The middle of the first run of columns at the peak height: the bar's centre, never its anti-aliased edge.
+    const first = heights.indexOf(bestH);
+    let last = first;
+    while (last + 1 < w && heights[last + 1] === bestH) last++;
     const r = c.getBoundingClientRect();
-    return {x: (best + 0.5) * r.width / w, height: bestH};
+    return {x: ((first + last) / 2 + 0.5) * r.width / w, height: bestH};
 }"""
 
 
@@ -97,6 +102,12 @@ def slice_of(root: Locator) -> int:
     return int(root.get_attribute("data-slice") or "-1")
 
 
+def expect_slice(root: Locator, k: int, timeout_s: float = 5.0) -> None:
+    """Assert the viewer reaches 0-based slice ``k`` (set synchronously by the input handlers; a short poll
+    only absorbs input-dispatch latency)."""
+    poll(lambda: slice_of(root), lambda v: v == k, timeout_s=timeout_s, what=f"the viewer to show slice index {k}")
+
+
 def wait_viewer_ready(root: Locator, *, stack_suffix: str | None = None, timeout_s: float = 30.0) -> dict[str, str]:
     """Wait until the viewer has a stack (optionally for a given window) and its current slice is painted.
 
@@ -125,9 +136,18 @@ def info_text(root: Locator, corner: str) -> str:
     return root.locator(f".msv-info.{corner}").inner_text()
 
 
+def painted_labels(root: Locator, timeout_s: float = 10.0) -> dict[str, str]:
+    """The image's info labels once they describe the current ``data-slice`` (they follow on the next paint)."""
+    js = """e => ({slice: e.dataset.slice,
+                  tl: e.querySelector('.msv-info.tl').textContent, tr: e.querySelector('.msv-info.tr').textContent,
+                  bl: e.querySelector('.msv-info.bl').textContent, br: e.querySelector('.msv-info.br').textContent})"""
+    return poll(lambda: root.evaluate(js), lambda d: d["bl"].startswith(f"Slice {int(d['slice']) + 1} /"),
+                timeout_s=timeout_s, what="the slice label to follow data-slice")
+
+
 def lesion_area(root: Locator) -> float | None:
     """Lesion area (mm^2) the viewer shows for the current slice; None when the study has no mask."""
-    m = re.search(r"lesion\s+([\d.]+)", info_text(root, "br"))
+    m = re.search(r"lesion\s+([\d.]+)", painted_labels(root)["br"])
     return float(m.group(1)) if m else None
 
 
@@ -182,6 +202,12 @@ def grid_data_rows(page: Page, key: str) -> int:
     count = grid.get_attribute("aria-rowcount")
     assert count is not None, "the data grid exposes no aria-rowcount"
     return int(count) - 1
+
+
+def wait_grid_rows(page: Page, key: str, expected: int, timeout_s: float = 15.0) -> int:
+    """Wait until the grid shows ``expected`` data rows (it re-renders just after the script run ends)."""
+    return poll(lambda: grid_data_rows(page, key), lambda n: n == expected, timeout_s=timeout_s,
+                what=f"the table {key!r} to show {expected} rows")
 
 
 def query_of(page: Page) -> dict[str, str]:
