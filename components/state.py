@@ -207,16 +207,19 @@ def ds_key(ds: "Dataset") -> tuple[str, str]:
 def _freshness_cached(_ds: "Dataset", key: tuple[str, str]) -> tuple[Any, ...]:
     try:
         s = _ds.status()
-        return (s.n_rows, s.n_stats, s.n_arrays, s.n_errors)
+        # Counts alone miss a source file replaced on a partly built cache (same counts before and after); the
+        # digest of every row's source identity (path, size, mtime_ns) changes then.
+        return (s.source_digest, s.n_rows, s.n_stats, s.n_arrays, s.n_errors)
     except Exception:  # noqa: BLE001 - a token only; the summary call reports real problems
         return ()
 
 
 def freshness(ds: "Dataset") -> tuple[Any, ...]:
-    """A cheap token that changes when the cached statistics change (another process may build the cache).
+    """A cheap token that changes when the cached statistics or any source file change.
 
-    Counting the cache entries stats every registry file, so the token itself is kept for two seconds: one
-    page run asks for it many times (summary, every thumbnail) and pays once.
+    It holds the cache's summary key (a digest of every registry row's source identity) and the entry counts
+    (another process may be building the cache). Computing it stats every registry file (~1110 files), so it
+    is kept for two seconds: one page run asks for it many times (summary, every thumbnail) and pays once.
     """
     return _freshness_cached(ds, ds_key(ds))
 
@@ -268,7 +271,16 @@ def load_study(ds: "Dataset", study_id: int) -> "Study":
     MosmedError
         Naming the study and the problem; pages turn it into ``st.error``.
     """
-    return _study(ds, ds_key(ds), freshness(ds), int(study_id))
+    return _study(ds, ds_key(ds), _study_token(ds, study_id), int(study_id))
+
+
+def _study_token(ds: "Dataset", study_id: int) -> tuple[Any, ...]:
+    """The study's own source identity (two stats, no time-to-live): a replaced file is seen on the next run,
+    and other studies being built meanwhile do not evict the open one."""
+    try:
+        return ("key", ds.cache.source_key(ds.registry.row(int(study_id))))
+    except Exception:  # noqa: BLE001 - not in the registry / file gone: open_study raises and names the problem
+        return ("none", freshness(ds))
 
 
 def clear_data_caches() -> None:

@@ -440,6 +440,10 @@ def _nav_seq(key: str, study_id: int, slice_index: int, reported: int | None) ->
     state_key = f"{key}.__nav"
     last = st.session_state.get(state_key)
     if last is not None and last[0] == study_id and (slice_index == last[1] or slice_index == reported):
+        if reported is not None and reported != last[1]:
+            # Remember where the browser is now: comparing later runs with a stale position would take an
+            # echo of the user's own scrolling for a jump and pull the view back.
+            st.session_state[state_key] = (study_id, int(reported), int(last[2]))
         return int(last[2])
     seq = (int(last[2]) + 1) if last is not None else 1
     st.session_state[state_key] = (study_id, int(slice_index), seq)

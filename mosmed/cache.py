@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mosmed.errors import CacheError, MosmedError
+from mosmed.errors import CacheError, MosmedError, UnsafePathError
+from mosmed.registry import safe_join
 
 __all__ = [
     "CACHE_VERSION",
@@ -294,6 +295,9 @@ class CacheStatus:
     writable: bool
     cache_dir: str
     reason: str = ""                 # why not writable
+    # The summary key: a digest of every registry row and its source identity (path, size, mtime_ns of the
+    # study and mask files). Changes when any source file is replaced, even where the counts above do not.
+    source_digest: str = ""
 
     @property
     def complete(self) -> bool:
@@ -583,6 +587,43 @@ class StudyCache:
             parts.append(f"{p}\0{st.st_size}\0{st.st_mtime_ns}")
         return hashlib.sha1("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
+    def source_paths(self, row: Any) -> tuple[Path | None, Path | None]:
+        """The row's study and mask files, re-checked *now* to lie inside the dataset root.
+
+        The registry checked its paths when it was loaded; a file replaced afterwards by a link leading out of
+        the dataset (time of check, time of use) would otherwise be followed. Every read of a study or mask
+        file goes through here, just before opening it, and opens the resolved path this returns (no link is
+        followed after the check).
+
+        Returns
+        -------
+        (Path or None, Path or None)
+            Resolved study and mask paths (``None`` where the row has none).
+
+        Raises
+        ------
+        UnsafePathError
+            Naming the study, when a path now leads outside the dataset root.
+        """
+        study_id = _row_get(row, "study_id")
+        sid = int(study_id) if study_id is not None else None
+        out: list[Path | None] = []
+        for col, rel_col, what in (("study_path", "study_file", "study"), ("mask_path", "mask_file", "mask")):
+            p = _row_get(row, col)
+            if not p:
+                out.append(None)
+                continue
+            try:
+                # The stored path is absolute and inside the (resolved) root; safe_join resolves it again and
+                # refuses it when a link now leads out (one containment rule, kept in the registry module).
+                out.append(safe_join(self.dataset_root, str(p)))
+            except UnsafePathError:
+                shown = str(_row_get(row, rel_col, "") or Path(str(p)).name)
+                raise UnsafePathError(
+                    f"unsafe {what} path: {shown} now leads outside the dataset root (the file was replaced "
+                    f"after the registry was checked); not opened", study_id=sid, path=str(p)) from None
+        return out[0], out[1]
+
     def _key_or_none(self, row: Any) -> str | None:
         if str(_row_get(row, "status", "ok")) != "ok":
             return None
@@ -704,12 +745,21 @@ class StudyCache:
         A data problem (VolumeError, MaskMismatchError, ...) does not raise: it returns (and records) an entry
         with ``status == "error"`` and the reason, keyed by the source identity so it is retried only when the
         file changes. Anything unexpected propagates.
+
+        Raises
+        ------
+        UnsafePathError
+            Naming the study, when its study or mask file now leads outside the dataset root (see
+            :meth:`source_paths`). Nothing is read and nothing recorded: a refusal, not a property of the data.
         """
         row = _row_dict(row)
         study_id = int(_row_get(row, "study_id"))
         if str(_row_get(row, "status", "ok")) != "ok":
             reason = str(_row_get(row, "error", "")) or "registry row is in error"
             return StudyEntry(study_id, "", "error", reason, {"status": "error", "error": reason})
+        study_path, mask_path = self.source_paths(row)   # containment re-checked at open time
+        row["study_path"] = str(study_path) if study_path is not None else None
+        row["mask_path"] = str(mask_path) if mask_path is not None else None
         try:
             key = self.source_key(row)
         except CacheError as e:
@@ -932,7 +982,7 @@ class StudyCache:
         n_workers = max(1, int(workers))
         if n_workers == 1 or len(todo) <= 1 or not self.writable:
             for row, need in jobs():
-                account(row, _entry_result(self.build_study(row, need_arrays=need)))
+                account(row, _build_result(self, row, need))
         else:
             ctx = multiprocessing.get_context("spawn")   # fork from a threaded server (Streamlit) can deadlock
             with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
@@ -973,7 +1023,8 @@ class StudyCache:
         try:
             import nibabel as nib
 
-            shape = nib.load(str(_row_get(row, "study_path"))).shape
+            study_path, _ = self.source_paths(row)   # nib.load opens the file: same containment re-check
+            shape = nib.load(str(study_path)).shape
             n = int(np.prod(shape[:3]))
         except Exception:
             return 0
@@ -1061,13 +1112,15 @@ class StudyCache:
             array_names = set()
         with self._lock:
             mem = dict(self._mem)
+        keys: dict[int, str | None] = {}
         for r in _records(df):
             sid = int(r["study_id"])
             if str(_row_get(r, "status", "ok")) != "ok":
                 n_err += 1
                 n_stats += 1
+                keys[sid] = None
                 continue
-            key = self._key_or_none(r)
+            key = keys[sid] = self._key_or_none(r)   # one stat per file, shared with the digest below
             if key is None:
                 n_err += 1
                 n_stats += 1
@@ -1079,7 +1132,7 @@ class StudyCache:
                 n_arrays += 1
         return CacheStatus(n_rows=len(df), n_stats=n_stats, n_arrays=n_arrays, n_errors=n_err,
                            bytes_used=self.bytes_used(), budget=self.budget, writable=self.writable,
-                           cache_dir=str(self.dir), reason=self.reason)
+                           cache_dir=str(self.dir), reason=self.reason, source_digest=self._regkey(df, keys))
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -1113,7 +1166,16 @@ def _entry_result(entry: StudyEntry) -> dict:
             "arrays_name": _stem(entry.study_id, entry.key) if entry.arrays_written else None}
 
 
+def _build_result(cache: StudyCache, row: dict, need_arrays: bool) -> dict:
+    """Build one study; a refused (unsafe) path is that row's error, the rest of a build goes on."""
+    try:
+        return _entry_result(cache.build_study(row, need_arrays=need_arrays))
+    except UnsafePathError as e:
+        return {"study_id": int(_row_get(row, "study_id")), "status": "error", "error": e.reason,
+                "arrays_written": False, "arrays_name": None}
+
+
 def _worker_build(dataset_root: str, cache_root: str, budget: int, row: dict, need_arrays: bool) -> dict:
     """Process-pool task: build one whole study and write its entries; return only a small result."""
     cache = StudyCache(Path(dataset_root), Path(cache_root), budget, _probe=False)
-    return _entry_result(cache.build_study(row, need_arrays=need_arrays))
+    return _build_result(cache, row, need_arrays)

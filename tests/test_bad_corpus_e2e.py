@@ -357,14 +357,9 @@ def test_unwritable_cache_root_still_serves_and_says_so(small, tmp_path, monkeyp
     assert blocker.read_text() == "not a directory"
 
 
-@pytest.mark.parametrize("prebuilt", [
-    True,
-    pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG components/state.py:210-240: the page caches (_summary, _study) are keyed by a token of cache "
-        "COUNTS (n_rows, n_stats, n_arrays, n_errors); on a cache that is not fully built, the token before and "
-        "after a source file is replaced is the same, so the viewer keeps serving the stale study forever. Key "
-        "them by the source keys (e.g. a hash of the registry rows' srckeys) instead of counts."))),
-])
+# prebuilt=False: a partly built cache, where the entry counts are the same before and after the file is
+# replaced; the page caches must still see the change (they are keyed by source identity, not counts).
+@pytest.mark.parametrize("prebuilt", [True, False])
 def test_source_replaced_while_the_app_runs_is_rebuilt(small, tmp_path, monkeypatch, prebuilt):
     monkeypatch.setenv("MOSMED_DATA", str(small))
     monkeypatch.setenv("MOSMED_CACHE", str(tmp_path / "cache"))
@@ -406,6 +401,30 @@ def test_source_replaced_while_the_app_runs_is_rebuilt(small, tmp_path, monkeypa
     assert s.volume.shape[0] == 9 and s.from_cache
     arrays = list((ds.cache.arrays_dir).glob("study_0001-*"))
     assert len(arrays) == 1, f"the stale entry was not removed: {arrays}"
+
+
+def test_page_cache_token_changes_when_a_source_changes_and_counts_do_not(small, tmp_path):
+    """The pages' freshness token (cache status): a replaced study while another one gets built leaves every
+    count as it was; the source digest must still change (else summaries and studies are served stale)."""
+    from cache_faults import las_affine
+    from mosmed.dataset import Dataset
+
+    ds = Dataset(small, tmp_path / "cache")
+    for sid in (1, 2):
+        assert ds.cache.build_study(ds.registry.row(sid)).status == "ok"
+    before = ds.status()
+    hu, _ = phantom_xyz((48, 48, 9), lesion_frac=0.0, seed=42)
+    study = small / "studies" / "CT-0" / "study_0001.nii.gz"
+    write_nifti(study, hu, las_affine())
+    later = time.time() + 5
+    os.utime(study, (later, later))
+    assert ds.cache.build_study(ds.registry.row(3)).status == "ok"   # +1 entry, study 1's entry now stale: -1
+    after = ds.status()
+    counts = lambda s: (s.n_rows, s.n_stats, s.n_arrays, s.n_errors)  # noqa: E731
+    assert counts(after) == counts(before), (before, after)
+    assert re.fullmatch(r"[0-9a-f]{12}", before.source_digest)
+    assert after.source_digest != before.source_digest
+    assert ds.status().source_digest == after.source_digest, "the digest is stable while nothing changes"
 
 
 def test_disk_budget_reached_evicts_instead_of_failing(tmp_path, monkeypatch):

@@ -236,9 +236,6 @@ def test_cli_validate_and_build_never_touch_files_outside(bad, capsys):
     assert outside(rec.paths, [root, str(cache) + "-cli"]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG mosmed/cache.py:317-325 (and :974): build_study reads row['study_path'] / "
-                   "row['mask_path'] as resolved when the registry was loaded and follows a link put there later; "
-                   "re-check containment at open time (safe_join again, or resolve and compare with the root)")
 def test_file_swapped_for_a_link_after_loading_is_not_followed(tmp_path):
     """A study file replaced by a link out *after* the registry was checked (time of check, time of use)."""
     from mosmed.dataset import Dataset
@@ -266,12 +263,20 @@ def test_file_swapped_for_a_link_after_loading_is_not_followed(tmp_path):
     mask.unlink()
     os.symlink(secret_mask, mask)
     with OpenRecorder() as rec:
-        for sid in (1, 2):
-            try:
-                ds.open_study(sid)
-            except MosmedError:
-                pass
+        with pytest.raises(UnsafePathError, match=r"^study 1: unsafe study path: /studies/CT-1/study_0001\.nii\.gz "
+                                                  r"now leads outside the dataset root"):
+            ds.open_study(1)
+        with pytest.raises(UnsafePathError, match=r"^study 2: unsafe mask path: /masks/study_0002_mask\.nii\.gz "
+                                                  r"now leads outside the dataset root"):
+            ds.open_study(2)
+        # A whole build (which also reads headers to plan the disk budget) reports both rows and goes on.
+        report = ds.build_cache()
     assert not rec.under(secret_dir), sorted(rec.under(secret_dir))
+    assert sorted(sid for sid, _ in report.errors) == [1, 2], report.errors
+    assert all("now leads outside the dataset root" in why for _, why in report.errors), report.errors
+    # Reloading the registry sees the links for what they are.
+    df = load_registry(root).df
+    assert (df["status"] == "error").all() and df["error"].str.contains("leads outside the dataset root").all()
 
 
 def test_registry_with_hostile_paths_in_csv_is_rows_in_error(tmp_path):

@@ -16,8 +16,9 @@ Page paths are the ``st.navigation`` url paths: see ``PAGE_PATHS`` in test_smoke
 
 The server runs ``streamlit run app.py`` on 127.0.0.1 and a free port, with
 ``MOSMED_CACHE`` in a temporary directory and ``MOSMED_DATA`` unset, so it opens on a
-freshly generated demo set exactly as a fresh clone does. The first page load (in the
-``app_url`` fixture) waits for that generation; later loads are fast. Its log is in
+freshly generated demo set exactly as a fresh clone does. The ``app_server`` fixture
+waits for that first run (demo on disk under ``app_server.cache_dir / "demo"``, cache
+built) before anything uses it; later loads are fast. Its log is in
 ``test-artifacts/e2e-server.log`` and is quoted when start-up or an assertion fails.
 A failing test leaves ``test-artifacts/screenshots/FAILED-<test>.png``.
 
@@ -84,8 +85,8 @@ def _browser_available() -> None:
 
 
 @pytest.fixture(scope="session")
-def app_server(_browser_available: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
-    """The app served on the demo set, fresh cache; stopped at the end of the session."""
+def _started_server(_browser_available: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    """``streamlit run app.py`` answering its health check (the demo not generated yet)."""
     server = AppServer(
         cache_dir=tmp_path_factory.mktemp("mosmed-cache"),
         log_path=ARTIFACTS / "e2e-server.log",
@@ -122,28 +123,42 @@ def browser(playwright_instance: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="session")
-def app_url(app_server: AppServer, browser: Browser) -> str:
-    """Base URL of the served app, after a first full run of the default page.
+def app_server(_started_server: AppServer, browser: Browser) -> AppServer:
+    """The app served on the demo set, READY: its first run has finished.
 
-    The first run generates the demo set and its cache (with progress shown in the
-    page); waiting for it here, once, keeps every test's own page load short.
+    The first run generates the demo set under ``<cache_dir>/demo`` and builds its
+    cache (with progress shown in the page); waiting for it here, once, means every
+    fixture or test that depends on ``app_server`` (or ``app_url``, ``app``) finds
+    the demo on disk and gets short page loads. Stopped at the end of the session.
     """
+    server = _started_server
     context = browser.new_context(viewport=VIEWPORT)
     try:
         page = context.new_page()
         try:
-            open_page(page, app_server.url, "", timeout_ms=FIRST_RUN_TIMEOUT_S * 1000)
+            open_page(page, server.url, "", timeout_ms=FIRST_RUN_TIMEOUT_S * 1000)
         except Exception as exc:  # Playwright's TimeoutError and friends
             save_screenshot(page, "FAILED-first-run", full_page=False)
-            pytest.fail(f"first run of the app did not finish: {exc}\n{app_server.log_tail()}",
+            pytest.fail(f"first run of the app did not finish: {exc}\n{server.log_tail()}",
                         pytrace=False)
         errors = exception_texts(page)
         if errors:
             save_screenshot(page, "FAILED-first-run")
-            pytest.fail(f"first run of the app raised:\n{errors[0]}\n{app_server.log_tail()}",
+            pytest.fail(f"first run of the app raised:\n{errors[0]}\n{server.log_tail()}",
+                        pytrace=False)
+        demo = server.cache_dir / "demo"
+        if not any(demo.glob("dataset_registry.*")):
+            save_screenshot(page, "FAILED-first-run")
+            pytest.fail(f"the first run finished without a demo registry in {demo}\n{server.log_tail()}",
                         pytrace=False)
     finally:
         context.close()
+    return server
+
+
+@pytest.fixture(scope="session")
+def app_url(app_server: AppServer) -> str:
+    """Base URL of the served, ready app, e.g. ``http://127.0.0.1:41234``."""
     return app_server.url
 
 
