@@ -25,6 +25,7 @@ _LOG = logging.getLogger("mosmed.app")
 def main() -> None:
     """Set the page up, prepare the demo on a first start, draw the sidebar and run the selected page."""
     from components import sidebar, state   # here, not at import: spawned workers import this module too
+    from components.markup import md_escape
 
     state.require_frame()
     # An emoji favicon: a ":material/..." page icon makes every browser fetch an SVG from a Google font host,
@@ -60,8 +61,8 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001 - Streamlit's rerun/stop signals are BaseException and pass through
         # A bug in one page must not show a traceback (server paths, internals) nor take the other pages down.
         _LOG.exception("page %s failed", current.title)
-        st.error(f"The {current.title} page failed: {type(e).__name__}: {e}. The other pages keep working; "
-                 "the server log has the details.", icon=":material/error:")
+        st.error(md_escape(f"The {current.title} page failed: {type(e).__name__}: {e}. The other pages keep "
+                           "working; the server log has the details."), icon=":material/error:")
 
 
 # Streamlit installs this script as ``__main__``; worker processes started with the "spawn" method (demo

@@ -13,6 +13,7 @@ import time
 import streamlit as st
 
 from components import state
+from components.markup import md_escape
 
 __all__ = ["first_start", "render", "build_cache_with_progress", "format_bytes"]
 
@@ -71,7 +72,7 @@ def build_cache_with_progress(ds, where=None) -> object | None:
     except Exception as e:  # noqa: BLE001 - shown, never a traceback
         _LOG.exception("cache build failed")
         bar.empty()
-        where.error(f"Building the cache of {ds.root} failed: {e}")
+        where.error(md_escape(f"Building the cache of {ds.root} failed: {e}"))
         return None
     bar.progress(1.0, text=f"Cache built: {report.n_built} computed, {report.n_cached} already cached, "
                            f"{report.n_errors} with errors ({report.seconds:.1f} s)")
@@ -88,7 +89,7 @@ def first_start() -> None:
     try:
         root, is_demo = state.dataset_choice()
     except Exception as e:  # noqa: BLE001
-        st.error(f"Cannot decide which dataset to open: {e}")
+        st.error(md_escape(f"Cannot decide which dataset to open: {e}"))
         return
     if not is_demo:
         return
@@ -115,7 +116,7 @@ def first_start() -> None:
             except Exception as e:  # noqa: BLE001
                 _LOG.exception("demo generation failed")
                 box.update(label="The demo dataset could not be generated", state="error")
-                st.error(f"The demo dataset could not be generated in {root}: {e}")
+                st.error(md_escape(f"The demo dataset could not be generated in {root}: {e}"))
                 return
             bar.progress(1.0, text="Demo generated")
         ds = state.get_dataset()
@@ -161,7 +162,7 @@ def render() -> None:
     """Draw the dataset chooser and the cache panel (call inside ``with st.sidebar``)."""
     st.subheader("Dataset")
     root, is_demo = state.dataset_choice()
-    st.markdown(f"**{_md_escape(state.dataset_label())}**")
+    st.markdown(f"**{md_escape(state.dataset_label())}**")
     st.code(str(root), language=None, wrap_lines=True)
     if is_demo:
         st.caption("Synthetic studies generated on this machine: not patient data.")
@@ -175,11 +176,11 @@ def render() -> None:
         c2.button("Default", key=DEFAULT_KEY, on_click=_use_default_root, width="stretch",
                   help="Back to MOSMED_DATA, or the demo when it is not set.")
         if st.session_state.get(ROOT_ERROR_KEY):
-            st.error(st.session_state[ROOT_ERROR_KEY], icon=":material/folder_off:")
+            st.error(md_escape(st.session_state[ROOT_ERROR_KEY]), icon=":material/folder_off:")
 
     ds = state.get_dataset(show_error=False)
     if ds is None:
-        st.error(state.dataset_problem() or f"Cannot open dataset {root}", icon=":material/folder_off:")
+        st.error(md_escape(state.dataset_problem() or f"Cannot open dataset {root}"), icon=":material/folder_off:")
         return
     _cache_panel(ds)
 
@@ -189,7 +190,7 @@ def _cache_panel(ds) -> None:
     try:
         s = ds.status()
     except Exception as e:  # noqa: BLE001
-        st.error(f"Cannot read the cache state of {ds.root}: {e}")
+        st.error(md_escape(f"Cannot read the cache state of {ds.root}: {e}"))
         return
     n = max(1, int(s.n_rows))
     st.progress(min(1.0, s.n_stats / n), text=f"{s.n_stats}/{s.n_rows} studies summarised")
@@ -198,7 +199,7 @@ def _cache_panel(ds) -> None:
     if s.writable:
         st.caption(":material/check_circle: cache writable")
     else:
-        st.warning("Cache is read-only: computing in memory. " + (s.reason or ""), icon=":material/lock:")
+        st.warning("Cache is read-only: computing in memory. " + md_escape(s.reason or ""), icon=":material/lock:")
     label = "Refresh cache" if s.complete else "Build cache"
     if st.button(label, key=BUILD_KEY, type="secondary" if s.complete else "primary", width="stretch",
                  help="Summarise every study that is missing or changed since the last build."):
@@ -210,15 +211,3 @@ def _cache_panel(ds) -> None:
             st.rerun()
     if st.session_state.get(BUILD_REPORT_KEY):
         st.caption(f"Last build: {st.session_state[BUILD_REPORT_KEY]}")
-
-
-def _md_escape(text: str) -> str:
-    """Escape Markdown so a folder name is shown as written (Streamlit never renders raw HTML in markdown)."""
-    out = []
-    for ch in str(text):
-        if ch in "\\`*_{}[]()#+-.!|<>~$:":
-            out.append("\\" + ch)
-        else:
-            out.append(ch)
-    return "".join(out)
-

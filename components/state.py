@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from components.markup import md_escape
+
 if TYPE_CHECKING:  # the core is imported lazily so a broken core module shows an st.error, not a traceback
     from mosmed.dataset import Dataset, Study
 
@@ -164,7 +166,8 @@ def get_dataset(*, show_error: bool = True) -> "Dataset | None":
         return _open_dataset(str(root), str(croot), _registry_stamp(root))
     except Exception as e:  # noqa: BLE001 - any failure becomes a message, never a traceback on the page
         if show_error:
-            st.error(_open_problem(e), icon=":material/folder_off:")
+            # Paths and error text are untrusted: shown as written, never as markup.
+            st.error(md_escape(_open_problem(e)), icon=":material/folder_off:")
         return None
 
 

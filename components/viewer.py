@@ -23,9 +23,19 @@ The header lists every image as ``[offset, length]`` into the blob area:
   8 mm slices) on which the browser draws the current axial slice as a line, in step with scrolling;
 - metadata: slice count, spacing, slice positions (mm), per-slice lesion area (mm^2), style, navigation.
 
+Sent once, not per rerun
+------------------------
+Every rerun re-delivers the component's data, so the images go only when the browser does not hold this
+``stack_key`` (study content + window) yet; otherwise the payload is the header alone (``"light": true``, a few
+KB: navigation, style, metadata). Python remembers per session what it sent; a browser that lacks the stack
+anyway (remounted after a page switch, a lost message) sets the ``need`` state value and the next run sends it
+in full. After a study is shown, the other window presets are encoded in the background (``_Prefetch``), and
+the study's memory-mapped pages are released from the server's resident set.
+
 What goes back to Python
 ------------------------
-``slice`` (state value) is reported only when scrolling has stopped for ``REPORT_DEBOUNCE_MS`` (every
+``need`` (state value) asks for the full payload of a stack key (see above). ``slice`` (state value) is
+reported only when scrolling has stopped for ``REPORT_DEBOUNCE_MS`` (every
 ``setStateValue`` reruns the script, or the enclosing ``st.fragment``), so the URL can follow the view without a
 rerun per slice. ``probe`` (trigger value) is ``{"z", "row", "col"}`` of a clicked voxel, so Python can show
 the exact HU from the memory map.

@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from components import charts, state, tables
+from components.markup import md_escape
 
 state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
 
@@ -121,7 +122,7 @@ else:
                        both["estimated_involvement_pct"].astype(float).tolist())
     except Exception as e:  # noqa: BLE001
         ag = None
-        st.warning(f"Agreement figures unavailable: {e}")
+        st.warning(md_escape(f"Agreement figures unavailable: {e}"))
     g1, g2 = st.columns([1, 2], gap="large")
     with g1:
         if ag:

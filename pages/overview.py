@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from components import state, tables
+from components.markup import md_escape
 
 state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
 from components.sidebar import format_bytes
@@ -36,7 +37,9 @@ def _size_on_disk(paths: tuple[str, ...]) -> tuple[int, int]:
 
 
 _, is_demo = state.dataset_choice()
-st.caption(f"{state.dataset_label()} · registry: {os.path.basename(ds.registry.source) or ds.registry.source}")
+# The folder's name and the registry file name are untrusted text: escaped, never rendered as links or images.
+st.caption(md_escape(f"{state.dataset_label()} · registry: "
+                     f"{os.path.basename(ds.registry.source) or ds.registry.source}"))
 
 summary = state.summary_df(ds)
 reg = ds.registry.df

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components import state, tables
+from components.markup import md_escape
 
 state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
 
@@ -76,7 +77,7 @@ for w, store in STORE.items():      # remember for the next visit
 
 ids, notice = tables.parse_id_query(st.session_state[W_IDS])
 if notice:
-    st.warning(f"Study id search: {notice}.", icon=":material/search_off:")
+    st.warning(md_escape(f"Study id search: {notice}."), icon=":material/search_off:")  # echoes typed text
 flt = tables.RegistryFilter(
     classes=tuple(st.session_state[W_CLASS]) or None,
     mask=st.session_state[W_MASK] or "any",

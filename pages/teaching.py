@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from components import state, tables
+from components.markup import md_escape
 
 state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
 
@@ -164,7 +165,7 @@ with quiz_tab:
                                  bool(answered) and study.mask is not None)
         except MosmedError as e:
             images = None
-            st.error(f"This question's study could not be opened ({e}). It does not count; go to the next one.",
+            st.error(md_escape(f"This question's study could not be opened ({e}). It does not count; go to the next one."),
                      icon=":material/broken_image:")
         if images:
             per_row = 3       # two rows of three: big enough to judge ground glass
@@ -224,14 +225,14 @@ with compare_tab:
             from components.compare import compare_view
         except Exception as e:  # noqa: BLE001
             compare_view = None
-            st.error(f"The side-by-side view is not available: {e}")
+            st.error(md_escape(f"The side-by-side view is not available: {e}"))
         if compare_view is not None:
             studies = []
             for sid_ in (a, b):
                 try:
                     studies.append(state.load_study(ds, int(sid_)))
                 except MosmedError as e:
-                    st.error(str(e), icon=":material/broken_image:")
+                    st.error(md_escape(e), icon=":material/broken_image:")
             if len(studies) == 2:
                 from mosmed.render import OverlayStyle
 

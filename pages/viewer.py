@@ -262,9 +262,12 @@ def _quick_open(ds, sid: int):
         if str(row.get("status", "ok")) != "ok" or cache.get_stats(row) is not None:
             return None  # built already, or a known error: the ordinary path opens or reports it
         key = cache.source_key(row)
-        if int(np.prod(check_header(Path(row["study_path"]), sid).shape[:3])) < QUICK_MIN_VOXELS:
+        # Containment re-checked at open time (a file swapped for a link out after loading raises here, and
+        # the ordinary path reports it); only the checked, resolved paths are opened below.
+        study_path, mask_path = cache.source_paths(row)
+        if int(np.prod(check_header(study_path, sid).shape[:3])) < QUICK_MIN_VOXELS:
             return None
-        row = dict(row)
+        row = {**dict(row), "study_path": str(study_path), "mask_path": None if mask_path is None else str(mask_path)}
         fut = _build_future(str(ds.root), str(cache.cache_root), int(sid), key, _row=row, _budget=cache.budget)
         if fut.done():
             return None  # finished (or failed): the ordinary path opens it, or builds it and reports why not
