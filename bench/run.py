@@ -466,12 +466,18 @@ async def bench_viewer(res: dict, server, quick: bool) -> None:
             nb = p.locator(".st-key-viewer-next button").first
             for _ in range(rounds):
                 lat += await scroll_steps(p, steps, mode="key")
-                r = await click_and_time(p, nb, ready=True)
-                sw.append(r["first_paint_ms"])
+                try:
+                    r = await click_and_time(p, nb, ready=True)
+                    sw.append(r["first_paint_ms"])
+                except TimeoutError:  # counted and shown, not fatal: the scroll figures still stand
+                    stuck.append(p.url)
+                    await p.screenshot(path=str(OUT / f"stuck-{len(stuck)}.png"))
             lat += await scroll_steps(p, steps, mode="wheel")
             return lat, sw
 
+        stuck: list[str] = []
         got = await asyncio.gather(*(session(p) for p in pages))
+        res["concurrent_5_sessions_switch_timeouts"] = len(stuck)
         lat = [x for g in got for x in g[0]]
         sw = [x for g in got for x in g[1]]
         res["concurrent_5_sessions_scroll"] = summary(lat)

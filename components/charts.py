@@ -41,11 +41,19 @@ def _color(cls: str) -> str:
     return CLASS_COLORS.get(str(cls), _OTHER)
 
 
-def _layout(fig: go.Figure, title: str, height: int = 380, **kw) -> go.Figure:
+def _layout(fig: go.Figure, title: str, height: int = 380, margin: dict | None = None, **kw) -> go.Figure:
+    m = dict(l=10, r=10, t=50, b=10)
+    m.update(margin or {})
     fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"), height=height,
-                      margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.18),
+                      margin=m, legend=dict(orientation="h", yanchor="top", y=-0.22, traceorder="normal"),
                       clickmode="event+select", dragmode=False, **kw)
     return fig
+
+
+def _legend_key(fig: go.Figure, name: str, symbol: str, group: str) -> None:
+    """A neutral legend entry for a trace coloured by class (plotly would show its first point's colour)."""
+    fig.add_scatter(x=[None], y=[None], mode="markers", name=name, legendgroup=group, hoverinfo="skip",
+                    marker=dict(color="#c8ccd2", symbol=symbol, size=8, line=dict(width=1.3, color="#c8ccd2")))
 
 
 def _jitter(ids: Sequence[int], width: float = 0.28) -> np.ndarray:
@@ -60,32 +68,40 @@ def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
     """Bars of this dataset's class percentages beside the published MosMedData ones.
 
     ``counts`` comes from :func:`components.tables.class_counts` (columns class, studies, percent,
-    published, published_percent).
+    published, published_percent). Each bar is labelled on two short lines (count, then percent) at a
+    fixed, readable size: plotly would otherwise shrink a one-line label to the width of its bar.
     """
     fig = go.Figure()
+    label_font = dict(size=12, color="#e6e8eb")
     fig.add_bar(
         x=counts["class"], y=counts["percent"], name="this dataset",
         marker_color=[_color(c) for c in counts["class"]],
-        text=[f"{n} ({p:.1f}%)" for n, p in zip(counts["studies"], counts["percent"])], textposition="outside",
-        textfont=dict(size=12),
+        text=[f"<b>{n}</b><br>{p:.1f}%" for n, p in zip(counts["studies"], counts["percent"])],
+        textposition="outside", textfont=label_font, constraintext="none", cliponaxis=False,
         customdata=np.stack([counts["class"].astype(str)], axis=1),
-        hovertemplate="%{x}: %{text} of this dataset<extra></extra>",
+        hovertext=[f"{n} studies" for n in counts["studies"]],
+        hovertemplate="%{x}: %{hovertext}, %{y:.1f}% of this dataset<extra></extra>",
     )
     if "published_percent" in counts:
         pub = counts["published_percent"].astype(float)
+        pub_n = ["" if pd.isna(n) else str(int(n)) for n in counts["published"]]
         fig.add_bar(
             x=counts["class"], y=pub, name="MosMedData (published)",
-            marker=dict(color="rgba(0,0,0,0)", line=dict(color="#c8ccd2", width=1.5)),
-            text=[("" if pd.isna(n) else f"{int(n)} ({p:.1f}%)") for n, p in zip(counts["published"], pub)],
-            textposition="outside", textfont=dict(size=12),
+            marker=dict(color="rgba(200,204,210,0.10)", line=dict(color="#c8ccd2", width=1.5)),
+            text=[("" if not n else f"{n}<br>{p:.1f}%") for n, p in zip(pub_n, pub)],
+            textposition="outside", textfont=dict(size=12, color="#aeb4bb"), constraintext="none",
+            cliponaxis=False,
             customdata=np.stack([counts["class"].astype(str)], axis=1),
-            hovertemplate="%{x}: %{text} of MosMedData's 1110<extra></extra>",
+            hovertext=[f"{n} of MosMedData's 1110 studies" if n else "not published" for n in pub_n],
+            hovertemplate="%{x}: %{hovertext} (%{y:.1f}%)<extra></extra>",
         )
     top = float(np.nanmax(np.r_[counts["percent"].to_numpy(dtype=float),
                                 counts.get("published_percent", pd.Series([0.0])).to_numpy(dtype=float), 1.0]))
-    fig.update_yaxes(title="% of studies", range=[0, top * 1.18])
+    fig.update_yaxes(title="% of studies", range=[0, top * 1.22], ticksuffix="%")
     fig.update_xaxes(title=None, type="category")
-    return _layout(fig, "Studies per class", barmode="group")
+    # Room above the tallest bar for its two-line label (cliponaxis=False lets it use the top margin too).
+    return _layout(fig, "Studies per class", height=400, margin=dict(t=70), barmode="group",
+                   bargap=0.28, bargroupgap=0.12)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -111,7 +127,7 @@ def involvement_figure(summary: pd.DataFrame, classes: tuple[str, ...], band_edg
     for edge in band_edges:
         fig.add_hline(y=edge, line=dict(color="#9aa0a6", width=1, dash="dot"),
                       annotation_text=f"{edge:g}%", annotation_position="right",
-                      annotation_font_color="#9aa0a6")
+                      annotation_font=dict(color="#9aa0a6", size=11))
     for source, column in (("estimated", "estimated_involvement_pct"), ("measured", "involvement_pct")):
         df = summary[pd.to_numeric(summary[column], errors="coerce").notna()]
         if df.empty:
@@ -130,7 +146,8 @@ def involvement_figure(summary: pd.DataFrame, classes: tuple[str, ...], band_edg
         )
     fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=cats, range=[-0.6, len(cats) - 0.4], title=None)
     fig.update_yaxes(title="lung involvement, %", range=[-3, 103])
-    return _layout(fig, "Lung involvement by class", height=430)
+    # The band-edge labels sit right of the plot area: leave them a margin (they were clipped at r=10).
+    return _layout(fig, "Lung involvement by class", height=430, margin=dict(r=48))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -144,8 +161,10 @@ def lesion_lung_figure(summary: pd.DataFrame) -> go.Figure:
         if frame.empty:
             continue
         style = SOURCE_STYLE[source]
+        _legend_key(fig, style["name"], style["symbol"], group=source)
         fig.add_scatter(
             x=frame["lung_ml"].astype(float), y=frame[col].astype(float), mode="markers", name=style["name"],
+            legendgroup=source, showlegend=False,
             marker=dict(color=[_color(c) for c in frame["category"]], symbol=style["symbol"], size=8,
                         line=dict(width=1.3, color=[_color(c) for c in frame["category"]])),
             customdata=np.stack([frame["study_id"].astype(int).astype(str), frame["category"].astype(str)], axis=1),
@@ -172,7 +191,11 @@ def slices_figure(summary: pd.DataFrame, classes: tuple[str, ...]) -> go.Figure:
                     customdata=np.full((len(counts), 1), c),
                     hovertemplate=c + ": %{y} studies with %{x} slices<extra></extra>")
     fig.update_xaxes(title="axial slices", dtick=1 if len(ok) and ok["n_slices"].nunique() < 25 else None)
-    fig.update_yaxes(title="studies")
+    # Counts of studies are whole numbers: no 0.5 ticks. Small stacks get a tick per study; taller ones
+    # keep plotly's automatic (integer) ticks, forced to integers with tickformat.
+    tallest = int(ok["n_slices"].astype(int).value_counts().max()) if len(ok) else 0
+    fig.update_yaxes(title="studies", tickformat=",d", rangemode="tozero",
+                     **({"dtick": 1, "tick0": 0} if tallest <= 10 else {}))
     return _layout(fig, "Slices per study", barmode="stack")
 
 
@@ -218,9 +241,10 @@ def agreement_figure(summary: pd.DataFrame) -> go.Figure:
                     both["estimated_involvement_pct"].max() if len(both) else 0.0)) * 1.08
     fig.add_scatter(x=[0, top], y=[0, top], mode="lines", name="estimate = measurement",
                     line=dict(color="#9aa0a6", dash="dot", width=1), hoverinfo="skip")
+    _legend_key(fig, "studies with a mask", "circle", group="studies")
     fig.add_scatter(
         x=both["involvement_pct"].astype(float), y=both["estimated_involvement_pct"].astype(float),
-        mode="markers", name="studies with a mask",
+        mode="markers", name="studies with a mask", legendgroup="studies", showlegend=False,
         marker=dict(color=[_color(c) for c in both["category"]], size=9,
                     line=dict(width=1, color="#0f1216")),
         customdata=np.stack([both["study_id"].astype(int).astype(str), both["category"].astype(str)], axis=1)

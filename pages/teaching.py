@@ -130,6 +130,40 @@ def _involvement_text(row: pd.Series) -> str:
     return ", ".join(parts) or "not measured"
 
 
+def _default_pair(frame: pd.DataFrame) -> tuple[int, int]:
+    """A pair worth comparing, from the summary: a normal study beside the most involved one.
+
+    Left: the CT-0 study with the least estimated involvement (else the least involved study of all).
+    Right: the study with the most lesion measured on an expert mask (its outline shows); without any mask,
+    the study with the highest estimated involvement among the most severe class present. Two different
+    studies whenever the frame holds two.
+    """
+    ids = [int(i) for i in frame["study_id"]]
+    if len(ids) < 2:
+        return ids[0], ids[0]
+    df = frame.assign(_id=frame["study_id"].astype(int),
+                      _meas=pd.to_numeric(frame["involvement_pct"], errors="coerce"),
+                      _est=pd.to_numeric(frame["estimated_involvement_pct"], errors="coerce"),
+                      _rank=frame["category"].astype(str).map({c: i for i, c in enumerate(severity.CLASSES)}))
+    df["_best"] = df["_meas"].fillna(df["_est"])
+    masked = df[df["_meas"].notna() & (df["_meas"] > 0)]
+    if not masked.empty:
+        right = int(masked.sort_values(["_meas", "_id"], ascending=[False, True]).iloc[0]["_id"])
+    else:
+        ranked = df[df["_rank"].notna()]
+        if ranked.empty:
+            ranked = df
+        else:
+            ranked = ranked[ranked["_rank"] == ranked["_rank"].max()]
+        right = int(ranked.sort_values(["_best", "_id"], ascending=[False, True], na_position="last")
+                    .iloc[0]["_id"])
+    rest = df[df["_id"] != right]
+    normal = rest[rest["category"].astype(str) == severity.CLASSES[0]]
+    pool = normal if not normal.empty else rest
+    left = int(pool.sort_values(["_best", "_id"], ascending=[True, True], na_position="last").iloc[0]["_id"])
+    return left, right
+
+
 quiz_tab, compare_tab, table_tab = st.tabs(["Quiz", "Compare two studies", "Severity scale"])
 
 # ----------------------------------------------------------------------------------------------------- quiz
@@ -194,10 +228,15 @@ with quiz_tab:
                         f"Band of {truth}: {severity.severity_row(truth).involvement}.")
             if row.get("has_mask"):
                 st.caption("The slices above now show the expert lesion mask as an outline.")
-            r = severity.severity_row(truth)
-            st.dataframe(pd.DataFrame([{"Class": r.category, "Severity": r.name, "CT findings": r.ct_findings,
-                                        "Lung involvement": r.involvement, "Clinical data": r.clinical,
-                                        "Routing": r.routing}]), hide_index=True, width="stretch")
+            # The constant text of mosmed.severity (nothing from files) as a static table: long cells wrap, so
+            # every column, Clinical data and Routing included, is readable at any width. A wrong answer also
+            # gets the row of the class chosen, to compare the two.
+            shown = [truth] + ([answered] if answered != truth and answered in severity.CLASSES else [])
+            scale = tables.severity_frame()
+            scale = scale[scale["Class"].isin(shown)].set_index("Class").loc[shown]
+            st.table(scale)
+            if len(shown) > 1:
+                st.caption(f"First row: this study's class ({truth}); second row: your answer ({answered}).")
             if st.button("Open this study in the viewer", key="teaching.w.open"):
                 state.goto_viewer(sid)
         if sc["by_class"]:
@@ -214,9 +253,11 @@ with compare_tab:
     else:
         ids = [int(i) for i in ok["study_id"]]
         label = {int(r.study_id): f"study {int(r.study_id)} · {r.category}" for r in ok.itertuples()}
+        left_id, right_id = _default_pair(ok)
         c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
-        a = c1.selectbox("Left study", ids, index=0, key="teaching.w.cmp_a", format_func=label.get)
-        b = c2.selectbox("Right study", ids, index=min(1, len(ids) - 1), key="teaching.w.cmp_b",
+        a = c1.selectbox("Left study", ids, index=ids.index(left_id), key="teaching.w.cmp_a",
+                         format_func=label.get)
+        b = c2.selectbox("Right study", ids, index=ids.index(right_id), key="teaching.w.cmp_b",
                          format_func=label.get)
         wname = c3.selectbox("Window", list(PRESETS), key="teaching.w.cmp_window",
                              format_func=lambda k: PRESET_LABELS.get(k, k))
@@ -239,7 +280,8 @@ with compare_tab:
                 compare_view(studies[0], studies[1], window=PRESETS[wname],
                              style=OverlayStyle(show_mask=bool(show_mask)), key="teaching.compare")
                 st.caption("Scrolling either side moves both to the same relative position in the lungs; the "
-                           "window is shared.")
+                           "window is shared. The first pair shown is a normal (CT-0) study beside the study "
+                           "with the most lesion on an expert mask; pick any two above.")
 
 # -------------------------------------------------------------------------------------------------- table
 with table_tab:

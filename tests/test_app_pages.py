@@ -193,7 +193,10 @@ def test_missing_dataset_root_gives_an_error_not_an_exception(app_data: AppData)
             at.run()
             _ok(at)
             errors = texts(at.error)
-            assert any("does not exist" in t and str(app_data.missing_root) in t for t in errors), (page, errors)
+            # Named as written: the markdown source carries the path escaped (components.markup.md_escape).
+            from components.markup import md_escape
+
+            assert any("does not exist" in t and md_escape(app_data.missing_root) in t for t in errors), (page, errors)
 
 
 def test_typed_root_is_validated_and_named(app_data: AppData, tmp_path: Path) -> None:

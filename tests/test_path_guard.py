@@ -357,3 +357,33 @@ def test_registry_row_with_a_name_too_long_is_one_row_in_error(tmp_path):
     assert reg.df.loc[3, "status"] == "error" and not reg.df.loc[3, "has_mask"]
     assert reg.df.loc[3, "error"].startswith("mask file cannot be examined (File name too long): /masks/mmm")
     assert reg.df.loc[3, "study_path"] == str((root / "studies/CT-1/study_0003.nii.gz").resolve())
+
+
+def test_viewer_page_never_opens_a_study_swapped_for_a_link(tmp_path, monkeypatch):
+    """The viewer page's own quick path (header check, direct read of big uncached studies) re-checks too."""
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path / "data"
+    rows = []
+    for sid in (1, 2):
+        rel = f"/studies/CT-1/study_{sid:04d}.nii.gz"
+        write_good_study(root / rel.lstrip("/"), seed=sid)
+        rows.append({"study_id": sid, "category": "CT-1", "study_file": rel, "mask_file": None})
+    write_registry_csv(pd.DataFrame(rows), root / "dataset_registry.csv")
+    secret = write_good_study(tmp_path / "secret" / "other_patient.nii.gz", seed=99)
+    monkeypatch.setenv("MOSMED_DATA", str(root))
+    monkeypatch.setenv("MOSMED_CACHE", str(tmp_path / "cache"))
+    at = AppTest.from_file(str(REPO / "pages" / "viewer.py"), default_timeout=60)
+    at.query_params["study"] = "2"
+    at.run()                                      # the registry is loaded and checked here
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    target = root / "studies/CT-1/study_0001.nii.gz"
+    target.unlink()
+    os.symlink(secret, target)
+    at.query_params["study"] = "1"
+    with OpenRecorder() as rec:
+        at.run()
+    assert not at.exception, at.exception
+    assert not rec.under(tmp_path / "secret"), sorted(rec.under(tmp_path / "secret"))
+    assert any("study 1" in e.value and "outside the dataset root" in e.value for e in at.error), \
+        [e.value for e in at.error]

@@ -394,6 +394,23 @@ function togglePlay(inst, on) {
   requestAnimationFrame(step);
 }
 
+// Ask Python for the full payload of `key`, and ask again every 1.5 s until that stack is here (a request
+// whose rerun was interrupted by another one must not leave the viewer waiting for ever).
+function requestStack(inst, key) {
+  const now = performance.now();
+  clearTimeout(inst.needTimer);
+  if (inst.needKey !== key || now - (inst.needT || 0) > 1500) {
+    inst.needKey = key;
+    inst.needT = now;
+    STATS.needs++;
+    inst.api.setStateValue("need", { key, token: Math.random().toString(36).slice(2) });
+  }
+  inst.needTimer = setTimeout(() => {
+    const h = inst.wantKey;
+    if (h === key && (!inst.stack || inst.stack.key !== key) && inst.ui.root.isConnected) requestStack(inst, key);
+  }, 1600);
+}
+
 // The event's own timestamp (same clock as performance.now()), so input queueing counts in the latency.
 function evT(e) {
   const t = e && e.timeStamp;
@@ -519,6 +536,7 @@ export default function (component) {
     // One cleanup per instance, returned by every render path.
     inst.cleanup = () => {
       clearTimeout(mine.reportTimer);
+      clearTimeout(mine.needTimer);
       mine.playing = false;
       window.removeEventListener(LINK_EVENT, mine.onLink);
       window.removeEventListener("resize", mine.onResize);
@@ -535,6 +553,7 @@ export default function (component) {
     return inst.cleanup;
   }
   const { header, blobs } = parsed;
+  inst.wantKey = header.stack_key;  // the stack Python wants shown now
   const newStack = !inst.stack || inst.stack.key !== header.stack_key;
   STATS.renders++;
   if (header.light) {
@@ -542,13 +561,7 @@ export default function (component) {
     if (newStack) {
       // Python believes we hold this stack but we do not (remounted, or its message was lost): ask for it.
       // Until it arrives the previous image stays; nothing from this header is applied.
-      const now = performance.now();
-      if (inst.needKey !== header.stack_key || now - (inst.needT || 0) > 2000) {
-        inst.needKey = header.stack_key;
-        inst.needT = now;
-        STATS.needs++;
-        inst.api.setStateValue("need", { key: header.stack_key, token: Math.random().toString(36).slice(2) });
-      }
+      requestStack(inst, header.stack_key);
       return inst.cleanup;
     }
   }
