@@ -64,7 +64,8 @@ if n_pending:
     st.info(f"{n_pending} studies are not summarised yet: press Build cache in the sidebar.",
             icon=":material/hourglass_top:")
 
-left, right = st.columns([1, 1], gap="large")
+# The class table needs ~420 px for its six columns (a 1280-px window leaves ~400 px for half the page).
+left, right = st.columns([3, 2], gap="large")
 with left:
     st.subheader("Classes")
     counts = tables.class_counts(summary, severity.CLASSES, dict(severity.PUBLISHED_COUNTS))

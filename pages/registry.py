@@ -57,14 +57,15 @@ def _reset() -> None:
 
 
 with st.container(border=True):
-    c1, c2, c3 = st.columns([3, 2, 2])
+    # The mask facet's three segments need ~210 px: [3, 3, 2] keeps them whole down to a 1280-px window.
+    c1, c2, c3 = st.columns([3, 3, 2])
     c1.multiselect("Class", class_options, key=W_CLASS, placeholder="All classes",
                    format_func=lambda c: f"{c} ({int(counts.get(c, 0))})")
     c2.segmented_control("Lesion mask", ["any", "with", "without"], key=W_MASK, required=True,
                          format_func={"any": "Any", "with": "With mask", "without": "Without"}.get)
     c3.multiselect("Status", status_options, key=W_STATUS, placeholder="Any status",
                    format_func=lambda s: f"{s} ({int((summary['status'] == s).sum())})")
-    c4, c5, c6 = st.columns([3, 2, 2])
+    c4, c5, c6 = st.columns([3, 3, 2])
     c4.slider("Lung involvement, %", 0.0, 100.0, key=W_RANGE, step=1.0,
               help="Restricts only when narrower than 0-100 %; studies without a value are then left out.")
     c5.selectbox("Involvement from", list(tables.SOURCES), key=W_SOURCE, format_func=tables.SOURCE_LABELS.get)
@@ -154,11 +155,11 @@ if selected:
 
 export = tables.export_frame(rows)
 csv_bytes, xlsx_bytes = _exports(export)
-d1, d2, _ = st.columns([1, 1, 4])
-d1.download_button("Download CSV", csv_bytes, file_name="mosmed_registry_filtered.csv",
+downloads = st.container(horizontal=True, gap="small")   # buttons sized to their labels, never truncated
+downloads.download_button("Download CSV", csv_bytes, file_name="mosmed_registry_filtered.csv",
                    mime="text/csv", key="registry.w.csv", icon=":material/download:", on_click="ignore",
                    disabled=export.empty)
-d2.download_button("Download XLSX", xlsx_bytes,
+downloads.download_button("Download XLSX", xlsx_bytes,
                    file_name="mosmed_registry_filtered.xlsx", key="registry.w.xlsx", icon=":material/download:",
                    mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", on_click="ignore",
                    disabled=export.empty)

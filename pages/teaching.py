@@ -110,7 +110,8 @@ def _key_images(_study, key: tuple[str, str], study_id: int, cache_key: str, win
         lungs = np.arange(z)
     picks = sorted(set(int(lungs[min(lungs.size - 1, int(round(q * (lungs.size - 1))))])
                        for q in (0.1, 0.26, 0.42, 0.58, 0.74, 0.9)))
-    style = OverlayStyle(show_mask=with_mask, mode="outline", show_lung=False)
+    # An opaque outline after the answer: it marks the lesion without hiding the ground glass it encloses.
+    style = OverlayStyle(show_mask=with_mask, mode="outline", opacity=0.95, show_lung=False)
     win = parse_window(window_text)
     out = []
     for k in picks:
@@ -169,7 +170,7 @@ quiz_tab, compare_tab, table_tab = st.tabs(["Quiz", "Compare two studies", "Seve
 # ----------------------------------------------------------------------------------------------------- quiz
 with quiz_tab:
     sc = _score()
-    top = st.columns([2, 2, 2, 2])
+    top = st.columns([2, 2, 2, 2], vertical_alignment="center")
     top[0].metric("Score", f"{sc['correct']} / {sc['answered']}")
     top[1].metric("Accuracy", f"{100.0 * sc['correct'] / sc['answered']:.0f}%" if sc["answered"] else "—")
     top[2].toggle("Classes evenly", value=True, key=W_BALANCED,
@@ -213,10 +214,10 @@ with quiz_tab:
         options = list(severity.CLASSES)
         st.segmented_control("Your answer", options, key=f"teaching.w.answer.{qn}", disabled=bool(answered),
                              format_func=lambda c: f"{c} · {severity.severity_row(c).name}")
-        b1, b2, _ = st.columns([1, 1, 4])
-        b1.button("Check answer", key="teaching.w.check", type="primary", disabled=bool(answered) or not images,
+        buttons = st.container(horizontal=True, gap="small")
+        buttons.button("Check answer", key="teaching.w.check", type="primary", disabled=bool(answered) or not images,
                   on_click=_check, args=(qn, sid, truth))
-        b2.button("Next question", key="teaching.w.next", on_click=_next_question,
+        buttons.button("Next question", key="teaching.w.next", on_click=_next_question,
                   type="primary" if answered or not images else "secondary")
 
         if answered:
@@ -254,7 +255,7 @@ with compare_tab:
         ids = [int(i) for i in ok["study_id"]]
         label = {int(r.study_id): f"study {int(r.study_id)} · {r.category}" for r in ok.itertuples()}
         left_id, right_id = _default_pair(ok)
-        c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
+        c1, c2, c3, c4 = st.columns([2, 2, 2, 1], vertical_alignment="bottom")
         a = c1.selectbox("Left study", ids, index=ids.index(left_id), key="teaching.w.cmp_a",
                          format_func=label.get)
         b = c2.selectbox("Right study", ids, index=ids.index(right_id), key="teaching.w.cmp_b",
