@@ -27,7 +27,8 @@ def main() -> None:
     from components import sidebar, state   # here, not at import: spawned workers import this module too
     from components.markup import md_escape
 
-    state.require_frame()
+    # No state.require_frame() here: on a fresh server Streamlit's legacy mode runs this script as its default
+    # page, and the st.navigation call below is what leaves that mode; only page files need the guard.
     # An emoji favicon: a ":material/..." page icon makes every browser fetch an SVG from a Google font host,
     # and nothing viewed here should reach out of the machine.
     st.set_page_config(page_title="MosMed Explorer", page_icon="🫁", layout="wide",
