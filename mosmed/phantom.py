@@ -19,6 +19,7 @@ Everything random comes from the ``numpy.random.Generator`` passed in, so a seed
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Sequence
 
 import numpy as np
@@ -27,15 +28,15 @@ from scipy import ndimage
 __all__ = ["Phantom", "build_phantom", "TARGET_RANGES", "CONSOLIDATION_SHARE", "draw_target"]
 
 # Where each class's involvement is drawn from: the middle of its band with some spread (per cent of lung).
-TARGET_RANGES = {
+TARGET_RANGES = MappingProxyType({
     "CT-0": (0.0, 0.0),
     "CT-1": (5.0, 20.0),
     "CT-2": (30.0, 45.0),
     "CT-3": (55.0, 70.0),
     "CT-4": (80.0, 92.0),
-}
+})
 # Share of the lesion volume that is consolidation rather than ground glass: more in the severe classes.
-CONSOLIDATION_SHARE = {"CT-0": 0.0, "CT-1": 0.08, "CT-2": 0.15, "CT-3": 0.3, "CT-4": 0.4}
+CONSOLIDATION_SHARE = MappingProxyType({"CT-0": 0.0, "CT-1": 0.08, "CT-2": 0.15, "CT-3": 0.3, "CT-4": 0.4})
 
 _SLAB_HALF_FRACTION = 0.5  # a slice integrates +-half its spacing (partial volume of thin vessels)
 
