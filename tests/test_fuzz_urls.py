@@ -73,6 +73,13 @@ UNKNOWN_KEYS = ("evil", "<script>", "../../x", "study[]", "__proto__", "a" * 300
                 "embed_options", "x\x00", "%2e%2e")
 #: Streamlit's own keys: st.query_params never shows them to the page and keeps them in the URL.
 RESERVED_KEYS = ("embed", "embed_options")
+#: Special values the page may rightly accept without a word (lenient spellings, or slice numbers that are
+#: in range for most studies but not for the one-slice study): neither wanted nor hostile.
+NEUTRAL = {
+    "slice": {"1", "2", "3", "4", "5"},
+    "window": {"LUNG", "-600;1500", "-600, 1500"},
+    "plane": {"AXIAL", "Coronal", " sagittal "},
+}
 
 
 @dataclass
@@ -102,6 +109,8 @@ def generate_cases(n: int, seed: int, ok_ids: list[int], error_ids: list[int]) -
                 return v
             v = rng.choice(special + HOSTILE) if rng.random() < 0.6 else rng.choice(HOSTILE)
             if not v.strip():            # an empty value means "not given": the default, without a notice
+                return v
+            if v in NEUTRAL.get(key, ()):  # may be accepted as it is: nothing to require either way
                 return v
             if rng.random() < 0.15:      # repeated key: the page sees the last value
                 if rng.random() < 0.5:
