@@ -177,11 +177,12 @@ def severity_frame() -> pd.DataFrame:
     ])
 
 
-def thumb_data_uri(png: bytes | None, size: int = 64) -> str | None:
-    """A small JPEG data URI of a thumbnail for ``st.column_config.ImageColumn`` (None when there is none).
+def thumb_data_uri(png: bytes | None, size: int = 48) -> str | None:
+    """A small WebP data URI of a thumbnail for ``st.column_config.ImageColumn`` (None when there is none).
 
-    Thumbnails are stored as 128-px PNGs; the table gets a downscaled JPEG (about 2 KB) so a 1110-row registry
-    stays a light page.
+    Thumbnails are stored as 128-px PNGs; the table row is ~35 px high, so a 48-px WebP (sharp at 1.5x pixel
+    density) is enough. WebP has no JPEG-style table headers: ~0.6 KB of base64 per row instead of ~2.2 KB for
+    the 64-px JPEG used before, i.e. ~0.7 MB instead of ~2.4 MB of data URIs for a 1110-row registry.
     """
     if not png:
         return None
@@ -192,10 +193,10 @@ def thumb_data_uri(png: bytes | None, size: int = 64) -> str | None:
             im = im.convert("RGB")
             im.thumbnail((size, size))
             buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=80)
+            im.save(buf, format="WEBP", quality=65, method=2)  # method 2: ~0.4 ms, as fast as JPEG
     except Exception:  # noqa: BLE001 - a damaged thumbnail is an empty cell, not a broken table
         return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 #: Columns exported (and their order); thumbnails are not exported.

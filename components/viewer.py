@@ -392,7 +392,8 @@ def _reformat_key(window: Window, style: OverlayStyle, row: int, col: int) -> st
 def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_root: str, nav_slice: int,
                    nav_seq: int, reformat_rows_cols: tuple[int, int] | None = None, height: int = 600,
                    link: dict[str, Any] | None = None, label: str | None = None,
-                   reformats: bool = True, light: bool = False, reformat_held: str | None = None) -> bytes:
+                   reformats: bool = True, light: bool = False, reformat_held: str | None = None,
+                   url_params: dict[str, str] | None = None) -> bytes:
     """Everything the browser needs for one study and window, packed (see module docstring).
 
     ``light=True`` leaves the images out (header only: style, navigation, metadata): for a rerun where the
@@ -439,6 +440,9 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
         "debounce_ms": REPORT_DEBOUNCE_MS,
         "link": link,
         "side": bool(reformats),
+        # When given, the browser writes these and ``slice`` (1-based) into the address bar itself: a fragment
+        # rerun's st.query_params change reaches the address bar only with a later message.
+        "url_params": None if url_params is None else {str(k): str(v) for k, v in url_params.items()},
     }
     return build_payload(header, {"grey": grey, "lesion": lesion, "lesion_outline": lesion_ol,
                                   "lung_outline": lung_ol, "coronal": cor, "sagittal": sag})
@@ -478,7 +482,7 @@ def _reported_slice(key: str, study_id: int) -> int | None:
 def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: int, key: str,
               height: int = 600, dataset_root: str | Path = "", reformat_rows_cols: tuple[int, int] | None = None,
               link: dict[str, Any] | None = None, label: str | None = None,
-              reformats: bool = True) -> ViewerEvent:
+              reformats: bool = True, url_params: dict[str, str] | None = None) -> ViewerEvent:
     """Mount the browser-side stack viewer for one study.
 
     Parameters
@@ -534,7 +538,7 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
     payload = viewer_payload(study, window=window, style=style, dataset_root=str(dataset_root),
                              nav_slice=slice_index, nav_seq=seq, reformat_rows_cols=reformat_rows_cols,
                              height=height, link=link, label=label, reformats=reformats, light=not full,
-                             reformat_held=held_rf)
+                             reformat_held=held_rf, url_params=url_params)
     st.session_state[sent_state] = (skey, rf_key)
     if full:
         _prefetched().schedule(study, str(dataset_root), window_to_text(window), JPEG_QUALITY)

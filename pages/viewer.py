@@ -8,12 +8,12 @@ components.query and a bad one falls back with a notice.
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import streamlit as st
 
 from components import query, state
+from components.markup import md_escape
 
 state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
 from components.viewer import ct_viewer, reformat_index
@@ -35,12 +35,6 @@ SHOW_MASK, MODE, COLOR, OPACITY, SHOW_LUNG, PLANE = (K + s for s in ("show_mask"
                                                                        "show_lung", "plane"))
 URL_SIG, PENDING_SLICE, PROBE = K + "_url_sig", K + "_pending_slice", K + "probe"
 CUSTOM = "custom"
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:])")
-
-
-def md_escape(text: object) -> str:
-    """Escape markdown so text from files, the registry or the URL is shown literally (st.error renders markdown)."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text))
 
 
 def _current_params() -> dict[str, str]:
@@ -140,7 +134,7 @@ def _step(delta: int) -> None:
     st.session_state.pop(PROBE, None)
 
 
-c_prev, c_pick, c_next, c_win, c_lvl, c_wid = st.columns([0.6, 3, 0.6, 4, 1.3, 1.3], vertical_alignment="bottom")
+c_prev, c_pick, c_next, _ = st.columns([0.6, 3, 0.6, 6.6], vertical_alignment="bottom")
 c_prev.button("", icon=":material/chevron_left:", key=K + "prev", help="Previous study in the list", on_click=_step, args=(-1,),
               disabled=len(options) < 2, use_container_width=True)
 c_pick.selectbox(f"Study ({len(choices)} in {'the registry filter' if filter_ids is not None else 'the dataset'})",
@@ -167,32 +161,40 @@ def _on_level_width() -> None:
     st.session_state[PRESET] = next((n for n, p in PRESETS.items() if (p.level, p.width) == lw), CUSTOM)
 
 
-c_win.segmented_control("Window", list(PRESETS) + [CUSTOM], key=PRESET, on_change=_on_preset,
-                        format_func=lambda n: PRESET_LABELS.get(n, "Custom"), selection_mode="single")
-c_lvl.number_input("Level (HU)", min_value=-2000.0, max_value=5000.0, step=10.0, format="%.0f", key=LEVEL,
-                   on_change=_on_level_width)
-c_wid.number_input("Width (HU)", min_value=1.0, max_value=10000.0, step=10.0, format="%.0f", key=WIDTH,
-                   on_change=_on_level_width)
-if st.session_state.get(PRESET) is None:  # segmented control deselected: keep the level/width shown
-    st.session_state[PRESET] = CUSTOM
-preset = st.session_state[PRESET]
-window = PRESETS[preset] if preset in PRESETS else Window(float(st.session_state[LEVEL]),
-                                                          float(st.session_state[WIDTH]))
-
-# ----------------------------------------------------------------------------------------------- overlay
-
-o1, o2, o3, o4, o5, o6 = st.columns([1.2, 1.4, 0.8, 1.6, 1.2, 1.8], vertical_alignment="bottom")
-show_mask = o1.toggle("Lesions", value=True, key=SHOW_MASK, help="Expert lesion mask overlay")
-mode = o2.segmented_control("Draw", ["fill", "outline"], default="fill", key=MODE,
-                            format_func=str.capitalize) or "fill"
-color = o3.color_picker("Colour", value="#ff3b30", key=COLOR)
-opacity = o4.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key=OPACITY)
-show_lung = o5.toggle("Lungs", value=False, key=SHOW_LUNG, help="Outline of the segmented lungs")
 st.session_state.setdefault(PLANE, "axial")
-plane = o6.segmented_control("PNG view", list(query.PLANES), key=PLANE,
-                             format_func=str.capitalize) or "axial"
-style = OverlayStyle(show_mask=bool(show_mask), mode=mode, color=color, opacity=float(opacity),
-                     show_lung=bool(show_lung))
+
+
+def view_controls() -> tuple[Window, OverlayStyle, str]:
+    """Window, overlay and PNG-view widgets. They only change the view, so they live inside the viewer's
+    fragment: a preset click reruns the fragment (viewer + probe + download), not the whole page."""
+    c_win, c_lvl, c_wid = st.columns([4, 1.3, 1.3], vertical_alignment="bottom")
+    c_win.segmented_control("Window", list(PRESETS) + [CUSTOM], key=PRESET, on_change=_on_preset,
+                            format_func=lambda n: PRESET_LABELS.get(n, "Custom"), selection_mode="single")
+    c_lvl.number_input("Level (HU)", min_value=-2000.0, max_value=5000.0, step=10.0, format="%.0f", key=LEVEL,
+                       on_change=_on_level_width)
+    c_wid.number_input("Width (HU)", min_value=1.0, max_value=10000.0, step=10.0, format="%.0f", key=WIDTH,
+                       on_change=_on_level_width)
+    if st.session_state.get(PRESET) is None:  # segmented control deselected: keep the level/width shown
+        st.session_state[PRESET] = CUSTOM
+    preset = st.session_state[PRESET]
+    window = PRESETS[preset] if preset in PRESETS else Window(float(st.session_state[LEVEL]),
+                                                              float(st.session_state[WIDTH]))
+
+    # ----------------------------------------------------------------------------------------------- overlay
+
+    o1, o2, o3, o4, o5, o6 = st.columns([1.2, 1.4, 0.8, 1.6, 1.2, 1.8], vertical_alignment="bottom")
+    show_mask = o1.toggle("Lesions", value=True, key=SHOW_MASK, help="Expert lesion mask overlay")
+    mode = o2.segmented_control("Draw", ["fill", "outline"], default="fill", key=MODE,
+                                format_func=str.capitalize) or "fill"
+    color = o3.color_picker("Colour", value="#ff3b30", key=COLOR)
+    opacity = o4.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key=OPACITY)
+    show_lung = o5.toggle("Lungs", value=False, key=SHOW_LUNG, help="Outline of the segmented lungs")
+    plane = o6.segmented_control("PNG view", list(query.PLANES), key=PLANE,
+                                 format_func=str.capitalize) or "axial"
+    style = OverlayStyle(show_mask=bool(show_mask), mode=mode, color=color, opacity=float(opacity),
+                         show_lung=bool(show_lung))
+    return window, style, plane
+
 
 # --------------------------------------------------------------------------------------------- the study
 
@@ -314,7 +316,7 @@ for w in study.warnings or []:
     st.caption(md_escape(f"Note: {w}"))
 
 
-def _sync_url(slice_index: int) -> None:
+def _sync_url(slice_index: int, window: Window, plane: str) -> None:
     want = {"study": str(sid), "slice": str(slice_index + 1), "window": window_to_text(window), "plane": plane}
     if _current_params() != want:
         st.query_params.from_dict(want)
@@ -322,8 +324,10 @@ def _sync_url(slice_index: int) -> None:
 
 
 @st.fragment
-def viewer_fragment(study, window: Window, style: OverlayStyle, plane: str) -> None:
-    """Viewer, HU probe and download: the component's reports rerun only this fragment."""
+def viewer_fragment(study) -> None:
+    """View controls, viewer, HU probe and download: the component's reports and the window / overlay widgets
+    rerun only this fragment (the page above, the picker and the facts below do not depend on them)."""
+    window, style, plane = view_controls()
     probe = st.session_state.get(PROBE)
     if probe is not None and probe[0] != study.study_id:
         probe = None
@@ -333,12 +337,13 @@ def viewer_fragment(study, window: Window, style: OverlayStyle, plane: str) -> N
     slice_now = st.session_state.get(SLICE)
     slice_now = int(study.volume.shape[0]) // 2 if slice_now is None else int(slice_now)
     event = ct_viewer(study, window=window, style=style, slice_index=slice_now, key=K + "ct",
-                      height=620, dataset_root=str(ds.root), reformat_rows_cols=rows_cols)
+                      height=620, dataset_root=str(ds.root), reformat_rows_cols=rows_cols,
+                      url_params={"study": str(study.study_id), "window": window_to_text(window), "plane": plane})
     st.session_state[SLICE] = event.slice_index
     if event.probe is not None:
         st.session_state[PROBE] = (study.study_id, *event.probe)
         st.rerun(scope="fragment")  # re-centre the coronal / sagittal cuts on the clicked voxel
-    _sync_url(event.slice_index)
+    _sync_url(event.slice_index, window, plane)
     k = event.slice_index
     p1, p2 = st.columns([3, 2], vertical_alignment="center")
     if probe is not None:
@@ -369,7 +374,7 @@ def viewer_fragment(study, window: Window, style: OverlayStyle, plane: str) -> N
                        on_click="ignore", icon=":material/download:")
 
 
-viewer_fragment(study, window, style, plane)
+viewer_fragment(study)
 
 
 @st.fragment(run_every=0.5)

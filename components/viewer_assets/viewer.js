@@ -64,7 +64,7 @@ function buildDom(root) {
   ui.next.title = "Next slice (up the body)";
   ui.play = el("button", "", bar, "Play");
   ui.play.title = "Cine (Space)";
-  el("span", "", bar, "fps");
+  el("span", "msv-fps-lbl", bar, "fps");
   ui.fps = el("input", "msv-fps", bar);
   ui.fps.type = "range";
   ui.fps.min = "1";
@@ -349,12 +349,25 @@ function setSlice(inst, k, opts = {}) {
   schedulePaint(inst, opts.eventT);
   if (opts.user) {
     scheduleReport(inst);
+    syncUrl(inst);
     if (h.link && !opts.fromLink) {
       const z = h.z_mm ? h.z_mm[k] : null;
       window.dispatchEvent(new CustomEvent(LINK_EVENT, { detail: {
         group: h.link.group, source: inst.id, frac: h.n > 1 ? k / (h.n - 1) : 0, mm: z } }));
     }
   }
+}
+
+// The viewer page's own link (study, slice, window, plane) follows the view at once, without a rerun.
+function syncUrl(inst) {
+  const h = inst.header;
+  if (!h || !h.url_params) return;
+  try {
+    const u = new URL(window.location.href);
+    for (const [k, v] of Object.entries(h.url_params)) u.searchParams.set(k, v);
+    u.searchParams.set("slice", String(inst.k + 1));
+    if (u.href !== window.location.href) window.history.replaceState(window.history.state, "", u.href);
+  } catch (e) { /* the address bar is a convenience: never break the viewer for it */ }
 }
 
 function scheduleReport(inst) {
@@ -592,6 +605,7 @@ export default function (component) {
     inst.navSeq = navKey;
   }
   inst.k = Math.min(Math.max(inst.k, 0), header.n - 1);
+  syncUrl(inst);
   if (newStack) {
     ui.root.dataset.ready = "0";
     ui.root.dataset.decoded = "0";
