@@ -8,7 +8,9 @@ study in the viewer or filter the registry to the class.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +43,22 @@ def _color(cls: str) -> str:
     return CLASS_COLORS.get(str(cls), _OTHER)
 
 
+def _cached_figure(build: Callable[..., go.Figure]) -> Callable[..., go.Figure]:
+    """``st.cache_data`` for a figure builder that hands out a fresh ``go.Figure`` on every call.
+
+    The figure is built once per input; but a figure handed out as the cache's unpickled copy does not take
+    clicks in Streamlit's select-on-click (seen in Chromium: a click on a bar selected nothing), while a new
+    ``go.Figure`` made from that copy does. The copy costs well under a millisecond.
+    """
+    cached = st.cache_data(max_entries=16, show_spinner=False)(build)
+
+    @functools.wraps(build)
+    def fresh(*args: Any, **kwargs: Any) -> go.Figure:
+        return go.Figure(cached(*args, **kwargs))
+
+    return fresh
+
+
 def _layout(fig: go.Figure, title: str, height: int = 380, margin: dict | None = None, **kw) -> go.Figure:
     m = dict(l=10, r=10, t=50, b=10)
     m.update(margin or {})
@@ -63,7 +81,7 @@ def _jitter(ids: Sequence[int], width: float = 0.28) -> np.ndarray:
     return (h - 0.5) * 2 * width
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@_cached_figure
 def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
     """Bars of this dataset's class percentages beside the published MosMedData ones.
 
@@ -73,12 +91,13 @@ def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
     """
     fig = go.Figure()
     label_font = dict(size=12, color="#e6e8eb")
+    classes = [str(c) for c in counts["class"]]
     fig.add_bar(
-        x=counts["class"], y=counts["percent"], name="this dataset",
+        x=classes, y=[float(v) for v in counts["percent"]], name="this dataset",
         marker_color=[_color(c) for c in counts["class"]],
         text=[f"<b>{n}</b><br>{p:.1f}%" for n, p in zip(counts["studies"], counts["percent"])],
         textposition="outside", textfont=label_font, constraintext="none", cliponaxis=False,
-        customdata=np.stack([counts["class"].astype(str)], axis=1),
+        customdata=[[c] for c in classes],
         hovertext=[f"{n} studies" for n in counts["studies"]],
         hovertemplate="%{x}: %{hovertext}, %{y:.1f}% of this dataset<extra></extra>",
     )
@@ -86,12 +105,12 @@ def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
         pub = counts["published_percent"].astype(float)
         pub_n = ["" if pd.isna(n) else str(int(n)) for n in counts["published"]]
         fig.add_bar(
-            x=counts["class"], y=pub, name="MosMedData (published)",
+            x=classes, y=[float(v) for v in pub], name="MosMedData (published)",
             marker=dict(color="rgba(200,204,210,0.10)", line=dict(color="#c8ccd2", width=1.5)),
             text=[("" if not n else f"{n}<br>{p:.1f}%") for n, p in zip(pub_n, pub)],
             textposition="outside", textfont=dict(size=12, color="#aeb4bb"), constraintext="none",
             cliponaxis=False,
-            customdata=np.stack([counts["class"].astype(str)], axis=1),
+            customdata=[[c] for c in classes],
             hovertext=[f"{n} of MosMedData's 1110 studies" if n else "not published" for n in pub_n],
             hovertemplate="%{x}: %{hovertext} (%{y:.1f}%)<extra></extra>",
         )
@@ -104,7 +123,7 @@ def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
                    bargap=0.28, bargroupgap=0.12)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@_cached_figure
 def involvement_figure(summary: pd.DataFrame, classes: tuple[str, ...], band_edges: tuple[float, ...]) -> go.Figure:
     """Involvement per class: measured values (mask) and HU estimates as distinct marks, band edges drawn.
 
@@ -150,7 +169,7 @@ def involvement_figure(summary: pd.DataFrame, classes: tuple[str, ...], band_edg
     return _layout(fig, "Lung involvement by class", height=430, margin=dict(r=48))
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@_cached_figure
 def lesion_lung_figure(summary: pd.DataFrame) -> go.Figure:
     """Lesion volume against lung volume: measured (mask) and estimated (estimate % x lung volume)."""
     fig = go.Figure()
@@ -176,7 +195,7 @@ def lesion_lung_figure(summary: pd.DataFrame) -> go.Figure:
     return _layout(fig, "Lesion volume against lung volume (colour = class)")
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@_cached_figure
 def slices_figure(summary: pd.DataFrame, classes: tuple[str, ...]) -> go.Figure:
     """Number of axial slices per study, stacked by class."""
     fig = go.Figure()
@@ -199,7 +218,7 @@ def slices_figure(summary: pd.DataFrame, classes: tuple[str, ...]) -> go.Figure:
     return _layout(fig, "Slices per study", barmode="stack")
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@_cached_figure
 def hu_histogram_figure(edges: np.ndarray, hist: pd.DataFrame, categories: pd.Series,
                         classes: tuple[str, ...]) -> go.Figure:
     """Mean normalised lung HU histogram per class (each study's histogram sums to 1 before averaging)."""
@@ -231,7 +250,7 @@ def hu_histogram_figure(edges: np.ndarray, hist: pd.DataFrame, categories: pd.Se
     return _layout(fig, "Lung HU histogram by class (mean of normalised histograms)", hovermode="x unified")
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@_cached_figure
 def agreement_figure(summary: pd.DataFrame) -> go.Figure:
     """Estimated against measured involvement where a mask exists, with the identity line and band edges."""
     both = summary[pd.to_numeric(summary["involvement_pct"], errors="coerce").notna()
