@@ -173,6 +173,20 @@ def _shorten(text: str, limit: int = 120) -> str:
     return f"{text[:limit // 2]}…{text[-limit // 3:]} ({len(text)} characters)"
 
 
+def _checked_path(root: Path, rel: str, what: str, errors: list[str]) -> str | None:
+    """The absolute path of a registry row's ``what`` file ("study" or "mask"), or ``None`` with the reason
+    appended to ``errors`` (unsafe path, missing, unreadable)."""
+    try:
+        p = safe_join(root, rel)
+    except UnsafePathError as exc:
+        errors.append(f"unsafe {what} path: {exc.reason}")
+        return None
+    found, why = _locate(p, what, rel)
+    if why:
+        errors.append(why)
+    return found
+
+
 def _locate(path: Path, what: str, shown: str) -> tuple[str | None, str | None]:
     """``(existing path, None)`` or ``(None, reason)`` for a row's checked ``path``; never raises OSError.
 
@@ -567,26 +581,12 @@ def _validate(root: Path, raw: pd.DataFrame, scanned: bool) -> tuple[pd.DataFram
                 errors.append("no study file given")
             study_file = ""
         else:
-            try:
-                p = safe_join(root, study_file)
-            except UnsafePathError as exc:
-                errors.append(f"unsafe study path: {exc.reason}")
-            else:
-                study_path, why = _locate(p, "study", study_file)
-                if why:
-                    errors.append(why)
+            study_path = _checked_path(root, study_file, "study", errors)
 
         mask_file = _text(rec["mask_file"])
         mask_path: str | None = None
         if mask_file is not None:
-            try:
-                p = safe_join(root, mask_file)
-            except UnsafePathError as exc:
-                errors.append(f"unsafe mask path: {exc.reason}")
-            else:
-                mask_path, why = _locate(p, "mask", mask_file)
-                if why:
-                    errors.append(why)
+            mask_path = _checked_path(root, mask_file, "mask", errors)
 
         out.append({
             "study_id": sid,
