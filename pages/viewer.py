@@ -182,7 +182,7 @@ def view_controls() -> tuple[Window, OverlayStyle, str]:
 
     # ----------------------------------------------------------------------------------------------- overlay
 
-    o1, o2, o3, o4, o5, o6 = st.columns([1.2, 1.4, 0.8, 1.6, 1.2, 1.8], vertical_alignment="bottom")
+    o1, o2, o3, o4, o5, o6 = st.columns([1.1, 1.4, 0.7, 1.5, 1.1, 2.2], vertical_alignment="bottom")
     show_mask = o1.toggle("Lesions", value=True, key=SHOW_MASK, help="Expert lesion mask overlay")
     mode = o2.segmented_control("Draw", ["fill", "outline"], default="fill", key=MODE,
                                 format_func=str.capitalize) or "fill"
