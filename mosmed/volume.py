@@ -363,6 +363,12 @@ def read_volume(path: Path, study_id: int | None = None) -> Volume:
     elif vmin >= 0 and vmax > 1000:
         warnings.append(f"no voxel is below 0 (values {vmin}..{vmax}): the file may not be in Hounsfield "
                         "units (missing rescale intercept?)")
+    return _volume(data, spacing, affine, shape3, warnings)
+
+
+def _volume(data: np.ndarray, spacing: tuple[float, float, float], affine: np.ndarray,
+            shape3: tuple[int, int, int], warnings: list[str]) -> Volume:
+    """A :class:`Volume` whose orientation fields are derived from the source affine and shape in one place."""
     return Volume(
         data=data,
         spacing=spacing,
@@ -385,15 +391,7 @@ def volume_grid(path: Path, study_id: int | None = None, *, what: str = "study")
     shape3, affine = _grid(img)
     zyx = display_shape(shape3, affine)
     spacing, warnings = _spacing(img)
-    return Volume(
-        data=np.broadcast_to(np.int16(0), zyx),
-        spacing=spacing,
-        affine=affine,
-        source_shape=shape3,
-        source_axcodes=source_axcodes(affine),
-        slice_z_mm=slice_positions_mm(affine, shape3),
-        warnings=warnings,
-    )
+    return _volume(np.broadcast_to(np.int16(0), zyx), spacing, affine, shape3, warnings)
 
 
 def read_mask(path: Path, ref: Volume, study_id: int | None = None,
