@@ -1,536 +1,59 @@
 #!/usr/bin/env python
-"""`make bench`: the desktop-viewer speed benchmarks of issue 4 -> a table and bench/results.json.
+"""`make bench`: the performance benchmarks -> a table and bench/results.json.
 
 What runs (see bench/PERFORMANCE.md for how to read the figures)
 -------------------------------------------------------------------
 1. Datasets (bench/prepare.py, reused when present): ``bench/out/full`` (1110-row registry, 25 full-size
    512x512 volumes) and ``bench/out/rows1110`` (1110 small volumes with a fully built cache, for the pages
    that list every study).
-2. Floors, in this process, same run: per-study cache build over bare nibabel decompress-and-read (1 worker),
-   2 workers over 1, and the server's per-slice render over reading the slice from the memory map and
-   encoding it.
-3. The app served on ``bench/out/full`` with a fresh cache in which the 20 "warm" studies are built (the
-   5 "cold" ones are not), driven by Debian's Chromium (Playwright): 100 key + 100 wheel slice steps, window
-   preset changes, 19 warm and 5 cold study switches with the "next study" button, the server's resident
-   memory after those 20 studies, then 5 browser contexts scrolling and switching at once.
-4. The app served on ``bench/out/rows1110``: registry and distributions pages, first paint.
+2. A fresh cache of ``bench/out/full`` in which the 20 "warm" studies are built (the 5 "cold" ones are not).
+3. The sections, in order, each a module ``bench/sect_*.py`` with ``TARGETS`` and ``run(res, ctx)``:
+   ``sect_build`` (cache build floors), ``sect_viewer`` (the viewer in Chromium), ``sect_pages`` (1110-row
+   pages). Each adds its figures to one results dict; a failing section records its error and the run goes on.
 
-Every browser latency is measured inside the page on one clock (``performance.now()``): from the input
-event's own timestamp (key, wheel, or the click's pointerdown) to the canvas draw of the slice in the
-animation frame that paints it (``window.__msvStats`` in components/viewer_assets/viewer.js).
-
-Options: ``--quick`` (fewer repetitions, for trying the harness), ``--json PATH``.
+Options: ``--quick`` (fewer repetitions, for trying the harness), ``--json PATH``, ``--only NAME[,NAME]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
+import importlib
 import json
 import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")  # components import st.cache_data outside a server
 BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-for p in (str(REPO), str(BENCH)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
 
-import prepare  # noqa: E402  (bench/prepare.py)
+from common import OUT, Context, prepare, say, sub_registry  # noqa: E402
 
-OUT = prepare.OUT
 RESULTS = BENCH / "results.json"
-
-# key -> (comparison, target, unit, what)
-TARGETS: dict[str, tuple[str, float, str, str]] = {
-    "scroll_step_p95_ms": ("<=", 30, "ms", "key/wheel event -> next slice painted, 200 steps"),
-    "window_change_p95_ms": ("<=", 300, "ms", "preset click -> whole stack repainted and scrollable"),
-    "study_open_cached_p95_ms": ("<=", 600, "ms", "next-study click -> first slice painted, cache warm"),
-    "study_open_uncached_p95_ms": ("<=", 1500, "ms", "same, cache cold (.nii.gz only)"),
-    "render_vs_floor_ratio": ("<=", 1.5, "x", "per-slice server render / (memmap read + encode)"),
-    "cache_build_vs_decompress_ratio": ("<=", 1.3, "x", "cache build / nibabel decompress, 1 worker"),
-    "cache_build_speedup_2_workers": (">=", 1.7, "x", "studies/s, 2 workers over 1"),
-    "registry_first_paint_ms": ("<=", 1000, "ms", "registry page, 1110 rows, median first paint"),
-    "distributions_first_paint_ms": ("<=", 1000, "ms", "distributions page, 1110 studies, median"),
-    "rss_mb_after_20_studies": ("<=", 500, "MB", "server VmRSS after one session opened 20 studies"),
-    "concurrent_5_sessions_scroll_p95_ms": ("<=", 60, "ms", "scroll p95, 5 sessions scroll + switch"),
-}
+#: Section modules in the order they run.
+SECTIONS = ("sect_build", "sect_viewer", "sect_pages")
 
 
-def say(msg: str) -> None:
-    print(msg, flush=True)
+def _sections(only: set[str] | None):
+    for name in SECTIONS:
+        if only and name.removeprefix("sect_") not in only and name not in only:
+            continue
+        yield name, importlib.import_module(name)
 
 
-def p95(values) -> float | None:
-    v = [float(x) for x in values if x is not None]
-    return float(np.percentile(v, 95)) if v else None
-
-
-def median(values) -> float | None:
-    v = [float(x) for x in values if x is not None]
-    return float(np.median(v)) if v else None
-
-
-def summary(values) -> dict:
-    v = [float(x) for x in values if x is not None]
-    if not v:
-        return {"n": 0}
-    return {"n": len(v), "median": round(float(np.median(v)), 2), "p95": round(float(np.percentile(v, 95)), 2),
-            "min": round(min(v), 2), "max": round(max(v), 2)}
-
-
-def _sub_registry(reg, ids):
-    return dataclasses.replace(reg, df=reg.df.loc[[i for i in ids if i in reg.df.index]].copy())
-
-
-def dir_bytes(path: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.stat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
-
-
-# ------------------------------------------------------------------------------------------------ floors
-
-
-def bench_cache_build(res: dict, quick: bool) -> None:
-    """Per-study cache build vs bare decompress (1 worker), and 2 workers over 1, on the same studies."""
-    import nibabel as nib
-
-    from mosmed.dataset import Dataset
-
-    # 12 studies (CT-1 with masks: the whole job, and CT-2/CT-3): enough that the 2-worker pool's start-up
-    # (a spawned process imports numpy/scipy/nibabel, ~1.5 s) is paid once, as in a real build of many studies.
-    ids = list(prepare.WARM_IDS[5:17] if not quick else prepare.WARM_IDS[5:9])
-    tmp = Path(tempfile.mkdtemp(prefix="bench-cache-", dir=OUT))
-    try:
-        ds1 = Dataset(prepare.FULL, tmp / "w1")
-        reg = _sub_registry(ds1.registry, ids)
-        rows = reg.df.to_dict("records")
-        # Bare decompress-and-read of the same files (study + mask), page cache warm like the builds below.
-        dec = []
-        for r in rows:
-            t = time.perf_counter()
-            np.asarray(nib.load(r["study_path"]).dataobj)
-            if r.get("mask_path"):
-                np.asarray(nib.load(r["mask_path"]).dataobj)
-            dec.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        rep1 = ds1.cache.build_all(reg, workers=1)
-        t1 = time.perf_counter() - t
-        ds2 = Dataset(prepare.FULL, tmp / "w2")
-        t = time.perf_counter()
-        rep2 = ds2.cache.build_all(_sub_registry(ds2.registry, ids), workers=2)
-        t2 = time.perf_counter() - t
-        assert rep1.n_built == len(ids) and rep2.n_built == len(ids), (rep1, rep2)
-        per_study_bytes = dir_bytes(ds1.cache.dir) / len(ids)
-        small = (dir_bytes(ds1.cache.stats_dir) + dir_bytes(ds1.cache.thumbs_dir)) / len(ids)
-        res["cache_disk_kb_per_study_stats_thumb"] = round(small / 1024, 1)
-        res["full_cache_disk_gb_1110_stats_thumbs_only_extrapolated"] = round(small * 1110 / 2**30, 3)
-        res["cache_build_vs_decompress_ratio"] = round(t1 / sum(dec), 3)
-        res["cache_build_speedup_2_workers"] = round(t1 / t2, 3)
-        res["cache_build_s_per_study_1_worker"] = round(t1 / len(ids), 3)
-        res["nibabel_decompress_s_per_study"] = round(sum(dec) / len(ids), 3)
-        res["cache_build_studies_per_s_2_workers"] = round(len(ids) / t2, 3)
-        res["cache_disk_mb_per_study"] = round(per_study_bytes / 2**20, 2)
-        res["cache_build_sample_ids"] = ids
-        # Extrapolated (stated as such): the whole 1110-study first build with 2 workers and its disk use.
-        res["full_cache_build_1110_min_2_workers_extrapolated"] = round(1110 / (len(ids) / t2) / 60, 1)
-        res["full_cache_disk_gb_1110_extrapolated"] = round(per_study_bytes * 1110 / 2**30, 2)
-        res["cache_build_stages_s"] = build_stages(rows[0])
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def build_stages(row: dict) -> dict:
-    """Where one study's cache build goes (the same steps as mosmed.cache._compute, timed one by one)."""
-    from pathlib import Path as P
-
-    from mosmed import lungs, render, volume
-
-    out = {}
-    t = time.perf_counter()
-    vol = volume.read_volume(P(row["study_path"]), study_id=int(row["study_id"]))
-    out["read_volume"] = time.perf_counter() - t
-    t = time.perf_counter()
-    mask = volume.read_mask(P(row["mask_path"]), vol)[0] if row.get("mask_path") else None
-    out["read_mask"] = time.perf_counter() - t
-    t = time.perf_counter()
-    lung = lungs.segment_lungs(vol.data, vol.spacing)
-    out["segment_lungs"] = time.perf_counter() - t
-    t = time.perf_counter()
-    lungs.study_stats(vol.data, vol.spacing, lung, mask)
-    out["study_stats"] = time.perf_counter() - t
-    t = time.perf_counter()
-    render.thumbnail(vol.data, mask, vol.spacing)
-    out["thumbnail"] = time.perf_counter() - t
-    return {k: round(v, 3) for k, v in out.items()}
-
-
-def bench_render_floor(res: dict, cache_dir: Path, quick: bool) -> None:
-    """One 512^2 slice: the server's render (window, overlay layers, encode) over memmap read + encode."""
-    from components import viewer
-    from mosmed.dataset import Dataset
-    from mosmed.render import OverlayStyle, encode_image, render_slice
-    from mosmed.windowing import PRESETS, apply_window
-
-    ds = Dataset(prepare.FULL, cache_dir)
-    study = ds.open_study(255)  # CT-1 with a mask: the overlay is real work
-    assert study.from_cache, "render floor must read the memory-mapped cache"
-    vol, mask, lung = study.volume, study.mask, study.lung
-    areas = np.asarray(study.stats.lesion_area_mm2)
-    k = int(np.nanargmax(areas))
-    win = PRESETS["lung"]
-    reps = 15 if quick else 40
-    windowed = apply_window(np.asarray(vol[k]), win)
-
-    def floor():
-        s = np.array(vol[k])  # read from the memory map (page cache), a copy like every real read
-        viewer._jpeg(windowed, viewer.JPEG_QUALITY)  # encode the same 8-bit pixels
-        return s
-
-    def server():  # what components.viewer does per axial slice: window, JPEG, overlay layers
-        g = apply_window(np.asarray(vol[k]), win)
-        viewer._jpeg(g, viewer.JPEG_QUALITY)
-        viewer.encode_layers(mask[k:k + 1], as_outline=False)
-        viewer.encode_layers(mask[k:k + 1], as_outline=True)
-        viewer.encode_layers(lung[k:k + 1], as_outline=True)
-
-    def rgb_png():  # the download / reformat path: one RGB image with the overlay burnt in
-        rgb = render_slice(vol, study.spacing, "axial", k, win, mask=mask, lung=lung,
-                           style=OverlayStyle(show_lung=True), resample=True)
-        encode_image(rgb, "jpeg", viewer.JPEG_QUALITY)
-
-    def timeit(fn):
-        out = []
-        for _ in range(3):
-            fn()
-        for _ in range(reps):
-            t = time.perf_counter()
-            fn()
-            out.append((time.perf_counter() - t) * 1000)
-        return out
-
-    f, s, r = timeit(floor), timeit(server), timeit(rgb_png)
-    res["render_vs_floor_ratio"] = round(median(s) / median(f), 3)
-    res["render_slice_ms_median"] = round(median(s), 3)
-    res["render_floor_ms_median"] = round(median(f), 3)
-    res["render_rgb_overlay_jpeg_ms_median"] = round(median(r), 3)
-    res["render_rgb_vs_floor_ratio"] = round(median(r) / median(f), 3)
-    # The whole stack in one window (what a window change costs on the server), memmap -> JPEGs.
-    t = time.perf_counter()
-    viewer.encode_stack(vol, PRESETS["mediastinum"])
-    res["encode_stack_ms"] = round((time.perf_counter() - t) * 1000, 1)
-    res["encode_stack_slices"] = int(vol.shape[0])
-
-
-# ------------------------------------------------------------------------------------------------ browser
-
-VIEWER_JS_STATE = """() => {
-  const s = window.__msvStats || {};
-  const f = (el) => el ? {slice: +el.dataset.slice, n: +el.dataset.n, ready: el.dataset.ready,
-                          key: el.dataset.stackKey} : null;
-  let root = null;
-  const walk = (node) => {
-    if (root) return;
-    const q = node.querySelector && node.querySelector('.msv');
-    if (q) { root = q; return; }
-    for (const e of node.querySelectorAll ? node.querySelectorAll('*') : []) if (e.shadowRoot) walk(e.shadowRoot);
-  };
-  walk(document);
-  return {root: f(root), stacks: s.stacks || [], renders: s.renders || 0, light: s.lightRenders || 0,
-          needs: s.needs || 0, click: window.__benchClickT || null};
-}"""
-
-INSTALL_CLICK_TIMER = """() => {
-  if (window.__benchClickInstalled) return;
-  window.__benchClickInstalled = true;
-  document.addEventListener('pointerdown', (e) => { window.__benchClickT = e.timeStamp; }, true);
-  document.addEventListener('keydown', (e) => { if (e.key === 'Enter') window.__benchClickT = e.timeStamp; }, true);
-}"""
-
-APP_DONE_JS = """(sel) => {
-  const app = document.querySelector('[data-testid="stApp"]');
-  if (!app || app.dataset.testConnectionState !== 'CONNECTED' || app.dataset.testScriptState !== 'notRunning')
-    return false;
-  if (document.querySelector('[data-testid="stSkeleton"]')) return false;
-  const [css, n] = sel;
-  if (document.querySelectorAll(css).length < n) return false;
-  return performance.now();
-}"""
-
-
-async def viewer_state(page) -> dict:
-    return await page.evaluate(VIEWER_JS_STATE)
-
-
-async def wait_stack(page, *, after: float | None = None, key_suffix: str | None = None, ready: bool = True,
-                     timeout_s: float = 60.0) -> dict:
-    """Wait until a stack record rendered after ``after`` (page clock) has painted (and decoded, if ``ready``)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        st = await viewer_state(page)
-        for rec in reversed(st["stacks"]):
-            if after is not None and rec["renderT"] < after:
-                continue
-            if key_suffix is not None and not rec["key"].endswith(key_suffix):
-                continue
-            if rec["firstPaintT"] is not None and (not ready or rec["readyT"] is not None):
-                return rec
-        await asyncio.sleep(0.02)
-    raise TimeoutError(f"no painted stack after {after} ({key_suffix}) within {timeout_s} s")
-
-
-async def wait_app(page, timeout_s: float = 60.0) -> None:
-    await page.wait_for_timeout(250)  # a rerun just asked for has time to start
-    await page.wait_for_function(APP_DONE_JS, arg=["body", 1], timeout=timeout_s * 1000)
-
-
-async def open_viewer(page, base: str, study: int) -> dict:
-    await page.goto(f"{base}/viewer?study={study}", wait_until="domcontentloaded")
-    await page.evaluate(INSTALL_CLICK_TIMER)
-    rec = await wait_stack(page, ready=True, timeout_s=120)
-    await wait_app(page)
-    return rec
-
-
-async def focus_viewer(page) -> None:
-    await page.locator(".msv").first.evaluate("(el) => el.focus({preventScroll: true})")
-
-
-async def scroll_steps(page, n_steps: int, *, mode: str, gap_ms: float = 35) -> list[float]:
-    """n slice steps by key or wheel, bouncing at the ends; returns the page's event->paint latencies."""
-    st = None
-    for _ in range(200):  # the viewer can be between mounts right after a rerun
-        st = (await viewer_state(page))["root"]
-        if st is not None:
-            break
-        await asyncio.sleep(0.05)
-    if st is None:
-        shot = OUT / f"no-viewer-{int(time.time() * 1000)}.png"
-        await page.screenshot(path=str(shot))
-        raise RuntimeError(f"viewer not found on {page.url} (screenshot {shot})")
-    k, n = st["slice"], st["n"]
-    await page.evaluate("() => { window.__msvStats.latencies.length = 0; }")
-    if mode == "wheel":
-        box = await page.locator('canvas[data-testid="msv-axial"]').first.bounding_box()
-        await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    else:
-        await focus_viewer(page)
-    d = 1 if k < n // 2 else -1
-    for _ in range(n_steps):
-        if not 0 <= k + d < n:
-            d = -d
-        k += d
-        if mode == "wheel":
-            await page.mouse.wheel(0, -100 * d)  # wheel up = up the body = next slice
-        else:
-            await page.keyboard.press("ArrowUp" if d > 0 else "ArrowDown")
-        await page.wait_for_timeout(gap_ms)
-    await page.wait_for_timeout(100)
-    lat = await page.evaluate("() => window.__msvStats.latencies.slice()")
-    return [float(x) for x in lat]
-
-
-async def click_and_time(page, locator, *, key_suffix: str | None = None, ready: bool = True,
-                         type_text: str | None = None) -> dict:
-    before = await page.evaluate("() => performance.now()")
-    if type_text is None:
-        await locator.click()
-    else:  # a number input: type the value, Enter submits it (timed from the Enter keydown)
-        await locator.fill(type_text)
-        await locator.press("Enter")
-    rec = await wait_stack(page, after=before, key_suffix=key_suffix, ready=ready)
-    click = (await viewer_state(page))["click"]
-    out = {"key": rec["key"], "first_paint_ms": rec["firstPaintT"] - click,
-           "ready_ms": (rec["readyT"] - click) if rec["readyT"] is not None else None, "bytes": rec["bytes"],
-           "server_ms": rec["renderT"] - click}  # click -> payload in the browser (rerun, encode, transfer)
-    await wait_app(page)
+def all_targets() -> dict[str, tuple[str, float, str, str]]:
+    out: dict[str, tuple[str, float, str, str]] = {}
+    for _, mod in _sections(None):
+        out.update(getattr(mod, "TARGETS", {}))
     return out
-
-
-def rss_mb(pid: int) -> dict:
-    out = {}
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            name, _, val = line.partition(":")
-            if name in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-                out[name] = round(int(val.split()[0]) / 1024, 1)
-    return out
-
-
-async def bench_viewer(res: dict, server, quick: bool) -> None:
-    from playwright.async_api import async_playwright
-
-    from tests.e2e import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
-
-    base = server.url
-    warm, cold = list(prepare.WARM_IDS), list(prepare.COLD_IDS)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=list(CHROMIUM_ARGS))
-        ctx = await browser.new_context(viewport=VIEWPORT)
-        page = await ctx.new_page()
-        t = time.perf_counter()
-        await open_viewer(page, base, warm[0])
-        res["viewer_first_load_s"] = round(time.perf_counter() - t, 2)
-        n_steps = 40 if quick else 100
-        key_lat = await scroll_steps(page, n_steps, mode="key")
-        wheel_lat = await scroll_steps(page, n_steps, mode="wheel")
-        res["scroll_key"] = summary(key_lat)
-        res["scroll_wheel"] = summary(wheel_lat)
-        res["scroll_step_p95_ms"] = round(p95(key_lat + wheel_lat), 2)
-        res["scroll_step_median_ms"] = round(median(key_lat + wheel_lat), 2)
-        # The debounced slice report reruns the fragment: it must not re-send the stack.
-        s0 = await viewer_state(page)
-        await page.wait_for_timeout(1500)
-        await wait_app(page)
-        s1 = await viewer_state(page)
-        res["slice_report_reruns"] = s1["renders"] - s0["renders"]
-        res["slice_report_full_payloads"] = (s1["renders"] - s0["renders"]) - (s1["light"] - s0["light"])
-
-        presets = ["Mediastinum", "Soft tissue", "Bone", "Lung"]
-        suffix = {"Mediastinum": ":mediastinum", "Soft tissue": ":soft", "Bone": ":bone", "Lung": ":lung"}
-        nxt = page.locator(".st-key-viewer-next button").first
-        win_first, win_ready, win_cached, opens, switch_bytes = [], [], [], [], []
-        win_server, open_server, win_custom = [], [], []
-        window_at = {0, 7, 14} if not quick else {0}
-        for i in range(len(warm)):
-            if i in window_at:
-                for name in presets:
-                    btn = page.locator(".st-key-viewer-preset button", has_text=name).first
-                    r = await click_and_time(page, btn, key_suffix=suffix[name], ready=True)
-                    (win_cached if name == "Lung" else win_ready).append(r["ready_ms"])
-                    win_first.append(r["first_paint_ms"])
-                    win_server.append(r["server_ms"])
-                    if name == "Bone":  # then a typed level (custom window: never prefetched), back to presets
-                        level = page.locator(".st-key-viewer-level input").first
-                        r = await click_and_time(page, level, type_text=str(-500 - 10 * i), ready=True)
-                        win_custom.append(r["ready_ms"])
-                        win_server.append(r["server_ms"])
-            if i == len(warm) - 1:
-                break
-            r = await click_and_time(page, nxt, ready=True)
-            opens.append(r["first_paint_ms"])
-            open_server.append(r["server_ms"])
-            switch_bytes.append(r["bytes"])
-        res["rss_after_20_studies"] = rss_mb(server.proc.pid)
-        res["rss_mb_after_20_studies"] = res["rss_after_20_studies"]["VmRSS"]
-        res["window_change_uncached"] = summary(win_ready)
-        res["window_change_back_to_cached"] = summary(win_cached)
-        res["window_change_first_slice"] = summary(win_first)
-        res["window_change_level_typed"] = summary(win_custom)
-        res["window_change_p95_ms"] = round(p95(win_ready + win_cached + win_custom), 1)
-        res["window_change_click_to_payload"] = summary(win_server)
-        res["study_open_cached_click_to_payload"] = summary(open_server)
-        res["study_open_cached"] = summary(opens)
-        res["study_open_cached_p95_ms"] = round(p95(opens), 1)
-        res["study_payload_mb_median"] = round(median(switch_bytes) / 2**20, 2)
-        cold_opens, cold_ready, cold_done = [], [], []
-        for _ in cold:
-            r = await click_and_time(page, nxt, ready=True)
-            cold_opens.append(r["first_paint_ms"])
-            cold_ready.append(r["ready_ms"])
-            # The page then reruns onto the cached study once the background build is done: wait for it
-            # (a user looks at the first image meanwhile) so the next click is not timed against it.
-            t = time.perf_counter()
-            await page.wait_for_function(
-                "() => !document.body.innerText.includes('Segmenting the lungs')", timeout=120_000)
-            await wait_app(page)
-            cold_done.append((time.perf_counter() - t) * 1000 + r["first_paint_ms"])
-        res["study_open_uncached"] = summary(cold_opens)
-        res["study_open_uncached_ready"] = summary(cold_ready)
-        res["study_open_uncached_p95_ms"] = round(p95(cold_opens), 1)
-        res["study_open_uncached_until_stats_ms"] = summary(cold_done)
-        res["rss_after_25_studies"] = rss_mb(server.proc.pid)
-        await ctx.close()
-
-        # Five sessions at once: each scrolls, switches study, scrolls ... (all on this 2-core machine).
-        rounds, steps = (2, 15) if quick else (3, 30)
-        ctxs = [await browser.new_context(viewport=VIEWPORT) for _ in range(5)]
-        pages = [await c.new_page() for c in ctxs]
-        await asyncio.gather(*(open_viewer(p, base, warm[4 * i]) for i, p in enumerate(pages)))
-
-        async def session(p) -> tuple[list[float], list[float]]:
-            lat, sw = [], []
-            nb = p.locator(".st-key-viewer-next button").first
-            for _ in range(rounds):
-                lat += await scroll_steps(p, steps, mode="key")
-                try:
-                    r = await click_and_time(p, nb, ready=True)
-                    sw.append(r["first_paint_ms"])
-                except TimeoutError:  # counted and shown, not fatal: the scroll figures still stand
-                    stuck.append(p.url)
-                    await p.screenshot(path=str(OUT / f"stuck-{len(stuck)}.png"))
-            lat += await scroll_steps(p, steps, mode="wheel")
-            return lat, sw
-
-        stuck: list[str] = []
-        got = await asyncio.gather(*(session(p) for p in pages))
-        res["concurrent_5_sessions_switch_timeouts"] = len(stuck)
-        lat = [x for g in got for x in g[0]]
-        sw = [x for g in got for x in g[1]]
-        res["concurrent_5_sessions_scroll"] = summary(lat)
-        res["concurrent_5_sessions_scroll_p95_ms"] = round(p95(lat), 2)
-        res["concurrent_5_sessions_switch"] = summary(sw)
-        res["rss_after_concurrency"] = rss_mb(server.proc.pid)
-        for c in ctxs:
-            await c.close()
-        await browser.close()
-
-
-async def bench_pages(res: dict, server, quick: bool) -> None:
-    from playwright.async_api import async_playwright
-
-    from tests.e2e import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
-
-    checks = {
-        # the table (1110 rows) drawn / the charts drawn, and the run finished
-        "registry": ('[data-testid="stDataFrame"]', 1),
-        "distributions": (".js-plotly-plot .main-svg", 5),
-    }
-    reps = 3 if quick else 7
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=list(CHROMIUM_ARGS))
-        for name, (css, n) in checks.items():
-            times = []
-            for i in range(reps + 1):  # the first load warms the server's caches: reported apart
-                ctx = await browser.new_context(viewport=VIEWPORT)
-                page = await ctx.new_page()
-                await page.goto(f"{server.url}/{name}", wait_until="commit")
-                t = await page.wait_for_function(APP_DONE_JS, arg=[css, n], timeout=120_000, polling="raf")
-                ms = float(await t.json_value())
-                if i == 0:
-                    res[f"{name}_first_paint_cold_server_ms"] = round(ms, 1)
-                else:
-                    times.append(ms)
-                if name == "registry" and i == 1:
-                    res["registry_rows_shown"] = await page.evaluate(
-                        "() => document.body.innerText.match(/\\b1110\\b/) ? 1110 : null")
-                await ctx.close()
-            res[f"{name}_first_paint"] = summary(times)
-            res[f"{name}_first_paint_ms"] = round(median(times), 1)
-        await browser.close()
-
-
-# ------------------------------------------------------------------------------------------------ main
 
 
 def table(res: dict) -> str:
     lines = [f"{'key':40s} {'value':>10s}  {'target':>9s}  result"]
-    for key, (op, target, unit, what) in TARGETS.items():
+    for key, (op, target, unit, what) in all_targets().items():
         v = res.get(key)
         ok = None if v is None else (v <= target if op == "<=" else v >= target)
         vs = "missing" if v is None else f"{v:g}"
@@ -539,12 +62,14 @@ def table(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (trying the harness)")
     ap.add_argument("--json", type=Path, default=RESULTS)
     ap.add_argument("--skip-floors", action="store_true")
     ap.add_argument("--skip-browser", action="store_true")
+    ap.add_argument("--only", default="", help="comma-separated sections (build, viewer, pages, ...)")
     args = ap.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()} or None
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     t_all = time.perf_counter()
     res: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -553,50 +78,28 @@ def main(argv=None) -> int:
     res["prepare"] = prepare.prepare()
 
     from mosmed.dataset import Dataset
-    from tests.e2e import AppServer
 
     run_cache = OUT / "cache-run"
     shutil.rmtree(run_cache, ignore_errors=True)
     ds = Dataset(prepare.FULL, run_cache)
     t = time.perf_counter()
-    rep = ds.cache.build_all(_sub_registry(ds.registry, prepare.WARM_IDS), workers=2)
+    rep = ds.cache.build_all(sub_registry(ds.registry, prepare.WARM_IDS), workers=2)
     res["warm_cache_build_s"] = round(time.perf_counter() - t, 1)
     res["warm_cache_built"] = rep.n_built
-    if not args.skip_floors:
-        say("floors: cache build vs decompress, 2 workers, render vs floor ...")
-        bench_cache_build(res, args.quick)
-        bench_render_floor(res, run_cache, args.quick)
-    if not args.skip_browser:
-        say("browser: viewer on the full-size dataset ...")
-        server = AppServer(cache_dir=run_cache, log_path=OUT / "server-full.log", data_dir=prepare.FULL)
-        server.start()
+    ctx = Context(quick=bool(args.quick), run_cache=run_cache, skip_floors=args.skip_floors,
+                  skip_browser=args.skip_browser)
+    for name, mod in _sections(only):
+        say(f"section {name} ...")
+        t = time.perf_counter()
         try:
-            asyncio.run(bench_viewer(res, server, args.quick))
+            mod.run(res, ctx)
         except Exception as e:  # noqa: BLE001 - keep the figures measured so far, say what failed
-            res.setdefault("errors", []).append(f"viewer: {type(e).__name__}: {e}")
-            say(f"viewer benchmark failed: {e}")
-        finally:
-            server.stop()
-        say("browser: registry and distributions on 1110 studies ...")
-        thumbs = [p for p in prepare.ROWS_CACHE.glob("*/thumbs/*.png")]
-        # The registry table embeds every thumbnail as a data: URI (components.tables.thumb_data_uri).
-        from components.tables import thumb_data_uri
-
-        res["registry_thumbnails"] = len(thumbs)
-        res["registry_thumbnail_payload_mb"] = round(
-            sum(len(thumb_data_uri(p.read_bytes()) or "") for p in thumbs) / 2**20, 2)
-        server = AppServer(cache_dir=prepare.ROWS_CACHE, log_path=OUT / "server-rows.log", data_dir=prepare.ROWS)
-        server.start()
-        try:
-            asyncio.run(bench_pages(res, server, args.quick))
-        except Exception as e:  # noqa: BLE001
-            res.setdefault("errors", []).append(f"pages: {type(e).__name__}: {e}")
-            say(f"pages benchmark failed: {e}")
-        finally:
-            server.stop()
+            res.setdefault("errors", []).append(f"{name}: {type(e).__name__}: {e}")
+            say(f"section {name} failed: {type(e).__name__}: {e}")
+        res.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t, 1)
     res["bench_seconds"] = round(time.perf_counter() - t_all, 1)
     res["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-    res["targets"] = {k: {"op": op, "target": tv, "unit": u, "what": w} for k, (op, tv, u, w) in TARGETS.items()}
+    res["targets"] = {k: {"op": op, "target": tv, "unit": u, "what": w} for k, (op, tv, u, w) in all_targets().items()}
     args.json.write_text(json.dumps(res, indent=2, sort_keys=False) + "\n")
     say("")
     say(table(res))
