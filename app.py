@@ -24,7 +24,7 @@ _LOG = logging.getLogger("mosmed.app")
 
 def main() -> None:
     """Set the page up, prepare the demo on a first start, draw the sidebar and run the selected page."""
-    from components import sidebar, state   # here, not at import: spawned workers import this module too
+    from components import sidebar, state  # here, not at import: spawned workers import this module too
     from components.markup import md_escape
 
     # No state.require_frame() here: on a fresh server Streamlit's legacy mode runs this script as its default

@@ -59,7 +59,7 @@ def summary(values) -> dict:
 
 
 def sub_registry(reg, ids):
-    return dataclasses.replace(reg, df=reg.df.loc[[i for i in ids if i in reg.df.index]].copy())
+    return reg.subset(ids)
 
 
 def dir_bytes(path: Path) -> int:

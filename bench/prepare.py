@@ -67,17 +67,16 @@ def _seeds(ids, per_group: int) -> tuple[list[int], dict[int, int]]:
 def _replicate(root: Path, copy_of: dict[int, int]) -> None:
     import shutil
 
-    from mosmed.synthetic import mask_rel_path, plan_registry, study_rel_path
+    from mosmed.atomic import atomic_write
+    from mosmed.paths import mask_rel_path, study_rel_path
+    from mosmed.synthetic import plan_registry
 
     spec = {s.study_id: s for s in plan_registry(full_size=True)}
     for dst, src in copy_of.items():
         for rel in (study_rel_path, mask_rel_path) if spec[dst].with_mask else (study_rel_path,):
             a = root / (rel(src, spec[src].category) if rel is study_rel_path else rel(src)).lstrip("/")
             b = root / (rel(dst, spec[dst].category) if rel is study_rel_path else rel(dst)).lstrip("/")
-            b.parent.mkdir(parents=True, exist_ok=True)
-            tmp = b.with_name(b.name + ".part")
-            shutil.copyfile(a, tmp)
-            tmp.replace(b)
+            atomic_write(b, lambda tmp, a=a: shutil.copyfile(a, tmp), fsync=False)
 
 
 def prepare(progress: bool = True) -> dict:

@@ -77,13 +77,14 @@ def main(argv=None) -> int:
     res["load_avg_start"] = [round(x, 2) for x in os.getloadavg()]
     res["prepare"] = prepare.prepare()
 
+    from mosmed.cache.build import build_all
     from mosmed.dataset import Dataset
 
     run_cache = OUT / "cache-run"
     shutil.rmtree(run_cache, ignore_errors=True)
     ds = Dataset(prepare.FULL, run_cache)
     t = time.perf_counter()
-    rep = ds.cache.build_all(sub_registry(ds.registry, prepare.WARM_IDS), workers=2)
+    rep = build_all(ds.cache, sub_registry(ds.registry, prepare.WARM_IDS), workers=2)
     res["warm_cache_build_s"] = round(time.perf_counter() - t, 1)
     res["warm_cache_built"] = rep.n_built
     ctx = Context(quick=bool(args.quick), run_cache=run_cache, skip_floors=args.skip_floors,

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import OUT, Context, dir_bytes, prepare, sub_registry
 
 TARGETS: dict[str, tuple[str, float, str, str]] = {
@@ -22,6 +21,7 @@ def bench_cache_build(res: dict, quick: bool) -> None:
     """Per-study cache build vs bare decompress (1 worker), and 2 workers over 1, on the same studies."""
     import nibabel as nib
 
+    from mosmed.cache.build import build_all
     from mosmed.dataset import Dataset
 
     # 12 studies (CT-1 with masks: the whole job, and CT-2/CT-3): enough that the 2-worker pool's start-up
@@ -31,21 +31,21 @@ def bench_cache_build(res: dict, quick: bool) -> None:
     try:
         ds1 = Dataset(prepare.FULL, tmp / "w1")
         reg = sub_registry(ds1.registry, ids)
-        rows = reg.df.to_dict("records")
+        rows = [src.opened(ds1.root) for src in reg.sources]
         # Bare decompress-and-read of the same files (study + mask), page cache warm like the builds below.
         dec = []
         for r in rows:
             t = time.perf_counter()
-            np.asarray(nib.load(r["study_path"]).dataobj)
-            if r.get("mask_path"):
-                np.asarray(nib.load(r["mask_path"]).dataobj)
+            np.asarray(nib.load(r.study_path).dataobj)
+            if r.mask_path is not None:
+                np.asarray(nib.load(r.mask_path).dataobj)
             dec.append(time.perf_counter() - t)
         t = time.perf_counter()
-        rep1 = ds1.cache.build_all(reg, workers=1)
+        rep1 = build_all(ds1.cache, reg, workers=1)
         t1 = time.perf_counter() - t
         ds2 = Dataset(prepare.FULL, tmp / "w2")
         t = time.perf_counter()
-        rep2 = ds2.cache.build_all(sub_registry(ds2.registry, ids), workers=2)
+        rep2 = build_all(ds2.cache, sub_registry(ds2.registry, ids), workers=2)
         t2 = time.perf_counter() - t
         assert rep1.n_built == len(ids) and rep2.n_built == len(ids), (rep1, rep2)
         per_study_bytes = dir_bytes(ds1.cache.dir) / len(ids)
@@ -67,18 +67,16 @@ def bench_cache_build(res: dict, quick: bool) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def build_stages(row: dict) -> dict:
-    """Where one study's cache build goes (the same steps as mosmed.cache._compute, timed one by one)."""
-    from pathlib import Path as P
-
+def build_stages(src) -> dict:
+    """Where one study's cache build goes (the same steps as mosmed.analysis.analyze, timed one by one)."""
     from mosmed import lungs, render, volume
 
     out = {}
     t = time.perf_counter()
-    vol = volume.read_volume(P(row["study_path"]), study_id=int(row["study_id"]))
+    vol = volume.read_volume(src.study_path, study_id=src.study_id)
     out["read_volume"] = time.perf_counter() - t
     t = time.perf_counter()
-    mask = volume.read_mask(P(row["mask_path"]), vol)[0] if row.get("mask_path") else None
+    mask = volume.read_mask(src.mask_path, vol)[0] if src.mask_path is not None else None
     out["read_mask"] = time.perf_counter() - t
     t = time.perf_counter()
     lung = lungs.segment_lungs(vol.data, vol.spacing)

@@ -110,7 +110,7 @@ def first_start() -> None:
             st.write("Generating the synthetic demo studies (seeded, a few seconds each; only once).")
             bar = st.progress(0.0, text="Generating the demo…")
             try:
-                from mosmed.dataset import ensure_demo
+                from mosmed.demo import ensure_demo
 
                 ensure_demo(progress=_Progress(bar, "Generating the demo"))
             except Exception as e:  # noqa: BLE001

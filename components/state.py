@@ -40,6 +40,7 @@ __all__ = [
     "ds_key",
     "freshness",
     "summary_df",
+    "registry_rows_df",
     "histograms",
     "thumbnail",
     "load_study",
@@ -77,7 +78,7 @@ _PAGE_FILES = {name: f"{PAGES_DIR}/{name}.py" for name in PAGE_NAMES}
 
 def cache_root() -> Path:
     """The cache root (``MOSMED_CACHE`` or ``<repo>/data_cache``)."""
-    from mosmed.dataset import default_cache_root
+    from mosmed.config import default_cache_root
 
     return Path(default_cache_root())
 
@@ -116,7 +117,7 @@ def dataset_choice() -> tuple[Path, bool]:
     typed = st.session_state.get(ROOT_KEY)
     if typed:
         return Path(typed), False
-    from mosmed.dataset import default_data_root
+    from mosmed.config import default_data_root
 
     root, is_demo = default_data_root()
     return Path(root), bool(is_demo)
@@ -151,14 +152,14 @@ def _registry_stamp(root: Path) -> tuple[str, int, int]:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Opening the dataset…")
-def _open_dataset(root: str, cache: str, stamp: tuple[str, int, int]) -> "Dataset":
+def _open_dataset(root: str, cache: str, stamp: tuple[str, int, int]) -> Dataset:
     # Shared by every session; Dataset is only read after construction. `stamp` is part of the key only.
     from mosmed.dataset import Dataset
 
     return Dataset(Path(root), Path(cache))
 
 
-def get_dataset(*, show_error: bool = True) -> "Dataset | None":
+def get_dataset(*, show_error: bool = True) -> Dataset | None:
     """The open dataset, or ``None`` after showing an ``st.error`` that names the root and the problem."""
     try:
         root, _ = dataset_choice()
@@ -199,15 +200,13 @@ def _open_problem(e: BaseException) -> str:
 # --------------------------------------------------------------------------------------------- cached views
 
 
-def ds_key(ds: "Dataset") -> tuple[str, str]:
+def ds_key(ds: Dataset) -> tuple[str, str]:
     """(dataset root, cache root) of an open dataset: the cache key of everything derived from it."""
-    cache = getattr(ds, "cache", None)
-    croot = getattr(cache, "cache_root", None) or cache_root()
-    return str(ds.root), str(croot)
+    return str(ds.root), str(ds.cache.cache_root)
 
 
 @st.cache_data(ttl=2, max_entries=16, show_spinner=False)
-def _freshness_cached(_ds: "Dataset", key: tuple[str, str]) -> tuple[Any, ...]:
+def _freshness_cached(_ds: Dataset, key: tuple[str, str]) -> tuple[Any, ...]:
     try:
         s = _ds.status()
         # Counts alone miss a source file replaced on a partly built cache (same counts before and after); the
@@ -217,7 +216,7 @@ def _freshness_cached(_ds: "Dataset", key: tuple[str, str]) -> tuple[Any, ...]:
         return ()
 
 
-def freshness(ds: "Dataset") -> tuple[Any, ...]:
+def freshness(ds: Dataset) -> tuple[Any, ...]:
     """A cheap token that changes when the cached statistics or any source file change.
 
     It holds the cache's summary key (a digest of every registry row's source identity) and the entry counts
@@ -228,45 +227,51 @@ def freshness(ds: "Dataset") -> tuple[Any, ...]:
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading the study summary…")
-def _summary(_ds: "Dataset", key: tuple[str, str], token: tuple[Any, ...]) -> pd.DataFrame:
+def _summary(_ds: Dataset, key: tuple[str, str], token: tuple[Any, ...]) -> pd.DataFrame:
     return _ds.summary()
 
 
-def summary_df(ds: "Dataset") -> pd.DataFrame:
-    """A copy of ``ds.summary()`` (one row per registry row), cached per dataset and cache state."""
+def registry_rows_df(ds: Dataset) -> pd.DataFrame:
+    """A copy of ``ds.summary()``: one row per registry row, a row repeating a study id included (in error)."""
     return _summary(ds, ds_key(ds), freshness(ds))
 
 
+def summary_df(ds: Dataset) -> pd.DataFrame:
+    """One row per study (a repeated id's own row left out): what counts, charts and pickers use. A copy."""
+    rows = registry_rows_df(ds)
+    return rows.drop_duplicates("study_id").reset_index(drop=True)
+
+
 @st.cache_data(max_entries=8, show_spinner="Reading lung histograms…")
-def _histograms(_ds: "Dataset", key: tuple[str, str], token: tuple[Any, ...]) -> tuple[np.ndarray, pd.DataFrame]:
+def _histograms(_ds: Dataset, key: tuple[str, str], token: tuple[Any, ...]) -> tuple[np.ndarray, pd.DataFrame]:
     return _ds.histograms()
 
 
-def histograms(ds: "Dataset") -> tuple[np.ndarray, pd.DataFrame]:
+def histograms(ds: Dataset) -> tuple[np.ndarray, pd.DataFrame]:
     """Copy of ``ds.histograms()``: bin edges and one row of lung HU counts per study."""
     return _histograms(ds, ds_key(ds), freshness(ds))
 
 
 @st.cache_data(max_entries=4096, show_spinner=False)
-def _thumbnail(_ds: "Dataset", key: tuple[str, str], token: tuple[Any, ...], study_id: int) -> bytes | None:
+def _thumbnail(_ds: Dataset, key: tuple[str, str], token: tuple[Any, ...], study_id: int) -> bytes | None:
     try:
         return _ds.thumbnail(int(study_id))
     except Exception:  # noqa: BLE001 - a missing thumbnail is shown as an empty cell, the row keeps its error
         return None
 
 
-def thumbnail(ds: "Dataset", study_id: int) -> bytes | None:
+def thumbnail(ds: Dataset, study_id: int) -> bytes | None:
     """PNG thumbnail of a study from the cache, or ``None`` when there is none."""
     return _thumbnail(ds, ds_key(ds), freshness(ds), int(study_id))
 
 
 @st.cache_resource(max_entries=8, show_spinner="Opening the study…")
-def _study(_ds: "Dataset", key: tuple[str, str], token: tuple[Any, ...], study_id: int) -> "Study":
+def _study(_ds: Dataset, key: tuple[str, str], token: tuple[Any, ...], study_id: int) -> Study:
     # A shared resource: memory-mapped read-only arrays, never mutated by a page.
     return _ds.open_study(int(study_id))
 
 
-def load_study(ds: "Dataset", study_id: int) -> "Study":
+def load_study(ds: Dataset, study_id: int) -> Study:
     """Open one study (read-only arrays shared between sessions).
 
     Raises
@@ -277,13 +282,12 @@ def load_study(ds: "Dataset", study_id: int) -> "Study":
     return _study(ds, ds_key(ds), _study_token(ds, study_id), int(study_id))
 
 
-def _study_token(ds: "Dataset", study_id: int) -> tuple[Any, ...]:
+def _study_token(ds: Dataset, study_id: int) -> tuple[Any, ...]:
     """The study's own source identity (two stats, no time-to-live): a replaced file is seen on the next run,
     and other studies being built meanwhile do not evict the open one."""
-    try:
-        return ("key", ds.cache.source_key(ds.registry.row(int(study_id))))
-    except Exception:  # noqa: BLE001 - not in the registry / file gone: open_study raises and names the problem
-        return ("none", freshness(ds))
+    key = ds.source_key(int(study_id))
+    # Not in the registry / file gone: open_study raises and names the problem.
+    return ("key", key) if key is not None else ("none", freshness(ds))
 
 
 def clear_data_caches() -> None:

@@ -417,7 +417,6 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
         sag, sag_w, sag_h = _cached_reformat(study, dataset_root, int(study.study_id), study.cache_key,
                                              window_text, style, "sagittal", col)
     dz, dy, dx = (float(s) for s in study.spacing)
-    stats = getattr(study, "stats", None)
     header = {
         "version": 1,
         "stack_key": stack_key(study, window),
@@ -429,7 +428,7 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
         "spacing": [dz, dy, dx],
         "aspect": (dy / dx) if dx > 0 else 1.0,
         "z_mm": _finite_list(study.slice_z_mm, z) or [k * dz for k in range(z)],
-        "lesion_mm2": _finite_list(getattr(stats, "lesion_area_mm2", None), z) if study.mask is not None else None,
+        "lesion_mm2": _finite_list(study.lesion_area_mm2, z) if study.mask is not None else None,
         "has_mask": study.mask is not None,
         "img_type": "image/jpeg",
         "style": _style_dict(style),

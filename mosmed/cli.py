@@ -36,42 +36,28 @@ class _Parser(argparse.ArgumentParser):
 
 
 class ProgressBar:
-    """A text progress bar on stderr: redrawn in place on a terminal, a line per ~10 % otherwise (CI logs)."""
+    """A progress callback ``(done, total, label)`` drawn by tqdm on stderr (a line per update off a terminal)."""
 
-    def __init__(self, title: str, stream=None, width: int = 30) -> None:
-        self.title = title
-        self.stream = stream if stream is not None else sys.stderr
-        self.width = width
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.t0 = time.perf_counter()
-        self._last_decile = -1
-        self._drawn = False
+    def __init__(self, title: str, stream=None) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(desc=title, total=0, unit="study", file=stream if stream is not None else sys.stderr,
+                         dynamic_ncols=True, mininterval=0.5, leave=True)
 
     def __call__(self, done: int, total: int, label: str) -> None:
-        frac = 1.0 if total <= 0 else min(1.0, max(0.0, done / total))
-        filled = int(round(frac * self.width))
-        bar = "#" * filled + "." * (self.width - filled)
-        text = f"{self.title} [{bar}] {done}/{total} {label}"[:120]
-        if self.tty:
-            self.stream.write("\r" + text.ljust(100))
-            self._drawn = True
-        else:
-            decile = int(frac * 10)
-            if decile == self._last_decile and done < total:
-                return
-            self._last_decile = decile
-            self.stream.write(text + "\n")
-        self.stream.flush()
+        if self._bar.total != total:
+            self._bar.reset(total=max(0, int(total)))
+        self._bar.n = max(0, int(done))
+        self._bar.set_postfix_str(label[:60], refresh=False)
+        self._bar.refresh()
 
     def close(self) -> None:
-        if self.tty and self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        self._bar.close()
 
 
 def _data_root(args) -> Path:
     """``--data``, else MOSMED_DATA, else the embedded demo when it has been generated."""
-    from mosmed.dataset import default_data_root, demo_root
+    from mosmed.config import default_data_root, demo_root
 
     if args.data:
         return Path(args.data).expanduser()
@@ -85,7 +71,7 @@ def _data_root(args) -> Path:
 
 
 def _cache_root(args) -> Path:
-    from mosmed.dataset import default_cache_root
+    from mosmed.config import default_cache_root
 
     return Path(args.cache).expanduser() if getattr(args, "cache", None) else default_cache_root()
 
@@ -155,26 +141,28 @@ def _agreement_line(frame) -> str:
 
 
 def cmd_demo(args) -> int:
-    from mosmed.dataset import ensure_demo
+    from mosmed import synthetic
+    from mosmed.demo import ensure_demo
 
+    if args.out is None:
+        if args.full_size or args.seed is not None:
+            raise UsageError("demo: --full-size and --seed need --out DIR (the embedded demo is fixed)")
+        out = None
+    else:
+        out = Path(args.out).expanduser()
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UsageError(f"demo: {out} already exists and is not empty; choose a new or empty folder")
     bar = ProgressBar("generating demo")
     t0 = time.perf_counter()
     try:
-        if args.out is None:
-            if args.full_size or args.seed is not None:
-                raise UsageError("demo: --full-size and --seed need --out DIR (the embedded demo is fixed)")
+        if out is None:
             out = ensure_demo(progress=bar, n_studies=args.studies)
         else:
-            out = Path(args.out).expanduser()
-            if out.exists() and (not out.is_dir() or any(out.iterdir())):
-                raise UsageError(f"demo: {out} already exists and is not empty; choose a new or empty folder")
-            kwargs = {"n_studies": args.studies, "full_size": args.full_size, "progress": bar}
+            kwargs = {"full_size": args.full_size, "progress": bar}
+            if args.studies is not None:
+                kwargs["n_studies"] = args.studies
             if args.seed is not None:
                 kwargs["seed"] = args.seed
-            if kwargs["n_studies"] is None:
-                kwargs.pop("n_studies")
-            from mosmed import synthetic
-
             out = synthetic.generate_demo(out, **kwargs)
     finally:
         bar.close()
@@ -184,14 +172,14 @@ def cmd_demo(args) -> int:
 
 
 def cmd_replica(args) -> int:
+    from mosmed import synthetic
+
     source = Path(args.source).expanduser()
     if not source.is_dir():
         raise MosmedError(f"source folder {source} does not exist")
     out = Path(args.out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"replica: {out} already exists and is not empty; choose a new or empty folder")
-    from mosmed import synthetic
-
     bar = ProgressBar("building replica")
     t0 = time.perf_counter()
     try:
@@ -247,9 +235,11 @@ def cmd_validate(args) -> int:
     ds = _open(args)
     _ensure_built(ds)
     frame = ds.summary()
-    lines: list[str] = []
-    for p in ds.registry.problems:
-        lines.append(str(p))
+    # The summary has one row per registry row; a repeated id's row is reported once, as a dropped row.
+    duplicate_rows = {s.row for s in ds.registry.duplicates}
+    keep = [src.row not in duplicate_rows for src in ds.registry.rows()]
+    frame = frame[keep] if len(keep) == len(frame) else frame
+    lines: list[str] = [str(p) for p in ds.registry.problems]
     for r in frame.itertuples(index=False):
         if r.status != "ok":
             lines.append(f"study {r.study_id}: {r.error or r.status}")
@@ -295,12 +285,11 @@ def cmd_render(args) -> int:
     png = render.render_png(study.volume, study.spacing, args.plane, index, window,
                             mask=study.mask if args.overlay else None,
                             lung=study.lung if args.lung else None, style=style)
-    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
+    from mosmed.atomic import atomic_write_bytes
+
     try:
-        tmp.write_bytes(png)
-        os.replace(tmp, out)
+        atomic_write_bytes(out, png)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise MosmedError(f"cannot write {out}: {e.strerror or e}") from None
     if args.overlay and study.mask is None:
         _err(f"note: study {study_id} has no lesion mask; rendered without overlay")

@@ -9,7 +9,7 @@ files all end up the same way on screen.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from nibabel import orientations as nio

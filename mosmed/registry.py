@@ -1,32 +1,35 @@
-"""The dataset registry: read it as published, or build it by scanning; check every row; keep paths safe.
+"""The dataset registry: read it as published, or build it by scanning; check every row into a typed source.
 
 MosMedData ships ``dataset_registry.xlsx`` with one sheet, ``"MosMedData COVID19_1110"``, and the columns
 ``study_id`` (int), ``category`` (``"CT-0"`` .. ``"CT-4"``), ``study_file`` and ``mask_file``. Paths look like
 ``"/studies/CT-0/study_0001.nii.gz"``: the leading slash means *the dataset root*, not the filesystem root.
-``mask_file`` is empty where a study has no mask; it is read as NaN and never turned into the string ``"nan"``.
+``mask_file`` is empty where a study has no mask; it is read as missing and never turned into ``"nan"``.
 
-Every row is checked. Rows that cannot be identified (no whole-number id, a duplicate id) are reported as a
-:class:`RowProblem` and dropped; rows with an identity but a problem (unknown class, unsafe path, missing
-file) are kept with ``status == "error"`` and the reason, so the app can list them. The other rows load.
+Every row is checked into a :class:`~mosmed.source.StudySource`. Rows that cannot be identified (no whole-number
+id) are reported as a :class:`RowProblem` and dropped; a row repeating an earlier id is reported as a problem
+too and kept apart (``Registry.duplicates``, in error) so the summary still has one row per registry row; rows
+with an identity but a problem (unknown class, unsafe path, missing file) are kept with ``status == "error"``
+and the reason, so the app can list them. The other rows load. Path safety lives in :mod:`mosmed.paths`,
+writing registries in :mod:`mosmed.registry_write`.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import RegistryError, UnsafePathError
-from .severity import CLASSES
+from mosmed.errors import RegistryError
+from mosmed.paths import check_file
+from mosmed.severity import CLASSES
+from mosmed.source import StudySource
 
 __all__ = [
     "REGISTRY_COLUMNS",
@@ -35,21 +38,20 @@ __all__ = [
     "REGISTRY_CSV",
     "RowProblem",
     "Registry",
-    "safe_join",
     "load_registry",
     "read_registry_file",
     "scan_registry",
-    "write_registry_xlsx",
-    "write_registry_csv",
     "normalize_category",
-    "study_rel_path",
-    "mask_rel_path",
+    "parse_study_id",
+    "is_missing",
 ]
 
 REGISTRY_COLUMNS: tuple[str, ...] = ("study_id", "category", "study_file", "mask_file")
 REGISTRY_SHEET = "MosMedData COVID19_1110"
 REGISTRY_XLSX = "dataset_registry.xlsx"
 REGISTRY_CSV = "dataset_registry.csv"
+#: Columns of ``Registry.df``.
+FRAME_COLUMNS = (*REGISTRY_COLUMNS, "study_path", "mask_path", "has_mask", "status", "error", "row")
 
 # Text a hand-edited sheet or a careless ``df.astype(str).to_csv`` leaves where a cell was empty.
 _EMPTY_TEXT = frozenset({"", "nan", "none", "null", "na", "n/a", "nat", "-"})
@@ -57,10 +59,7 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _ID_IN_NAME = re.compile(r"(?<![0-9])([0-9]+)(?![0-9])")
 
 
-# --------------------------------------------------------------------------------------------------- paths
-
-
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
@@ -71,147 +70,6 @@ def _is_missing(value: Any) -> bool:
         return True
     return False
 
-
-def _is_within(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-    except ValueError:
-        return False
-    return True
-
-
-def safe_join(root: Path, rel: str) -> Path:
-    """Join an untrusted path to the dataset root, refusing anything that leads outside it.
-
-    Parameters
-    ----------
-    root : Path
-        The dataset root.
-    rel : str
-        A path from a registry, a query parameter or a user. ``"/studies/CT-0/study_0001.nii.gz"`` and
-        ``"studies/CT-0/study_0001.nii.gz"`` both mean a file under ``root``. An absolute filesystem path is
-        accepted only when it already lies inside ``root``.
-
-    Returns
-    -------
-    Path
-        The resolved absolute path (symlinks followed), guaranteed to lie inside the resolved root. It may not
-        exist: checking presence is the caller's job.
-
-    Raises
-    ------
-    UnsafePathError
-        For an empty path, a NUL byte, a ``..`` component, a Windows drive or UNC path, an absolute path
-        outside the root, or a symbolic link that leads out of the root.
-    """
-    if rel is None or (isinstance(rel, float) and math.isnan(rel)):
-        raise UnsafePathError("empty path")
-    if not isinstance(rel, (str, os.PathLike)):
-        raise UnsafePathError(f"path {rel!r} is not text")
-    text = os.fspath(rel)
-    if isinstance(text, bytes):
-        raise UnsafePathError("path is bytes, not text")
-    text = text.strip()
-    if not text:
-        raise UnsafePathError("empty path")
-    if "\x00" in text:
-        raise UnsafePathError(f"path {text!r} contains a NUL byte")
-    if re.match(r"^[A-Za-z]:[\\/]", text) or text.startswith("\\\\"):
-        raise UnsafePathError(f"path {text!r} is a Windows absolute path outside the dataset root")
-    # Registries edited on Windows may use backslashes; a backslash is never part of a MosMedData name.
-    norm = text.replace("\\", "/")
-    parts = [p for p in PurePosixPath(norm).parts if p not in ("/", "", ".")]
-    if any(p == ".." for p in parts):
-        raise UnsafePathError(f"path {text!r} contains '..' (leads outside the dataset root)")
-    if not parts:
-        raise UnsafePathError(f"path {text!r} names no file")
-
-    root_res = Path(root).resolve()
-    if norm.startswith("/"):
-        as_abs = Path(norm)
-        if _is_within(as_abs, root_res) or _is_within(as_abs, Path(os.path.abspath(root))):
-            candidate = as_abs
-        else:
-            candidate = root_res.joinpath(*parts)
-            # "/studies/..." is dataset-root-relative (the published form). Only when the root-relative file
-            # is absent while the same text names an existing file elsewhere is it an absolute path pointing
-            # outside the root; refuse that rather than silently read the other file.
-            if not os.path.lexists(candidate) and os.path.lexists(as_abs):
-                raise UnsafePathError(f"absolute path {text!r} lies outside the dataset root")
-    else:
-        candidate = root_res.joinpath(*parts)
-
-    resolved = candidate.resolve()
-    if not _is_within(resolved, root_res):
-        raise UnsafePathError(f"path {text!r} is a link that leads outside the dataset root")
-    return resolved
-
-
-def _existing_variant(path: Path) -> Path | None:
-    """``path`` if it exists, else its Unicode NFC/NFD spelling if that exists (names copied via macOS).
-
-    Raises
-    ------
-    OSError
-        When the file system refuses to examine the name at all (a name longer than ``NAME_MAX``/``PATH_MAX``:
-        ``ENAMETOOLONG``, which ``Path.is_file`` does not swallow); :func:`_locate` turns it into a row error.
-    """
-    if path.is_file():
-        return path
-    s = str(path)
-    for form in ("NFC", "NFD"):
-        alt = Path(unicodedata.normalize(form, s))
-        if alt != path and alt.is_file():
-            return alt
-    return None
-
-
-def _shorten(text: str, limit: int = 120) -> str:
-    """``text`` cut to about ``limit`` characters for a message (a hostile 5000-character name stays readable)."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit // 2]}…{text[-limit // 3:]} ({len(text)} characters)"
-
-
-def _checked_path(root: Path, rel: str, what: str, errors: list[str]) -> str | None:
-    """The absolute path of a registry row's ``what`` file ("study" or "mask"), or ``None`` with the reason
-    appended to ``errors`` (unsafe path, missing, unreadable)."""
-    try:
-        p = safe_join(root, rel)
-    except UnsafePathError as exc:
-        errors.append(f"unsafe {what} path: {exc.reason}")
-        return None
-    found, why = _locate(p, what, rel)
-    if why:
-        errors.append(why)
-    return found
-
-
-def _locate(path: Path, what: str, shown: str) -> tuple[str | None, str | None]:
-    """``(existing path, None)`` or ``(None, reason)`` for a row's checked ``path``; never raises OSError.
-
-    ``what`` is ``"study"`` or ``"mask"``; ``shown`` the registry text, used in the reason.
-    """
-    try:
-        found = _existing_variant(path)
-    except OSError as exc:
-        # One row naming an impossible file (too long, bad encoding for the file system...) is that row's
-        # problem; it must not make the whole registry unopenable.
-        why = exc.strerror or type(exc).__name__
-        return None, f"{what} file cannot be examined ({why}): {_shorten(shown)}"
-    if found is None:
-        return None, f"{what} file missing: {_shorten(shown)}"
-    return str(found), None
-
-
-def study_rel_path(study_id: int, category: str) -> str:
-    """The published form of a study path: ``/studies/CT-1/study_0255.nii.gz``."""
-    return f"/studies/{category}/study_{int(study_id):04d}.nii.gz"
-
-
-def mask_rel_path(study_id: int) -> str:
-    """The published form of a mask path: ``/masks/study_0255_mask.nii.gz``."""
-    return f"/masks/study_{int(study_id):04d}_mask.nii.gz"
 
 
 # --------------------------------------------------------------------------------------------- structures
@@ -244,33 +102,80 @@ class Registry:
         The dataset root.
     source : str
         The registry file read, or ``"scanned"`` when built from ``studies/`` and ``masks/``.
-    df : pandas.DataFrame
-        One row per usable registry row, indexed by study id (int, index unnamed so ``"study_id"`` stays an
-        unambiguous column). Columns: ``study_id`` (int), ``category`` (str), ``study_file`` (str),
-        ``mask_file`` (str or NaN), ``study_path`` / ``mask_path`` (absolute checked path or None; ``mask_path``
-        is set only when the mask file is present and safe), ``has_mask`` (bool, a usable mask file exists),
-        ``status`` (``"ok"`` or ``"error"``), ``error`` (``""`` when ok, else every reason joined by ``"; "``),
-        ``row`` (1-based spreadsheet row).
+    sources : tuple of StudySource
+        One per usable row (unique study ids), in registry order.
+    duplicates : tuple of StudySource
+        Rows repeating an earlier study id, in error (also listed in ``problems``); the summary keeps them.
     problems : list of RowProblem
         Rows that were dropped (no usable id, duplicate id, orphan mask in a scan).
     """
 
     root: Path
     source: str
-    df: pd.DataFrame
+    sources: tuple[StudySource, ...]
+    duplicates: tuple[StudySource, ...] = ()
     problems: list[RowProblem] = field(default_factory=list)
+    _by_id: dict[int, StudySource] = field(init=False, repr=False, compare=False)
+    _df: pd.DataFrame | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.sources = tuple(self.sources)
+        self.duplicates = tuple(self.duplicates)
+        self._by_id = {s.study_id: s for s in self.sources}
+
+    # -- lookups -------------------------------------------------------------------------------------
+
+    def get(self, study_id: int) -> StudySource:
+        """The source of one study; ``KeyError`` naming the id when absent."""
+        try:
+            return self._by_id[int(study_id)]
+        except (KeyError, ValueError, TypeError, OverflowError):
+            raise KeyError(f"study {str(study_id)[:40]} is not in the registry") from None
+
+    def __contains__(self, study_id: object) -> bool:
+        try:
+            return int(study_id) in self._by_id  # type: ignore[call-overload]
+        except (TypeError, ValueError, OverflowError):
+            return False
+
+    def __len__(self) -> int:
+        return len(self.sources)
 
     @property
     def ids(self) -> list[int]:
         """Study ids of the kept rows, in registry order."""
-        return [int(i) for i in self.df["study_id"].tolist()]
+        return [s.study_id for s in self.sources]
+
+    def rows(self) -> tuple[StudySource, ...]:
+        """Every row with a usable id, duplicates included, in spreadsheet order (one summary row each)."""
+        if not self.duplicates:
+            return self.sources
+        return tuple(sorted((*self.sources, *self.duplicates), key=lambda s: s.row))
+
+    def subset(self, ids) -> Registry:
+        """The registry restricted to these study ids (in the order given; unknown ids are skipped)."""
+        keep = [self._by_id[int(i)] for i in ids if int(i) in self._by_id]
+        return Registry(root=self.root, source=self.source, sources=tuple(keep))
 
     @property
     def is_scanned(self) -> bool:
         return self.source == "scanned"
 
+    # -- tables --------------------------------------------------------------------------------------
+
+    @property
+    def df(self) -> pd.DataFrame:
+        """The kept rows as a table indexed by study id (index unnamed so ``"study_id"`` stays a column).
+
+        Columns: ``study_id`` (int), ``category``, ``study_file``, ``mask_file`` (str or NaN, never "nan"),
+        ``study_path`` / ``mask_path`` (str or None), ``has_mask``, ``status``, ``error``, ``row``.
+        """
+        if self._df is None:
+            self._df = _frame(self.sources)
+        return self._df
+
     def row(self, study_id: int) -> pd.Series:
-        """The row of one study; ``KeyError`` naming the id when absent."""
+        """The table row of one study; ``KeyError`` naming the id when absent."""
         try:
             return self.df.loc[int(study_id)]
         except (KeyError, ValueError, TypeError):
@@ -278,16 +183,36 @@ class Registry:
 
     def issues(self) -> list[tuple[int | None, str]]:
         """Every problem as ``(study_id, reason)``: dropped rows first, then kept rows with status error."""
-        out: list[tuple[int | None, str]] = [
-            (p.study_id, f"row {p.row}: {p.reason}") for p in self.problems
-        ]
-        bad = self.df[self.df["status"] != "ok"]
-        out.extend((int(sid), str(err)) for sid, err in zip(bad["study_id"], bad["error"]))
+        out: list[tuple[int | None, str]] = [(p.study_id, f"row {p.row}: {p.reason}") for p in self.problems]
+        out.extend((s.study_id, s.error) for s in self.sources if not s.ok)
         return out
 
     def counts(self) -> dict[str, int]:
         """Number of kept rows per class label (unknown labels included as they are)."""
-        return {str(k): int(v) for k, v in self.df["category"].value_counts(sort=False).items()}
+        out: dict[str, int] = {}
+        for s in self.sources:
+            out[s.category] = out.get(s.category, 0) + 1
+        return out
+
+
+def _frame(sources: tuple[StudySource, ...]) -> pd.DataFrame:
+    df = pd.DataFrame([{
+        "study_id": s.study_id, "category": s.category, "study_file": s.study_file,
+        "mask_file": s.mask_file if s.mask_file is not None else np.nan,
+        "study_path": str(s.study_path) if s.study_path is not None else None,
+        "mask_path": str(s.mask_path) if s.mask_path is not None else None,
+        "has_mask": s.has_mask, "status": s.status, "error": s.error, "row": s.row,
+    } for s in sources], columns=list(FRAME_COLUMNS))
+    df["study_id"] = df["study_id"].astype("int64")
+    df["has_mask"] = df["has_mask"].astype(bool)
+    df["row"] = df["row"].astype("int64")
+    for c in ("category", "study_file", "mask_file", "study_path", "mask_path", "status", "error"):
+        df[c] = df[c].astype(object)
+    df["mask_file"] = df["mask_file"].where(df["mask_file"].notna(), np.nan)
+    df["study_path"] = df["study_path"].where(df["study_path"].notna(), None)
+    df["mask_path"] = df["mask_path"].where(df["mask_path"].notna(), None)
+    df.index = pd.Index(df["study_id"].to_numpy(), dtype="int64")
+    return df
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -301,7 +226,7 @@ def _clean_header(value: Any) -> str:
 
 def _frame_from_rows(rows: list[tuple[int, list[Any]]], where: str) -> pd.DataFrame:
     """Build the raw frame from ``(spreadsheet_row, values)`` with the first non-empty row as header."""
-    rows = [(n, vals) for n, vals in rows if any(not _is_missing(v) for v in vals)]
+    rows = [(n, vals) for n, vals in rows if any(not is_missing(v) for v in vals)]
     if not rows:
         raise RegistryError(f"registry {where} is empty: it has no header and no rows")
     header_row, header = rows[0]
@@ -428,7 +353,7 @@ def read_registry_file(path: Path) -> pd.DataFrame:
 
 def normalize_category(value: Any) -> str | None:
     """``"CT-2"`` for ``"CT-2"``, ``"ct2"``, ``"CT–2"`` (en dash), ``"CT 2"``; None when not a known class."""
-    if _is_missing(value):
+    if is_missing(value):
         return None
     text = unicodedata.normalize("NFKC", str(value)).strip().upper()
     text = re.sub(r"[\u2010-\u2015\u2212_\s]+", "-", text)
@@ -438,8 +363,8 @@ def normalize_category(value: Any) -> str | None:
     return None
 
 
-def _parse_id(value: Any) -> int | None:
-    if _is_missing(value) or isinstance(value, bool):
+def parse_study_id(value: Any) -> int | None:
+    if is_missing(value) or isinstance(value, bool):
         return None
     if isinstance(value, numbers.Integral):
         v = int(value)
@@ -457,7 +382,7 @@ def _parse_id(value: Any) -> int | None:
 
 
 def _text(value: Any) -> str | None:
-    if _is_missing(value):
+    if is_missing(value):
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -540,14 +465,16 @@ def scan_registry(root: Path) -> pd.DataFrame:
 # -------------------------------------------------------------------------------------------- validation
 
 
-def _validate(root: Path, raw: pd.DataFrame, scanned: bool) -> tuple[pd.DataFrame, list[RowProblem]]:
+def _validate(root: Path, raw: pd.DataFrame, scanned: bool
+              ) -> tuple[list[StudySource], list[StudySource], list[RowProblem]]:
     root = Path(root)
     problems: list[RowProblem] = []
     seen: dict[int, int] = {}
-    out: list[dict[str, Any]] = []
+    out: list[StudySource] = []
+    dups: list[StudySource] = []
     for rec in raw.to_dict("records"):
         rown = int(rec.get("row", 0))
-        sid = _parse_id(rec["study_id"])
+        sid = parse_study_id(rec["study_id"])
         if sid is None:
             shown = _text(rec["study_id"])
             if scanned:
@@ -557,10 +484,9 @@ def _validate(root: Path, raw: pd.DataFrame, scanned: bool) -> tuple[pd.DataFram
                 reason = (f"study id {shown!r} is not a whole number" if shown else "study id is empty")
             problems.append(RowProblem(rown, None, reason))
             continue
-        if sid in seen:
-            problems.append(RowProblem(rown, sid, f"duplicate study id {sid} (first at row {seen[sid]}); row ignored"))
-            continue
-        seen[sid] = rown
+        duplicate_of = seen.get(sid)
+        if duplicate_of is None:
+            seen[sid] = rown
 
         errors: list[str] = []
         raw_cat = _text(rec["category"])
@@ -575,44 +501,34 @@ def _validate(root: Path, raw: pd.DataFrame, scanned: bool) -> tuple[pd.DataFram
         category = cat if cat is not None else (raw_cat or "")
 
         study_file = _text(rec["study_file"])
-        study_path: str | None = None
+        study_path: Path | None = None
         if study_file is None:
             if not (scanned and raw_cat is None):
                 errors.append("no study file given")
             study_file = ""
-        else:
-            study_path = _checked_path(root, study_file, "study", errors)
+        elif duplicate_of is None:
+            study_path, why = check_file(root, study_file, "study")
+            if why:
+                errors.append(why)
 
         mask_file = _text(rec["mask_file"])
-        mask_path: str | None = None
-        if mask_file is not None:
-            mask_path = _checked_path(root, mask_file, "mask", errors)
+        mask_path: Path | None = None
+        if mask_file is not None and duplicate_of is None:
+            mask_path, why = check_file(root, mask_file, "mask")
+            if why:
+                errors.append(why)
 
-        out.append({
-            "study_id": sid,
-            "category": category,
-            "study_file": study_file,
-            "mask_file": mask_file if mask_file is not None else np.nan,
-            "study_path": study_path,
-            "mask_path": mask_path,
-            "has_mask": mask_path is not None,
-            "status": "error" if errors else "ok",
-            "error": "; ".join(errors),
-            "row": rown,
-        })
-
-    cols = [*REGISTRY_COLUMNS, "study_path", "mask_path", "has_mask", "status", "error", "row"]
-    df = pd.DataFrame(out, columns=cols)
-    df["study_id"] = df["study_id"].astype("int64")
-    df["has_mask"] = df["has_mask"].astype(bool)
-    df["row"] = df["row"].astype("int64")
-    for c in ("category", "study_file", "mask_file", "study_path", "mask_path", "status", "error"):
-        df[c] = df[c].astype(object)
-    df["mask_file"] = df["mask_file"].where(df["mask_file"].notna(), np.nan)
-    df["study_path"] = df["study_path"].where(df["study_path"].notna(), None)
-    df["mask_path"] = df["mask_path"].where(df["mask_path"].notna(), None)
-    df.index = pd.Index(df["study_id"].to_numpy(), dtype="int64")
-    return df, problems
+        if duplicate_of is not None:
+            reason = f"duplicate study id {sid} (first at row {duplicate_of}); row ignored"
+            problems.append(RowProblem(rown, sid, reason))
+            dups.append(StudySource(sid, category, study_file, mask_file, None, None, "error", reason, rown))
+            continue
+        out.append(StudySource(
+            study_id=sid, category=category, study_file=study_file, mask_file=mask_file,
+            study_path=study_path, mask_path=mask_path,
+            status="error" if errors else "ok", error="; ".join(errors), row=rown,
+        ))
+    return out, dups, problems
 
 
 def load_registry(root: Path) -> Registry:
@@ -641,95 +557,7 @@ def load_registry(root: Path) -> Registry:
             raise RegistryError(
                 f"dataset folder {root} has no {REGISTRY_XLSX}, no {REGISTRY_CSV} and no studies "
                 f"(expected studies/CT-0..CT-4/study_NNNN.nii.gz)", path=root)
-    df, problems = _validate(root, raw, scanned)
-    return Registry(root=root, source=source, df=df, problems=problems)
+    sources, dups, problems = _validate(root, raw, scanned)
+    return Registry(root=root, source=source, sources=tuple(sources), duplicates=tuple(dups), problems=problems)
 
 
-# ------------------------------------------------------------------------------------------------ writing
-
-
-def _records_for_writing(df: pd.DataFrame) -> list[tuple[Any, ...]]:
-    if "study_id" not in df.columns:
-        df = df.reset_index().rename(columns={"index": "study_id"})
-    missing = [c for c in REGISTRY_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"cannot write a registry without column(s) {', '.join(missing)}")
-    out = []
-    for sid, cat, sf, mf in df[list(REGISTRY_COLUMNS)].itertuples(index=False, name=None):
-        sid_v = _parse_id(sid)
-        out.append((
-            sid_v if sid_v is not None else (None if _is_missing(sid) else str(sid)),
-            None if _is_missing(cat) else str(cat),
-            None if _is_missing(sf) else str(sf),
-            None if _is_missing(mf) else str(mf),
-        ))
-    return out
-
-
-def _atomic_write(path: Path, write: "callable") -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def write_registry_xlsx(df: pd.DataFrame, path: Path, sheet_name: str = REGISTRY_SHEET) -> Path:
-    """Write a registry spreadsheet in the published form, atomically (temp file, fsync, rename).
-
-    One sheet named ``sheet_name``, header ``study_id, category, study_file, mask_file``; ``study_id`` written
-    as a number, the others as text, an empty ``mask_file`` as an empty cell (never ``"nan"``).
-    ``df`` needs the four columns (or ``study_id`` as its index).
-    """
-    import openpyxl
-
-    records = _records_for_writing(df)
-
-    def write(tmp: Path) -> None:
-        wb = openpyxl.Workbook()
-        ws = wb.active
-        ws.title = sheet_name
-        ws.append(list(REGISTRY_COLUMNS))
-        for rec in records:
-            ws.append(list(rec))
-        # Column widths as in the published file, so it opens looking the same.
-        for col, width in zip("ABCD", (8.0, 9.0, 27.8, 27.8)):
-            ws.column_dimensions[col].width = width
-        wb.save(tmp)
-
-    _atomic_write(Path(path), write)
-    return Path(path)
-
-
-def write_registry_csv(df: pd.DataFrame, path: Path) -> Path:
-    """Write a registry as UTF-8 CSV with the same columns, atomically; empty ``mask_file`` stays empty."""
-    import csv
-
-    records = _records_for_writing(df)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(REGISTRY_COLUMNS)
-            for rec in records:
-                w.writerow(["" if v is None else v for v in rec])
-
-    _atomic_write(Path(path), write)
-    return Path(path)
-
-
-def iter_ok(reg: Registry) -> Iterable[pd.Series]:
-    """Rows whose status is ok, in registry order."""
-    for _, row in reg.df[reg.df["status"] == "ok"].iterrows():
-        yield row

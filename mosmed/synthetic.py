@@ -19,8 +19,6 @@ no time stamp, so a seed gives byte-identical NIfTI files. Every dataset is buil
 from __future__ import annotations
 
 import gzip
-import os
-import secrets
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -33,8 +31,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from mosmed.atomic import atomic_write_bytes, publish_dir, temp_dir_beside
 from mosmed.orientation import affine_from_axcodes, display_spacing, from_display, to_display
+from mosmed.paths import mask_rel_path, study_rel_path
 from mosmed.phantom import Phantom, build_phantom
+from mosmed.registry_write import write_registry_xlsx
 
 __all__ = [
     "DEMO_SEED", "DEMO_SIZE", "FULL_SIZE", "REAL_COUNTS", "REAL_MASK_IDS", "make_phantom", "study_phantom",
@@ -107,10 +108,8 @@ def write_nifti(path: Path, display_arr: np.ndarray, affine: np.ndarray, dtype=n
     img.header.set_xyzt_units("mm", "sec")
     raw = img.to_bytes()
     blob = gzip.compress(raw, compresslevel=1, mtime=0) if path.name.endswith(".gz") else raw
-    tmp = path.with_name(f".tmp-{path.name}-{secrets.token_hex(4)}")
-    with open(tmp, "wb") as fh:
-        fh.write(blob)
-    os.replace(tmp, path)
+    # No fsync: generated data is rebuilt from its seed; the rename alone keeps a half file from being read.
+    atomic_write_bytes(path, blob, fsync=False)
 
 
 # ------------------------------------------------------------------------------------------------ plan
@@ -123,14 +122,6 @@ class StudySpec:
     study_id: int
     category: str
     with_mask: bool
-
-
-def study_rel_path(study_id: int, category: str) -> str:
-    return f"/studies/{category}/study_{study_id:04d}.nii.gz"
-
-
-def mask_rel_path(study_id: int) -> str:
-    return f"/masks/study_{study_id:04d}_mask.nii.gz"
 
 
 def _demo_counts(n: int) -> list[int]:
@@ -219,28 +210,10 @@ def _make_study(args: tuple) -> tuple[int, float, float]:
 # ------------------------------------------------------------------------------------------------ atomic output
 
 
-def _temp_beside(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    return tmp
-
-
 def _publish(tmp: Path, out: Path, overwrite: bool) -> Path:
-    """Rename the finished ``tmp`` to ``out``; an existing empty ``out`` is replaced, a full one only with
-    ``overwrite`` (moved aside first, so ``out`` is never a mixture)."""
-    old = None
-    if out.exists():
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        elif overwrite:
-            old = out.parent / f".old-{out.name}-{secrets.token_hex(4)}"
-            os.rename(out, old)
-        else:
-            raise FileExistsError(f"{out} already exists and is not empty")
-    os.rename(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Rename the finished ``tmp`` to ``out`` (an existing full ``out`` only with ``overwrite``)."""
+    if not publish_dir(tmp, out, replace=overwrite):
+        raise FileExistsError(f"{out} already exists and is not empty")
     return out
 
 
@@ -269,17 +242,6 @@ def _layout(tmp: Path) -> None:
     for cat in _CLASSES:
         (tmp / "studies" / cat).mkdir(parents=True, exist_ok=True)
     (tmp / "masks").mkdir(exist_ok=True)
-
-
-def _write_registry(df: pd.DataFrame, path: Path) -> None:
-    try:
-        from mosmed.registry import write_registry_xlsx
-    except ImportError:  # pragma: no cover - registry module always ships with the package
-        write_registry_xlsx = None
-    if write_registry_xlsx is not None:
-        write_registry_xlsx(df, path, sheet_name=_SHEET)
-    else:
-        df.to_excel(path, sheet_name=_SHEET, index=False)
 
 
 # ------------------------------------------------------------------------------------------------ public
@@ -312,10 +274,10 @@ def generate_demo(out: Path, n_studies: int = 20, seed: int = DEMO_SEED, full_si
         raise FileExistsError(f"{out} already exists and is not empty")
     specs = plan_registry(n_studies, full_size)
     wanted = None if only_ids is None else {int(i) for i in only_ids}
-    tmp = _temp_beside(out)
+    tmp = temp_dir_beside(out)
     try:
         _layout(tmp)
-        _write_registry(registry_frame(specs), tmp / "dataset_registry.xlsx")
+        write_registry_xlsx(registry_frame(specs), tmp / "dataset_registry.xlsx", sheet_name=_SHEET)
         tasks = [(str(tmp), s, int(seed), bool(full_size), size) for s in specs
                  if wanted is None or s.study_id in wanted]
         _run(tasks, workers, progress, "generating studies")
@@ -392,7 +354,7 @@ def generate_replica(source: Path, out: Path, per_class: int = 2, seed: int = DE
         elif cat in taken and taken[cat] < per_class:
             taken[cat] += 1
             specs.append(StudySpec(sid, cat, False))
-    tmp = _temp_beside(out)
+    tmp = temp_dir_beside(out)
     try:
         _layout(tmp)
         shutil.copyfile(reg_src, tmp / "dataset_registry.xlsx")

@@ -16,7 +16,7 @@ if ds is None:
 
 from mosmed import severity  # noqa: E402
 
-summary = state.summary_df(ds)
+summary = state.registry_rows_df(ds)   # every registry row, a repeated id included
 
 # Widget keys (tests drive them). Filters persist across pages in their own "store" keys: Streamlit drops a
 # widget's state when its page is not shown, and a user coming back from the viewer expects the same rows.
@@ -90,9 +90,13 @@ flt = tables.RegistryFilter(
 rows = tables.filter_summary(summary, flt)
 state.set_filter_ids(tables.ids_of(rows))
 
-n_err = int((rows["status"] == "error").sum())
-st.markdown(f"**{len(rows)}** of {len(summary)} studies"
-            + (f" · {n_err} with errors, listed with their reason" if n_err else ""))
+# Studies are counted once; a registry row repeating an id is listed too (in error), and counted apart.
+first = rows.drop_duplicates("study_id")
+n_err = int((first["status"] == "error").sum())
+n_repeated = len(rows) - len(first)
+st.markdown(f"**{len(first)}** of {summary['study_id'].nunique()} studies"
+            + (f" · {n_err} with errors, listed with their reason" if n_err else "")
+            + (f" · {n_repeated} registry row(s) repeating a study id" if n_repeated else ""))
 
 
 @st.cache_data(max_entries=8192, show_spinner=False)

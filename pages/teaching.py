@@ -103,7 +103,7 @@ def _key_images(_study, key: tuple[str, str], study_id: int, cache_key: str, win
 
     vol = _study.volume
     z = int(vol.shape[0])
-    la = getattr(_study.stats, "lung_area_mm2", None)
+    la = None if _study.stats is None else _study.stats.lung_area_mm2
     area = np.asarray(la, dtype=float) if la is not None else np.ones(z)
     lungs = np.flatnonzero(np.nan_to_num(area) > 0) if area.shape == (z,) else np.arange(z)
     if lungs.size == 0:

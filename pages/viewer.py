@@ -212,74 +212,53 @@ def _background_builder():
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from mosmed import lungs
+    from mosmed.cache.build import warm_up
 
     pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
     # Warm it now (process start and the scipy import take ~1.5 s), not on the first cold open.
-    pool.submit(lungs.estimate_involvement, np.zeros((1, 1, 1), np.int16), np.zeros((1, 1, 1), np.uint8))
+    pool.submit(warm_up)
     return pool
 
 
 @st.cache_resource(max_entries=256, show_spinner=False)
-def _build_future(root: str, cache_root: str, study_id: int, key: str, _row: dict, _budget: int):
+def _build_future(root: str, cache_root: str, study_id: int, key: str, _source, _budget: int):
     # Keyed by (dataset, cache, study, source key): one build per study however many sessions open it.
-    from mosmed.cache import _worker_build
+    from mosmed.cache.build import build_task
 
-    return _background_builder().submit(_worker_build, root, cache_root, _budget, _row, True)
+    return _background_builder().submit(build_task, root, cache_root, _budget, _source, True)
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
-def _quick_study(root: str, study_id: int, key: str, _row: dict):
-    from types import SimpleNamespace
-    from pathlib import Path
-
-    from mosmed.dataset import Study
-    from mosmed.volume import read_mask, read_volume
-
-    vol = read_volume(Path(_row["study_path"]), study_id=study_id)
-    warnings, mask = list(vol.warnings), None
-    mask_path = _row.get("mask_path")
-    if isinstance(mask_path, str) and mask_path:
-        mask, more = read_mask(Path(mask_path), vol, study_id=study_id)
-        warnings += more
-    dz, dy, dx = (float(v) for v in vol.spacing)
-    areas = None if mask is None else mask.reshape(mask.shape[0], -1).sum(axis=1, dtype=np.int64) * dy * dx
-    return Study(study_id=study_id, category=str(_row.get("category", "")), volume=vol.data, mask=mask, lung=None,
-                 spacing=(dz, dy, dx), slice_z_mm=np.asarray(vol.slice_z_mm, dtype=float),
-                 stats=SimpleNamespace(lesion_area_mm2=areas), warnings=warnings,
-                 source_axcodes=tuple(vol.source_axcodes), cache_key=f"{key}-quick", from_cache=False)
+def _quick_study(_ds, root: str, study_id: int, key: str):
+    return _ds.read_study(study_id)
 
 
 def _quick_open(ds, sid: int):
     """``(study, build future)`` for an uncached full-size study read from its .nii.gz, else ``None``."""
-    from pathlib import Path
-
     from mosmed.volume import check_header
 
     cache = ds.cache
-    if not getattr(cache, "writable", False):
+    if not cache.writable:
         return None
     try:
-        row = ds.registry.row(int(sid))
-        if str(row.get("status", "ok")) != "ok" or cache.get_stats(row) is not None:
+        source = ds.source(int(sid))
+        if not source.ok or ds.is_measured(sid):
             return None  # built already, or a known error: the ordinary path opens or reports it
-        key = cache.source_key(row)
-        # Containment re-checked at open time (a file swapped for a link out after loading raises here, and
-        # the ordinary path reports it); only the checked, resolved paths are opened below.
-        study_path, mask_path = cache.source_paths(row)
-        if int(np.prod(check_header(study_path, sid).shape[:3])) < QUICK_MIN_VOXELS:
+        opened = source.opened(ds.root)   # containment re-checked now (a link out raises: ordinary path reports)
+        if not opened.ok or int(np.prod(check_header(opened.study_path, sid).shape[:3])) < QUICK_MIN_VOXELS:
             return None
-        row = {**dict(row), "study_path": str(study_path), "mask_path": None if mask_path is None else str(mask_path)}
-        fut = _build_future(str(ds.root), str(cache.cache_root), int(sid), key, _row=row, _budget=cache.budget)
+        key = ds.source_key(sid)
+        fut = _build_future(str(ds.root), str(cache.cache_root), int(sid), key, _source=source,
+                            _budget=cache.budget)
         if fut.done():
             return None  # finished (or failed): the ordinary path opens it, or builds it and reports why not
-        return _quick_study(str(ds.root), int(sid), key, _row=row), fut
+        return _quick_study(ds, str(ds.root), int(sid), key), fut
     except Exception:  # noqa: BLE001 - anything odd: the ordinary path, which reports problems properly
         return None
 
 
 sid = int(st.session_state[STUDY])
-if getattr(ds.cache, "writable", False):
+if ds.cache.writable:
     _background_builder()  # started (and warmed) on the first visit of the viewer
 quick = _quick_open(ds, sid)
 build_future = quick[1] if quick is not None else None
@@ -306,7 +285,7 @@ if PENDING_SLICE in st.session_state:
         st.session_state[SLICE] = idx
 if st.session_state.get(SLICE) is None:
     # Default: the slice with the largest lesion area, else the middle.
-    areas = getattr(study.stats, "lesion_area_mm2", None)
+    areas = study.lesion_area_mm2
     if areas is not None and len(areas) == n_slices and float(np.nanmax(areas)) > 0:
         st.session_state[SLICE] = int(np.nanargmax(areas))
     else:
@@ -403,16 +382,17 @@ def _fmt(v: object, unit: str = "", digits: int = 1) -> str:
 stats = study.stats
 z, h, w = (int(s) for s in study.volume.shape)
 dz, dy, dx = (float(s) for s in study.spacing)
-measured = getattr(stats, "involvement_pct", None)
-estimate = getattr(stats, "estimated_involvement_pct", None)
+measured = None if stats is None else stats.involvement_pct
+estimate = None if stats is None else stats.estimated_involvement_pct
 category = str(study.category)
 st.subheader(f"Study {sid:04d} · {category}")
 f1, f2 = st.columns(2)
 f1.metric("Grid (slices × rows × columns)", f"{z} × {h} × {w}")
 f2.metric("Spacing (mm)", f"{dz:g} / {dy:.3g} / {dx:.3g}", help="slice / row / column")
 f3, f4, f5 = st.columns(3)
-f3.metric("Lung volume", _fmt(getattr(stats, "lung_ml", None), " mL", 0))
-f4.metric("Lesion volume", _fmt(getattr(stats, "lesion_ml", None), " mL", 1) if study.mask is not None else "no mask")
+f3.metric("Lung volume", _fmt(None if stats is None else stats.lung_ml, " mL", 0))
+f4.metric("Lesion volume", _fmt(None if stats is None else stats.lesion_ml, " mL", 1)
+          if study.mask is not None else "no mask")
 f5.metric("Involvement", _fmt(measured, " %") if measured is not None else f"≈ {_fmt(estimate, ' %')}",
           help="Measured from the expert mask; '≈' marks the HU-based estimate when there is no mask.")
 try:

@@ -51,7 +51,8 @@ def pick_viewer_query() -> dict[str, str]:
     """A study worth showing in the viewer: the masked study with the most lesion, at its
     slice with the most lesion, in the lung window. Empty when the core cannot tell."""
     try:
-        from mosmed.dataset import Dataset, default_cache_root, default_data_root
+        from mosmed.config import default_cache_root, default_data_root
+        from mosmed.dataset import Dataset
 
         root, _is_demo = default_data_root()
         ds = Dataset(root, default_cache_root())

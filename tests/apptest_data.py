@@ -63,7 +63,8 @@ def build_app_data(base: Path) -> AppData:
     """Generate the demo (small) and the bad-input dataset under ``base`` and build both caches."""
     from badinputs import make_bad_dataset
 
-    from mosmed.dataset import Dataset, demo_root
+    from mosmed.config import demo_root
+    from mosmed.dataset import Dataset
     from mosmed.synthetic import generate_demo
 
     cache_root = base / "cache"

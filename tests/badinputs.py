@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from mosmed.orientation import affine_from_axcodes, from_display
-from mosmed.registry import write_registry_csv, write_registry_xlsx
+from mosmed.registry_write import write_registry_csv, write_registry_xlsx
 
 __all__ = [
     "SHAPE_XYZ",

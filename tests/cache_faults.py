@@ -118,17 +118,18 @@ def valid_entry_files(data: Path, cache_root: Path) -> dict[str, bytes]:
 
     Stats and thumbnails count when ``get_stats``/``get_thumb`` accept them; arrays when ``get_arrays`` does.
     """
-    from mosmed.cache import StudyCache, _stem
+    from mosmed.cache import StudyCache
+    from mosmed.cache.keys import entry_stem
     from mosmed.registry import load_registry
 
     reg = load_registry(Path(data))
-    cache = StudyCache(Path(data), Path(cache_root), budget_bytes=10**12, _probe=False)
+    cache = StudyCache(Path(data), Path(cache_root), budget_bytes=10**12, probe=False)
     out: dict[str, bytes] = {}
-    for sid, row in reg.df.iterrows():
-        key = cache._key_or_none(row)
+    for row in reg.sources:
+        key = cache.key(row)
         if key is None:
             continue
-        stem = _stem(int(sid), key)
+        stem = entry_stem(row.study_id, key)
         if cache.get_stats(row) is not None:
             p = cache.stats_dir / f"{stem}.json"
             out[f"stats/{p.name}"] = p.read_bytes()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import tracemalloc
 
+import badinputs as B
 import pytest
 
-import badinputs as B
 from mosmed.errors import MaskMismatchError, MosmedError, RegistryError, VolumeError
 from mosmed.registry import load_registry
 from mosmed.volume import read_mask, read_volume

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cache_faults import (
     compare_with_clean,
     kill_and_check,
@@ -22,10 +21,18 @@ from cache_faults import (
     write_nifti,
     write_small_dataset,
 )
-from mosmed import cache as cache_mod
-from mosmed.cache import CACHE_VERSION, StudyCache, budget_from_env, dataset_key
+
+from mosmed.cache import CACHE_VERSION, StudyCache, dataset_key
+from mosmed.cache import keys as cache_keys
+from mosmed.cache.build import build_all, estimate_bytes
+from mosmed.cache.summary import cache_status, summary_doc, summary_frame
+from mosmed.config import budget_from_env
 from mosmed.errors import CacheError
 from mosmed.registry import load_registry
+
+
+def _summary(c, reg):
+    return summary_frame(summary_doc(c, reg)["rows"])
 
 
 SHAPE = (48, 48, 5)
@@ -40,7 +47,7 @@ def data(tmp_path: Path) -> Path:
 def _built(data: Path, cache_root: Path, **kw) -> tuple[StudyCache, object]:
     reg = load_registry(data)
     c = StudyCache(data, cache_root, **kw)
-    c.build_all(reg)
+    build_all(c, reg)
     return c, reg
 
 
@@ -61,30 +68,31 @@ def test_round_trip_memmaps_match_source(data, tmp_path):
     reg = load_registry(data)
     c = StudyCache(data, tmp_path / "cache")
     seen = []
-    rep = c.build_all(reg, progress=lambda d, t, label: seen.append((d, t, label)))
+    rep = build_all(c, reg, progress=lambda d, t, label: seen.append((d, t, label)))
     assert (rep.n_built, rep.n_cached, rep.n_errors, rep.n_arrays_written) == (5, 0, 0, 5)
     assert seen[-1][:2] == (5, 5) and "study 5" in seen[-1][2]
-    for sid, row in reg.df.iterrows():
+    for row in reg.sources:
+        sid = row.study_id
         arrays = c.get_arrays(row)
         assert isinstance(arrays.volume, np.memmap) and not arrays.volume.flags.writeable
-        vol = read_volume(Path(row["study_path"]), study_id=sid)
+        vol = read_volume(row.study_path, study_id=sid)
         np.testing.assert_array_equal(arrays.volume, vol.data)
         assert arrays.volume.dtype == np.int16 and arrays.lung.dtype == np.uint8
-        if row["has_mask"]:
-            mask, _ = read_mask(Path(row["mask_path"]), vol, study_id=sid)
+        if row.has_mask:
+            mask, _ = read_mask(row.mask_path, vol, study_id=sid)
             np.testing.assert_array_equal(arrays.mask, mask)
         else:
             assert arrays.mask is None
         doc = c.get_stats(row)
         assert doc["status"] == "ok" and doc["shape"] == list(vol.data.shape)
         assert c.get_thumb(row).startswith(b"\x89PNG")
-    again = c.build_all(reg)
+    again = build_all(c, reg)
     assert (again.n_built, again.n_cached) == (0, 5)
 
 
 def test_summary_has_every_row_and_measures(data, tmp_path):
     c, reg = _built(data, tmp_path / "cache")
-    s = c.summary(reg)
+    s = _summary(c, reg)
     assert list(s["study_id"]) == [1, 2, 3, 4, 5]
     assert set(s["status"]) == {"ok"}
     masked = s[s["has_mask"]]
@@ -99,16 +107,16 @@ def test_summary_has_every_row_and_measures(data, tmp_path):
 def test_source_key_tracks_identity_and_version(data, tmp_path, monkeypatch):
     reg = load_registry(data)
     c = StudyCache(data, tmp_path / "cache")
-    row = reg.df.loc[2]
+    row = reg.get(2)
     k1 = c.source_key(row)
     assert k1 == c.source_key(row) and len(k1) == 12
-    _bump(Path(row["mask_path"]))
+    _bump(row.mask_path)
     k2 = c.source_key(row)
     assert k2 != k1                                  # the mask file counts too
-    monkeypatch.setattr(cache_mod, "CACHE_VERSION", CACHE_VERSION + 1)
+    monkeypatch.setattr(cache_keys, "CACHE_VERSION", CACHE_VERSION + 1)
     assert c.source_key(row) != k2
     with pytest.raises(CacheError, match="study 2: cannot read"):
-        Path(row["study_path"]).unlink()
+        row.study_path.unlink()
         c.source_key(row)
 
 
@@ -129,13 +137,13 @@ def test_dataset_key_and_budget_env(tmp_path, monkeypatch):
 
 def test_replaced_source_is_rebuilt_and_old_entries_removed(data, tmp_path):
     c, reg = _built(data, tmp_path / "cache")
-    row = reg.df.loc[2]
+    row = reg.get(2)
     old_key = c.source_key(row)
     old_summary = sorted(p.name for p in c.dir.glob("summary-*.json"))
     hu, _ = phantom_xyz(SHAPE, lesion_frac=0.0, seed=99)
-    _bump(Path(row["study_path"]), hu + 7)
+    _bump(row.study_path, hu + 7)
     assert c.get_stats(row) is None and c.get_arrays(row) is None   # stale reads as missing
-    rep = c.build_all(reg)
+    rep = build_all(c, reg)
     assert (rep.n_built, rep.n_cached) == (1, 4)
     new_key = c.source_key(row)
     assert new_key != old_key
@@ -150,7 +158,7 @@ def test_replaced_source_is_rebuilt_and_old_entries_removed(data, tmp_path):
 @pytest.mark.parametrize("damage", ["truncate_volume", "garbage_header", "bad_meta", "no_meta", "shape_meta"])
 def test_damaged_arrays_read_as_missing_and_are_rebuilt(data, tmp_path, damage):
     c, reg = _built(data, tmp_path / "cache")
-    row = reg.df.loc[4]
+    row = reg.get(4)
     d = c.arrays_dir / f"study_0004-{c.source_key(row)}"
     if damage == "truncate_volume":
         with open(d / "volume.npy", "r+b") as f:
@@ -168,7 +176,7 @@ def test_damaged_arrays_read_as_missing_and_are_rebuilt(data, tmp_path, damage):
         (d / "meta.json").write_text(json.dumps(meta))
     assert c.get_arrays(row) is None
     assert c.get_stats(row) is not None                      # stats are independent of the arrays
-    rep = c.build_all(reg)
+    rep = build_all(c, reg)
     assert rep.n_built == 1
     assert c.get_arrays(row) is not None
 
@@ -176,7 +184,7 @@ def test_damaged_arrays_read_as_missing_and_are_rebuilt(data, tmp_path, damage):
 @pytest.mark.parametrize("damage", ["truncate", "other_version", "other_key", "empty"])
 def test_damaged_stats_read_as_missing(data, tmp_path, damage):
     c, reg = _built(data, tmp_path / "cache")
-    row = reg.df.loc[1]
+    row = reg.get(1)
     p = c.stats_dir / f"study_0001-{c.source_key(row)}.json"
     text = p.read_text()
     doc = json.loads(text)
@@ -189,12 +197,12 @@ def test_damaged_stats_read_as_missing(data, tmp_path, damage):
     else:
         p.write_bytes(b"")
     assert c.get_stats(row) is None
-    assert c.build_all(reg).n_built == 1 and c.get_stats(row)["status"] == "ok"
+    assert build_all(c, reg).n_built == 1 and c.get_stats(row)["status"] == "ok"
 
 
 def test_truncated_thumbnail_reads_as_missing(data, tmp_path):
     c, reg = _built(data, tmp_path / "cache")
-    row = reg.df.loc[3]
+    row = reg.get(3)
     p = c.thumbs_dir / f"study_0003-{c.source_key(row)}.png"
     p.write_bytes(p.read_bytes()[:-20])
     assert c.get_thumb(row) is None
@@ -204,29 +212,29 @@ def test_failing_study_is_recorded_and_build_continues(data, tmp_path):
     (data / "studies/CT-2/study_0003.nii.gz").write_bytes(b"this is not gzip at all")
     reg = load_registry(data)
     c = StudyCache(data, tmp_path / "cache")
-    rep = c.build_all(reg)
+    rep = build_all(c, reg)
     assert rep.n_errors == 1 and rep.n_built == 5
     assert rep.errors[0][0] == 3 and "gzip" in rep.errors[0][1]
-    s = c.summary(reg).set_index("study_id")
+    s = _summary(c, reg).set_index("study_id")
     assert s.loc[3, "status"] == "error" and "gzip" in s.loc[3, "error"]
     assert (s.drop(index=3)["status"] == "ok").all()
     # The recorded error is itself cached (no re-reading of a broken file on every run) ...
-    assert c.build_all(reg).n_built == 0
+    assert build_all(c, reg).n_built == 0
     # ... until the file is fixed.
     hu, _ = phantom_xyz(SHAPE, seed=3)
     write_nifti(data / "studies/CT-2/study_0003.nii.gz", hu, AFFINE)
-    rep = c.build_all(reg)
+    rep = build_all(c, reg)
     assert rep.n_built == 1 and rep.n_errors == 0
-    assert c.summary(reg).set_index("study_id").loc[3, "status"] == "ok"
+    assert _summary(c, reg).set_index("study_id").loc[3, "status"] == "ok"
 
 
 def test_registry_error_rows_are_in_summary(data, tmp_path):
     (data / "studies/CT-4/study_0005.nii.gz").unlink()
     reg = load_registry(data)
     c = StudyCache(data, tmp_path / "cache")
-    rep = c.build_all(reg)
+    rep = build_all(c, reg)
     assert (5, reg.df.loc[5, "error"]) in rep.errors
-    row = c.summary(reg).set_index("study_id").loc[5]
+    row = _summary(c, reg).set_index("study_id").loc[5]
     assert row["status"] == "error" and "missing" in row["error"]
 
 
@@ -243,7 +251,7 @@ def test_old_debris_is_swept_live_debris_kept(data, tmp_path):
     assert c.sweep_tmp() == 3
     assert live.exists() and not old_live.exists()
     assert [p.name for p in leftover_tmp(data, tmp_path / "cache")] == [live.name]
-    assert c.get_stats(reg.df.loc[1]) is not None     # debris never read
+    assert c.get_stats(reg.get(1)) is not None     # debris never read
 
 
 # --------------------------------------------------------------------------------------------- budget
@@ -262,25 +270,25 @@ def test_budget_eviction_is_lru_and_never_touches_stats(data, tmp_path):
     assert sorted(p.name for p in c.arrays_dir.iterdir()) == [names[1], names[3]]
     assert c.bytes_used() <= c.budget
     assert len(list(c.stats_dir.glob("*.json"))) == 5 and len(list(c.thumbs_dir.glob("*.png"))) == 5
-    assert c.status(reg).n_arrays == 2 and c.status(reg).n_stats == 5
+    assert cache_status(c, reg).n_arrays == 2 and cache_status(c, reg).n_stats == 5
 
 
 def test_tiny_budget_builds_stats_only_without_failing(data, tmp_path):
     reg = load_registry(data)
     c = StudyCache(data, tmp_path / "cache", budget_bytes=1)
-    rep = c.build_all(reg, arrays=True)
+    rep = build_all(c, reg, arrays=True)
     assert rep.n_built == 5 and rep.n_errors == 0 and rep.n_arrays_written == 0
-    assert c.status(reg).n_stats == 5 and c.bytes_used() == 0
+    assert cache_status(c, reg).n_stats == 5 and c.bytes_used() == 0
     # A later run does not recompute studies whose stats are valid just because arrays are missing.
-    assert c.build_all(reg).n_built == 0
+    assert build_all(c, reg).n_built == 0
 
 
 def test_budget_limits_arrays_written_by_a_build(data, tmp_path):
     reg = load_registry(data)
     probe = StudyCache(data, tmp_path / "probe")
-    one = probe._estimate_bytes(dict(reg.df.loc[1]))
+    one = estimate_bytes(reg.get(1).opened(data))
     c = StudyCache(data, tmp_path / "cache", budget_bytes=int(2.5 * one))
-    rep = c.build_all(reg)
+    rep = build_all(c, reg)
     assert rep.n_arrays_written == 2 and rep.n_built == 5
     assert c.bytes_used() <= c.budget
 
@@ -294,14 +302,14 @@ def test_unwritable_cache_path_computes_in_memory(data, tmp_path):
     reg = load_registry(data)
     c = StudyCache(data, blocker / "cache")
     assert not c.writable and "cannot be written" in c.reason
-    rep = c.build_all(reg)
+    rep = build_all(c, reg)
     assert rep.n_built == 5 and not rep.writable
-    assert c.get_stats(reg.df.loc[2])["status"] == "ok"
-    assert c.get_arrays(reg.df.loc[2]) is None        # volumes are not hoarded in memory
-    entry = c.build_study(reg.df.loc[2])
+    assert c.get_stats(reg.get(2))["status"] == "ok"
+    assert c.get_arrays(reg.get(2)) is None        # volumes are not hoarded in memory
+    entry = c.build_study(reg.get(2))
     assert entry.arrays is not None and not entry.arrays.from_cache and not entry.written
-    assert c.summary(reg)["status"].eq("ok").all()
-    assert c.status(reg).n_stats == 5 and not c.status(reg).writable
+    assert _summary(c, reg)["status"].eq("ok").all()
+    assert cache_status(c, reg).n_stats == 5 and not cache_status(c, reg).writable
     assert blocker.read_text().startswith("a file")
 
 
@@ -315,11 +323,11 @@ def test_chmod_readonly_cache_serves_existing_entries(data, tmp_path):
     try:
         ro = StudyCache(data, tmp_path / "cache")
         assert not ro.writable
-        assert ro.get_arrays(reg.df.loc[2]) is not None          # reading still works
+        assert ro.get_arrays(reg.get(2)) is not None          # reading still works
         hu, _ = phantom_xyz(SHAPE, seed=77)
-        _bump(Path(reg.df.loc[1, "study_path"]), hu)
-        assert ro.build_all(reg).n_built == 1                   # computed in memory
-        assert ro.get_stats(reg.df.loc[1])["status"] == "ok"
+        _bump(Path(reg.get(1).study_path), hu)
+        assert build_all(ro, reg).n_built == 1                   # computed in memory
+        assert ro.get_stats(reg.get(1))["status"] == "ok"
     finally:
         for d in [c.dir, c.stats_dir, c.thumbs_dir, c.arrays_dir]:
             d.chmod(0o755)
@@ -331,10 +339,10 @@ def test_chmod_readonly_cache_serves_existing_entries(data, tmp_path):
 def test_two_workers_equal_one_worker(data, tmp_path):
     reg = load_registry(data)
     c1 = StudyCache(data, tmp_path / "one")
-    c1.build_all(reg, workers=1)
+    build_all(c1, reg, workers=1)
     c2 = StudyCache(data, tmp_path / "two")
     calls = []
-    rep = c2.build_all(reg, workers=2, progress=lambda d, t, label: calls.append(d))
+    rep = build_all(c2, reg, workers=2, progress=lambda d, t, label: calls.append(d))
     assert rep.n_built == 5 and rep.workers == 2 and calls[-1] == 5
     one = valid_entry_files(data, tmp_path / "one")
     two = valid_entry_files(data, tmp_path / "two")

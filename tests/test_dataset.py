@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cache_faults import write_small_dataset
-from mosmed import dataset as dataset_mod
-from mosmed.dataset import Dataset, default_cache_root, default_data_root, ensure_demo
+
+from mosmed import config as config_mod
+from mosmed.config import default_cache_root, default_data_root
+from mosmed.dataset import Dataset
+from mosmed.demo import ensure_demo
 from mosmed.errors import MosmedError, RegistryError
 
 
@@ -104,7 +106,7 @@ def test_defaults_follow_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MOSMED_DATA", str(tmp_path / "d"))
     assert default_data_root() == (tmp_path / "d", False)
     monkeypatch.delenv("MOSMED_CACHE")
-    assert default_cache_root() == Path(dataset_mod.__file__).resolve().parents[1] / "data_cache"
+    assert default_cache_root() == Path(config_mod.__file__).resolve().parents[1] / "data_cache"
 
 
 def _fake_generator(calls: list, delay: float = 0.3, fail: bool = False):
@@ -132,7 +134,7 @@ def test_ensure_demo_two_processes_generate_once(tmp_path, monkeypatch):
         t.join()
     assert results == [target, target] and len(calls) == 1
     assert (target / "dataset_registry.csv").is_file()
-    assert not list(target.parent.glob(".tmp-demo-*"))
+    assert not list(target.parent.glob(".tmp-*"))
     assert ensure_demo(root=target) == target and len(calls) == 1
 
 
@@ -144,7 +146,7 @@ def test_ensure_demo_failure_leaves_nothing(tmp_path, monkeypatch):
     target = tmp_path / "cache" / "demo"
     with pytest.raises(RuntimeError, match="generator crashed"):
         ensure_demo(root=target)
-    assert not target.exists() and not list(target.parent.glob(".tmp-demo-*"))
+    assert not target.exists() and not list(target.parent.glob(".tmp-*"))
 
 
 def test_ensure_demo_unwritable_says_so(tmp_path):

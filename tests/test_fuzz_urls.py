@@ -156,7 +156,7 @@ class FuzzData:
 def build_fuzz_data(base: Path) -> FuzzData:
     """The bad corpus plus rows whose class and paths carry HTML / markdown, in a folder with a hostile name."""
     from mosmed.dataset import Dataset
-    from mosmed.registry import write_registry_xlsx
+    from mosmed.registry_write import write_registry_xlsx
 
     root = base / "bad"
     make_bad_dataset(root)
@@ -176,7 +176,8 @@ def build_fuzz_data(base: Path) -> FuzzData:
     cache = base / "cache"
     ds = Dataset(root, cache)
     ds.build_cache(workers=1)
-    summary = ds.summary()
+    # One row per registry row: a repeated id's own row (in error) does not make its study broken.
+    summary = ds.summary().drop_duplicates("study_id")
     ok_ids = sorted(int(s) for s in summary.loc[summary["status"] == "ok", "study_id"])
     error_ids = sorted(int(s) for s in summary.loc[summary["status"] != "ok", "study_id"])
     n_slices = {int(r.study_id): int(r.n_slices) for r in summary.itertuples() if r.status == "ok"}

@@ -18,7 +18,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from mosmed.phantom import build_phantom  # noqa: E402
-from mosmed.registry import write_registry_csv  # noqa: E402
+from mosmed.registry_write import write_registry_csv  # noqa: E402
 
 PAGE = str(REPO / "pages" / "viewer.py")
 SHAPE = (8, 96, 96)          # display (Z, H, W)

@@ -30,7 +30,9 @@ if str(REPO) not in sys.path:
 from badinputs import make_bad_dataset, write_good_mask, write_good_study  # noqa: E402
 
 from mosmed.errors import MosmedError, UnsafePathError  # noqa: E402
-from mosmed.registry import load_registry, safe_join, write_registry_csv  # noqa: E402
+from mosmed.paths import safe_join  # noqa: E402
+from mosmed.registry import load_registry  # noqa: E402
+from mosmed.registry_write import write_registry_csv  # noqa: E402
 
 __all__ = ["OpenRecorder", "outside", "system_roots"]
 
@@ -49,7 +51,7 @@ class OpenRecorder:
     """
 
     _lock = threading.Lock()
-    _active: list["OpenRecorder"] = []
+    _active: list[OpenRecorder] = []
     _installed = False
 
     def __init__(self) -> None:
@@ -73,7 +75,7 @@ class OpenRecorder:
         for rec in list(cls._active):
             rec.events.append((kind, path))
 
-    def __enter__(self) -> "OpenRecorder":
+    def __enter__(self) -> OpenRecorder:
         with self._lock:
             if not OpenRecorder._installed:
                 sys.addaudithook(OpenRecorder._hook)
@@ -147,7 +149,7 @@ def bad(tmp_path_factory) -> tuple[Path, Path, Path, dict]:
     reg = pd.read_excel(root / "dataset_registry.xlsx")
     reg.loc[len(reg)] = {"study_id": 900, "category": "CT-4", "study_file": "/studies/CT-4/study_0900.nii.gz",
                          "mask_file": None}
-    from mosmed.registry import write_registry_xlsx
+    from mosmed.registry_write import write_registry_xlsx
 
     write_registry_xlsx(reg, root / "dataset_registry.xlsx")
     outside_dir = base / "bad-outside"

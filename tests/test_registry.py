@@ -6,24 +6,23 @@ import math
 import os
 import unicodedata
 
+import badinputs as B
 import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
 
-import badinputs as B
 from mosmed.errors import RegistryError, UnsafePathError
+from mosmed.paths import safe_join
 from mosmed.registry import (
     REGISTRY_COLUMNS,
     REGISTRY_SHEET,
     load_registry,
     normalize_category,
     read_registry_file,
-    safe_join,
     scan_registry,
-    write_registry_csv,
-    write_registry_xlsx,
 )
+from mosmed.registry_write import write_registry_csv, write_registry_xlsx
 
 
 def _tiny_dataset(root, with_registry=True):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from PIL import Image
 from components import viewer
 from components.compare import linked_index
 from mosmed.render import OverlayStyle
+from mosmed.study import Study
 from mosmed.windowing import PRESETS, Window
 
 
@@ -32,11 +32,13 @@ def fake_study(z=6, h=40, w=48, spacing=(8.0, 0.7, 0.7), with_mask=True, seed=0,
         mask[2:4, 14:20, 10:16] = 1
         vol[mask > 0] = -500
     area = (mask.reshape(z, -1).sum(1) * spacing[1] * spacing[2]) if with_mask else None
-    return SimpleNamespace(
+    study = Study(
         study_id=study_id, category="CT-1", volume=vol, mask=mask, lung=lung, spacing=spacing,
-        slice_z_mm=np.arange(z) * spacing[0] - 100.0, stats=SimpleNamespace(lesion_area_mm2=area),
-        cache_key=f"k{seed}-{z}x{h}x{w}-{with_mask}-{spacing}", warnings=[],
+        slice_z_mm=np.arange(z) * spacing[0] - 100.0, stats=None, warnings=[], source_axcodes=("L", "A", "S"),
+        cache_key=f"k{seed}-{z}x{h}x{w}-{with_mask}-{spacing}", from_cache=False,
     )
+    assert (area is None) == (study.lesion_area_mm2 is None)
+    return study
 
 
 def _slice_blob(header, blobs, ref):

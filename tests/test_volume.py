@@ -5,11 +5,11 @@ from __future__ import annotations
 import gzip
 import pickle
 
+import badinputs as B
 import nibabel as nib
 import numpy as np
 import pytest
 
-import badinputs as B
 from mosmed.errors import MaskMismatchError, MosmedError, VolumeError
 from mosmed.orientation import from_display
 from mosmed.volume import MAX_VOXELS, check_header, read_mask, read_volume, volume_grid

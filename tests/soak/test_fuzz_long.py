@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from test_fuzz_urls import _report, build_fuzz_data, generate_cases, run_cases
 
 LONG_CASES = 2000

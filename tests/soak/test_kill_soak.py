@@ -10,8 +10,15 @@ from __future__ import annotations
 import shutil
 
 from badinputs import make_bad_dataset
-from cache_faults import (compare_with_clean, kill_and_check, leftover_tmp, race_builders, run_build,
-                          valid_entry_files, write_small_dataset)
+from cache_faults import (
+    compare_with_clean,
+    kill_and_check,
+    leftover_tmp,
+    race_builders,
+    run_build,
+    valid_entry_files,
+    write_small_dataset,
+)
 
 N_KILLS = 20
 
@@ -20,7 +27,7 @@ def _merge(root, good):
     """The bad corpus with bigger good studies beside it, so a build lasts long enough to be interrupted."""
     import pandas as pd
 
-    from mosmed.registry import write_registry_xlsx
+    from mosmed.registry_write import write_registry_xlsx
 
     reg = pd.read_excel(root / "dataset_registry.xlsx")
     extra = pd.read_csv(good / "dataset_registry.csv")

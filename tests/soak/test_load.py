@@ -19,12 +19,21 @@ import random
 import re
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.e2e import (APP_ROOT, CHROMIUM, CHROMIUM_ARGS, EXCEPTION, PAGE_FAILED, TRACEBACK, VIEWPORT, AppServer,
-                       browser_unavailable_reason, in_ci)
+from tests.e2e import (
+    APP_ROOT,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    EXCEPTION,
+    PAGE_FAILED,
+    TRACEBACK,
+    VIEWPORT,
+    AppServer,
+    browser_unavailable_reason,
+    in_ci,
+)
 
 N_SESSIONS = int(os.environ.get("MOSMED_LOAD_SESSIONS", "10"))
 DURATION_S = float(os.environ.get("MOSMED_LOAD_SECONDS", "60"))
