@@ -30,7 +30,9 @@ ROWS_SIZE = 32
 # only; they come last in id order so the viewer's "next study" button reaches them after the warm ones.
 WARM_IDS: tuple[int, ...] = (*range(250, 255), *range(255, 265), 940, 941, 942, 1064, 1065)
 COLD_IDS: tuple[int, ...] = (1106, 1107, 1108, 1109, 1110)
-ALL_IDS = WARM_IDS + COLD_IDS
+# The cache-build sample (issue 11: at least 40 full-size studies): CT-0, CT-1 with expert masks, CT-2, CT-3.
+BUILD_IDS: tuple[int, ...] = (*range(240, 250), *range(265, 285), *range(943, 949), *range(1066, 1070))
+ALL_IDS = WARM_IDS + COLD_IDS + BUILD_IDS
 
 
 # First-run cost: writing 25 full-size + 1110 unique 32x32 studies took ~8.5 min here (the phantom generator

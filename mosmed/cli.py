@@ -192,19 +192,36 @@ def cmd_replica(args) -> int:
 
 
 def cmd_build_cache(args) -> int:
+    import contextlib
+
+    from mosmed.cache.build import build_all
+    from mosmed.cache.executors import dask_executor
+
+    if args.scheduler and args.executor != "dask":
+        raise UsageError("build-cache: --scheduler needs --executor dask")
     ds = _open(args)
     if not ds.cache.writable:
         _err(f"warning: {ds.cache.reason}")
-    bar = ProgressBar("building cache")
-    try:
-        rep = ds.build_cache(workers=args.workers, progress=bar, arrays=not args.stats_only)
-    finally:
-        bar.close()
+    with contextlib.ExitStack() as stack:
+        executor, workers = None, args.workers
+        if args.executor == "dask":
+            try:
+                executor, where = stack.enter_context(dask_executor(args.scheduler, args.workers))
+            except RuntimeError as e:
+                raise MosmedError(str(e)) from None
+            _err(f"building on {where}; every worker must see {ds.root} and {ds.cache.cache_root}")
+        bar = ProgressBar("building cache")
+        try:
+            rep = build_all(ds.cache, ds.registry, workers=workers, progress=bar, arrays=not args.stats_only,
+                            executor=executor)
+        finally:
+            bar.close()
     st = ds.status()
+    where = "Dask" if args.executor == "dask" else f"{rep.workers} worker(s)"
     _err(f"cache {st.cache_dir}: {rep.n_total} rows, {rep.n_built} built, {rep.n_cached} already cached, "
          f"{rep.n_errors} in error, {rep.n_arrays_written} arrays written, {rep.n_evicted} evicted; "
          f"arrays {st.bytes_used / 1e9:.2f} of {st.budget / 1e9:.2f} GB; {rep.seconds:.1f} s "
-         f"with {rep.workers} worker(s)")
+         f"with {where}" + (f"; {rep.retried} task(s) retried after a worker died" if rep.retried else ""))
     for sid, reason in rep.errors[:20]:
         _err(f"  study {sid}: {reason}")
     if len(rep.errors) > 20:
@@ -327,7 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("build-cache", help="build the data cache (progress on stderr)")
     data_args(sp)
-    sp.add_argument("--workers", type=_positive_int, default=1, metavar="N")
+    sp.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                    help="worker processes (local pool, or the workers of a LocalCluster started for --executor dask)")
+    sp.add_argument("--executor", choices=("local", "dask"), default="local",
+                    help="where studies are built: this machine's process pool, or a Dask cluster")
+    sp.add_argument("--scheduler", metavar="ADDRESS",
+                    help="with --executor dask: a running scheduler (tcp://host:8786); without it a LocalCluster "
+                         "is started")
     sp.add_argument("--stats-only", action="store_true", help="summaries and thumbnails, no volume arrays")
     sp.set_defaults(func=cmd_build_cache)
 

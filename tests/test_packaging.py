@@ -24,7 +24,7 @@ def _names(lines) -> set[str]:
 def test_pyproject_and_requirements_agree():
     meta = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     core = _names(meta["dependencies"])
-    app = _names(meta["optional-dependencies"]["app"])
+    app = _names(meta["optional-dependencies"]["app"]) | _names(meta["optional-dependencies"]["cluster"])
     reqs = _names((REPO / "requirements.txt").read_text(encoding="utf-8").splitlines())
     assert "streamlit" not in core and "plotly" not in core      # the core installs without the app
     assert core | app <= reqs, (core | app) - reqs               # `make run` installs everything the package names

@@ -1,24 +1,27 @@
-"""Building the cache of a whole registry: every missing or stale entry, in parallel.
+"""Building the cache of a whole registry: every missing or stale entry, in parallel, on any executor.
 
 :func:`build_all` decides what to build (stats always; arrays while they fit the disk budget), then runs one
-task per study on an executor: in this process for one worker, else a process pool whose workers each build
-whole studies and write their own entries (the parent only aggregates the small :class:`BuildResult` values
-and reports progress). Tasks are submitted lazily, a small window per worker, so the array budget is decided
-as results arrive.
+task per study (:func:`build_task`): in this process for one worker, else on a ``concurrent.futures`` executor
+(a local process pool by default, or e.g. a Dask cluster's, see :mod:`mosmed.cache.executors`) whose workers each
+build whole studies and write their own entries; the parent only aggregates the small :class:`BuildResult`
+values and reports progress. Tasks are submitted lazily, a small window per worker, so the array budget is
+decided as results arrive; a task whose worker died is submitted again.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import multiprocessing
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mosmed.cache.executors import local_pool
 from mosmed.cache.store import BuildResult, StudyCache
 from mosmed.cache.summary import summary_doc
 from mosmed.errors import UnsafePathError
@@ -40,6 +43,7 @@ class BuildReport:
     n_errors: int = 0                # rows in error (registry problems and failed builds)
     n_arrays_written: int = 0
     n_evicted: int = 0
+    retried: int = 0                 # tasks submitted again after their worker died
     seconds: float = 0.0
     workers: int = 1
     writable: bool = True
@@ -69,7 +73,7 @@ def estimate_bytes(source: StudySource) -> int:
 
 
 def build_all(cache: StudyCache, registry: Registry, workers: int = 1, progress: ProgressFn | None = None,
-              arrays: bool = True) -> BuildReport:
+              arrays: bool = True, *, executor: cf.Executor | None = None, retries: int = 1) -> BuildReport:
     """Build every missing or stale entry of the registry.
 
     Parameters
@@ -79,12 +83,19 @@ def build_all(cache: StudyCache, registry: Registry, workers: int = 1, progress:
     registry : Registry
         Its registry (``registry.sources``: one per usable row).
     workers : int
-        Processes; ``> 1`` uses a spawn-context ProcessPoolExecutor.
+        Without ``executor``: 1 builds in this process, more in a local process pool
+        (:func:`mosmed.cache.executors.local_pool`). With one: how many tasks to keep in flight per worker pair.
     progress : callable, optional
         ``progress(done, total, label)`` after every row.
     arrays : bool
         Also write memory-mapped arrays while this run's arrays fit the budget (stats are always written);
         older arrays are then evicted least recently used first.
+    executor : concurrent.futures.Executor, optional
+        Run the studies there (e.g. a Dask cluster's ``client.get_executor()``); its workers must see the
+        dataset and the cache at the same paths. The caller owns it (it is not shut down here).
+    retries : int
+        A study whose task failed (its worker killed, a broken pool) is submitted again this many times; after
+        that it is reported as an error (and, not being recorded, built again by the next run).
     """
     t0 = time.perf_counter()
     sources = registry.sources
@@ -93,7 +104,7 @@ def build_all(cache: StudyCache, registry: Registry, workers: int = 1, progress:
     report = BuildReport(n_total=len(sources) + len(registry.duplicates), workers=max(1, int(workers)),
                          writable=cache.writable)
     cache.sweep_tmp()
-    todo: list[tuple[StudySource, int, bool]] = []      # (opened source, estimated array bytes, stats valid)
+    todo: list[tuple[StudySource, int, bool]] = []      # (source, estimated array bytes, stats valid)
     done = 0
     total = len(sources)
     for src in sources:
@@ -166,33 +177,12 @@ def build_all(cache: StudyCache, registry: Registry, workers: int = 1, progress:
             yield src, need
 
     n_workers = max(1, int(workers))
-    if n_workers == 1 or len(todo) <= 1 or not cache.writable:
+    if not cache.writable or (executor is None and (n_workers == 1 or len(todo) <= 1)):
+        # A read-only cache keeps its entries in this process's memory: it is built here.
         for src, need in jobs():
             account(src, cache.build_result(src, need))
     else:
-        ctx = multiprocessing.get_context("spawn")   # fork from a threaded server (Streamlit) can deadlock
-        with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-            pending: dict[cf.Future, StudySource] = {}
-            it = jobs()
-
-            def submit() -> None:
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending[pool.submit(build_task, str(cache.dataset_root), str(cache.cache_root),
-                                        cache.budget, nxt[0], nxt[1])] = nxt[0]
-
-            for _ in range(2 * n_workers):
-                submit()
-            while pending:
-                finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for fut in finished:
-                    src = pending.pop(fut)
-                    try:
-                        res = fut.result()
-                    except Exception as e:  # noqa: BLE001 - a worker died or hit a bug: record it, keep building
-                        res = BuildResult(src.study_id, "error", f"build failed: {e}")
-                    account(src, res)
-                    submit()
+        report.retried = _run_tasks(cache, jobs(), account, executor, n_workers, retries)
     if arrays:
         report.n_evicted = cache.evict_to_budget(protect=written_names)
         if cache.bytes_used() > cache.budget:   # this run alone exceeded the budget (estimate was low)
@@ -201,6 +191,61 @@ def build_all(cache: StudyCache, registry: Registry, workers: int = 1, progress:
         summary_doc(cache, registry)   # refresh the summary file for the next reader
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _run_tasks(cache: StudyCache, jobs: Iterator[tuple[StudySource, bool]],
+               account: Callable[[StudySource, BuildResult], None], executor: cf.Executor | None, n_workers: int,
+               retries: int) -> int:
+    """Run :func:`build_task` for every job on ``executor`` (or an own local pool); returns how many retries.
+
+    Tasks are submitted lazily, two per worker in flight, so the array budget is decided as results arrive. A
+    failed task (worker killed, pool broken) is submitted again up to ``retries`` times; an own pool that broke is
+    replaced first. The parent only aggregates the small results.
+    """
+    own = executor is None
+    pool = executor if executor is not None else local_pool(n_workers)
+    args = (str(cache.dataset_root), str(cache.cache_root), cache.budget)
+    pending: dict[cf.Future, tuple[StudySource, bool, int]] = {}
+    again: deque[tuple[StudySource, bool, int]] = deque()
+    n_retried = 0
+
+    def submit() -> bool:
+        if again:
+            src, need, attempt = again.popleft()
+        else:
+            nxt = next(jobs, None)
+            if nxt is None:
+                return False
+            (src, need), attempt = nxt, 0
+        pending[pool.submit(build_task, *args, src, need)] = (src, need, attempt)
+        return True
+
+    try:
+        for _ in range(2 * n_workers):
+            if not submit():
+                break
+        while pending:
+            finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                src, need, attempt = pending.pop(fut)
+                try:
+                    res = fut.result()
+                except Exception as e:  # noqa: BLE001 - a worker died or hit a bug: retry, then record it
+                    if attempt < retries:
+                        if own and isinstance(e, BrokenProcessPool) and getattr(pool, "_broken", False):
+                            pool.shutdown(wait=False, cancel_futures=True)
+                            pool = local_pool(n_workers)   # the other tasks of the broken pool come back too
+                        again.append((src, need, attempt + 1))
+                        n_retried += 1
+                        continue
+                    res = BuildResult(src.study_id, "error", f"build failed: {type(e).__name__}: {e}")
+                account(src, res)
+            while len(pending) < 2 * n_workers and submit():
+                pass
+    finally:
+        if own:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return n_retried
 
 
 def warm_up() -> None:
