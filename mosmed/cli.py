@@ -363,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lung", action="store_true", help="draw the lung outline")
     sp.add_argument("--out", required=True, metavar="FILE.png")
     sp.set_defaults(func=cmd_render)
+
+    # --- issue 12: `review add | export | agreement | datasets`, all in mosmed/reviews/cli.py ---
+    from mosmed.reviews import cli as review_cli
+
+    review_cli.add_parser(sub)
     return p
 
 
@@ -387,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(_join_negative_window(list(sys.argv[1:] if argv is None else argv)))
         if not getattr(args, "command", None):
             raise UsageError("python -m mosmed: a command is needed: demo, replica, build-cache, summary, "
-                             "validate or render (see --help)")
+                             "validate, render or review (see --help)")
         return int(args.func(args))
     except UsageError as e:
         _err(f"error: {e}")
