@@ -322,5 +322,7 @@ def clicked(event) -> list[list[str]]:
         cd = p.get("customdata") if isinstance(p, dict) else None
         if cd is None:
             continue
+        if isinstance(cd, dict):   # a numeric customdata row arrives as {"0": .., "1": ..}
+            cd = [cd[k] for k in sorted(cd, key=lambda k: int(k) if str(k).isdigit() else 0)]
         out.append([str(v) for v in (cd if isinstance(cd, (list, tuple)) else [cd])])
     return out

@@ -45,8 +45,37 @@ _SHORTCUT = {a: k for a, k, _ in SHORTCUTS}
 
 K = "review."
 _MSG = K + "message"            # (kind, text) shown once after a callback
+_TOAST = K + "toast"            # a short confirmation seen wherever the page is scrolled
 _RERUN = K + "_rerun_app"       # a callback moved to another study: the fragment asks for a full rerun
 _FRAGMENT_ID = K + "_fragment"
+
+
+def _key_code(shortcut: str) -> str:
+    """``"Alt+2"`` -> ``"Digit2"``, ``"Alt+N"`` -> ``"KeyN"``, ``"Alt+Enter"`` -> ``"Enter"`` (KeyboardEvent.code)."""
+    key = shortcut.split("+")[-1]
+    if key.isdigit():
+        return f"Digit{key}"
+    if len(key) == 1 and key.isalpha():
+        return f"Key{key.upper()}"
+    return key
+
+
+# A review key pressed while the note box has focus: Streamlit applies a text box's value when it loses focus,
+# and a keyboard shortcut alone does not take the focus away, so the note just typed would be missing from the
+# save. This listener (window, capture phase: before Streamlit's shortcut handler) blurs the box first.
+_KEYS_JS = """
+export default function (component) {
+  const codes = new Set((component.data && component.data.codes) || []);
+  const onKey = (e) => {
+    if (!e.altKey || e.ctrlKey || e.metaKey || !codes.has(e.code)) return;
+    const el = document.activeElement;
+    if (el && (el.tagName === "TEXTAREA" || el.tagName === "INPUT") && el.closest(".st-key-review-panel")) el.blur();
+  };
+  window.addEventListener("keydown", onKey, true);
+  return () => window.removeEventListener("keydown", onKey, true);
+}
+"""
+_KEYS_COMPONENT = st.components.v2.component("mosmed_review_keys", html="", js=_KEYS_JS)
 
 
 def panel_keys(study_id: int) -> dict[str, str]:
@@ -104,7 +133,7 @@ def _sync_widgets(draft: dict, keys: dict[str, str]) -> None:
 
 def _set_grade(dkey: str, grade: str) -> None:
     d = st.session_state[dkey]
-    d["grade"] = None if d.get("grade") == grade else grade     # the same key again takes the grade back
+    d["grade"] = grade          # idempotent: pressing a grade key twice never takes the grade away
     d["dirty"] = True
 
 
@@ -147,6 +176,7 @@ def _save(ctx: dict, go_next: bool, clear: bool = False) -> None:
                 st.session_state[keys["note"]] = ""
             what = "cleared" if saved.action == "clear" else (review.grade or "saved without a grade")
             st.session_state[_MSG] = ("success", f"Study {sid}: {what} (saved {saved.saved_at:%H:%M:%S} UTC).")
+            st.session_state[_TOAST] = f"Study {sid}: {what}, saved."
         except ReviewDatabaseError as e:
             problem = str(e)
         except ReviewError as e:
@@ -168,6 +198,17 @@ def _save(ctx: dict, go_next: bool, clear: bool = False) -> None:
         st.session_state[state.VIEWER_STUDY_KEY] = int(nxt)
         st.session_state.pop(state.VIEWER_SLICE_KEY, None)
         st.session_state[_RERUN] = True
+
+
+def _key_help() -> list[tuple[str, str]]:
+    """The key list shown under the panel, from :data:`SHORTCUTS` (grades folded into one entry)."""
+    grades = [k for a, k, _ in SHORTCUTS if a.startswith("grade:CT-")]
+    out = [(f"{grades[0]}…{grades[-1].removeprefix('Alt+')}", "grade CT-0…CT-4")] if grades else []
+    for a, k, d in SHORTCUTS:
+        if a.startswith("grade:CT-"):
+            continue
+        out.append((k, {"save_next": "save and next unreviewed"}.get(a, d.lower() if a != "save" else "save")))
+    return out
 
 
 def _labels() -> tuple[dict, dict]:
@@ -264,6 +305,10 @@ def _panel(ds: Any, sid: int, category: str, candidates: list[int]) -> None:
                   + (" · unsaved changes" if draft.get("dirty") else "")
                   + (f" · saved {draft['saved']:%Y-%m-%d %H:%M} UTC" if draft.get("saved") is not None else ""))
         actions.caption(status)
+        _KEYS_COMPONENT(key="review.keys", data={"codes": [_key_code(k) for _, k, _ in SHORTCUTS]})
+        toast = st.session_state.pop(_TOAST, None)
+        if toast:
+            st.toast(md_escape(toast), icon=":material/check_circle:")
         msg = st.session_state.pop(_MSG, None)
         if msg:
             getattr(st, msg[0])(md_escape(msg[1]))
@@ -271,9 +316,8 @@ def _panel(ds: Any, sid: int, category: str, candidates: list[int]) -> None:
             st.caption("Saved note, as stored:")
             st.text(draft["note"])          # plain text: never Markdown, never HTML
         _others_and_history(store, ident, sid, others)
-        st.caption("Keys (hold Alt; Option on a Mac): " + " · ".join(
-            f"{k.replace('Alt+', '')} {d.split(' in the current')[0].lower() if a == 'save_next' else d.lower()}"
-            for a, k, d in SHORTCUTS))
+        st.caption("Keys, all with Alt (Option on a Mac), also while typing the note: "
+                   + " · ".join(f"{k.removeprefix('Alt+')} {short}" for k, short in _key_help()))
 
 
 def _others_and_history(store, ident, sid: int, others) -> None:

@@ -113,8 +113,8 @@ with st.container(border=True):
     elif me is None and st.session_state.get(W_REVIEW) in ("mine", "not_mine"):
         st.caption("Type your name in the sidebar (Reader) to see your own reviews.")
     id_set = st.session_state.get(review_facets.ID_SET_KEY)
-    r1, r2 = st.columns([6, 2], vertical_alignment="center")
     if id_set:
+        r1, r2 = st.columns([6, 2], vertical_alignment="center")
         n_set = len(id_set["ids"])
         r1.info(md_escape(f"Showing the {n_set} {'study' if n_set == 1 else 'studies'} of {id_set['label']}."),
                 icon=":material/filter_alt:")
