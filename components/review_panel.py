@@ -174,7 +174,10 @@ def _save(ctx: dict, go_next: bool, clear: bool = False) -> None:
             if clear:
                 st.session_state[keys["flags"]] = []
                 st.session_state[keys["note"]] = ""
-            what = "cleared" if saved.action == "clear" else (review.grade or "saved without a grade")
+            from mosmed.reviews.model import GRADE_LABELS
+
+            what = "cleared" if saved.action == "clear" else (GRADE_LABELS.get(review.grade or "", "")
+                                                              or "saved without a grade")
             st.session_state[_MSG] = ("success", f"Study {sid}: {what} (saved {saved.saved_at:%H:%M:%S} UTC).")
             st.session_state[_TOAST] = f"Study {sid}: {what}, saved."
         except ReviewDatabaseError as e:

@@ -197,7 +197,9 @@ def with_reviews(summary: pd.DataFrame, per_study: pd.DataFrame | None) -> pd.Da
 
     df["n_readers"] = pd.Series(col("n_readers", 0), index=df.index, dtype="int64")
     df["reviewed_by_me"] = pd.Series(col("reviewed_by_me", False), index=df.index, dtype=bool)
-    df["my_grade"] = col("my_grade", None)
+    from mosmed.reviews.model import GRADE_LABELS
+
+    df["my_grade"] = [GRADE_LABELS.get(g, g) if isinstance(g, str) else None for g in col("my_grade", None)]
     df["flags"] = [tuple(v) if isinstance(v, (tuple, list)) else () for v in col("flags", ())]
     df["flag_text"] = [", ".join(FLAG_LABELS.get(f, f) for f in fl) for fl in df["flags"]]
     df["grades"] = col("grades", "")
