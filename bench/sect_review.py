@@ -88,7 +88,7 @@ KEY_TIMER = """() => {
 async def bench_next(res: dict, server, quick: bool) -> None:
     from playwright.async_api import async_playwright
 
-    from sect_viewer import open_viewer, wait_stack
+    from sect_viewer import INSTALL_CLICK_TIMER, open_viewer, wait_stack
     from tests.e2e import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
     from common import wait_app
 
@@ -104,6 +104,7 @@ async def bench_next(res: dict, server, quick: bool) -> None:
         await box.press("Enter")
         await wait_app(page)
         await page.evaluate(KEY_TIMER)
+        await page.evaluate(INSTALL_CLICK_TIMER)
         lat, server_ms = [], []
         for _ in range(steps):
             await page.keyboard.press("Alt+2")
@@ -118,6 +119,16 @@ async def bench_next(res: dict, server, quick: bool) -> None:
         res["review_next_unreviewed"] = summary(lat)
         res["review_next_unreviewed_p95_ms"] = round(p95(lat), 1)
         res["review_next_key_to_payload"] = summary(server_ms)
+        # The same page's plain "next study" button on the following studies, in the same conditions: what
+        # opening a study costs without the review (the floor of the figure above).
+        from sect_viewer import click_and_time
+
+        base = []
+        nxt = page.locator(".st-key-viewer-next button").first
+        for _ in range(steps):
+            r = await click_and_time(page, nxt, ready=False)
+            base.append(r["first_paint_ms"])
+        res["review_next_baseline_plain_next_click"] = summary(base)
         await ctx.close()
         await browser.close()
 

@@ -46,7 +46,6 @@ _SHORTCUT = {a: k for a, k, _ in SHORTCUTS}
 K = "review."
 _MSG = K + "message"            # (kind, text) shown once after a callback
 _TOAST = K + "toast"            # a short confirmation seen wherever the page is scrolled
-_RERUN = K + "_rerun_app"       # a callback moved to another study: the fragment asks for a full rerun
 _FRAGMENT_ID = K + "_fragment"
 
 
@@ -102,7 +101,7 @@ def next_unreviewed(candidates: Sequence[int], current: int, reviewed: set[int])
     return None
 
 
-def _load_draft(store, ident, sid: int, reader) -> dict:
+def _load_draft(store, ident, sid: int, reader, latest=None) -> dict:
     key = _draft_key(ident.digest, sid)
     if key in st.session_state:
         return st.session_state[key]
@@ -112,14 +111,11 @@ def _load_draft(store, ident, sid: int, reader) -> dict:
     if waiting:
         r = waiting[-1]["review"]
         draft.update(grade=r["grade"], flags=list(r["flags"]), note=r["note"], dirty=True)
-    elif store is not None:
-        try:
-            got = store.review_of(ident, sid, reader)
-        except Exception:  # noqa: BLE001 - the database went away between two runs: start empty, say so below
-            got = None
-        if got is not None:
-            review, when = got
-            draft.update(grade=review.grade, flags=list(review.flags), note=review.note, saved=when)
+    elif latest is not None:
+        mine = latest[(latest["study_id"] == sid) & (latest["reader_key"] == reader.key)]
+        if not mine.empty:
+            row = mine.iloc[0]
+            draft.update(grade=row["grade"], flags=list(row["flags"]), note=row["note"], saved=row["updated_at"])
     st.session_state[key] = draft
     return draft
 
@@ -197,10 +193,9 @@ def _save(ctx: dict, go_next: bool, clear: bool = False) -> None:
         if nxt is None:
             st.session_state[_MSG] = ("success", "Every study in the current filter has your review.")
             return
-        # The viewer reads its study from the session (components.state); the page reruns onto it.
+        # The viewer reads its study from the session (components.state); this click's full rerun opens it.
         st.session_state[state.VIEWER_STUDY_KEY] = int(nxt)
         st.session_state.pop(state.VIEWER_SLICE_KEY, None)
-        st.session_state[_RERUN] = True
 
 
 def _key_help() -> list[tuple[str, str]]:
@@ -235,92 +230,104 @@ def review_panel(ds: Any, study: Any, *, candidates: Sequence[int] | None = None
     """
     if candidates is None:
         candidates = state.current_filter_ids() or [int(i) for i in ds.registry.ids]
-    _panel(ds, int(study.study_id), str(study.category), [int(c) for c in candidates])
+    with st.container(border=True, key="review-panel"):
+        # The grade, flag and note widgets are a fragment (a grade key reruns only them); Save and Save-and-next
+        # are outside it, so their click is one full rerun that saves and (for "next") opens the next study.
+        ctx = _editor(ds, int(study.study_id), str(study.category), [int(c) for c in candidates])
+        if ctx is not None:
+            _actions(ctx)
 
 
 @st.fragment
-def _panel(ds: Any, sid: int, category: str, candidates: list[int]) -> None:
-    if st.session_state.pop(_RERUN, False):
-        st.rerun()                      # a save-and-next moved the viewer: the whole page shows the next study
+def _editor(ds: Any, sid: int, category: str, candidates: list[int]) -> dict | None:
     grade_labels, flag_labels = _labels()
-    with st.container(border=True, key="review-panel"):
-        head, who = st.columns([3, 2], vertical_alignment="center")
-        head.markdown(f"**Your review** · study {sid:04d}")
-        reader = reader_mod.current_reader()
-        if reader is None:
-            with who:
-                st.caption("Who is reviewing?")
-            reader_mod.reader_box("review.w.panel_reader")
-            return
-        who.caption(f"Reviewing as {md_escape(reader.label)}")
+    head, who = st.columns([3, 2], vertical_alignment="center")
+    head.markdown(f"**Your review** · study {sid:04d}")
+    reader = reader_mod.current_reader()
+    if reader is None:
+        with who:
+            st.caption("Who is reviewing?")
+        reader_mod.reader_box("review.w.panel_reader")
+        return None
+    who.caption(f"Reviewing as {md_escape(reader.label)}")
+    try:
+        ident = review_db.identity(ds)
+    except Exception as e:  # noqa: BLE001
+        st.warning(md_escape(f"This dataset cannot be identified for reviews: {e}"), icon=":material/error:")
+        return None
+    store, problem = review_db.get_store(ds)
+    if store is not None and review_db.pending():
+        done, left = review_db.flush_pending(store)
+        if done:
+            st.toast(f"{done} review(s) kept during the outage are now saved.", icon=":material/cloud_done:")
+        if left:
+            problem = left
+    if problem:
+        st.warning(md_escape(f"Reviews cannot be saved right now: {problem}. Viewing works; what you save "
+                             "is kept in this session and written when the database is back."),
+                   icon=":material/cloud_off:")
+    mine: list[int] = []
+    latest = None
+    if store is not None:
         try:
-            ident = review_db.identity(ds)
+            latest = store.latest(ident)
+            mine = [int(s) for s in latest.loc[latest["reader_key"] == reader.key, "study_id"]]
         except Exception as e:  # noqa: BLE001
-            st.warning(md_escape(f"This dataset cannot be identified for reviews: {e}"), icon=":material/error:")
-            return
-        store, problem = review_db.get_store(ds)
-        if store is not None and review_db.pending():
-            done, left = review_db.flush_pending(store)
-            if done:
-                st.toast(f"{done} review(s) kept during the outage are now saved.", icon=":material/cloud_done:")
-            if left:
-                problem = left
-        if problem:
-            st.warning(md_escape(f"Reviews cannot be saved right now: {problem}. Viewing works; what you save "
-                                 "is kept in this session and written when the database is back."),
-                       icon=":material/cloud_off:")
-        mine: list[int] = []
-        others = None
-        if store is not None:
-            try:
-                latest = store.latest(ident)
-                mine = [int(s) for s in latest.loc[latest["reader_key"] == reader.key, "study_id"]]
-                others = latest[(latest["study_id"] == sid) & (latest["reader_key"] != reader.key)]
-            except Exception as e:  # noqa: BLE001
-                st.warning(md_escape(f"Reviews cannot be read right now: {e}"), icon=":material/cloud_off:")
-        keys = panel_keys(sid)
-        dkey = _draft_key(ident.digest, sid)
-        draft = _load_draft(store, ident, sid, reader)
-        _sync_widgets(draft, keys)
-        ctx = {"ds": ds, "ident": ident, "sid": sid, "keys": keys, "dkey": dkey, "reader_key": reader.key,
-               "mine": mine, "candidates": candidates}
+            st.warning(md_escape(f"Reviews cannot be read right now: {e}"), icon=":material/cloud_off:")
+    keys = panel_keys(sid)
+    dkey = _draft_key(ident.digest, sid)
+    draft = _load_draft(store, ident, sid, reader, latest)
+    _sync_widgets(draft, keys)
 
-        grades = st.container(horizontal=True, gap="small", key="review-grades")
-        for g in ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4", "ungradable"):
-            grades.button(grade_labels[g], key=keys[f"grade:{g}"], shortcut=_SHORTCUT[f"grade:{g}"],
-                          type="primary" if draft.get("grade") == g else "secondary", on_click=_set_grade,
-                          args=(dkey, g), help=f"Registry class: {category}" if g == category else None)
-        st.pills("Flags", list(flag_labels), key=keys["flags"], selection_mode="multi",
-                 format_func=flag_labels.get, on_change=_edited, args=(dkey, keys))
-        from mosmed.reviews.model import MAX_NOTE_CHARS
+    grades = st.container(horizontal=True, gap="small", key="review-grades", vertical_alignment="center")
+    for g in ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4", "ungradable"):
+        grades.button(grade_labels[g], key=keys[f"grade:{g}"], shortcut=_SHORTCUT[f"grade:{g}"],
+                      type="primary" if draft.get("grade") == g else "secondary", on_click=_set_grade,
+                      args=(dkey, g), help=f"Registry class: {category}" if g == category else None)
+    if draft.get("dirty"):
+        grades.caption(":orange[unsaved changes]")
+    elif draft.get("saved") is not None:
+        grades.caption(f"saved {draft['saved']:%Y-%m-%d %H:%M} UTC")
+    st.pills("Flags", list(flag_labels), key=keys["flags"], selection_mode="multi",
+             format_func=flag_labels.get, on_change=_edited, args=(dkey, keys))
+    from mosmed.reviews.model import MAX_NOTE_CHARS
 
-        st.text_area("Note (plain text)", key=keys["note"], max_chars=MAX_NOTE_CHARS, height=68,
-                     on_change=_edited, args=(dkey, keys), placeholder="What you saw; kept as typed")
-        actions = st.container(horizontal=True, gap="small", vertical_alignment="center")
-        actions.button("Save", key=keys["save"], shortcut=_SHORTCUT["save"], on_click=_save, args=(ctx, False),
-                       icon=":material/save:")
-        left = [c for c in candidates if c not in set(mine) and c != sid]
-        actions.button("Save and next unreviewed", key=keys["save_next"], shortcut=_SHORTCUT["save_next"],
-                       on_click=_save, args=(ctx, True), type="primary", icon=":material/skip_next:")
-        actions.button("Clear my review", key=keys["clear"], on_click=_save, args=(ctx, False, True),
-                       type="tertiary", disabled=draft.get("saved") is None)
-        status = (f"{len(left)} other studies of the filter not reviewed by you"
-                  + (" · unsaved changes" if draft.get("dirty") else "")
-                  + (f" · saved {draft['saved']:%Y-%m-%d %H:%M} UTC" if draft.get("saved") is not None else ""))
-        actions.caption(status)
-        _KEYS_COMPONENT(key="review.keys", data={"codes": [_key_code(k) for _, k, _ in SHORTCUTS]})
-        toast = st.session_state.pop(_TOAST, None)
-        if toast:
-            st.toast(md_escape(toast), icon=":material/check_circle:")
-        msg = st.session_state.pop(_MSG, None)
-        if msg:
-            getattr(st, msg[0])(md_escape(msg[1]))
-        if draft.get("note") and not draft.get("dirty"):
-            st.caption("Saved note, as stored:")
-            st.text(draft["note"])          # plain text: never Markdown, never HTML
-        _others_and_history(store, ident, sid, others)
-        st.caption("Keys, all with Alt (Option on a Mac), also while typing the note: "
-                   + " · ".join(f"{k.removeprefix('Alt+')} {short}" for k, short in _key_help()))
+    st.text_area("Note (plain text)", key=keys["note"], max_chars=MAX_NOTE_CHARS, height=68,
+                 on_change=_edited, args=(dkey, keys), placeholder="What you saw; kept as typed")
+    others = None
+    if latest is not None:
+        others = latest[(latest["study_id"] == sid) & (latest["reader_key"] != reader.key)]
+    return {"ds": ds, "ident": ident, "sid": sid, "keys": keys, "dkey": dkey, "reader_key": reader.key,
+            "mine": mine, "candidates": candidates, "store": store, "others": others}
+
+
+def _actions(ctx: dict) -> None:
+    """Save / Save and next / Clear (full reruns), the last save's message, the stored note and the history."""
+    keys, sid, draft = ctx["keys"], ctx["sid"], st.session_state.get(ctx["dkey"], {})
+    args = {k: v for k, v in ctx.items() if k not in ("store", "others")}
+    actions = st.container(horizontal=True, gap="small", vertical_alignment="center")
+    actions.button("Save", key=keys["save"], shortcut=_SHORTCUT["save"], on_click=_save, args=(args, False),
+                   icon=":material/save:")
+    actions.button("Save and next unreviewed", key=keys["save_next"], shortcut=_SHORTCUT["save_next"],
+                   on_click=_save, args=(args, True), type="primary", icon=":material/skip_next:")
+    actions.button("Clear my review", key=keys["clear"], on_click=_save, args=(args, False, True),
+                   type="tertiary", disabled=draft.get("saved") is None)
+    left = [c for c in ctx["candidates"] if c not in set(ctx["mine"]) and c != sid]
+    actions.caption(f"{len(left)} other {'study' if len(left) == 1 else 'studies'} of the filter not reviewed "
+                    "by you")
+    _KEYS_COMPONENT(key="review.keys", data={"codes": [_key_code(k) for _, k, _ in SHORTCUTS]})
+    toast = st.session_state.pop(_TOAST, None)
+    if toast:
+        st.toast(md_escape(toast), icon=":material/check_circle:")
+    msg = st.session_state.pop(_MSG, None)
+    if msg:
+        getattr(st, msg[0])(md_escape(msg[1]))
+    if draft.get("note") and not draft.get("dirty"):
+        st.caption("Saved note, as stored:")
+        st.text(draft["note"])          # plain text: never Markdown, never HTML
+    _others_and_history(ctx["store"], ctx["ident"], sid, ctx["others"])
+    st.caption("Keys, all with Alt (Option on a Mac), also while typing the note: "
+               + " · ".join(f"{k.removeprefix('Alt+')} {short}" for k, short in _key_help()))
 
 
 def _others_and_history(store, ident, sid: int, others) -> None:
