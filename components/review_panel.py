@@ -46,6 +46,7 @@ _SHORTCUT = {a: k for a, k, _ in SHORTCUTS}
 K = "review."
 _MSG = K + "message"            # (kind, text) shown once after a callback
 _TOAST = K + "toast"            # a short confirmation seen wherever the page is scrolled
+_MOVED = K + "_moved"           # save-and-next chose another study; cleared by the full run that shows it
 _FRAGMENT_ID = K + "_fragment"
 
 
@@ -196,6 +197,7 @@ def _save(ctx: dict, go_next: bool, clear: bool = False) -> None:
         # The viewer reads its study from the session (components.state); this click's full rerun opens it.
         st.session_state[state.VIEWER_STUDY_KEY] = int(nxt)
         st.session_state.pop(state.VIEWER_SLICE_KEY, None)
+        st.session_state[_MOVED] = int(nxt)
 
 
 def _key_help() -> list[tuple[str, str]]:
@@ -230,6 +232,7 @@ def review_panel(ds: Any, study: Any, *, candidates: Sequence[int] | None = None
     """
     if candidates is None:
         candidates = state.current_filter_ids() or [int(i) for i in ds.registry.ids]
+    st.session_state.pop(_MOVED, None)      # this full run shows the study save-and-next moved to
     with st.container(border=True, key="review-panel"):
         # The grade, flag and note widgets are a fragment (a grade key reruns only them); Save and Save-and-next
         # are outside it, so their click is one full rerun that saves and (for "next") opens the next study.
@@ -240,6 +243,10 @@ def review_panel(ds: Any, study: Any, *, candidates: Sequence[int] | None = None
 
 @st.fragment
 def _editor(ds: Any, sid: int, category: str, candidates: list[int]) -> dict | None:
+    if st.session_state.pop(_MOVED, None) is not None:
+        # Alt+N pressed in the note box: Streamlit may merge the note's own (fragment) rerun with the click's
+        # full rerun into one fragment run; the click moved the viewer, so ask for the full run here.
+        st.rerun()
     grade_labels, flag_labels = _labels()
     head, who = st.columns([3, 2], vertical_alignment="center")
     head.markdown(f"**Your review** · study {sid:04d}")
