@@ -322,7 +322,6 @@ def _actions(ctx: dict) -> None:
     left = [c for c in ctx["candidates"] if c not in set(ctx["mine"]) and c != sid]
     actions.caption(f"{len(left)} other {'study' if len(left) == 1 else 'studies'} of the filter not reviewed "
                     "by you")
-    _KEYS_COMPONENT(key="review.keys", data={"codes": [_key_code(k) for _, k, _ in SHORTCUTS]})
     toast = st.session_state.pop(_TOAST, None)
     if toast:
         st.toast(md_escape(toast), icon=":material/check_circle:")
@@ -335,6 +334,7 @@ def _actions(ctx: dict) -> None:
     _others_and_history(ctx["store"], ctx["ident"], sid, ctx["others"])
     st.caption("Keys, all with Alt (Option on a Mac), also while typing the note: "
                + " · ".join(f"{k.removeprefix('Alt+')} {short}" for k, short in _key_help()))
+    _KEYS_COMPONENT(key="review.keys", data={"codes": [_key_code(k) for _, k, _ in SHORTCUTS]})
 
 
 def _others_and_history(store, ident, sid: int, others) -> None:
