@@ -194,10 +194,10 @@ from mosmed.reviews.identity import DatasetIdentity
 from mosmed.reviews.model import Reader, Review
 from mosmed.reviews.store import ReviewStore
 url, me, go = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-store = ReviewStore(open_database(url))
-ds = DatasetIdentity("a" * 64, "test set", 50)
 while time.time() < go:
     time.sleep(0.005)
+store = ReviewStore(open_database(url))
+ds = DatasetIdentity("a" * 64, "test set", 50)
 for k in range(5):
     # every writer reviews study 1 (one row each in latest) and its own studies
     store.save(ds, 1 if k == 0 else 2 + me * 2 + k % 2, Reader.named(f"writer {me}"),
@@ -208,7 +208,8 @@ print("ok", me)
 
 @pytest.mark.slow
 def test_twenty_processes_writing_at_once_lose_nothing(db_url: str) -> None:
-    open_database(db_url).dispose()          # migrated once up front: the writers time only their saves
+    # No open up front: the 20 processes also open (and migrate) the new database at once, as several app
+    # processes starting together would; the migration runs once under the write lock / advisory lock.
     go = time.time() + 6.0                   # every writer starts saving at the same moment
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(REPO), db_url, str(i), str(go)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(20)]
