@@ -26,6 +26,7 @@ __all__ = [
     "slices_figure",
     "hu_histogram_figure",
     "agreement_figure",
+    "confusion_figure",
     "clicked",
 ]
 
@@ -276,6 +277,40 @@ def agreement_figure(summary: pd.DataFrame) -> go.Figure:
     return _layout(fig, "Estimated against measured involvement (colour = class)")
 
 
+@_cached_figure
+def confusion_figure(matrix: tuple[tuple[int, ...], ...], categories: tuple[str, ...], label_a: str,
+                     label_b: str) -> go.Figure:
+    """Heat map of a confusion matrix (rows: rater A, columns: rater B), one clickable mark per cell.
+
+    Plotly heat maps take no point selection, so each cell also carries an invisible square marker with
+    ``customdata = [row, column, count]``: a click on a cell selects it and the page opens its studies.
+    Rater labels are user text: they go into axis titles as text (plotly renders no HTML from them here,
+    because ``<`` and ``&`` are escaped first).
+    """
+    import html
+
+    z = np.asarray(matrix, dtype=float)
+    k = len(categories)
+    cats = [str(c) for c in categories]
+    a, b = html.escape(str(label_a)), html.escape(str(label_b))
+    fig = go.Figure()
+    fig.add_heatmap(z=z, x=cats, y=cats, colorscale=[[0.0, "#1b2027"], [0.15, "#1f3b5c"], [1.0, "#4c9aff"]],
+                    zmin=0, zmax=max(1.0, float(z.max())), showscale=False, hoverinfo="skip", xgap=2, ygap=2)
+    ii, jj = np.indices((k, k))
+    counts = z.astype(int)
+    fig.add_scatter(
+        x=[cats[j] for j in jj.ravel()], y=[cats[i] for i in ii.ravel()], mode="markers+text",
+        text=[str(v) if v else "" for v in counts.ravel()], textfont=dict(size=14, color="#e8eaed"),
+        marker=dict(symbol="square", size=46, color="rgba(0,0,0,0.01)", line=dict(width=0)),
+        customdata=np.stack([ii.ravel(), jj.ravel(), counts.ravel()], axis=1),
+        hovertemplate=f"{a}: %{{y}}<br>{b}: %{{x}}<br>%{{customdata[2]}} studies<extra></extra>",
+        showlegend=False)
+    fig.update_xaxes(title=b, type="category", side="bottom", categoryorder="array", categoryarray=cats)
+    fig.update_yaxes(title=a, type="category", autorange="reversed", categoryorder="array", categoryarray=cats)
+    return _layout(fig, "Confusion matrix (click a cell to open its studies)", height=420,
+                   margin=dict(l=10, r=10, t=50, b=10))
+
+
 def clicked(event) -> list[list[str]]:
     """The ``customdata`` of the points selected in a ``st.plotly_chart(on_select="rerun")`` event."""
     try:
@@ -287,5 +322,7 @@ def clicked(event) -> list[list[str]]:
         cd = p.get("customdata") if isinstance(p, dict) else None
         if cd is None:
             continue
+        if isinstance(cd, dict):   # a numeric customdata row arrives as {"0": .., "1": ..}
+            cd = [cd[k] for k in sorted(cd, key=lambda k: int(k) if str(k).isdigit() else 0)]
         out.append([str(v) for v in (cd if isinstance(cd, (list, tuple)) else [cd])])
     return out

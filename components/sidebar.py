@@ -183,6 +183,11 @@ def render() -> None:
         st.error(md_escape(state.dataset_problem() or f"Cannot open dataset {root}"), icon=":material/folder_off:")
         return
     _cache_panel(ds)
+    # --- issue 12: who is reviewing (components/reader.py) ---
+    from components import reader
+
+    st.subheader("Reader")
+    reader.reader_box("app.w.reader")
 
 
 def _cache_panel(ds) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,10 @@ __all__ = [
     "export_frame",
     "to_csv_bytes",
     "to_xlsx_bytes",
+    "REVIEW_STATES",
+    "REVIEW_STATE_LABELS",
+    "ANY_FLAG",
+    "with_reviews",
 ]
 
 #: Where an involvement value comes from: the expert mask ("measured") or the HU-based estimate.
@@ -39,6 +42,17 @@ SOURCE_LABELS = {
     "measured": "Measured (mask) only",
     "estimated": "Estimated (HU) only",
 }
+#: The registry's "Review" facet (issue 12): which studies, by who reviewed them.
+REVIEW_STATES = ("any", "mine", "not_mine", "anyone", "none")
+REVIEW_STATE_LABELS = {
+    "any": "Any",
+    "mine": "Reviewed by me",
+    "not_mine": "Not reviewed by me",
+    "anyone": "Reviewed by anyone",
+    "none": "Not reviewed yet",
+}
+#: A pseudo-flag of the "Flagged" facet: any flag at all.
+ANY_FLAG = "__any__"
 _MAX_QUERY = 200
 _RANGE = re.compile(r"^(\d{1,9})\s*[-–]\s*(\d{1,9})$")
 
@@ -53,6 +67,9 @@ class RegistryFilter:
     involvement: tuple[float, float] = (0.0, 100.0)
     ids: frozenset[int] | None = None
     statuses: tuple[str, ...] | None = None
+    review: str = "any"                    # see REVIEW_STATES (needs the with_reviews columns)
+    flags: tuple[str, ...] | None = None   # flag ids (or ANY_FLAG): a study any reader flagged so
+    disagree: bool = False                 # only studies where a reader's grade differs from the class
 
 
 def parse_id_query(text: str) -> tuple[frozenset[int] | None, str | None]:
@@ -144,7 +161,50 @@ def filter_summary(summary: pd.DataFrame, f: RegistryFilter) -> pd.DataFrame:
         keep &= df["study_id"].astype(int).isin(list(f.ids))
     if f.statuses is not None:
         keep &= df["status"].astype(str).isin(list(f.statuses))
+    if f.review != "any" or f.flags or f.disagree:
+        if "n_readers" not in df.columns:
+            raise ValueError("review facets need the review columns (tables.with_reviews)")
+        if f.review not in REVIEW_STATES:
+            raise ValueError(f"unknown review facet {f.review!r}")
+        mine, n = df["reviewed_by_me"].astype(bool), df["n_readers"].astype(int)
+        keep &= {"any": True, "mine": mine, "not_mine": ~mine, "anyone": n > 0, "none": n == 0}[f.review]
+        if f.flags:
+            want = set(f.flags)
+            keep &= df["flags"].map(lambda fl: bool(fl) and (ANY_FLAG in want or bool(want & set(fl))))
+        if f.disagree:
+            keep &= df["disagree"].astype(bool)
     return df[keep]
+
+
+def with_reviews(summary: pd.DataFrame, per_study: pd.DataFrame | None) -> pd.DataFrame:
+    """The summary with the review columns of ``mosmed.reviews.store.per_study`` (unreviewed studies: 0 readers).
+
+    Adds ``n_readers`` (int), ``reviewed_by_me`` (bool), ``my_grade`` (str or None), ``flags`` (tuple),
+    ``flag_text`` ("Artefact, Duplicate"), ``grades`` (each reader's grade, as text) and ``disagree`` (bool).
+    """
+    from mosmed.reviews.model import FLAG_LABELS
+
+    df = summary.copy()
+    ps = per_study if per_study is not None else pd.DataFrame(columns=["study_id"])
+    ps = ps.set_index("study_id") if len(ps) else None
+    ids = df["study_id"].astype(int)
+
+    def col(name, default):
+        if ps is None or name not in ps.columns:
+            return [default] * len(df)
+        m = ps[name].to_dict()
+        return [m.get(int(i), default) for i in ids]
+
+    df["n_readers"] = pd.Series(col("n_readers", 0), index=df.index, dtype="int64")
+    df["reviewed_by_me"] = pd.Series(col("reviewed_by_me", False), index=df.index, dtype=bool)
+    from mosmed.reviews.model import GRADE_LABELS
+
+    df["my_grade"] = [GRADE_LABELS.get(g, g) if isinstance(g, str) else None for g in col("my_grade", None)]
+    df["flags"] = [tuple(v) if isinstance(v, (tuple, list)) else () for v in col("flags", ())]
+    df["flag_text"] = [", ".join(FLAG_LABELS.get(f, f) for f in fl) for fl in df["flags"]]
+    df["grades"] = col("grades", "")
+    df["disagree"] = pd.Series(col("disagree", False), index=df.index, dtype=bool)
+    return df
 
 
 def class_counts(summary: pd.DataFrame, classes: Sequence[str], published: dict[str, int] | None = None,
@@ -213,73 +273,8 @@ def export_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df[cols].reset_index(drop=True)
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _defuse(value):
-    """Text that a spreadsheet would run as a formula gets a leading apostrophe (CSV injection)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _is_number(value):
-        return "'" + value
-    return value
-
-
-def _is_number(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
-
-
-def to_csv_bytes(df: pd.DataFrame) -> bytes:
-    """UTF-8 CSV of ``df`` (text cells that look like formulas are defused)."""
-    out = df.copy()
-    for c in out.columns:
-        if out[c].dtype == object:
-            out[c] = out[c].map(_defuse)
-    return out.to_csv(index=False).encode("utf-8")
-
-
-def to_xlsx_bytes(df: pd.DataFrame, sheet_name: str = "studies") -> bytes:
-    """An XLSX workbook of ``df`` built in memory with openpyxl.
-
-    Every text cell is written as text (openpyxl would otherwise store ``"=..."`` as a formula).
-    """
-    from openpyxl import Workbook
-    from openpyxl.utils import get_column_letter
-
-    wb = Workbook()
-    ws = wb.active
-    ws.title = re.sub(r"[\[\]:*?/\\]", "_", sheet_name)[:31] or "studies"
-    ws.append([str(c) for c in df.columns])
-    for row in df.itertuples(index=False, name=None):
-        ws.append([_xlsx_value(v) for v in row])
-    for r in ws.iter_rows(min_row=2):
-        for cell in r:
-            if isinstance(cell.value, str):
-                cell.data_type = "s"
-    for i, c in enumerate(df.columns, start=1):
-        width = max([len(str(c))] + [len(str(v)) for v in df[c].head(200).tolist() if v is not None])
-        ws.column_dimensions[get_column_letter(i)].width = min(60, max(8, width + 2))
-    ws.freeze_panes = "A2"
-    buf = io.BytesIO()
-    wb.save(buf)
-    return buf.getvalue()
-
-
-def _xlsx_value(v):
-    if v is None or v is pd.NA:
-        return None
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return None if math.isnan(float(v)) else float(v)
-    if isinstance(v, (np.bool_,)):
-        return bool(v)
-    if isinstance(v, (bool, int, float, str)):
-        return v
-    return str(v)
+# One implementation of the spreadsheet writers (text cells defused), shared with the review export and CLI.
+from mosmed.reviews.export import to_csv_bytes, to_xlsx_bytes  # noqa: E402
 
 
 def ids_of(df: pd.DataFrame) -> list[int]:

@@ -16,16 +16,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mosmed.cliargs import EXIT_DATA, EXIT_OK, EXIT_USAGE, UsageError, cache_root, data_root, err, int_at_least
 from mosmed.errors import MosmedError
 
 __all__ = ["main", "build_parser"]
-
-EXIT_OK, EXIT_DATA, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """A mistake in the command line (exit 2)."""
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
@@ -55,25 +49,8 @@ class ProgressBar:
         self._bar.close()
 
 
-def _data_root(args) -> Path:
-    """``--data``, else MOSMED_DATA, else the embedded demo when it has been generated."""
-    from mosmed.config import default_data_root, demo_root
-
-    if args.data:
-        return Path(args.data).expanduser()
-    root, is_demo = default_data_root()
-    if is_demo:
-        root = demo_root(_cache_root(args))
-        if not root.exists():
-            raise UsageError("no dataset given: pass --data DIR or set MOSMED_DATA "
-                             "(or generate the demo first with 'python -m mosmed demo')")
-    return root
-
-
-def _cache_root(args) -> Path:
-    from mosmed.config import default_cache_root
-
-    return Path(args.cache).expanduser() if getattr(args, "cache", None) else default_cache_root()
+_data_root = data_root
+_cache_root = cache_root
 
 
 def _open(args):
@@ -82,26 +59,11 @@ def _open(args):
     return Dataset(_data_root(args), _cache_root(args))
 
 
-def _int_at_least(minimum: int, rule: str):
-    """An argparse type: a whole number >= ``minimum``; ``rule`` says the bound in the error."""
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r} {rule}")
-        return v
-    return parse
+_positive_int = int_at_least(1, "must be at least 1")
+_nonneg_int = int_at_least(0, "must not be negative")
 
 
-_positive_int = _int_at_least(1, "must be at least 1")
-_nonneg_int = _int_at_least(0, "must not be negative")
-
-
-def _err(msg: str) -> None:
-    sys.stderr.write(msg.rstrip("\n") + "\n")
-    sys.stderr.flush()
+_err = err
 
 
 def _ensure_built(ds, quiet: bool = False) -> None:
@@ -375,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lung", action="store_true", help="draw the lung outline")
     sp.add_argument("--out", required=True, metavar="FILE.png")
     sp.set_defaults(func=cmd_render)
+
+    # --- issue 12: `review add | export | agreement | datasets`, all in mosmed/reviews/cli.py ---
+    from mosmed.reviews import cli as review_cli
+
+    review_cli.add_parser(sub)
     return p
 
 
@@ -399,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(_join_negative_window(list(sys.argv[1:] if argv is None else argv)))
         if not getattr(args, "command", None):
             raise UsageError("python -m mosmed: a command is needed: demo, replica, build-cache, summary, "
-                             "validate or render (see --help)")
+                             "validate, render or review (see --help)")
         return int(args.func(args))
     except UsageError as e:
         _err(f"error: {e}")

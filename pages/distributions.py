@@ -11,7 +11,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from components import charts, state, tables
+from components import charts, review_agreement, state, tables
 from components.markup import md_escape
 
 state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
@@ -78,6 +78,7 @@ with c2:
 if ok.empty:
     st.info("No study is summarised yet: the remaining charts appear once the cache is built (sidebar).",
             icon=":material/hourglass_top:")
+    review_agreement.agreement_section(ds)      # reviews need no cache
     st.stop()
 
 # ---------------------------------------------------------------------------------------- involvement
@@ -196,3 +197,6 @@ else:
     sel = list(getattr(getattr(ev, "selection", None), "rows", []) or [])
     if sel and 0 <= int(sel[0]) < len(outside):
         state.goto_viewer(int(outside.iloc[int(sel[0])]["study_id"]))
+
+# ---------------------------------------------------------------------------------------- readers (issue 12)
+review_agreement.agreement_section(ds)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import state, tables
+from components import reader as reader_mod
+from components import review_facets, state, tables
 from components.markup import md_escape
 
 state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
@@ -23,17 +24,31 @@ summary = state.registry_rows_df(ds)   # every registry row, a repeated id inclu
 W_CLASS, W_MASK, W_SOURCE, W_RANGE, W_IDS, W_STATUS = (
     "registry.w.class", "registry.w.mask", "registry.w.source", "registry.w.range", "registry.w.ids",
     "registry.w.status")
+W_REVIEW, W_FLAGS, W_DISAGREE = "registry.w.review", "registry.w.flags", "registry.w.disagree"  # issue 12
 STORE = {W_CLASS: state.REGISTRY_CLASS_KEY, W_MASK: "registry.filter.mask", W_SOURCE: "registry.filter.source",
-         W_RANGE: "registry.filter.range", W_IDS: "registry.filter.ids", W_STATUS: "registry.filter.status"}
+         W_RANGE: "registry.filter.range", W_IDS: "registry.filter.ids", W_STATUS: "registry.filter.status",
+         W_REVIEW: "registry.filter.review", W_FLAGS: "registry.filter.flags",
+         W_DISAGREE: "registry.filter.disagree"}
 APPLY_KEY = state.REGISTRY_APPLY_KEY     # set by state.goto_registry to push a class filter from another page
 
 counts = summary["category"].astype(str).value_counts()
 class_options = list(severity.CLASSES) + sorted(c for c in counts.index if c not in severity.CLASSES)
 status_options = ["ok", "error", "pending"]
-defaults = {W_CLASS: [], W_MASK: "any", W_SOURCE: "best", W_RANGE: (0.0, 100.0), W_IDS: "", W_STATUS: []}
+defaults = {W_CLASS: [], W_MASK: "any", W_SOURCE: "best", W_RANGE: (0.0, 100.0), W_IDS: "", W_STATUS: [],
+            W_REVIEW: "any", W_FLAGS: [], W_DISAGREE: False}
+
+# Reviews of this dataset (issue 12): the per-study columns and facets; the page works without them.
+me = reader_mod.current_reader()
+per_study, latest_reviews, review_problem = review_facets.review_columns(ds, me)
+from mosmed.reviews.model import FLAG_LABELS  # noqa: E402
+
+flag_options = [tables.ANY_FLAG] + list(FLAG_LABELS)
 
 if st.session_state.pop(APPLY_KEY, False):
     st.session_state.pop(W_CLASS, None)
+if st.session_state.pop(review_facets.APPLY_ALL_KEY, False):   # another page set the whole filter
+    for w in STORE:
+        st.session_state.pop(w, None)
 for w, store in STORE.items():
     if w not in st.session_state:
         value = st.session_state.get(store, defaults[w])
@@ -41,6 +56,12 @@ for w, store in STORE.items():
             value = [c for c in (value or []) if c in class_options]
         if w == W_STATUS:
             value = [s for s in (value or []) if s in status_options]
+        if w == W_REVIEW and value not in tables.REVIEW_STATES:
+            value = "any"
+        if w == W_FLAGS:
+            value = [f for f in (value or []) if f in flag_options]
+        if w == W_DISAGREE:
+            value = bool(value)
         if w == W_RANGE:
             try:
                 lo, hi = (float(v) for v in value)
@@ -54,6 +75,7 @@ def _reset() -> None:
     for w, store in STORE.items():
         st.session_state[w] = defaults[w]
         st.session_state.pop(store, None)
+    st.session_state.pop(review_facets.ID_SET_KEY, None)
 
 
 with st.container(border=True):
@@ -70,6 +92,34 @@ with st.container(border=True):
               help="Restricts only when narrower than 0-100 %; studies without a value are then left out.")
     c5.selectbox("Involvement from", list(tables.SOURCES), key=W_SOURCE, format_func=tables.SOURCE_LABELS.get)
     c6.text_input("Study id", key=W_IDS, placeholder="e.g. 255, 260-270", max_chars=200)
+    # Review facets (issue 12): who reviewed a study, what it was flagged for, readers against the class.
+    c7, c8, c9 = st.columns([3, 3, 2], vertical_alignment="bottom")
+    no_reviews = per_study is None
+    n_flag = {f: 0 for f in flag_options}
+    if per_study is not None:
+        for fl in per_study["flags"]:
+            for f in fl:
+                n_flag[f] = n_flag.get(f, 0) + 1
+            n_flag[tables.ANY_FLAG] += bool(fl)
+    c7.selectbox("Review", list(tables.REVIEW_STATES), key=W_REVIEW,
+                         format_func=tables.REVIEW_STATE_LABELS.get, disabled=no_reviews,
+                         help="Reviewed by you (the reader in the sidebar), by anyone, or by nobody yet")
+    c8.multiselect("Flagged", flag_options, key=W_FLAGS, placeholder="Any or no flag", disabled=no_reviews,
+                   format_func=lambda f: f"{'Any flag' if f == tables.ANY_FLAG else FLAG_LABELS[f]} ({n_flag.get(f, 0)})")
+    c9.toggle("Reader grade ≠ class", key=W_DISAGREE, disabled=no_reviews,
+              help="Studies where some reader's grade (CT-0..CT-4) differs from the registry class")
+    if review_problem:
+        st.caption(md_escape(f"Review facets unavailable: {review_problem}"))
+    elif me is None and st.session_state.get(W_REVIEW) in ("mine", "not_mine"):
+        st.caption("Type your name in the sidebar (Reader) to see your own reviews.")
+    id_set = st.session_state.get(review_facets.ID_SET_KEY)
+    if id_set:
+        r1, r2 = st.columns([6, 2], vertical_alignment="center")
+        n_set = len(id_set["ids"])
+        r1.info(md_escape(f"Showing the {n_set} {'study' if n_set == 1 else 'studies'} of {id_set['label']}."),
+                icon=":material/filter_alt:")
+        r2.button("Show all studies", key="registry.w.clear_id_set", type="tertiary",
+                  on_click=lambda: st.session_state.pop(review_facets.ID_SET_KEY, None))
     st.button("Reset filters", key="registry.w.reset", on_click=_reset, type="tertiary")
 
 for w, store in STORE.items():      # remember for the next visit
@@ -79,6 +129,10 @@ for w, store in STORE.items():      # remember for the next visit
 ids, notice = tables.parse_id_query(st.session_state[W_IDS])
 if notice:
     st.warning(md_escape(f"Study id search: {notice}."), icon=":material/search_off:")  # echoes typed text
+id_set = st.session_state.get(review_facets.ID_SET_KEY)
+if id_set:
+    ids = frozenset(id_set["ids"]) if ids is None else ids & frozenset(id_set["ids"])
+summary = tables.with_reviews(summary, per_study)
 flt = tables.RegistryFilter(
     classes=tuple(st.session_state[W_CLASS]) or None,
     mask=st.session_state[W_MASK] or "any",
@@ -86,6 +140,9 @@ flt = tables.RegistryFilter(
     involvement=tuple(st.session_state[W_RANGE]),
     ids=ids,
     statuses=tuple(st.session_state[W_STATUS]) or None,
+    review=(st.session_state[W_REVIEW] or "any") if per_study is not None else "any",
+    flags=(tuple(st.session_state[W_FLAGS]) or None) if per_study is not None else None,
+    disagree=bool(st.session_state[W_DISAGREE]) and per_study is not None,
 )
 rows = tables.filter_summary(summary, flt)
 state.set_filter_ids(tables.ids_of(rows))
@@ -113,6 +170,13 @@ def _exports(export) -> tuple[bytes, bytes]:
     return tables.to_csv_bytes(export), tables.to_xlsx_bytes(export, "filtered studies")
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _review_exports(frame) -> tuple[bytes, bytes]:
+    from mosmed.reviews import export as review_export
+
+    return review_export.to_csv_bytes(frame), review_export.to_xlsx_bytes(frame, "reviews")
+
+
 def _thumbs(frame) -> list[str | None]:
     key, token = state.ds_key(ds), state.freshness(ds)
     has = frame["has_thumb"] if "has_thumb" in frame else [True] * len(frame)
@@ -122,9 +186,11 @@ def _thumbs(frame) -> list[str | None]:
 view = rows.copy()
 view.insert(0, "thumbnail", _thumbs(view))
 view["involvement_source"] = view["involvement_source"].replace({"": None})
-table_cols = ["thumbnail", "study_id", "category", "status", "error", "involvement", "involvement_source",
-              "estimated_involvement_pct", "has_mask", "lung_ml", "lesion_ml", "n_slices", "spacing_mm",
-              "warnings"]
+table_cols = ["thumbnail", "study_id", "category", "my_grade", "n_readers", "flag_text", "disagree", "status",
+              "error", "involvement", "involvement_source", "estimated_involvement_pct", "has_mask", "lung_ml",
+              "lesion_ml", "n_slices", "spacing_mm", "grades", "warnings"]
+if per_study is None:   # no review database: no empty review columns either
+    table_cols = [c for c in table_cols if c not in ("my_grade", "n_readers", "flag_text", "disagree", "grades")]
 # Problem / warning columns only when some shown row has one: an empty wide column is noise.
 table_cols = [c for c in table_cols if c not in ("error", "warnings") or view[c].astype(str).str.len().gt(0).any()]
 event = st.dataframe(
@@ -147,6 +213,12 @@ event = st.dataframe(
         "spacing_mm": st.column_config.TextColumn("Spacing x·y·z mm"),
         "error": st.column_config.TextColumn("Problem", width="medium"),
         "warnings": st.column_config.TextColumn("Warnings", width="medium"),
+        "my_grade": st.column_config.TextColumn("My grade", width=104,
+                                                help="Your current grade (the reader in the sidebar)"),
+        "n_readers": st.column_config.NumberColumn("Readers", format="%d", help="Readers with a current review"),
+        "flag_text": st.column_config.TextColumn("Flags", width="medium", help="Flags of any reader"),
+        "disagree": st.column_config.CheckboxColumn("≠ class", help="A reader's grade differs from the class"),
+        "grades": st.column_config.TextColumn("Reader grades", width="medium"),
     },
 )
 st.caption("Select a row to open the study in the viewer. Click a column header to sort.")
@@ -167,6 +239,21 @@ downloads.download_button("Download XLSX", xlsx_bytes,
                    file_name="mosmed_registry_filtered.xlsx", key="registry.w.xlsx", icon=":material/download:",
                    mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", on_click="ignore",
                    disabled=export.empty)
+# Reviews of the filtered studies (issue 12): the same rows as `python -m mosmed review export`.
+if latest_reviews is not None:
+    from mosmed.reviews import export as review_export  # noqa: E402
+
+    shown_ids = set(tables.ids_of(rows))
+    rv = review_export.export_frame(latest_reviews[latest_reviews["study_id"].isin(shown_ids)],
+                                    summary.set_index("study_id")["category"].astype(str))
+    rv_csv, rv_xlsx = _review_exports(rv)
+    downloads.download_button(f"Reviews CSV ({len(rv)})", rv_csv,
+                              file_name="mosmed_reviews_filtered.csv", mime="text/csv", key="registry.w.reviews_csv",
+                              icon=":material/rate_review:", on_click="ignore", disabled=rv.empty)
+    downloads.download_button(f"Reviews XLSX ({len(rv)})", rv_xlsx,
+                              file_name="mosmed_reviews_filtered.xlsx", key="registry.w.reviews_xlsx",
+                              icon=":material/rate_review:", on_click="ignore", disabled=rv.empty,
+                              mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 
 problems = ds.registry.problems
 with st.expander(f"Registry rows that could not be kept ({len(problems)})", expanded=False):

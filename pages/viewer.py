@@ -355,6 +355,11 @@ def viewer_fragment(study) -> None:
 
 viewer_fragment(study)
 
+# --- issue 12: the review panel (grade, flags, note; Alt-key shortcuts), components/review_panel.py ---
+from components.review_panel import review_panel  # noqa: E402
+
+review_panel(ds, study, candidates=options)
+
 
 @st.fragment(run_every=0.5)
 def _await_build(fut) -> None:

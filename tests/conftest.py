@@ -11,6 +11,25 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_MOSMED = Path(os.environ.get("MOSMED_SHARED", REPO.parent / "shared" / "mosmeddata"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Issue 12: every test (and every app server the tests start) keeps reviews in a throwaway SQLite file,
+    never in the user's ~/.local/share/mosmed-explorer/reviews.db or a MOSMED_DB set for real use. Tests that
+    need another database pass its URL explicitly."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="mosmed-test-reviews-"))
+    config._mosmed_reviews_dir = base  # type: ignore[attr-defined]
+    os.environ["MOSMED_DB"] = f"sqlite:///{base / 'reviews.db'}"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    base = getattr(config, "_mosmed_reviews_dir", None)
+    if base is not None:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def real_mosmed() -> Path:
     """The real MosMedData registry and masks in ../shared (read only, never copied into the repo)."""
