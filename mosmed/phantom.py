@@ -537,7 +537,7 @@ def _draw_params(rng: np.random.Generator, grid: _Grid, category: str, fit: dict
     lung_grad = float(rng.uniform(80.0, 105.0))
     eff_l = eff_r = 0.0
     if category in EFFUSION_CLASSES and fit is None:
-        eff_l = float(rng.uniform(14.0, 28.0))
+        eff_l = float(rng.uniform(20.0, 36.0))
         eff_r = eff_l * float(rng.uniform(0.45, 0.8))
     y_back_skin = cy + Bp * 0.96
     pad = float(rng.uniform(6.0, 16.0))
@@ -698,10 +698,6 @@ def _build(shape_zyx: Sequence[int], spacing: Sequence[float], category: str, rn
         effusion &= ~lung
     extras["tex"] = anatomy.tex
     extras["ves"], extras["bw"], extras["bl"] = _vessel_trees(grid, p, lung, rng)
-    if category in CRAZY_PAVING_SHARE and CRAZY_PAVING_SHARE[category] > 0 and lesion_mask is None:
-        sp = (grid.dz, grid.dy, grid.dx)
-        extras["cp_field"] = _smooth_noise(rng, grid.shape, sp, 25.0)
-        extras["septa"] = _spectral_noise(rng, grid.shape, sp, lambda f: np.exp(-((f - 0.085) / 0.03) ** 2))
     lungimg = _lung_image(grid, p, lung, lung_cov, extras, rng)
     lesion, target, lungimg = _lesions(grid, p, category, lung, lungimg, wall_depth, extras, rng,
                                        target_involvement, lesion_mask)
@@ -762,17 +758,18 @@ class _Anatomy:
         g, p = self.g, self.p
         X, Y = g.X, g.Y
         img = np.full(g.shape[1:], HU["air"], np.float32)
-        # A cradle: the table top rises toward its edges; a foam pad between it and the patient's back.
+        # A cradle: the table top rises toward its edges; a foam pad between it and the patient's back. Both
+        # foams (~50 kg/m3) are nearly air, about -950 HU.
         yt = p.y_table - 0.00055 * X ** 2
         side = np.abs(X) - 215.0
         pad = np.maximum(np.maximum((yt - p.pad) - Y, Y - yt), np.abs(X) - 190.0)
-        _paint(img, pad, -840.0, g.px)
-        top = np.maximum(np.abs(Y - (yt + 0.9)) - 0.9, side)
-        core = np.maximum(np.abs(Y - (yt + 13.5)) - 11.7, side)
-        bot = np.maximum(np.abs(Y - (yt + 26.2)) - 1.0, side)
-        _paint(img, core, -920.0, g.px)
-        _paint(img, top, 380.0, g.px)
-        _paint(img, bot, 330.0, g.px)
+        _paint(img, pad, -935.0, g.px)
+        top = np.maximum(np.abs(Y - (yt + 1.2)) - 1.2, side)
+        core = np.maximum(np.abs(Y - (yt + 14.0)) - 11.6, side)
+        bot = np.maximum(np.abs(Y - (yt + 26.6)) - 1.0, side)
+        _paint(img, core, -965.0, g.px)
+        _paint(img, top, 520.0, g.px)
+        _paint(img, bot, 480.0, g.px)
         return img, (img > -999.0)
 
     # ----------------------------------------------------------------------------------- per slice
@@ -889,7 +886,7 @@ class _Anatomy:
             hgt = float(_smoothstep(zb + 110.0, zb + 5.0, z))
             if hgt > 0:
                 t = np.where(Xc > 0, p.eff_l, p.eff_r) * hgt
-                post = np.clip((Yv + 0.15 * ryc) / (0.9 * ryc), 0.0, 1.0) ** 1.5
+                post = np.clip((Yv + 0.25 * ryc) / (0.9 * ryc), 0.0, 1.0) ** 1.2
                 esdf = np.maximum(lsdf, -cav - 0.8 - t * post)
                 _paint(sl, esdf, HU["effusion"] + 3.0 * tex, px)
                 eff = esdf < 0
@@ -1063,7 +1060,7 @@ class _Anatomy:
         at = float(_smoothstep(p.apex - 15.0, p.apex + 35.0, z))
         fov = 0.5 * g.shape[2] * g.dx
         for s in (-1.0, 1.0):
-            xa = p.cx + s * min(A + 12.0 + 30.0 * at, fov - 30.0)
+            xa = p.cx + s * min(A + 48.0 + 25.0 * at, fov - 25.0)
             ya = p.cy + 0.05 * p.Bp
             ra, rb = 40.0 + 4.0 * (p.fat / 20.0), 45.0 + 4.0 * (p.fat / 20.0)
             bx = g.box(xa - ra - 4, xa + ra + 4, ya - rb - 4, ya + rb + 4)
@@ -1425,10 +1422,12 @@ def _lesions(grid: _Grid, p: _P, category: str, lung: np.ndarray, img: np.ndarra
     les = (1 - wc) * ggo + wc * cons
     share = CRAZY_PAVING_SHARE[category] if lesion_mask is None else 0.0
     if share > 0:
-        cp = extras["cp_field"].ravel()[idx]
+        # Drawn after the lesion mask, so crazy paving changes densities only, never the truth.
+        cp = _smooth_noise(rng, shape, sp, 25.0).ravel()[idx]
         inl = lesion.ravel()[idx]
         cq = np.quantile(cp[inl], 1.0 - share) if inl.any() else np.inf
-        net = extras["septa"].ravel()[idx]
+        # Septal lines: the zero crossings of band-pass noise (~6 mm cells) form a polygonal network.
+        net = _spectral_noise(rng, shape, sp, lambda fr: np.exp(-((fr - 0.085) / 0.03) ** 2)).ravel()[idx]
         lines = np.exp(-(net / 0.22) ** 2) * _smoothstep(cq - 0.2, cq + 0.2, cp) * (1 - wc)
         les = les + 240.0 * lines
     w = _smoothstep(lo - delta, lo + delta, f)
