@@ -25,7 +25,7 @@ from mosmed import paperfacts, severity
 __all__ = ["severity_frame", "p2_notes", "severity_table", "severity_row_card", "dataset_card"]
 
 _FIELDS = ("ct_findings", "clinical", "routing")
-_MARK = "ⓟ"  # marks a cell that P2 reads otherwise (explained under the table)
+_MARK = "†"  # marks a cell that P2 reads otherwise (explained under the table); in every font
 
 
 def severity_frame(categories: Iterable[str] | None = None, *, mark_p2: bool = True) -> pd.DataFrame:
@@ -37,7 +37,7 @@ def severity_frame(categories: Iterable[str] | None = None, *, mark_p2: bool = T
     mark_p2 : append a numbered marker to each cell where P2 differs (see :func:`p2_notes`).
     """
     cats = list(categories) if categories is not None else list(severity.CLASSES)
-    notes = {(c, f): i for i, (c, f, _) in enumerate(p2_notes(cats), 1)} if mark_p2 else {}
+    notes = {cell: i for i, (cells, _) in enumerate(_grouped_notes(cats), 1) for cell in cells} if mark_p2 else {}
     rows = []
     for c in cats:
         r = severity.severity_row(c)
@@ -64,6 +64,14 @@ def p2_notes(categories: Iterable[str] | None = None) -> list[tuple[str, str, st
     return out
 
 
+def _grouped_notes(categories: list[str]) -> list[tuple[list[tuple[str, str]], str]]:
+    """P2's notes with the cells each applies to (one note for cells that P2 changes the same way)."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for c, f, note in p2_notes(categories):
+        groups.setdefault(note, []).append((c, f))
+    return [(cells, note) for note, cells in groups.items()]
+
+
 def _escaped(frame: pd.DataFrame) -> pd.DataFrame:
     esc = frame.map(md_escape)
     esc.columns = [md_escape(c) for c in frame.columns]
@@ -75,9 +83,10 @@ def severity_table(categories: Iterable[str] | None = None, *, show_source: bool
     cats = list(categories) if categories is not None else list(severity.CLASSES)
     st.markdown(f"**{md_escape(severity.SEVERITY_TABLE_TITLE)}** (P1)")
     st.table(_escaped(severity_frame(cats)), hide_index=True)
-    notes = p2_notes(cats)
+    notes = _grouped_notes(cats)
     if notes:
-        lines = [f"{_MARK}{i} {c}, {severity.SEVERITY_COLUMNS[f]}: {n}" for i, (c, f, n) in enumerate(notes, 1)]
+        lines = [f"{_MARK}{i} " + "; ".join(f"{c} {severity.SEVERITY_COLUMNS[f]}" for c, f in cells) + f": {n}"
+                 for i, (cells, n) in enumerate(notes, 1)]
         st.caption(md_escape(f"Where P2 differs: {severity.SEVERITY_P2_NOTE}"))
         for line in lines:
             st.caption(md_escape(line))

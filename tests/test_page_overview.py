@@ -111,7 +111,11 @@ def test_table_component_for_some_classes() -> None:
     frame = paper.severity_frame(["CT-4", "CT-2"])
     assert list(frame["class"]) == ["CT-4", "CT-2"]
     assert list(frame.columns) == ["class", "severity", "CT findings", "clinical data", "decision (routing)"]
-    assert frame.loc[1, "clinical data"].endswith("ⓟ1") or frame.loc[1, "CT findings"].endswith("ⓟ1")
+    assert frame.loc[1, "CT findings"].endswith("†1") and frame.loc[1, "clinical data"].endswith("†2")
+    assert not any("†" in v for v in frame.loc[0].astype(str))                      # CT-4 reads the same in P2
+    full = paper.severity_frame()
+    # One note for the three CT findings P2 extends the same way.
+    assert [full.loc[i, "CT findings"][-2:] for i in (1, 2, 3)] == ["†2", "†2", "†2"]
     assert [n[:2] for n in paper.p2_notes(["CT-4", "CT-2"])] == [("CT-2", "ct_findings"), ("CT-2", "clinical")]
     with pytest.raises(KeyError):
         paper.severity_frame(["CT-7"])
