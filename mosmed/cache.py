@@ -63,13 +63,17 @@ __all__ = [
 ]
 
 #: Bump whenever what is written (or how it is computed) changes: every entry then reads as stale.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # realct: 2 = new segmentation, density features, quality flags
+
 DEFAULT_BUDGET_GB = 8.0
 #: Columns of the summary table, one row per registry row (the Dataset facade adds ``has_thumb``).
 SUMMARY_COLUMNS = (
     "study_id", "category", "has_mask", "status", "error", "warnings", "n_slices", "rows", "cols",
     "spacing_mm", "spacing_x", "spacing_y", "spacing_z", "lung_ml", "lesion_ml", "involvement_pct",
     "estimated_involvement_pct", "in_band", "estimate_in_band", "study_file", "mask_file",
+    # realct: the raw density measures (mosmed.involvement.DENSITY_COLUMNS), the estimate's calibration label
+    # (mosmed.involvement.ESTIMATE_COLUMNS) and the quality flags (mosmed.quality.qc_text).
+    "density_pct", "density_pct_750", "density_pct_600", "estimate_calibrated", "estimate_basis", "qc",
 )
 ARRAY_NAMES = ("volume", "mask", "lung")
 ARRAY_DTYPES = {"volume": "int16", "mask": "uint8", "lung": "uint8"}
@@ -316,7 +320,7 @@ def _compute(row: dict, on_array: Callable[[str, np.ndarray | None], None] | Non
     ``on_array(name, array)`` is called as soon as each display array exists (so it can be written meanwhile).
     """
     emit = on_array or (lambda name, arr: None)
-    from mosmed import lungs, render, severity, volume  # late: keeps `import mosmed.cache` light
+    from mosmed import measurements, quality, render, segmentation, severity, volume  # late: keeps `import mosmed.cache` light
 
     study_id = int(_row_get(row, "study_id"))
     study_path = _row_get(row, "study_path")
@@ -332,9 +336,11 @@ def _compute(row: dict, on_array: Callable[[str, np.ndarray | None], None] | Non
     hu = vol.data
     emit("volume", hu)
     emit("mask", mask)
-    lung = lungs.segment_lungs(hu, vol.spacing)
+    seg = segmentation.segment(hu, vol.spacing)   # realct: the segmentation result is kept for the flags
+    lung = seg.lung
     emit("lung", lung)
-    st = lungs.study_stats(hu, vol.spacing, lung, mask)
+    st = measurements.study_stats(hu, vol.spacing, lung, mask)
+    flags = quality.assess(vol, seg, st)          # realct: quality flags (warnings with a reason)
     thumb = render.thumbnail(hu, mask, vol.spacing)
 
     category = str(_row_get(row, "category", ""))
@@ -372,6 +378,8 @@ def _compute(row: dict, on_array: Callable[[str, np.ndarray | None], None] | Non
         "estimate_in_band": band_ok(est),
         "study_file": _row_get(row, "study_file", ""),
         "mask_file": _row_get(row, "mask_file"),
+        **{k: st.density.get(k) for k in ("density_pct", "density_pct_750", "density_pct_600")},  # realct
+        "qc": quality.qc_text(flags),             # realct
     }
     doc = {
         "shape": list(hu.shape),
@@ -382,24 +390,27 @@ def _compute(row: dict, on_array: Callable[[str, np.ndarray | None], None] | Non
         "warnings": warnings,
         "summary": summary,
         "stats": {f.name: getattr(st, f.name) for f in dataclasses.fields(st)},
+        "qc": [f.as_dict() for f in flags],       # realct
     }
     return doc, {"volume": hu, "mask": mask, "lung": lung}, thumb
 
 
 def stats_from_doc(doc: dict):
-    """Rebuild a ``lungs.StudyStats`` from a stats document (lists back to arrays)."""
-    from mosmed import lungs
+    """Rebuild a ``measurements.StudyStats`` from a stats document (lists back to arrays)."""
+    from mosmed import measurements
 
     raw = doc.get("stats") or {}
     kwargs = {}
-    for f in dataclasses.fields(lungs.StudyStats):
+    for f in dataclasses.fields(measurements.StudyStats):
         v = raw.get(f.name)
         if isinstance(v, list):
             v = np.asarray([np.nan if x is None else x for x in v], dtype=float)
             if f.name == "hist":
                 v = v.astype(np.int64)
         kwargs[f.name] = v
-    return lungs.StudyStats(**kwargs)
+    if kwargs.get("density") is None:
+        kwargs["density"] = {}                    # realct: a document without density features
+    return measurements.StudyStats(**kwargs)
 
 
 class _ArrayWriter:
@@ -1091,7 +1102,10 @@ class StudyCache:
                     if h is not None:
                         hist[str(sid)] = h
             rows.append(base)
-        doc = {"cache_version": CACHE_VERSION, "regkey": regkey, "rows": rows, "hist": hist}
+        from mosmed import involvement  # realct: the dataset's calibration of the HU estimate
+        rows, calibration = involvement.calibrate_rows(rows)
+        doc = {"cache_version": CACHE_VERSION, "regkey": regkey, "rows": rows, "hist": hist,
+               "calibration": calibration}
         if complete and self.writable:
             try:
                 _atomic_write_bytes(path, _dumps(doc))
@@ -1156,11 +1170,11 @@ def _summary_frame(rows: list[dict]) -> pd.DataFrame:
     for c in ("n_slices", "rows", "cols"):
         frame[c] = pd.array(frame[c], dtype="Int64")
     for c in ("spacing_x", "spacing_y", "spacing_z", "lung_ml", "lesion_ml", "involvement_pct",
-              "estimated_involvement_pct"):
+              "estimated_involvement_pct", "density_pct", "density_pct_750", "density_pct_600"):  # realct: density
         frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
-    for c in ("in_band", "estimate_in_band"):
+    for c in ("in_band", "estimate_in_band", "estimate_calibrated"):  # realct: estimate_calibrated
         frame[c] = frame[c].astype("boolean")
-    for c in ("error", "warnings", "spacing_mm", "study_file"):
+    for c in ("error", "warnings", "spacing_mm", "study_file", "estimate_basis", "qc"):  # realct: basis, qc
         frame[c] = frame[c].fillna("").astype(str)
     # mask_file stays NaN where there is none (never the string "nan").
     frame["mask_file"] = frame["mask_file"].where(frame["mask_file"].notna(), np.nan)

@@ -154,7 +154,7 @@ class Study:
     lung: np.ndarray
     spacing: tuple[float, float, float]
     slice_z_mm: np.ndarray
-    stats: object                       # mosmed.lungs.StudyStats
+    stats: object                       # mosmed.measurements.StudyStats
     warnings: list[str]
     source_axcodes: tuple[str, ...]
     cache_key: str
@@ -252,7 +252,7 @@ class Dataset:
 
     def histograms(self) -> tuple[np.ndarray, pd.DataFrame]:
         """Lung HU histograms: ``(edges, frame)`` with one row per built study (index study_id), one column per bin."""
-        from mosmed.lungs import HIST_EDGES
+        from mosmed.measurements import HIST_EDGES
 
         edges = np.asarray(HIST_EDGES)
         doc = self.cache.summary_doc(self.registry)

@@ -212,11 +212,11 @@ def _background_builder():
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from mosmed import lungs
+    from mosmed import segmentation
 
     pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
     # Warm it now (process start and the scipy import take ~1.5 s), not on the first cold open.
-    pool.submit(lungs.estimate_involvement, np.zeros((1, 1, 1), np.int16), np.zeros((1, 1, 1), np.uint8))
+    pool.submit(segmentation.segment_lungs, np.zeros((1, 1, 1), np.int16), (1.0, 1.0, 1.0))
     return pool
 
 
