@@ -492,9 +492,10 @@ def _draw_params(rng: np.random.Generator, grid: _Grid, category: str, fit: dict
     cx = float(rng.uniform(-4.0, 4.0))
     fat = float(rng.uniform(4.0, 20.0)) * (1.2 if female else 1.0)
     muscle = float(rng.uniform(5.0, 10.0))
-    ant_wall = 2 + fat + muscle + 9
-    post_wall = 40 + fat * 0.45
-    lat_wall = 2 + fat * 1.1 + muscle + 10
+    # Chest wall, skin to pleura (see _Anatomy._slice): skin, fat, muscle, the 12 mm rib ring.
+    ant_wall = 15.6 + fat * 0.8 + muscle * 1.6
+    post_wall = 31.6 + fat * 0.45 + muscle * 0.6
+    lat_wall = 15.6 + fat * 1.21 + muscle * 0.6
     if fit is not None:
         # Make the cavity hold the real mask's lesions: widen/deepen the body as far as the field of view allows.
         need_x = fit["xmax"] + 6 + lat_wall - cx
@@ -815,6 +816,7 @@ class _Anatomy:
         y_back = p.cy + Bp * 0.96
         bsdf = _ell(X, Y, p.cx, p.cy, A, np.where(self.bsel, Ba, Bp), p=2.15 - 0.15 * nt - 0.1 * at)
         bsdf = np.maximum(bsdf, Y - y_back)
+        torso = bsdf
         breast = None
         if p.female and p.zh - 45.0 < z < p.zh + 75.0 and nt < 0.5:
             bz = 1.0 - ((z - (p.zh + 15.0)) / 60.0) ** 2
@@ -837,17 +839,22 @@ class _Anatomy:
             gl = np.maximum(np.maximum(breast + 8.0, (0.1 - tex) * 6.0), np.abs(Xc) - 0.5 * A - 45.0)
             gl = np.maximum(gl, -(np.abs(Xc) - 0.5 * A + 45.0))
             _paint(sl, gl, 18.0 + 10.0 * tex, px)
-        msdf = bsdf + fat_t
+        msdf = torso + fat_t
         _paint(sl, msdf, HU["muscle"] + 3.0 * tex, px)
-        mus_t = 8.0 + 14.0 * np.clip(1.0 - np.abs(self.phi - 0.25 * np.pi) / (0.3 * np.pi), 0, 1) * (
-            1.0 - at) * float(z > p.dome_r - 20.0)
+        # Muscle thickness around the chest: pectorals in front (thicker up top), thin serratus at the side,
+        # latissimus, rhomboids and trapezius behind; an intermuscular fat plane in it.
+        ph = self.phi
+        ant = np.clip(1.0 - ph / (0.45 * np.pi), 0.0, 1.0)
+        post = np.clip((ph - 0.6 * np.pi) / (0.4 * np.pi), 0.0, 1.0)
+        upper = float(_smoothstep(p.carina - 50.0, p.carina + 30.0, z))
+        mus_t = p.muscle * (0.6 + (1.0 + 0.8 * upper - 0.6 * at) * ant) + (0.6 * p.muscle + 16.0) * post
         plane = np.abs(msdf + 0.5 * mus_t) - 0.7
         _paint(sl, np.maximum(plane, -msdf - 3.0), HU["fat"], px)
 
-        # ---- thoracic cavity (inside the ribs), narrowing at the apex.
+        # ---- thoracic cavity (inside the ribs): the body less the chest wall, narrowing at the apex.
         s = 0.55 + 0.45 * float(_smoothstep(p.apex + 12.0, p.apex - 80.0, z))
         rxc, ryc = p.rxc * s, p.ryc * (0.75 + 0.25 * s)
-        cav = _ell(X, Y, p.cx, p.cyc, rxc, ryc, p=2.25)
+        cav = np.maximum(msdf + mus_t + 12.0, _ell(X, Y, p.cx, p.cyc, rxc * 1.1 + 6.0, ryc * 1.1 + 6.0, p=2.25))
         notch = _ell(X, Y, p.cx, p.yv + 18.0, 24.0, 30.0)
         cav = np.maximum(cav, -notch)
         if nt > 0.6:
@@ -865,7 +872,8 @@ class _Anatomy:
 
         # ---- diaphragm and the abdomen below the domes.
         dome, gd = self._dome()
-        below = np.maximum(cav, (z - dome) / gd)                       # abdominal cavity (< 0 inside)
+        # Abdominal cavity (< 0 inside), clear of the vertebra.
+        below = np.maximum(np.maximum(cav, (z - dome) / gd), -(spine_sdf - 2.0))
         if (below < 2 * px).any():
             _paint(sl, np.maximum(cav, (z - dome - 4.0) / gd), HU["muscle"], px)     # diaphragm
             _paint(sl, below, HU["fat"] + 5.0 * tex, px)
@@ -1104,7 +1112,7 @@ class _Anatomy:
         lobe = float(np.clip(1.0 - dr / 130.0, 0.0, 1.0))
         x_div = p.cx + rxc * (-0.05 + (0.15 + 0.45 * lobe) * np.clip((-Yv) / ryc + 0.2, 0, 1.2))
         inf = float(np.clip((dr - 60.0) / 120.0, 0.0, 1.0))
-        liv = np.maximum(np.maximum(below + 1.5, X - x_div),
+        liv = np.maximum(np.maximum(below, X - x_div),
                          _ell(X, Y, p.cx - 0.35 * rxc, p.cyc, rxc * (1.0 - 0.35 * inf), ryc * (1.1 - 0.3 * inf)))
         _paint(sl, liv, HU["liver"] + 3.0 * tex, px)
         hep = np.full(sl.shape, _BIG, np.float32)
@@ -1120,14 +1128,14 @@ class _Anatomy:
         if 3.0 < dl < 115.0:
             f = math.sqrt(max(0.0, 1.0 - ((dl - 55.0) / 60.0) ** 2))
             e = _ell(X, Y, p.cx + 0.66 * rxc, p.cyc + 0.42 * ryc, 0.25 * rxc * f + 2, 0.42 * ryc * f + 2, ang=-0.6)
-            _paint(sl, np.maximum(e, below + 1.5), HU["spleen"] + 3.0 * tex, px)
+            _paint(sl, np.maximum(e, below), HU["spleen"] + 3.0 * tex, px)
         # Stomach under the left dome: wall, fluid behind (dependent), gas in front, a level in between.
         if 2.0 < dl < 120.0:
             f = math.sqrt(max(0.0, 1.0 - ((dl - 45.0) / 75.0) ** 2))
             xs = p.cx + rxc * (0.36 - 0.2 * dl / 120.0)
             ys = p.cyc - ryc * (0.1 + 0.35 * dl / 120.0)
             a, b = 0.3 * rxc * f + 3, 0.36 * ryc * f + 3
-            e = np.maximum(_ell(X, Y, xs, ys, a, b, ang=0.4), below + 1.0)
+            e = np.maximum(_ell(X, Y, xs, ys, a, b, ang=0.4), below)
             _paint(sl, e, HU["muscle"] - 5.0, px)
             inner = e + 4.0 + 1.5 * tex                                # wall with folds
             level = ys + b * (1.0 - 2.0 * p.stomach_gas)
@@ -1216,7 +1224,8 @@ class _Anatomy:
         es = np.full(sl.shape, _BIG, np.float32)
         _caps_sdf(g, _slab_caps(self.esoph, z, half), es)
         _paint(sl, es, HU["muscle"] - 8.0, px)
-        _paint(sl, es + 5.5, HU["air"], px)
+        if z > p.dome_l:
+            _paint(sl, es + 5.5, HU["air"], px)
         nd = np.full(sl.shape, _BIG, np.float32)
         _caps_sdf(g, _slab_caps(self.nodes, z, half), nd)
         _paint(sl, nd, HU["node"], px)
@@ -1329,7 +1338,7 @@ def _vessel_trees(grid: _Grid, p: _P, lung: np.ndarray, rng: np.random.Generator
         bad = np.linalg.norm(perp, axis=1) < 0.2
         perp[bad] = np.cross(d[bad], np.array([0.0, 1.0, 0.0]))
         perp /= np.maximum(np.linalg.norm(perp, axis=1, keepdims=True), 1e-9)
-        rl0, rl1 = 0.8 * b[:, 6], 0.8 * b[:, 7]
+        rl0, rl1 = np.minimum(0.8 * b[:, 6], 3.0), np.minimum(0.8 * b[:, 7], 3.0)
         off = (b[:, 6:7] + rl0[:, None] + 1.2 * (0.3 + 0.18 * rl0[:, None])) * perp
         Bl = np.concatenate([b[:, 0:3] + off, b[:, 3:6] + off, rl0[:, None], rl1[:, None]], axis=1)
         Bw = Bl.copy()
