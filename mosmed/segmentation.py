@@ -252,11 +252,19 @@ def bounded_air(air: np.ndarray) -> np.ndarray:
     """Air voxels with tissue on both sides along their row, or along their column: inside the body's
     orthogonal hull. A convex-ish body leaves almost no outside air bounded (the gap under the back is)."""
     tissue = ~air
-    row = np.logical_or.accumulate(tissue, axis=2)
-    row &= np.logical_or.accumulate(tissue[:, :, ::-1], axis=2)[:, :, ::-1]
-    col = np.logical_or.accumulate(tissue, axis=1)
-    col &= np.logical_or.accumulate(tissue[:, ::-1], axis=1)[:, ::-1]
-    return air & (row | col)
+    z, h, w = air.shape
+
+    def between(axis: int, n: int) -> np.ndarray:
+        # First and last tissue voxel of every line (argmax finds the first True): inside lies between them.
+        has = tissue.any(axis=axis)
+        first = np.argmax(tissue, axis=axis)
+        last = n - 1 - np.argmax(np.flip(tissue, axis=axis), axis=axis)
+        idx = np.arange(n).reshape((1, n, 1) if axis == 1 else (1, 1, n))
+        lo = np.expand_dims(np.where(has, first, n), axis)
+        hi = np.expand_dims(np.where(has, last, -1), axis)
+        return (idx > lo) & (idx < hi)
+
+    return air & (between(2, w) | between(1, h))
 
 
 def outside_air(air: np.ndarray) -> np.ndarray:
@@ -689,15 +697,22 @@ def segment(hu: np.ndarray, spacing: Sequence[float]) -> LungSegmentation:
         # not lesions; a consolidation is a few pixels thick. Then only what meets the lung as a lesion does.
         add = _dilate(_erode(add, _CROSS), _CROSS) & add
         add = _lesion_contact(add, filled > 0, dm, dm if f > 1 else ds)
-    if add.any():
-        filled, _ = _fill_holes_sides(filled | add, dense, px_mm2)
-        filled &= np.where(organ, np.uint8(0), np.uint8(3))
+    ks = np.flatnonzero(add.reshape(zz, -1).any(axis=1))
+    if ks.size:
+        # The additions can close a ring around a new hole: fill again, only the slices that changed.
+        k0, k1 = int(ks[0]), int(ks[-1]) + 1
+        refilled, _ = _fill_holes_sides(filled[k0:k1] | add[k0:k1], dense[k0:k1], px_mm2)
+        filled[k0:k1] = refilled & np.where(organ[k0:k1], np.uint8(0), np.uint8(3))
     lung = _z_bridge(filled > 0, allowed & ~band[:, None, :], dense, px_mm2)
 
     full = np.zeros(hu.shape, np.uint8)
-    ry = slice(by.start * f, min(h, by.stop * f))
-    rx = slice(bx.start * f, min(w, bx.stop * f))
-    _refine(lung, air, hu[bz, ry, rx], f, full[bz, ry, rx])
+    if lung.any():
+        # Only the lung's own box (one block of margin for the outer border) goes back to the full grid.
+        lz, ly, lx = bounding_box(lung, 1)
+        gz = slice(bz.start + lz.start, bz.start + lz.stop)
+        ry = slice((by.start + ly.start) * f, min(h, (by.start + ly.stop) * f))
+        rx = slice((bx.start + lx.start) * f, min(w, (bx.start + lx.stop) * f))
+        _refine(lung[lz, ly, lx], air[lz, ly, lx], hu[gz, ry, rx], f, full[gz, ry, rx])
     touches = bool(full[:, 0, :].any() or full[:, -1, :].any() or full[:, :, 0].any() or full[:, :, -1].any())
     return LungSegmentation(full, f, touches, outside_hu, n_gas * voxel_ml)
 
