@@ -387,7 +387,7 @@ def _tree(rng: np.random.Generator, root: np.ndarray, pts: np.ndarray, r_root: f
     """A branching tree that fills a point cloud: each node splits its points in two along their main axis.
 
     Space-filling by recursive partition gives vessels that reach every part of the lung and taper with the
-    share of lung they feed (radius ~ points^(1/2.7), Murray-like). Built level by level with every node of a
+    share of lung they feed (radius ~ points^(1/3), Murray's law). Built level by level with every node of a
     level split at once (grouped sums, one sort), not node by node. Rows: ``z0, y0, x0, z1, y1, x1, r0, r1,
     depth``.
     """
@@ -435,7 +435,7 @@ def _tree(rng: np.random.Generator, root: np.ndarray, pts: np.ndarray, r_root: f
         frac = np.where(small, rng.uniform(0.5, 0.7, exists.size), rng.uniform(0.45, 0.65, exists.size))
         p0 = node_p[par]
         q = p0 + (ccen - p0) * frac[:, None]
-        r = np.maximum(r_min, r_root * (ccnt[exists] / n_root) ** (1 / 2.7))
+        r = np.maximum(r_min, r_root * (ccnt[exists] / n_root) ** (1 / 3.0))
         r = np.minimum(r, node_r[par])
         out.append(np.column_stack([p0, q, node_r[par] * 0.92, r, np.full(exists.size, float(depth))]))
         # Children with two or more points split again.
@@ -824,7 +824,7 @@ class _Anatomy:
                 br = (34.0 + 16.0 * min(p.fat / 25.0, 1.0)) * math.sqrt(bz)
                 for s in (-1.0, 1.0):
                     # Supine: flattened domes spreading out over the pectorals.
-                    e = _ell(X, Y, p.cx + s * 0.42 * A, p.cy - Ba + 0.3 * br, br * 1.15, br * 0.55, ang=-s * 0.2)
+                    e = _ell(X, Y, p.cx + s * 0.36 * A, p.cy - Ba + 0.36 * br, br * 1.25, br * 0.55, ang=-s * 0.08)
                     breast = e if breast is None else np.minimum(breast, e)
                 bsdf = np.minimum(bsdf, breast)
         _paint(sl, bsdf, HU["skin"], px)
@@ -1323,7 +1323,7 @@ def _vessel_trees(grid: _Grid, p: _P, lung: np.ndarray, rng: np.random.Generator
             for root, part, r0, art in ((art_root, sub[half], 5.5, True), (vein_root, sub[~half], 5.0, False)):
                 if len(part) < 2:
                     continue
-                arr = _tree(rng, root, part, r0 * share ** (1 / 2.7), 0.6, 14, 12.0)
+                arr = _tree(rng, root, part, r0 * share ** (1 / 3.0), 0.8, 14, 12.0)
                 vsegs.append(arr[:, :8])
                 if art:
                     bsegs.append(arr[(arr[:, 8] >= 1) & (arr[:, 8] <= 6) & (arr[:, 7] >= 0.9)])
