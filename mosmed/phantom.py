@@ -735,6 +735,7 @@ class _Anatomy:
         self.hu_v = (-(Y - p.yh) * math.sin(hang) + (X - p.xh) * math.cos(hang)).astype(np.float32)
         self.table_img, self.table_cov = self._table()
         self._cav: np.ndarray | None = None
+        self._msdf: np.ndarray | None = None
         self.solid = _arr(tubes["aorta"] + tubes["branches"] + tubes["svc"] + tubes["ivc"] + tubes["azygos"]
                           + tubes["pulm"] + tubes["pveins"])
         self.esoph = _arr(tubes["esoph"])
@@ -750,6 +751,8 @@ class _Anatomy:
         self.cart_end = np.array([0.1, 0.11, 0.12, 0.12, 0.13, 0.14, 0.15, 0.2, 0.27, 0.34, 0.55, 0.62]) * np.pi
         self.calcified = p.age > 55 and rng.random() < (p.age - 45) / 50.0
         self.tex = _smooth_noise(rng, grid.shape, (grid.dz, grid.dy, grid.dx), 5.0)   # organ texture
+        # Low-frequency warp of outlines (mm per unit): no body, lung or organ contour is a true ellipse.
+        self.warp = _smooth_noise(rng, grid.shape, (grid.dz, grid.dy, grid.dx), 45.0)
         self.fine = _fine_noise(rng, grid.shape, (grid.dz, grid.dy, grid.dx), 0.8)   # bone marrow, stool
 
     # ----------------------------------------------------------------------------------- fixed parts
@@ -815,7 +818,8 @@ class _Anatomy:
         Ba, Bp = p.Ba * (1.0 - 0.32 * nt), p.Bp * (1.0 - 0.22 * nt)
         y_back = p.cy + Bp * 0.96
         bsdf = _ell(X, Y, p.cx, p.cy, A, np.where(self.bsel, Ba, Bp), p=2.15 - 0.15 * nt - 0.1 * at)
-        bsdf = np.maximum(bsdf, Y - y_back)
+        warp = self.warp[k]
+        bsdf = np.maximum(bsdf + 3.0 * warp, Y - y_back)
         torso = bsdf
         breast = None
         if p.female and p.zh - 45.0 < z < p.zh + 75.0 and nt < 0.5:
@@ -860,14 +864,15 @@ class _Anatomy:
         if nt > 0.6:
             cav = cav + (nt - 0.6) * 60.0                                   # the neck has no pleural cavity
         self._ribs(sl, cav, z, k)
-        self._cav = cav
-        _paint(sl, cav + 0.8, HU["fat"] + 4.0 * tex, px)                      # extrapleural / mediastinal fat
+        self._cav, self._msdf = cav, msdf
+        # Extrapleural and mediastinal fat; at the root of the neck, muscle (scalenes, longus colli, straps).
+        _paint(sl, cav + 0.8, HU["fat"] + (HU["muscle"] - HU["fat"]) * min(1.0, 1.6 * nt) + 4.0 * tex, px)
 
         # ---- scapulae, clavicles, sternum, spine, arms
         self._shoulder_girdle(sl, z, k, y_back)
         self._sternum(sl, z, cav, ryc, k)
         spine_sdf = self._spine(sl, z, k, y_back)
-        if nt > 0.05:
+        if z > p.apex + 8.0:
             self._arms(sl, z, k, A, nt)
 
         # ---- diaphragm and the abdomen below the domes.
@@ -884,7 +889,7 @@ class _Anatomy:
         med = np.minimum(med, spine_sdf - 2.0)
 
         # ---- lungs: the cavity less mediastinum, diaphragm and apex dome; effusion (CT-4) at the back.
-        apex_z = p.apex - 55.0 * (((np.abs(Xc) - 0.45 * rxc) / (0.55 * rxc)) ** 2 + ((Yv - 0.1 * ryc) / ryc) ** 2)
+        apex_z = p.apex - 32.0 * (((np.abs(Xc) - 0.45 * rxc) / (0.55 * rxc)) ** 2 + ((Yv - 0.1 * ryc) / ryc) ** 2)
         sdf_apex = (z - apex_z) / 1.2
         sdf_dome = (dome + 4.0 - z) / gd
         lsdf = np.maximum(np.maximum(cav + 0.8, -med), np.maximum(sdf_dome, sdf_apex))
@@ -973,12 +978,13 @@ class _Anatomy:
             cav = self._cav
             ph0 = (0.93 - 0.05 * u) * np.pi                             # medial border
             ph1 = (0.80 - 0.22 * min(1.0, 2.0 * u)) * np.pi             # lateral border
-            off = 11.0 + 9.0 + 4.0 * u                                  # outside the ribs
+            off = 11.0 + 5.0 + 4.0 * u                                  # outside the ribs
             thick = 1.6 + 2.4 * u + 2.5 * np.clip((ph0 - self.phi) / max(ph0 - ph1, 1e-3), 0, 1) ** 4
             d = np.maximum(np.abs(cav - off) - thick, np.maximum((self.phi - ph0), (ph1 - self.phi)) * self.rho)
-            _paint(sl, np.maximum(np.abs(cav - off) - thick - 9.0,
-                                  np.maximum((self.phi - ph0 - 0.03 * np.pi), (ph1 - 0.05 * np.pi - self.phi))
-                                  * self.rho), HU["muscle"] + 3.0 * self.tex[k], px)
+            d = np.maximum(d, self._msdf + 2.0)                         # inside the muscle layer, never the skin
+            _paint(sl, np.maximum(np.maximum(np.abs(cav - off) - thick - 9.0,
+                                             np.maximum((self.phi - ph0 - 0.03 * np.pi), (ph1 - 0.05 * np.pi - self.phi))
+                                             * self.rho), self._msdf + 0.5), HU["muscle"] + 3.0 * self.tex[k], px)
             v = HU["cancellous"] + (HU["cortical"] * 0.9 - HU["cancellous"]) * np.clip(1.0 + d / 1.2, 0, 1)
             _paint(sl, d, v, px)
         # Clavicles at the top, from the manubrium laterally and back.
@@ -1068,7 +1074,7 @@ class _Anatomy:
         at = float(_smoothstep(p.apex - 15.0, p.apex + 35.0, z))
         fov = 0.5 * g.shape[2] * g.dx
         for s in (-1.0, 1.0):
-            xa = p.cx + s * min(A + 48.0 + 25.0 * at, fov - 25.0)
+            xa = p.cx + s * min(A + 54.0 + 20.0 * at, fov - 25.0)
             ya = p.cy + 0.05 * p.Bp
             ra, rb = 40.0 + 4.0 * (p.fat / 20.0), 45.0 + 4.0 * (p.fat / 20.0)
             bx = g.box(xa - ra - 4, xa + ra + 4, ya - rb - 4, ya + rb + 4)
@@ -1114,6 +1120,7 @@ class _Anatomy:
         inf = float(np.clip((dr - 60.0) / 120.0, 0.0, 1.0))
         liv = np.maximum(np.maximum(below, X - x_div),
                          _ell(X, Y, p.cx - 0.35 * rxc, p.cyc, rxc * (1.0 - 0.35 * inf), ryc * (1.1 - 0.3 * inf)))
+        liv = liv - 4.0 * self.warp[k] * (liv > -15.0)
         _paint(sl, liv, HU["liver"] + 3.0 * tex, px)
         hep = np.full(sl.shape, _BIG, np.float32)
         _caps_sdf(g, _slab_caps(self.hepatic, z, 0.5 * SLICE_MM), hep)
@@ -1187,7 +1194,7 @@ class _Anatomy:
         band_w = 7.0 + 16.0 * np.clip((Y - y_front) / max(p.yv - 20.0 - y_front, 1.0), 0, 1)
         if z > p.carina - 10.0:
             band_w = band_w + 8.0
-        med = np.abs(Xc - 3.0) - band_w
+        med = np.abs(Xc - 3.0 - 3.0 * self.warp[k]) - band_w
         # Heart in its pericardial fat, on the diaphragm.
         dzh = (z - p.zh) / p.hz
         above = (dome + 2.0 - z) / gd                                   # < 0 above the diaphragm
@@ -1195,7 +1202,7 @@ class _Anatomy:
             f = math.sqrt(max(1e-3, 1.0 - min(dzh * dzh, 0.999)))
             a, b = p.ha * f, p.hb * f
             hu_u, hu_v = self.hu_u, self.hu_v
-            heart = _ell(hu_v, hu_u, 0.0, 0.0, a, b)
+            heart = _ell(hu_v, hu_u, 0.0, 0.0, a, b) + 2.5 * self.warp[k]
             heart = np.maximum(heart, above)
             peri = heart - (3.0 + 5.0 * np.clip(hu_v / max(a, 1.0), 0, 1))
             _paint(sl, np.maximum(peri, inside), HU["fat"] + 4.0 * tex, px)
