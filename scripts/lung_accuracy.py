@@ -3,6 +3,7 @@
     .venv/bin/python scripts/lung_accuracy.py                 # 15 full-size phantoms (3 per class) + real CTs
     .venv/bin/python scripts/lung_accuracy.py --per-class 1   # quicker
     .venv/bin/python scripts/lung_accuracy.py --compare OLD.py  # also a segment_lungs(hu, spacing) from a file
+    .venv/bin/python scripts/lung_accuracy.py --mild 8        # + calibration on mild masks only (real MosMedData)
 
 Ground truth: ``mosmed.synthetic.study_phantom(DEMO_SEED, study_id, category, full_size=True)`` (the lungs and
 lesions the generator drew). Prints per study: Dice with the drawn lungs, segmented / drawn volume, the
@@ -74,10 +75,33 @@ def phantom_table(per_class: int, compare) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def mild_extrapolation(df: pd.DataFrame, n: int) -> None:
+    """Calibrate on CT-0 and mild CT-1 masks only, then estimate the table's CT-1..CT-4 phantoms."""
+    from mosmed.phantom import build_phantom
+
+    rows = [r for r in df.to_dict("records") if r["category"] == "CT-0"]
+    for i in range(n):
+        rng = synthetic.study_rng(synthetic.DEMO_SEED, 5000 + i)
+        shape, sp = synthetic.study_grid(rng, True)
+        ph = build_phantom(shape, sp, "CT-1", rng, target_involvement=float(1.0 + 4.0 * i / max(1, n - 1)))
+        seg = segmentation.segment_lungs(ph.hu, sp)
+        st = measurements.study_stats(ph.hu, sp, seg, ph.lesion)
+        rows.append({"status": "ok", "category": "CT-1", "involvement_pct": st.involvement_pct, **st.density})
+    cal = involvement.fit_calibration(pd.DataFrame(rows))
+    test = df[df["category"] != "CT-0"]
+    err = (cal.apply(test) - test["truth_pct"]).abs()
+    print(f"\ncalibration on {len(rows) - n} CT-0 + {n} mild masks (1-5 %): {cal.describe()}")
+    print(f"  applied to the CT-1..CT-4 phantoms: |error| mean {err.mean():.2f}, max {err.max():.2f} points; "
+          + ", ".join(f"{c} {e:.1f}" for c, e in zip(test["category"], cal.apply(test) - test["truth_pct"])))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-class", type=int, default=3, choices=(1, 2, 3))
     ap.add_argument("--compare", metavar="FILE.py", help="a module file with segment_lungs(hu, spacing)")
+    ap.add_argument("--mild", type=int, default=0, metavar="N",
+                    help="also fit the calibration on CT-0 and N CT-1 phantoms of 1-5 %% involvement only (as the "
+                         "50 real masks are) and report its error on the CT-1..CT-4 phantoms (extrapolation)")
     args = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} on {os.cpu_count()} CPUs")
     compare = _load_compare(args.compare)
@@ -100,6 +124,8 @@ def main() -> int:
     print(f"estimate |error| vs truth, points: calibrated mean {df['err_cal'].mean():.2f} max {df['err_cal'].max():.2f};"
           f" uncalibrated mean {df['err_uncal'].mean():.2f} max {df['err_uncal'].max():.2f}")
     print(f"calibration on these phantoms: {cal.describe()}")
+    if args.mild:
+        mild_extrapolation(df, args.mild)
 
     print("\nreal CT (../shared/realct):")
     for name in ("chest_crop_lps_1p5mm.nii.gz", "abdomen_int32_3mm.nii.gz"):

@@ -210,3 +210,24 @@ def test_on_generator_phantoms_across_classes():
     assert est["mean_abs_diff"] < 6.0 and est["pearson_r"] > 0.97
     normal = cal.apply(frame)[frame["category"] == "CT-0"]
     assert (normal < 5.0).all()
+
+
+def test_cli_summary_carries_the_estimate_label_and_density(tmp_path, capsys, monkeypatch):
+    """`python -m mosmed summary`: the estimate, its calibration flag and basis, the density measure, qc."""
+    import io
+
+    from cache_faults import write_small_dataset
+    from mosmed.cli import main
+
+    data = write_small_dataset(tmp_path / "data", n=5, shape=(48, 40, 6), seed=4)
+    monkeypatch.setenv("MOSMED_CACHE", str(tmp_path / "cache"))
+    assert main(["summary", "--data", str(data)]) == 0
+    out, err = capsys.readouterr()
+    frame = pd.read_csv(io.StringIO(out))
+    for col in ("estimated_involvement_pct", "estimate_calibrated", "estimate_basis", "density_pct",
+                "density_pct_750", "density_pct_600", "qc"):
+        assert col in frame.columns, col
+    ok = frame[frame["status"] == "ok"]
+    # One CT-0 study and two masks in this tiny set: too few to calibrate, and it says so everywhere.
+    assert not ok["estimate_calibrated"].any() and ok["estimate_basis"].str.startswith("uncalibrated").all()
+    assert "estimate: uncalibrated" in err
