@@ -66,12 +66,14 @@ SOLID_MAX_HU = 100            # smoothed density above this is bone or contrast,
 #: Feature name -> smoothed-density threshold (HU). The primary one is reported as ``density_pct``.
 FEATURES: Mapping[str, int] = {"density_pct_750": -750, "density_pct": -700, "density_pct_600": -600}
 PRIMARY_FEATURE = "density_pct"
-#: What normal lung reads on each feature, used when a dataset has too few CT-0 studies: measured on the real
-#: chest crop of ../shared/realct (3.2 % at -700) and normal phantoms (2.4 %), rounded up.
-DEFAULT_BASELINE: Mapping[str, float] = {"density_pct_750": 6.0, "density_pct": 3.0, "density_pct_600": 2.0}
+#: What normal lung reads on each feature, used when a dataset has too few CT-0 studies: between the real chest
+#: crop of ../shared/realct (6.8 / 3.7 / 3.0 % at -750 / -700 / -600 HU: central lung, 1.5 mm voxels) and the
+#: normal full-size phantoms with real texture (11-12 / 6-9.4 / 4.4-7.1 %: whole lungs, bases and apices).
+DEFAULT_BASELINE: Mapping[str, float] = {"density_pct_750": 9.0, "density_pct": 5.0, "density_pct_600": 3.5}
 MIN_BASELINE_STUDIES = 3      # CT-0 studies needed for a dataset baseline
 MIN_MASKED_STUDIES = 3        # masked studies needed to fit the slope (and report a leave-one-out error)
-MIN_SELECT_STUDIES = 8        # masked studies needed to choose the feature by leave-one-out error
+MIN_SELECT_STUDIES = 8        # masked studies needed to choose the feature by leave-one-out error ...
+SELECT_MIN_SPREAD = 25.0      # ... and the involvement range (points) they must span
 PRIOR_WEIGHT = 0.04           # the slope's prior counts like one extra study at 20 % involvement (0.2 ** 2)
 SLOPE_RANGE = (0.3, 1.5)      # a fitted slope outside this is not physical; clipped
 #: Summary columns this module fills: the density measures (per study) ...
@@ -303,7 +305,11 @@ def fit_calibration(summary) -> Calibration:
         return Calibration(reason="no dataset calibration: the summary has no density measure")
     best = fits[PRIMARY_FEATURE]
     chosen_by_loo = False
-    if best["slope_n"] >= MIN_SELECT_STUDIES:
+    masked = inv[inv.notna()]
+    spread = float(masked.max() - masked.min()) if len(masked) else 0.0
+    # Choose the threshold by leave-one-out error only when the masks span the classes: on mild masks alone
+    # (real MosMedData) a threshold that fits 0-5 % best can be the least sensitive at 50 %.
+    if best["slope_n"] >= MIN_SELECT_STUDIES and spread >= SELECT_MIN_SPREAD:
         cands = [f for f in fits.values() if f["loo_error"] is not None]
         best = min(cands, key=lambda f: f["loo_error"])
         chosen_by_loo = True

@@ -209,7 +209,7 @@ def test_on_generator_phantoms_across_classes():
     est = agreement(frame["truth"].tolist(), cal.apply(frame).tolist())
     assert est["mean_abs_diff"] < 6.0 and est["pearson_r"] > 0.97
     normal = cal.apply(frame)[frame["category"] == "CT-0"]
-    assert (normal < 5.0).all()
+    assert (normal < 10.0).all()                          # normal lungs: well inside CT-1 at most
 
 
 def test_cli_summary_carries_the_estimate_label_and_density(tmp_path, capsys, monkeypatch):
