@@ -180,7 +180,7 @@ def _spectral_noise(rng: np.random.Generator, shape: tuple[int, int, int], spaci
     Slices are independent: kept images are 8 mm apart, far beyond the noise correlation length. The filter is
     normalised from its own power (the variance of filtered unit white noise is the mean of |filter|^2).
     """
-    z, h, w = shape
+    _, h, w = shape
     fy = sfft.fftfreq(h, d=float(spacing[1])).astype(np.float32)
     fx = sfft.fftfreq(w, d=float(spacing[2])).astype(np.float32)
     full = np.sqrt(np.maximum(nps(np.hypot(fy[:, None], fx[None, :])), 0.0)).astype(np.float32)
@@ -779,8 +779,8 @@ class _Anatomy:
     # ----------------------------------------------------------------------------------- per slice
 
     def draw(self):
-        g, p = self.g, self.p
-        nz, h, w = g.shape
+        g = self.g
+        nz = g.shape[0]
         hu = np.empty(g.shape, np.float32)
         lung = np.zeros(g.shape, bool)
         lung_cov = np.zeros(g.shape, np.float32)
@@ -807,7 +807,6 @@ class _Anatomy:
         g, p, px = self.g, self.p, self.g.px
         X, Y, Xc, Yv = g.X, g.Y, self.Xc, self.Yv
         z = float(g.z[k])
-        zc, half = z, 0.5 * SLICE_MM
         tex = self.tex[k]
         sl = self.table_img.copy()
 
@@ -925,7 +924,7 @@ class _Anatomy:
     def _ribs(self, sl: np.ndarray, cav: np.ndarray, z: float, k: int) -> None:
         """Ribs (cortex over cancellous bone) and costal cartilage in the ring outside the cavity; the ring is
         intercostal muscle."""
-        g, p, px = self.g, self.p, self.g.px
+        px = self.g.px
         T = 11.0
         ring = (cav > -1.0) & (cav < T + 1.5)
         idx = np.flatnonzero(ring)
@@ -1094,7 +1093,7 @@ class _Anatomy:
                  ryc: float) -> None:
         """Liver, gallbladder, spleen, stomach, colon, kidneys, adrenals, crura under the diaphragm."""
         g, p, px = self.g, self.p, self.g.px
-        X, Y, Xc, Yv = g.X, g.Y, self.Xc, self.Yv
+        X, Y, Yv = g.X, g.Y, self.Yv
         tex, fine = self.tex[k], self.fine[k]
         dr = p.dome_r - z                                             # depth below the right dome's top
         # Kidneys (upper poles in the lowest slices) in perirenal fat, adrenals above them.
@@ -1185,7 +1184,7 @@ class _Anatomy:
         """Heart, great vessels, airways, oesophagus, nodes, thyroid; returns the signed distance of what the
         lungs cannot enter."""
         g, p, px = self.g, self.p, self.g.px
-        X, Y, Xc = g.X, g.Y, self.Xc
+        Y, Xc = g.Y, self.Xc
         tex = self.tex[k]
         half = 0.5 * SLICE_MM
         inside = cav

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
-from mosmed.paperfacts import CLASS_NOTES, P1, P2
+from mosmed.paperfacts import CLASS_NOTES, P1
 
 __all__ = [
     "CLASSES",

@@ -38,7 +38,7 @@ def _bodies(sl: np.ndarray, px: float) -> list[tuple[slice, slice]]:
 
 
 def test_truth_masks_are_consistent(critical):
-    ph, sp = critical
+    ph, _ = critical
     lung, les = ph.lung > 0, ph.lesion > 0
     assert (les <= lung).all()
     assert ph.involvement_pct == pytest.approx(100.0 * les.sum() / lung.sum())
@@ -76,7 +76,7 @@ def test_gas_below_the_diaphragm_is_not_lung(normal):
 
 
 def test_table_under_the_patient_outside_the_body(normal):
-    ph, sp = normal
+    ph, _ = normal
     k = ph.hu.shape[0] // 2
     sl = ph.hu[k]
     body = ndimage.binary_fill_holes(sl > -400)
@@ -102,7 +102,7 @@ def test_arms_above_the_head_not_beside_the_chest(normal):
 
 
 def test_bone_cortex_and_marrow(normal):
-    ph, sp = normal
+    ph, _ = normal
     hu = ph.hu
     assert hu.max() > 900                                                  # cortical bone
     mid = hu.shape[0] // 2
@@ -113,7 +113,7 @@ def test_bone_cortex_and_marrow(normal):
 
 
 def test_lung_denser_toward_the_back(normal):
-    ph, sp = normal
+    ph, _ = normal
     lung = (ph.lung > 0) & (ph.hu < -500)
     rows = np.nonzero(lung)[1]
     lo, hi = np.percentile(rows, [25, 75])

@@ -42,7 +42,7 @@ def test_table_is_the_papers_text_verbatim():
     rows = _facts_table()
     assert sorted(rows) == list(S.CLASSES)
     for r in S.SEVERITY_TABLE:
-        cat, name, findings, clinical, routing = rows[r.category]
+        _, name, findings, clinical, routing = rows[r.category]
         assert (r.name, r.ct_findings, r.clinical, r.routing) == (name, findings, clinical, routing), r.category
 
 
