@@ -39,12 +39,12 @@ def test_phantom_hu_anatomy():
     assert -860 < np.median(paren[paren < -500]) < -750                # lung parenchyma
     assert np.percentile(paren, 95) > -700                            # vessels inside the lungs
     # The paper: marked regions have a mean density of -700 .. -130 HU. With real noise (and the soft edge of
-    # ground glass inside the mask) single voxels reach lower, so the old 2nd-percentile bound (-740) is gone.
+    # ground glass inside the mask) single voxels reach lower: the 2nd percentile is held to -800 (it was -740).
     assert -700 <= hu[les].mean() <= -130 and -700 <= np.median(hu[les]) <= -130
-    assert np.percentile(hu[les], 2) >= -900
+    assert np.percentile(hu[les], 2) >= -800
     soft = ((hu > 20) & (hu < 70)).mean()
     fat = ((hu > -130) & (hu < -70)).mean()
-    assert soft > 0.04 and fat > 0.02                                  # muscle/heart/liver and fat present
+    assert soft > 0.05 and fat > 0.02                                  # muscle/heart/liver and fat present
     assert hu.max() > 700                                              # cortical bone
     # Lungs side by side, anterior at the top: lung in both halves, the mediastinum between them.
     mid = hu.shape[0] // 2
