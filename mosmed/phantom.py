@@ -946,7 +946,8 @@ class _Anatomy:
             if not (zp - dr - 12.0 < z < zp + 12.0):
                 continue
             zk = zp - dr * gpost ** 1.2
-            slope = np.maximum(dr * 1.2 * np.maximum(gpost, 1e-3) ** 0.2 / np.pi / rh, 0.06)
+            # Near the spine the rib runs almost level; its cut is kept to a few cm (neck, then the angle).
+            slope = np.maximum(dr * 1.2 * np.maximum(gpost, 1e-3) ** 0.2 / np.pi / rh, 0.16)
             hr = 9.5 if r > 0 else 12.0
             # Oval cross-section: half-length along the wall (the cut of a sloping rib), half-thickness across.
             la = 0.5 * hr / slope
