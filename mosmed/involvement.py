@@ -25,8 +25,8 @@ masked studies. Without CT-0 studies or masks the defaults are used and the esti
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -45,19 +45,19 @@ from mosmed.segmentation import (
 from mosmed.severity import class_for_involvement
 
 __all__ = [
-    "LESION_HU",
-    "DENSE_HU",
-    "FEATURES",
-    "PRIMARY_FEATURE",
     "DEFAULT_BASELINE",
+    "DENSE_HU",
     "DENSITY_COLUMNS",
     "ESTIMATE_COLUMNS",
+    "FEATURES",
+    "LESION_HU",
+    "PRIMARY_FEATURE",
     "Calibration",
-    "density_features",
-    "uncalibrated_estimate",
-    "fit_calibration",
-    "calibrate_rows",
     "agreement",
+    "calibrate_rows",
+    "density_features",
+    "fit_calibration",
+    "uncalibrated_estimate",
 ]
 
 LESION_HU: tuple[int, int] = (-700, -130)   # mean density of the marked regions in the masks [P2]

@@ -7,14 +7,14 @@ Lung and lesion volumes, involvement, per-slice areas, the lung HU histogram and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
 from mosmed.segmentation import check_volume
 
-__all__ = ["HIST_EDGES", "StudyStats", "study_stats", "per_slice_count", "as_bool"]
+__all__ = ["HIST_EDGES", "StudyStats", "as_bool", "per_slice_count", "study_stats"]
 
 HIST_EDGES = np.arange(-1024, 257, 16)
 HIST_EDGES.setflags(write=False)

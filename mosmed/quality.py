@@ -21,18 +21,18 @@ physiology (total lung capacity about 4-7 L; CT at deep inspiration measures 2.5
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
 __all__ = [
-    "QualityFlag",
     "CODES",
+    "QualityFlag",
     "assess",
-    "qc_text",
-    "qc_codes",
     "parse_qc",
+    "qc_codes",
+    "qc_text",
 ]
 
 CODES: dict[str, str] = {

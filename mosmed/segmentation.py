@@ -1,17 +1,20 @@
-"""Lung segmentation from Hounsfield units: classical, no model, no download, about 30 ms a full-size study.
+"""Lung segmentation from Hounsfield units: classical, no model, no download, 30-45 ms a full-size study.
 
 The lungs are the large air-like regions inside the body that are not pure gas. Everything below runs on a
 copy subsampled in-plane to about ``COARSE_PX_MM`` (3 mm) pixels and vectorised over all slices at once (no
-per-slice Python loop); only the lung border is refined on the full grid. The steps:
+per-slice Python loop), inside the box around the air in the body; only the lung border is refined on the
+full grid. The steps:
 
 1. air-like voxels (``HU < AIR_HU``). **Outside air** is a 3D air component that touches the in-plane image
    border *and* lies mostly outside the body: a voxel is "bounded" when its row or its column has tissue on
-   both sides of it (the body is convex-ish), and outside air is mostly unbounded. A lung cut by a cropped
-   field of view touches the border too but is bounded (chest wall in front and behind): it is kept.
+   both sides of it (the body is convex-ish), and outside air is mostly unbounded (decided on a grid twice as
+   coarse). A lung cut by a cropped field of view touches the border too but is bounded (chest wall in front
+   and behind): it is kept.
 2. per axial slice, air components that are **pure gas** (most voxels below ``GAS_HU``; lung parenchyma with
    its vessels sits near -850) are the stomach, the bowel, the trachea and main bronchi, or air trapped in
    the table: they are dropped, and so are small components near the body's midline (trachea, oesophagus);
-3. in 3D, the largest component is kept, and the largest on the other side of the midline unless the first
+3. in 3D, only lung-like components count (at most ``LUNG_GAS_MAX`` pure gas, unless larger than
+   ``EMPHYSEMA_ML``): the largest is kept, and the largest on the other side of the midline unless the first
    already spans both lungs; large islands (lung split off by consolidation) too;
 4. per slice and per side, at once for every slice: a closing bridges vessels and lesions near the surface,
    holes are filled (not the large organ-dense ones: a diaphragm dome ringed by lung), then dense lesions are
@@ -19,45 +22,47 @@ per-slice Python loop); only the lung border is refined on the full grid. The st
    lines) or inside an ellipse fitted to the convex part of its outline (consolidation capping the lung
    against the chest wall, posterior and basal). Additions take only soft tissue below ``ORGAN_HU``
    (consolidation, not heart, liver or muscle), within ``HULL_REACH_MM`` of aerated lung, never in the
-   mediastinum (between the two lungs, or within a band around the midline);
+   mediastinum (between the two lungs, or within a band around the midline), never for a thin crescent of
+   lung (``THIN_MM``: a base around its dome), and only where they meet the lung as a lesion does (ground
+   glass along the edge, solid, or along the lung: ``_lesion_contact``), not as the fat under a dome does;
 5. a closing along z bridges up to ``Z_GAP`` consecutive slices that are almost all consolidation;
 6. back to the full grid: blocks inside the lung are lung, blocks on its border are decided voxel by voxel
    from the full-resolution HU (air-like is lung), so the border is as sharp as the image.
 
-Accuracy and speed: see ``scripts/lung_accuracy.py`` (Dice with the phantoms' drawn lungs, per class) and
-``docs/readme/lungs.md``. Known limits (a classical method): consolidation deeper than ``HULL_REACH_MM`` from
-aerated lung is cut, and so is consolidation denser than ``ORGAN_HU`` unless enclosed by lung (CT-4 reads low);
-a lung with no aerated voxel left in a slice is recovered only from its neighbours along z; an emphysematous
-bulla larger than ``GAS_MAX_MM2`` in a slice is taken for lung, a smaller isolated one (not enclosed by lung)
-for gas.
+Accuracy and speed: see ``scripts/lung_accuracy.py`` (Dice with the phantoms' drawn lungs, per class, and the
+real CTs of ``../shared/realct``) and ``docs/readme/lungs.md``. Known limits (a classical method): dense
+consolidation deeper than ``HULL_REACH_MM`` from aerated lung, or without ground glass along a short edge, is
+cut, and so is consolidation denser than ``ORGAN_HU`` unless enclosed by lung (CT-4 reads low); a lung with no
+aerated voxel left in a slice is recovered only from its neighbours along z; an emphysematous bulla larger
+than ``GAS_MAX_MM2`` in a slice is taken for lung, a smaller isolated one (not enclosed by lung) for gas.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 
 __all__ = [
     "AIR_HU",
-    "GAS_HU",
     "COARSE_PX_MM",
+    "GAS_HU",
+    "N4",
+    "SQ3",
     "LungSegmentation",
+    "bounding_box",
     "check_volume",
     "coarse_factor",
+    "dilate",
+    "erode",
     "segment",
     "segment_lungs",
     "subsample",
     "subsample_mean",
     "upsample",
-    "dilate",
-    "erode",
-    "bounding_box",
-    "N4",
-    "SQ3",
 ]
 
 AIR_HU = -320                 # lung parenchyma is about -850, soft tissue above -150; -320 is the classic cut
@@ -136,14 +141,14 @@ def check_volume(hu: np.ndarray, spacing: Sequence[float]) -> tuple[float, float
 def coarse_factor(spacing: Sequence[float]) -> int:
     """In-plane subsampling factor that brings the pixel to about ``COARSE_PX_MM``."""
     px = math.sqrt(float(spacing[1]) * float(spacing[2]))
-    return max(1, int(round(COARSE_PX_MM / px)))
+    return max(1, round(COARSE_PX_MM / px))
 
 
 def subsample(arr: np.ndarray, f: int) -> np.ndarray:
     """Block-centre samples of ``arr`` on the ``f``-coarse in-plane grid, ``(Z, ceil(H/f), ceil(W/f))``."""
     if f == 1:
         return np.ascontiguousarray(arr)
-    z, h, w = arr.shape
+    _z, h, w = arr.shape
     if h % f == 0 and w % f == 0:
         return np.ascontiguousarray(arr[:, f // 2 :: f, f // 2 :: f])
     rows = np.minimum(np.arange(0, h, f) + f // 2, h - 1)
@@ -177,7 +182,7 @@ def upsample(arr: np.ndarray, f: int, shape: Sequence[int]) -> np.ndarray:
     write: about 1 ms for a full-size study)."""
     if f == 1:
         return arr
-    z, hc, wc = arr.shape
+    z, hc, _wc = arr.shape
     rep = np.repeat(arr, f, axis=2)[:, :, : shape[2]]
     out = np.empty((z, hc, f, rep.shape[2]), arr.dtype)
     out[...] = rep[:, :, None, :]
@@ -188,7 +193,7 @@ def upsample(arr: np.ndarray, f: int, shape: Sequence[int]) -> np.ndarray:
 
 
 def _disk_offsets(radius_px: float) -> list[tuple[int, int]]:
-    r = max(1, int(math.floor(radius_px)))
+    r = max(1, math.floor(radius_px))
     return [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)
             if dy * dy + dx * dx <= radius_px * radius_px + 1e-9]
 
@@ -197,7 +202,7 @@ def _shifted(m: np.ndarray, offsets: list[tuple[int, int]], op, pad_value) -> np
     """OR (dilation) or AND (erosion) of in-plane shifts of ``m``, all slices at once; bitwise on uint8, so
     each bit plane (one per lung) is processed in the same pass."""
     r = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
-    z, h, w = m.shape
+    _z, h, w = m.shape
     p = np.pad(m, ((0, 0), (r, r), (r, r)), constant_values=pad_value)
     out = p[:, r : r + h, r : r + w].copy()
     for dy, dx in offsets:
@@ -252,7 +257,7 @@ def bounded_air(air: np.ndarray) -> np.ndarray:
     """Air voxels with tissue on both sides along their row, or along their column: inside the body's
     orthogonal hull. A convex-ish body leaves almost no outside air bounded (the gap under the back is)."""
     tissue = ~air
-    z, h, w = air.shape
+    _z, h, w = air.shape
 
     def between(axis: int, n: int) -> np.ndarray:
         # First and last tissue voxel of every line (argmax finds the first True): inside lies between them.
@@ -303,7 +308,7 @@ def _voxel_stats(lab: np.ndarray, mask: np.ndarray, n: int, *weights: np.ndarray
 def _drop_gas(cand: np.ndarray, gas: np.ndarray, midline: np.ndarray, px_mm2: float, px_x_mm: float
               ) -> tuple[np.ndarray, int]:
     """Drop per-slice air components that are pure gas or a small midline tube; returns (kept, dropped voxels)."""
-    z, h, w = cand.shape
+    _z, _h, w = cand.shape
     lab, n = ndimage.label(cand, structure=_S2D)
     if n == 0:
         return cand, 0
@@ -331,7 +336,7 @@ def _keep_lungs(cand: np.ndarray, gas: np.ndarray, midline: np.ndarray, voxel_ml
     lab, n = ndimage.label(cand)
     if n == 0:
         return cand
-    z, h, w = cand.shape
+    _z, _h, w = cand.shape
     right_side = np.broadcast_to(np.arange(w)[None, None, :] < midline[:, None, None], cand.shape)
     size, gas_n, right = _voxel_stats(lab, cand, n, gas, right_side)
     size[0] = 0
@@ -420,7 +425,7 @@ def _ellipses(ky: np.ndarray, kx: np.ndarray, g: np.ndarray, n_groups: int) -> t
     M = S1 + S2 @ T
     M = np.stack([M[:, 2] / 2, -M[:, 1], M[:, 0] / 2], axis=1)
     M = np.where(ok[:, None, None] & np.isfinite(M), M, np.eye(3))
-    w_, v = np.linalg.eig(M)
+    _, v = np.linalg.eig(M)
     v = np.real(v)
     cond = 4 * v[:, 0] * v[:, 2] - v[:, 1] ** 2          # (G, 3): one per eigenvector
     pick = np.argmax(cond > 0, axis=1)
@@ -527,7 +532,7 @@ def _lesion_contact(add: np.ndarray, lung: np.ndarray, dm: np.ndarray, edge_hu: 
         return add
     # The lung within 2 px of an addition, each pixel given to the (largest label of the) additions near it.
     rz, ry, rx = np.nonzero(lung & _dilate(add > 0, _CONTACT_OFFSETS))
-    z, h, w = lab.shape
+    _z, _h, _w = lab.shape
     p = np.pad(lab, ((0, 0), (2, 2), (2, 2)))
     ids = np.zeros(rz.size, lab.dtype)
     for dy, dx in _CONTACT_OFFSETS:
@@ -558,7 +563,7 @@ def _sides(kept: np.ndarray, midline: np.ndarray) -> np.ndarray:
 
 def _mediastinum(sides: np.ndarray, band: np.ndarray) -> np.ndarray:
     """The midline band, and in rows holding both lungs everything between their medial edges."""
-    z, h, w = sides.shape
+    _z, _h, w = sides.shape
     cols = np.arange(w)
     right = (sides & 1) > 0
     left = (sides & 2) > 0
@@ -636,7 +641,7 @@ def segment(hu: np.ndarray, spacing: Sequence[float]) -> LungSegmentation:
     """
     dz, dy, dx = check_volume(hu, spacing)
     hu = np.asarray(hu)
-    z, h, w = hu.shape
+    _z, h, w = hu.shape
     f = coarse_factor((dz, dy, dx))
     py, px = dy * f, dx * f
     px_mm = math.sqrt(py * px)
@@ -661,8 +666,8 @@ def segment(hu: np.ndarray, spacing: Sequence[float]) -> LungSegmentation:
     width_full = np.maximum(np.count_nonzero(body_cols, axis=1), 1)
 
     # From here on, only the box around the air inside the body (padded by what the filling can reach).
-    reach_px = int(round(HULL_REACH_MM / px_mm))
-    bz, by, bx = bounding_box(inside, reach_px + int(math.ceil(CLOSING_MM / px_mm)) + 2)
+    reach_px = round(HULL_REACH_MM / px_mm)
+    bz, by, bx = bounding_box(inside, reach_px + math.ceil(CLOSING_MM / px_mm) + 2)
     ds = ds[bz, by, bx]
     cand = inside[bz, by, bx]
     body = ~outside[bz, by, bx]
@@ -671,7 +676,7 @@ def segment(hu: np.ndarray, spacing: Sequence[float]) -> LungSegmentation:
     width = width_full[bz]
     dm = subsample_mean(hu[bz, by.start * f : by.stop * f, bx.start * f : bx.stop * f], f)
     gas = (dm if f > 1 else ds) < GAS_HU       # the 3x3 mean of f == 1 would blur small gas pockets into lung
-    zz, hh, ww = ds.shape
+    zz, _hh, ww = ds.shape
 
     cand, n_gas = _drop_gas(cand, gas, midline, px_mm2, px)
     kept = _keep_lungs(cand, gas, midline, voxel_ml)

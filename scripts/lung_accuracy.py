@@ -27,7 +27,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mosmed import involvement, measurements, quality, segmentation, synthetic, volume  # noqa: E402
+from mosmed import involvement, measurements, quality, segmentation, synthetic, volume
 
 # Study ids of the full-size registry per class (CT-4 has only two real ids: the third is a seed like any other).
 IDS = {"CT-0": (1, 2, 3), "CT-1": (255, 256, 257), "CT-2": (939, 940, 941), "CT-3": (1064, 1065, 1066),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from synthetic_chest import SPACING, make_chest
 
 from mosmed.involvement import (
     DEFAULT_BASELINE,
@@ -21,14 +22,12 @@ from mosmed.involvement import (
 )
 from mosmed.measurements import study_stats
 from mosmed.segmentation import segment_lungs
-from synthetic_chest import SPACING, make_chest
-
 
 # ------------------------------------------------------------------------------------ density features
 
 
 def test_healthy_lung_reads_near_zero_and_vessels_are_not_lesions():
-    hu, lung, _, _, vessel = make_chest(seed=1)
+    hu, _lung, _, _, vessel = make_chest(seed=1)
     assert vessel.sum() > 200                             # dense (+40 HU) vessels in the lung
     d = density_features(hu, SPACING, segment_lungs(hu, SPACING))
     # Thick vessels (8 mm) in 2.5 mm pixels and 20 HU noise leave a few %: no more than normal lung's baseline.
@@ -217,6 +216,7 @@ def test_cli_summary_carries_the_estimate_label_and_density(tmp_path, capsys, mo
     import io
 
     from cache_faults import write_small_dataset
+
     from mosmed.cli import main
 
     data = write_small_dataset(tmp_path / "data", n=5, shape=(48, 40, 6), seed=4)

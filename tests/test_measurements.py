@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic_chest import SPACING, make_chest
 
 from mosmed.measurements import HIST_EDGES, as_bool, per_slice_count, study_stats
 from mosmed.segmentation import segment_lungs
-from synthetic_chest import SPACING, make_chest
 
 
 def test_study_stats_figures():

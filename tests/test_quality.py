@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic_chest import chest
 
 from mosmed.measurements import study_stats
 from mosmed.quality import CODES, QualityFlag, assess, parse_qc, qc_codes, qc_text
 from mosmed.segmentation import segment
 from mosmed.volume import Volume
-from synthetic_chest import chest
 
 # A MosMedData-like grid: 40 slices of 8 mm, 128 px of 3 mm (384 mm field of view).
 GRID, SP = (40, 128, 128), (8.0, 3.0, 3.0)

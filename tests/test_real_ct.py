@@ -5,7 +5,6 @@ out as a dataset (copies in tmp_path, never in the repo)."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

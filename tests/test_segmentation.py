@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic_chest import SHAPE, SPACING, chest, dice, make_chest
 
 from mosmed.segmentation import (
     AIR_HU,
@@ -16,7 +17,6 @@ from mosmed.segmentation import (
     subsample_mean,
     upsample,
 )
-from synthetic_chest import SHAPE, SPACING, chest, dice, make_chest
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_segments_two_healthy_lungs(healthy):
 
 
 def test_segment_reports_what_it_saw(healthy):
-    hu, lung, _, _, _ = healthy
+    hu, _lung, _, _, _ = healthy
     res = segment(hu, SPACING)
     assert isinstance(res, LungSegmentation)
     assert np.array_equal(res.lung, segment_lungs(hu, SPACING))
