@@ -230,6 +230,23 @@ class Calibration:
         return (f"{self.label} HU estimate from {self.feature} ({FEATURES[self.feature]} HU): {base}, "
                 f"{slope}{err}. {self.reason}")
 
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> Calibration:
+        """The calibration back from :meth:`as_dict` (e.g. the summary document's ``"calibration"``), so a
+        viewer can label and compute one study's estimate from its ``StudyStats.density``; ``None`` or a
+        malformed dict gives the uncalibrated default."""
+        try:
+            feature = str(d["feature"])
+            if feature not in FEATURES:
+                raise KeyError(feature)
+            return cls(feature=feature, baseline=float(d["baseline"]), slope=float(d["slope"]),
+                       baseline_n=int(d["baseline_n"]), slope_n=int(d["slope_n"]),
+                       loo_error=None if d.get("loo_error") is None else float(d["loo_error"]),
+                       loo_max=None if d.get("loo_max") is None else float(d["loo_max"]),
+                       reason=str(d.get("reason", "")))
+        except (KeyError, TypeError, ValueError):
+            return cls()
+
     def as_dict(self) -> dict:
         return {"feature": self.feature, "baseline": self.baseline, "slope": self.slope,
                 "baseline_n": self.baseline_n, "slope_n": self.slope_n, "calibrated": self.calibrated,

@@ -146,6 +146,14 @@ def test_mild_masks_only_extrapolate_sanely():
     assert 50 < cal.estimate({cal.feature: 60.0}) < 75
 
 
+def test_calibration_round_trips_through_its_dict():
+    masked = [(v, 8.0 + 0.9 * v) for v in (5.0, 15.0, 30.0, 50.0)]
+    cal = fit_calibration(_frame(4, masked))
+    back = Calibration.from_dict(cal.as_dict())
+    assert back == cal and back.describe() == cal.describe()
+    assert Calibration.from_dict(None) == Calibration() and Calibration.from_dict({"feature": "x"}) == Calibration()
+
+
 def test_apply_on_a_frame():
     masked = [(v, 8.0 + 0.9 * v) for v in (5.0, 15.0, 30.0, 50.0)]
     frame = _frame(4, masked, unmasked=(8.0 + 0.9 * 40,))
