@@ -100,7 +100,7 @@ def bench_dask(res: dict, ids: list[int], tmp: Path, t_pool: float, pool_files: 
 
 def build_stages(src) -> dict:
     """Where one study's cache build goes (the same steps as mosmed.analysis.analyze, timed one by one)."""
-    from mosmed import lungs, render, volume
+    from mosmed import measurements, quality, render, segmentation, volume
 
     out = {}
     t = time.perf_counter()
@@ -110,11 +110,14 @@ def build_stages(src) -> dict:
     mask = volume.read_mask(src.mask_path, vol)[0] if src.mask_path is not None else None
     out["read_mask"] = time.perf_counter() - t
     t = time.perf_counter()
-    lung = lungs.segment_lungs(vol.data, vol.spacing)
+    seg = segmentation.segment(vol.data, vol.spacing)
     out["segment_lungs"] = time.perf_counter() - t
     t = time.perf_counter()
-    lungs.study_stats(vol.data, vol.spacing, lung, mask)
+    st = measurements.study_stats(vol.data, vol.spacing, seg.lung, mask)   # includes the density features
     out["study_stats"] = time.perf_counter() - t
+    t = time.perf_counter()
+    quality.assess(vol, seg, st)
+    out["quality"] = time.perf_counter() - t
     t = time.perf_counter()
     render.thumbnail(vol.data, mask, vol.spacing)
     out["thumbnail"] = time.perf_counter() - t

@@ -1,4 +1,4 @@
-"""Measuring one study: read, reorient, segment the lungs, measure, draw the thumbnail, make its summary row.
+"""Measuring one study: read, reorient, segment the lungs, measure, flag, draw the thumbnail, make its summary row.
 
 This is the per-study pipeline of the cache build (:mod:`mosmed.cache.build`) and of a first open. It writes
 nothing: :func:`analyze` returns the stats document (what the cache stores as ``stats/<entry>.json``), the
@@ -6,7 +6,8 @@ display arrays and the thumbnail; ``on_array(name, array)`` hands each array ove
 cache can write the volume while the lungs are being segmented.
 
 The stats document: ``shape``, ``spacing`` (dz, dy, dx), ``slice_z_mm``, ``source_axcodes``, ``source_shape``,
-``warnings``, ``summary`` (one row of :data:`SUMMARY_COLUMNS`) and ``stats`` (:class:`StudyStats` fields).
+``warnings``, ``summary`` (one row of :data:`SUMMARY_COLUMNS`), ``stats`` (:class:`StudyStats` fields) and ``qc``
+(the quality flags, :mod:`mosmed.quality`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mosmed import lungs, render, severity, volume
+from mosmed import measurements, quality, render, segmentation, severity, volume
 from mosmed.errors import MosmedError
 from mosmed.source import StudySource
 
@@ -29,6 +30,9 @@ SUMMARY_COLUMNS = (
     "study_id", "category", "has_mask", "status", "error", "warnings", "n_slices", "rows", "cols",
     "spacing_mm", "spacing_x", "spacing_y", "spacing_z", "lung_ml", "lesion_ml", "involvement_pct",
     "estimated_involvement_pct", "in_band", "estimate_in_band", "study_file", "mask_file",
+    # The raw density measures (mosmed.involvement.DENSITY_COLUMNS), the estimate's calibration label
+    # (mosmed.involvement.ESTIMATE_COLUMNS, set per dataset by mosmed.cache.summary) and the quality flags.
+    "density_pct", "density_pct_750", "density_pct_600", "estimate_calibrated", "estimate_basis", "qc",
 )
 
 ArrayFn = Callable[[str, "np.ndarray | None"], None]
@@ -76,9 +80,11 @@ def analyze(source: StudySource, on_array: ArrayFn | None = None) -> StudyAnalys
     hu = vol.data
     emit("volume", hu)
     emit("mask", mask)
-    lung = lungs.segment_lungs(hu, vol.spacing)
+    seg = segmentation.segment(hu, vol.spacing)   # kept for the quality flags (border contact, air HU)
+    lung = seg.lung
     emit("lung", lung)
-    st = lungs.study_stats(hu, vol.spacing, lung, mask)
+    st = measurements.study_stats(hu, vol.spacing, lung, mask)
+    flags = quality.assess(vol, seg, st)          # warnings with a reason, never errors
     thumb = render.thumbnail(hu, mask, vol.spacing)
 
     category = source.category
@@ -107,6 +113,8 @@ def analyze(source: StudySource, on_array: ArrayFn | None = None) -> StudyAnalys
         "estimate_in_band": band_check(category, est),
         "study_file": source.study_file,
         "mask_file": source.mask_file,
+        **{k: st.density.get(k) for k in ("density_pct", "density_pct_750", "density_pct_600")},
+        "qc": quality.qc_text(flags),
     }
     doc = {
         "shape": list(hu.shape),
@@ -117,19 +125,22 @@ def analyze(source: StudySource, on_array: ArrayFn | None = None) -> StudyAnalys
         "warnings": warnings,
         "summary": summary,
         "stats": {f.name: getattr(st, f.name) for f in dataclasses.fields(st)},
+        "qc": [f.as_dict() for f in flags],
     }
     return StudyAnalysis(doc=doc, volume=hu, mask=mask, lung=lung, thumb=thumb)
 
 
-def stats_from_doc(doc: dict) -> lungs.StudyStats:
+def stats_from_doc(doc: dict) -> measurements.StudyStats:
     """Rebuild the ``StudyStats`` of a stats document (lists back to arrays)."""
     raw = doc.get("stats") or {}
     kwargs = {}
-    for f in dataclasses.fields(lungs.StudyStats):
+    for f in dataclasses.fields(measurements.StudyStats):
         v = raw.get(f.name)
         if isinstance(v, list):
             v = np.asarray([np.nan if x is None else x for x in v], dtype=float)
             if f.name == "hist":
                 v = v.astype(np.int64)
         kwargs[f.name] = v
-    return lungs.StudyStats(**kwargs)
+    if kwargs.get("density") is None:
+        kwargs["density"] = {}                    # a document written without density features
+    return measurements.StudyStats(**kwargs)

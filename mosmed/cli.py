@@ -80,7 +80,7 @@ def _ensure_built(ds, quiet: bool = False) -> None:
 
 
 def _agreement_line(frame) -> str:
-    from mosmed.lungs import agreement
+    from mosmed.involvement import agreement
 
     both = frame[(frame["status"] == "ok") & frame["involvement_pct"].notna()
                  & frame["estimated_involvement_pct"].notna()]
@@ -97,6 +97,13 @@ def _agreement_line(frame) -> str:
     return (f"estimate vs mask-based involvement over {a.get('n', len(both))} studies with masks: "
             f"mean |difference| {fmt('mean_abs_diff', '.1f')} points, Pearson r {fmt('pearson_r', '.2f')}, "
             f"same class band {fmt('class_agreement', '.0%')}")
+
+
+def _calibration_line(frame) -> str:
+    """realct: how the HU estimate of this dataset is calibrated (mosmed.involvement.Calibration.describe)."""
+    basis = frame["estimate_basis"] if "estimate_basis" in frame.columns else None
+    text = next((b for b in (basis if basis is not None else []) if isinstance(b, str) and b), "")
+    return f"estimate: {text}" if text else "estimate: no study measured yet"
 
 
 # --------------------------------------------------------------------------------------------- commands
@@ -207,6 +214,7 @@ def cmd_summary(args) -> int:
         sys.stdout.write(buf.getvalue())
     sys.stdout.flush()
     _err(_agreement_line(frame))
+    _err(_calibration_line(frame))   # realct
     return EXIT_OK
 
 
@@ -225,13 +233,19 @@ def cmd_validate(args) -> int:
     for r in frame.itertuples(index=False):
         if r.status == "ok" and r.warnings:
             lines.append(f"study {r.study_id}: warning: {r.warnings}")
+    n_qc = 0
+    for r in frame.itertuples(index=False):   # realct: quality flags are warnings (the study still opens)
+        if r.status == "ok" and getattr(r, "qc", ""):
+            n_qc += 1
+            lines.append(f"study {r.study_id} quality: {r.qc}")   # no "study N: ": that form is a problem
     for line in lines:
         print(line)
     n_err = int((frame["status"] != "ok").sum()) + len(ds.registry.problems)
     n_ok = int((frame["status"] == "ok").sum())
     print(f"{len(frame)} registry rows: {n_ok} ok, {int((frame['status'] != 'ok').sum())} in error, "
-          f"{len(ds.registry.problems)} registry rows dropped")
+          f"{len(ds.registry.problems)} registry rows dropped, {n_qc} with quality flags")  # realct: flags
     print(_agreement_line(frame))
+    print(_calibration_line(frame))   # realct
     return EXIT_DATA if n_err else EXIT_OK
 
 

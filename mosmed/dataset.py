@@ -23,7 +23,7 @@ from mosmed.cache.store import StudyCache
 from mosmed.cache.summary import CacheStatus, cache_status, summary_doc, summary_frame
 from mosmed.config import default_cache_root
 from mosmed.errors import MosmedError, RegistryError
-from mosmed.lungs import HIST_EDGES
+from mosmed.measurements import HIST_EDGES
 from mosmed.registry import Registry, load_registry
 from mosmed.source import StudySource
 from mosmed.study import Study

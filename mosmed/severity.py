@@ -1,18 +1,19 @@
-"""The CT-0 .. CT-4 severity scale of MosMedData, band edges, published counts, licence and citation text.
+"""The CT-0 .. CT-4 severity scale of MosMedData: the paper's table, band edges, published counts, licence and
+citation text.
 
-Sources
--------
-* CT findings and involvement bands: the dataset's own README ("Class C Annotation Principles"), which follows
-  the Moscow guideline (Morozov S.P., Protsenko D.N., Smetanina S.V. et al., *Radiation diagnostics of
-  coronavirus disease (COVID-19): organisation, methodology, interpretation of results*, preprint
-  No. CDT-2020-II, version 2 of 17.04.2020) and is reproduced as Table 1 of Morozov et al. 2020,
-  arXiv:2005.06465 ("assessment of severity of COVID-19 from CT").
-* Clinical data and routing: the same guideline's table as summarised in that paper. The paper's exact table
-  text could not be retrieved on this machine; the wording here is a faithful summary of the guideline, not a
-  verbatim quote (see :data:`SEVERITY_SOURCE_NOTE`).
+Source
+------
+The severity table is the one of the dataset's paper, quoted as it stands there: **P1**, Morozov S.P. et al.,
+*MosMedData: Chest CT Scans with COVID-19 Related Findings Dataset*, medRxiv 2020.05.20.20100362 /
+arXiv:2005.06465, "Table. Classification of the severity of lung tissue abnormalities with COVID-19 and routing
+rules" (transcribed in ``../shared/reference/mosmeddata-paper-facts.md``). Where the later journal version,
+**P2** (Digital Diagnostics 2020;1(1):49-59, DOI 10.17816/DD46826, Table 1), reads otherwise, the row says so in
+``p2_differs`` (column -> what P2 reads). The involvement bands used for computing (``band``) are the table's
+percentages.
 
 The class was assigned from radiological findings only, before the DICOM-to-NIfTI conversion and the
-every-10th-slice selection: an involvement measured on the published files can fall outside the class band.
+every-10th-image selection: an involvement measured on the published files can fall outside the class band
+(:data:`MOSMED_CLASS_NOTES`, from :mod:`mosmed.paperfacts`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
+from mosmed.paperfacts import CLASS_NOTES, P1
+
 __all__ = [
     "CLASSES",
     "PUBLISHED_COUNTS",
@@ -30,7 +33,10 @@ __all__ = [
     "BAND_EDGES",
     "SeverityRow",
     "SEVERITY_TABLE",
+    "SEVERITY_TABLE_TITLE",
+    "SEVERITY_COLUMNS",
     "SEVERITY_SOURCE_NOTE",
+    "SEVERITY_P2_NOTE",
     "severity_row",
     "band",
     "in_band",
@@ -55,9 +61,17 @@ BAND_EDGES: tuple[float, float, float] = (25.0, 50.0, 75.0)
 
 @dataclass(frozen=True)
 class SeverityRow:
-    """One row of the severity table.
+    """One row of the paper's severity table (P1), verbatim.
 
-    ``band`` is the involvement band in percent of lung parenchyma, ``(low, high]`` (CT-0 is ``(0, 0)``).
+    Attributes
+    ----------
+    category : "CT-0" .. "CT-4".
+    name : the table's "severity" (Zero, Mild, Moderate, Severe, Critical).
+    ct_findings, clinical, routing : the table's "CT findings", "clinical data" and "decision (routing)" cells.
+    band : involvement band in percent of lung parenchyma, ``(low, high]`` (CT-0 is ``(0, 0)``), for computing.
+    involvement : the band as the table writes it (a short form of the percentage in ``ct_findings``).
+    p2_differs : ``(column, what P2 reads)`` pairs where the Digital Diagnostics version differs; column is one
+        of ``"ct_findings"``, ``"clinical"``, ``"routing"``.
     """
 
     category: str
@@ -67,69 +81,98 @@ class SeverityRow:
     band: tuple[float, float]
     clinical: str
     routing: str
+    p2_differs: tuple[tuple[str, str], ...] = ()
 
+    def p2_note(self, column: str) -> str | None:
+        """What P2 reads instead for a column of this row, or None where both papers agree."""
+        for col, note in self.p2_differs:
+            if col == column:
+                return note
+        return None
+
+
+_P2_FINDINGS = ("P2 adds \u201cwith or without consolidation, crazy paving\u201d and a qualitative amount of "
+                "involvement (minimal / average / significant, over CT-1 to CT-3).")
+
+SEVERITY_TABLE_TITLE = ("Classification of the severity of lung tissue abnormalities with COVID-19 and routing "
+                        "rules")
+# Column headers as in the paper, keyed by SeverityRow field.
+SEVERITY_COLUMNS: Mapping[str, str] = MappingProxyType({
+    "category": "class", "name": "severity", "ct_findings": "CT findings", "clinical": "clinical data",
+    "routing": "decision (routing)",
+})
 
 SEVERITY_TABLE: tuple[SeverityRow, ...] = (
     SeverityRow(
         category="CT-0",
-        name="Normal",
-        ct_findings="Normal lung tissue; no CT signs of viral pneumonia.",
-        involvement="0%",
+        name="Zero",
+        ct_findings="Not consistent with pneumonia (including COVID-19).",
+        involvement="0 %",
         band=(0.0, 0.0),
-        clinical="No CT findings of pneumonia; clinical signs, if any, are assessed without regard to CT.",
-        routing="Referral to a specialist (e.g. an infectious disease doctor or general practitioner) as "
-                "clinically indicated.",
+        clinical="\u2013",
+        routing="Inform the attending physician. Refer to a specialist.",
+        p2_differs=(("routing", "P2 reads \u201cinform the attending physician\u201d."),),
     ),
     SeverityRow(
         category="CT-1",
         name="Mild",
-        ct_findings="Several ground-glass opacifications.",
-        involvement="less than 25%",
+        ct_findings="Ground glass opacities. Pulmonary parenchymal involvement \u2264 25 %, OR absence of CT signs "
+                    "in typical clinical manifestations and relevant epidemiological history.",
+        involvement="\u2264 25 %",
         band=(0.0, 25.0),
-        clinical="Body temperature below 38 °C, respiratory rate below 20 per minute, SpO2 of 95% or more.",
-        routing="Follow-up at home, monitored through telemedicine.",
+        clinical="A. t\u00b0 < 38.0 \u00b0C; B. RR < 20/min; C. SpO2 > 95 %",
+        routing="Follow-up at home using telemedicine technologies (mandatory telemonitoring).",
+        p2_differs=(("ct_findings", _P2_FINDINGS),),
     ),
     SeverityRow(
         category="CT-2",
         name="Moderate",
-        ct_findings="Ground-glass opacifications.",
-        involvement="25-50%",
+        ct_findings="Ground glass opacities. Pulmonary parenchymal involvement 25\u201350 %.",
+        involvement="25\u201350 %",
         band=(25.0, 50.0),
-        clinical="Body temperature above 38.5 °C, respiratory rate 20-30 per minute, SpO2 below 95% "
-                 "(dyspnoea on exertion).",
+        clinical="A. t\u00b0 > 38.5 \u00b0C; B. RR 20\u201330/min; C. SpO2 95 %",
         routing="Follow-up at home by a primary care physician.",
+        p2_differs=(("ct_findings", _P2_FINDINGS),
+                    ("clinical", "P2 reads t\u00b0 < 38.5 \u00b0C and SpO2 \u2265 95 %.")),
     ),
     SeverityRow(
         category="CT-3",
         name="Severe",
-        ct_findings="Ground-glass opacifications and regions of consolidation.",
-        involvement="50-75%",
+        ct_findings="Ground glass opacities. Pulmonary consolidation. Pulmonary parenchymal involvement 50\u201375 %. "
+                    "Lung involvement increased in 24\u201348 hours by 50 % in respiratory impairment per "
+                    "follow-up studies.",
+        involvement="50\u201375 %",
         band=(50.0, 75.0),
-        clinical="Body temperature above 38.5 °C, respiratory rate above 30 per minute, SpO2 of 93% or less; "
-                 "unstable haemodynamics possible.",
-        routing="Immediate admission to a hospital dedicated to COVID-19.",
+        clinical="One or more signs on the background of fever: A. t\u00b0 > 38.5 \u00b0C; B. RR \u2265 30/min; "
+                 "C. SpO2 \u2264 95 %; D. PaO2/FiO2 \u2264 300 mmHg (1 mmHg = 0.133 kPa)",
+        routing="Immediate admission to a COVID-specialised hospital. In a hospital setting: immediate transfer "
+                "to the intensive care and resuscitation unit. Emergency CT (if not done before).",
+        p2_differs=(("ct_findings", _P2_FINDINGS),
+                    ("clinical", "P2 reads \u201c\u2265 2 signs on the background of fever\u201d and SpO2 "
+                                 "\u2264 93 %.")),
     ),
     SeverityRow(
         category="CT-4",
         name="Critical",
-        ct_findings="Diffuse ground-glass opacifications and consolidation with reticular changes in the lungs.",
-        involvement="more than 75%",
+        ct_findings="Diffuse ground glass opacities with consolidations and reticular changes. Hydrothorax "
+                    "(bilateral, more on the left). Pulmonary parenchymal involvement \u2265 75 %.",
+        involvement="\u2265 75 %",
         band=(75.0, 100.0),
-        clinical="Respiratory failure (ARDS) needing ventilation, shock, or multiple organ dysfunction.",
-        routing="Emergency medical care: immediate admission to intensive care.",
+        clinical="Signs of shock, multiple organ failure, respiratory failure.",
+        routing="Emergency medical care. Immediate admission to a specialised hospital for patients diagnosed "
+                "with COVID-19. In a hospital setting: immediate transfer to the intensive care and "
+                "resuscitation unit. Emergency CT (if not done before and when the patient's status allows it).",
     ),
 )
 
 SEVERITY_SOURCE_NOTE = (
-    "CT findings and involvement bands as in the MosMedData README (Class C annotation principles), after the "
-    "Moscow guideline (preprint CDT-2020-II, v2, 17.04.2020) reproduced as Table 1 of Morozov et al. 2020 "
-    "(arXiv:2005.06465). Clinical data and routing summarise that guideline; they are not a verbatim quote."
+    f"Source: P1 \u2014 {P1.citation} Table \u201c{SEVERITY_TABLE_TITLE}\u201d, quoted as it stands. "
+    "Where P2 (Digital Diagnostics 2020;1(1):49-59, DOI 10.17816/DD46826, Table 1) reads otherwise, it is "
+    "noted under the table."
 )
+SEVERITY_P2_NOTE = ("P2's Table 1 (Digital Diagnostics) differs in these cells; everything else reads as in P1.")
 
-MOSMED_CLASS_NOTES: tuple[str, ...] = (
-    "The class was assigned before the DICOM-to-NIfTI conversion and before only every 10th image was kept.",
-    "The class is based on radiological findings only, not on PCR results or clinical verification.",
-)
+MOSMED_CLASS_NOTES: tuple[str, ...] = CLASS_NOTES
 
 _BY_CATEGORY: Mapping[str, SeverityRow] = MappingProxyType({r.category: r for r in SEVERITY_TABLE})
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from mosmed.analysis import stats_from_doc
 from mosmed.cache.store import StudyEntry
-from mosmed.lungs import StudyStats
+from mosmed.measurements import StudyStats
 
 __all__ = ["Study"]
 

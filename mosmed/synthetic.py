@@ -174,13 +174,15 @@ def study_rng(seed: int, study_id: int) -> np.random.Generator:
 
 
 def study_grid(rng: np.random.Generator, full_size: bool, size: int | None = None) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
-    """Display shape and spacing of a study: Z 33-53 slices of 8 mm, pixels 0.62-0.86 mm at 512.
+    """Display shape and spacing of a study: Z 33-53 slices of 8 mm, pixels 0.66-0.875 mm at 512.
 
-    Smaller in-plane sizes scale the pixel so the field of view stays that of a 512 image (~320-440 mm).
+    The field of view, 338-448 mm, is the paper's display FOV (350-500 mm, at least 1 cm beyond the ribs) as far
+    as the 0.58-1.15 mm pixels of the real files allow. Smaller in-plane sizes scale the pixel so the field of
+    view stays that of a 512 image.
     """
     n = int(size or (FULL_SIZE if full_size else DEMO_SIZE))
     z = int(rng.integers(33, 54))
-    dx = float(np.round(rng.uniform(0.62, 0.86), 3)) * FULL_SIZE / n
+    dx = float(np.round(rng.uniform(0.66, 0.875), 3)) * FULL_SIZE / n
     return (z, n, n), (8.0, dx, dx)
 
 

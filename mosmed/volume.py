@@ -18,6 +18,12 @@ import numpy as np
 from nibabel import orientations as nio
 
 from .errors import MaskMismatchError, VolumeError
+
+try:  # realct: ISA-L's inflate reads a .nii.gz ~2.5x faster than zlib (same format, same CRC and length check)
+    from isal import igzip as _gzip_read
+    from isal.isal_zlib import error as _InflateError
+except ImportError:  # pragma: no cover - the stdlib is the fallback
+    _gzip_read, _InflateError = gzip, zlib.error
 from .orientation import (
     display_ornt,
     display_shape,
@@ -255,9 +261,9 @@ def _read_array(img: nib.Nifti1Image, what: str, study_id: int | None, path: Pat
     """
     if path.name.lower().endswith(".gz"):
         try:
-            with gzip.open(path, "rb") as gz:
+            with _gzip_read.open(path, "rb") as gz:       # realct: the fast reader (see the import)
                 raw = gz.read()
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        except (EOFError, zlib.error, _InflateError, gzip.BadGzipFile) as exc:
             raise _fail(what, f"{path.name} is a truncated or corrupt gzip stream ({exc})", study_id,
                         path) from None
         except OSError as exc:

@@ -121,7 +121,7 @@ if both.empty:
             icon=":material/info:")
 else:
     try:
-        from mosmed.lungs import agreement
+        from mosmed.involvement import agreement
 
         ag = agreement(both["involvement_pct"].astype(float).tolist(),
                        both["estimated_involvement_pct"].astype(float).tolist())

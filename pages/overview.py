@@ -1,4 +1,5 @@
-"""Overview: what the open dataset holds, what is wrong with it, and the severity scale it is graded on."""
+"""Overview: what the open dataset holds, what is wrong with it, the paper's severity table, and (MosMedData) the
+dataset card."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import pandas as pd
 import streamlit as st
 
-from components import state, tables
+from components import paper, state, tables
 from components.markup import md_escape
 
 state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
@@ -100,11 +101,8 @@ with right:
                                     "study_file": "File"})
 
 st.subheader("Severity scale (CT-0 … CT-4)")
-# A static table (the constant text of mosmed.severity, nothing from files): it wraps long cells.
-st.table(tables.severity_frame().set_index("Class"))
-st.caption(severity.SEVERITY_SOURCE_NOTE)
-for note in severity.MOSMED_CLASS_NOTES:
-    st.caption(note)
+# The paper's own table (P1), with the cells where the journal version (P2) differs noted under it.
+paper.severity_table()
 
 st.subheader("About this dataset")
 if is_demo:
@@ -115,6 +113,7 @@ if is_demo:
 elif ds.is_mosmed:
     st.markdown(f"**{severity.MOSMED_TITLE}**")
     st.markdown(f"Link: {severity.MOSMED_LINK}")
+    paper.dataset_card()
     st.markdown("**Licence**")
     st.write(severity.MOSMED_LICENCE)
     st.markdown("**Citation**")

@@ -9,6 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MOSMED = Path(os.environ.get("MOSMED_SHARED", REPO.parent / "shared" / "mosmeddata"))
+SHARED_REALCT = Path(os.environ.get("MOSMED_REALCT", REPO.parent / "shared" / "realct"))
+REALCT_FILES = ("chest_crop_lps_1p5mm.nii.gz", "abdomen_int32_3mm.nii.gz")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,6 +40,17 @@ def real_mosmed() -> Path:
             pytest.fail(f"CI needs the real MosMedData files at {SHARED_MOSMED}")
         pytest.skip(f"real MosMedData files not found at {SHARED_MOSMED} (a fresh clone without ../shared)")
     return SHARED_MOSMED
+
+
+@pytest.fixture(scope="session")
+def realct() -> Path:
+    """The two real CT scans of ../shared/realct (read only, never copied into the repo)."""
+    missing = [f for f in REALCT_FILES if not (SHARED_REALCT / f).is_file()]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the real CT files {', '.join(missing)} at {SHARED_REALCT}")
+        pytest.skip(f"real CT files {', '.join(missing)} not found at {SHARED_REALCT} (a fresh clone without ../shared)")
+    return SHARED_REALCT
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ from mosmed.analysis import SUMMARY_COLUMNS, band_check
 from mosmed.atomic import atomic_write_bytes
 from mosmed.cache.keys import CACHE_VERSION, entry_stem
 from mosmed.cache.store import StudyCache
+from mosmed.involvement import calibrate_rows
 from mosmed.jsonio import dumps
 from mosmed.registry import Registry
 from mosmed.source import StudySource
@@ -99,7 +100,10 @@ def summary_doc(cache: StudyCache, registry: Registry) -> dict:
                 if h is not None:
                     hist[str(src.study_id)] = h
         rows.append(base)
-    doc = {"cache_version": CACHE_VERSION, "regkey": regkey, "rows": rows, "hist": hist}
+    # The dataset's calibration of the HU estimate (CT-0 baseline, masked studies' slope): set on every row.
+    rows, calibration = calibrate_rows(rows)
+    doc = {"cache_version": CACHE_VERSION, "regkey": regkey, "rows": rows, "hist": hist,
+           "calibration": calibration}
     if complete and cache.writable:
         try:
             atomic_write_bytes(path, dumps(doc))
@@ -123,11 +127,11 @@ def summary_frame(rows: list[dict]) -> pd.DataFrame:
     for c in ("n_slices", "rows", "cols"):
         frame[c] = pd.array(frame[c], dtype="Int64")
     for c in ("spacing_x", "spacing_y", "spacing_z", "lung_ml", "lesion_ml", "involvement_pct",
-              "estimated_involvement_pct"):
+              "estimated_involvement_pct", "density_pct", "density_pct_750", "density_pct_600"):
         frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
-    for c in ("in_band", "estimate_in_band"):
+    for c in ("in_band", "estimate_in_band", "estimate_calibrated"):
         frame[c] = frame[c].astype("boolean")
-    for c in ("error", "warnings", "spacing_mm", "study_file"):
+    for c in ("error", "warnings", "spacing_mm", "study_file", "estimate_basis", "qc"):
         frame[c] = frame[c].fillna("").astype(str)
     # mask_file stays NaN where there is none (never the string "nan").
     frame["mask_file"] = frame["mask_file"].where(frame["mask_file"].notna(), np.nan)
