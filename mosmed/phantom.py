@@ -1428,6 +1428,10 @@ def _lesions(grid: _Grid, p: _P, category: str, lung: np.ndarray, img: np.ndarra
     # Work on the lesions and a thin halo around them only.
     delta = 0.06 * span
     near = lung & (field >= lo - delta)
+    if lesion_mask is not None:
+        # A given mask is the truth: paint it and a partial-volume rim of a voxel or two, never the rest of the
+        # lung (the smooth field alone exceeds the mask's lowest value almost everywhere).
+        near &= ndimage.binary_dilation(lesion, iterations=2)
     idx = np.flatnonzero(near.ravel())
     f = field.ravel()[idx]
     tex = extras["tex"].ravel()[idx]
@@ -1447,6 +1451,8 @@ def _lesions(grid: _Grid, p: _P, category: str, lung: np.ndarray, img: np.ndarra
         lines = np.exp(-(net / 0.22) ** 2) * _smoothstep(cq - 0.2, cq + 0.2, cp) * (1 - wc)
         les = les + 240.0 * lines
     w = _smoothstep(lo - delta, lo + delta, f)
+    if lesion_mask is not None:
+        w = np.where(lesion.ravel()[idx], 1.0, 0.35 * w)   # full density inside the mask, a faint rim outside
     cur = img.ravel()[idx]
     img.ravel()[idx] = np.maximum(cur, cur + w * (les - cur))
     return lesion, target, img

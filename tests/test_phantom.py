@@ -167,3 +167,21 @@ def test_same_seed_same_arrays():
     b = P.build_phantom((12, 64, 64), (8.0, 5.5, 5.5), "CT-4", np.random.default_rng(4))
     assert np.array_equal(a.hu, b.hu) and np.array_equal(a.lesion, b.lesion)
     assert (a.effusion is None) == (b.effusion is None)
+
+
+def test_a_given_lesion_mask_is_painted_and_the_rest_of_the_lung_stays_normal():
+    """The replica path (real masks on synthetic anatomy): only the mask and a thin rim are lesion-dense."""
+    from mosmed.phantom import build_phantom
+
+    shape, spacing = (12, 96, 96), (8.0, 3.5, 3.5)
+    plain = build_phantom(shape, spacing, "CT-0", np.random.default_rng(5))
+    lung = plain.lung > 0
+    z, y, x = (int(v) for v in np.argwhere(lung)[lung.sum() // 2])
+    mask = np.zeros(shape, bool)
+    mask[max(z - 1, 0):z + 2, y - 3:y + 4, x - 3:x + 4] = True
+    mask &= lung
+    ph = build_phantom(shape, spacing, "CT-1", np.random.default_rng(5), lesion_mask=mask)
+    assert np.array_equal(ph.lesion > 0, mask & (ph.lung > 0))
+    rest = (ph.lung > 0) & ~ndimage.binary_dilation(mask, iterations=3)
+    assert -900 < float(np.median(ph.hu[rest])) < -700          # normal lung, not ground glass
+    assert -700 <= float(ph.hu[mask].mean()) <= -130            # the lesion range of the paper
