@@ -35,6 +35,8 @@ class ProgressBar:
     def __init__(self, title: str, stream=None) -> None:
         from tqdm import tqdm
 
+        # No monitor thread: a single-threaded command line forks its build workers (mosmed.cache.executors).
+        tqdm.monitor_interval = 0
         self._bar = tqdm(desc=title, total=0, unit="study", file=stream if stream is not None else sys.stderr,
                          dynamic_ncols=True, mininterval=0.5, leave=True)
 

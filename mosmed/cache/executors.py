@@ -3,9 +3,9 @@
 :func:`mosmed.cache.build.build_all` takes any :class:`concurrent.futures.Executor`; this module makes the two
 it offers by name:
 
-- :func:`local_pool`: worker processes forked from a server process that has already imported the pipeline
-  (numpy, scipy, nibabel: ~1 s), so worker start-up is paid once per machine, not per worker or per study; safe
-  from a threaded parent (the Streamlit server), unlike a plain fork;
+- :func:`local_pool`: worker processes forked from this process (single-threaded callers: the command line) or
+  from a fork server that has already imported the pipeline (numpy, scipy, nibabel: ~1 s; threaded callers such
+  as the Streamlit server), so worker start-up is paid once, not per worker or per study;
 - :func:`dask_executor`: ``distributed.Client(address).get_executor()`` on a running Dask scheduler, or on a
   ``LocalCluster`` started here when no address is given. Every worker must see the dataset root and the cache
   root at the same paths (a shared file system): each task reads its study from the dataset and writes its own
@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import multiprocessing
+import threading
 from collections.abc import Iterator
 
 __all__ = ["PRELOAD", "local_pool", "dask_executor"]
@@ -26,11 +27,18 @@ PRELOAD = ("mosmed.analysis", "mosmed.cache.build")
 
 
 def local_pool(workers: int) -> cf.ProcessPoolExecutor:
-    """A process pool of ``workers`` processes for cache builds (the caller shuts it down)."""
+    """A process pool of ``workers`` processes for cache builds (the caller shuts it down).
+
+    A single-threaded caller (the command line, a script) forks its workers directly: they start in milliseconds
+    with everything already imported. A threaded one (the Streamlit server) must not fork (a lock held by another
+    thread would stay locked in the child), so its workers come from the fork server instead.
+    """
+    method = "fork" if threading.active_count() == 1 else "forkserver"
     try:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(list(PRELOAD))
-    except ValueError:   # no fork server on this platform
+        ctx = multiprocessing.get_context(method)
+        if method == "forkserver":
+            ctx.set_forkserver_preload(list(PRELOAD))
+    except ValueError:   # neither on this platform
         ctx = multiprocessing.get_context("spawn")
     return cf.ProcessPoolExecutor(max_workers=max(1, int(workers)), mp_context=ctx)
 
