@@ -29,18 +29,41 @@ class _Parser(argparse.ArgumentParser):
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+class _Lines:
+    """A stream for tqdm off a terminal: each refresh becomes a line of its own (CI logs, pipes), not a
+    carriage-return redraw that only ends with the last one."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        for line in text.replace("\r", "\n").split("\n"):
+            if line.strip():
+                self.stream.write(line.rstrip() + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 class ProgressBar:
-    """A progress callback ``(done, total, label)`` drawn by tqdm on stderr (a line per update off a terminal)."""
+    """A progress callback ``(done, total, label)`` drawn by tqdm on stderr: redrawn in place on a terminal, a
+    line per update (at most two a second) elsewhere. Nothing is drawn before the first call."""
 
     def __init__(self, title: str, stream=None) -> None:
-        from tqdm import tqdm
-
-        # No monitor thread: a single-threaded command line forks its build workers (mosmed.cache.executors).
-        tqdm.monitor_interval = 0
-        self._bar = tqdm(desc=title, total=0, unit="study", file=stream if stream is not None else sys.stderr,
-                         dynamic_ncols=True, mininterval=0.5, leave=True)
+        self.title = title
+        self.stream = stream if stream is not None else sys.stderr
+        self._bar = None
 
     def __call__(self, done: int, total: int, label: str) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            # No monitor thread: a single-threaded command line forks its build workers (mosmed.cache.executors).
+            tqdm.monitor_interval = 0
+            tty = bool(getattr(self.stream, "isatty", lambda: False)())
+            self._bar = tqdm(desc=self.title, total=max(0, int(total)), unit="study", leave=True,
+                             file=self.stream if tty else _Lines(self.stream), dynamic_ncols=tty,
+                             ncols=None if tty else 100, mininterval=0.5)
         if self._bar.total != total:
             self._bar.reset(total=max(0, int(total)))
         self._bar.n = max(0, int(done))
@@ -48,7 +71,8 @@ class ProgressBar:
         self._bar.refresh()
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 _data_root = data_root
