@@ -66,9 +66,9 @@ class ProgressBar:
                              ncols=None if tty else 100, mininterval=0.5)
         if self._bar.total != total:
             self._bar.reset(total=max(0, int(total)))
-        self._bar.n = max(0, int(done))
         self._bar.set_postfix_str(label[:60], refresh=False)
-        self._bar.refresh()
+        # update() redraws at most every mininterval (a 1110-study build is not 1110 log lines); close() draws last.
+        self._bar.update(max(0, int(done)) - self._bar.n)
 
     def close(self) -> None:
         if self._bar is not None:
