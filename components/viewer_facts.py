@@ -1,0 +1,91 @@
+"""The facts panel under the viewer: grid, spacing, volumes, involvement against the class's band.
+
+Everything it shows is read in ONE place, :func:`facts_of`, from the study's summary dict and statistics (the
+lead adds calibration labels and quality flags there later); :func:`facts_panel` only lays them out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from components.markup import md_escape
+from mosmed import severity
+
+__all__ = ["Facts", "facts_of", "facts_panel"]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the panel shows about one study (``None`` = not known yet, e.g. before the cache entry is built)."""
+
+    study_id: int
+    category: str
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    has_mask: bool
+    lung_ml: float | None
+    lesion_ml: float | None
+    involvement_pct: float | None
+    estimated_involvement_pct: float | None
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def facts_of(study: Any) -> Facts:
+    """The facts of an opened study: from its statistics when built, else from its summary dict."""
+    stats, summ = study.stats, dict(study.summary or {})
+
+    def pick(name: str) -> float | None:
+        if stats is not None and _num(getattr(stats, name)) is not None:
+            return _num(getattr(stats, name))
+        return _num(summ.get(name))
+
+    return Facts(study_id=int(study.study_id), category=str(study.category),
+                 shape=tuple(int(s) for s in study.volume.shape), spacing=tuple(float(s) for s in study.spacing),
+                 has_mask=study.mask is not None, lung_ml=pick("lung_ml"), lesion_ml=pick("lesion_ml"),
+                 involvement_pct=pick("involvement_pct"),
+                 estimated_involvement_pct=pick("estimated_involvement_pct"))
+
+
+def _fmt(v: float | None, unit: str = "", digits: int = 1) -> str:
+    return "–" if v is None else f"{v:.{digits}f}{unit}"
+
+
+def facts_panel(facts: Facts) -> None:
+    """Draw the facts of one study."""
+    z, h, w = facts.shape
+    dz, dy, dx = facts.spacing
+    st.subheader(f"Study {facts.study_id:04d} · {facts.category}")
+    f1, f2, f3, f4, f5 = st.columns(5)
+    f1.metric("Grid (slices × rows × columns)", f"{z} × {h} × {w}")
+    f2.metric("Spacing (mm)", f"{dz:g} / {dy:.3g} / {dx:.3g}", help="slice / row / column")
+    f3.metric("Lung volume", _fmt(facts.lung_ml, " mL", 0))
+    f4.metric("Lesion volume", _fmt(facts.lesion_ml, " mL", 1) if facts.has_mask else "no mask")
+    measured, estimate = facts.involvement_pct, facts.estimated_involvement_pct
+    f5.metric("Involvement", _fmt(measured, " %") if measured is not None else f"≈ {_fmt(estimate, ' %')}",
+              help="Measured from the expert mask; '≈' marks the HU-based estimate when there is no mask.")
+    for label, value in facts.extra:
+        st.caption(md_escape(f"{label}: {value}"))
+    try:
+        lo, hi = severity.band(facts.category)
+    except KeyError:
+        st.caption(md_escape(f"Class {facts.category} has no severity band."))
+        return
+    band_text = "0 % (no pneumonia findings)" if facts.category == "CT-0" else f"{lo:g}–{hi:g} %"
+    value, kind = (measured, "measured") if measured is not None else (estimate, "estimated")
+    fits = severity.in_band(facts.category, value) if value is not None else None
+    verdict = "–" if fits is None else ("falls in" if fits else "falls OUTSIDE")
+    st.markdown(f"**{facts.category} band:** {band_text}. The {kind} involvement ({_fmt(value, ' %')}) "
+                f"**{verdict}** this band." + ("" if measured is None else f" HU-based estimate: {_fmt(estimate, ' %')}."))
+    st.caption(severity.severity_row(facts.category).ct_findings)

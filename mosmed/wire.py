@@ -1,0 +1,252 @@
+"""The study on the wire: int16 HU and label volumes packed once for the browser viewer (no Streamlit here).
+
+The viewer (components/viewer.py and its JavaScript) gets a study's data exactly once and computes everything
+from it in the browser: windowing, overlays, reformats, slabs, readouts. This module is the encoding, beside
+the renderer (:mod:`mosmed.render`) whose display orientation it shares.
+
+Format
+------
+One ``bytes`` payload::
+
+    b"MSV2" | uint32 little-endian header length N | N bytes of UTF-8 JSON header | blob area
+
+The JSON header describes the geometry and lists ``[offset, length]`` references into the blob area:
+
+- ``crop``: ``[r0, r1, c0, c1]``, the in-plane box sent (the body and every label, plus a margin); outside it
+  the browser fills ``fill`` HU (the air value). The box is the same on every slice, so voxel indices in the
+  browser are those of the full ``(Z, H, W)`` display volume.
+- ``slices``: one reference per axial slice to a zlib stream (RFC 1950, what the browser's
+  ``DecompressionStream("deflate")`` reads) of that slice's cropped int16 HU, byte-shuffled: all low bytes,
+  then all high bytes. CT noise makes the low byte nearly incompressible, the high byte compresses to almost
+  nothing; shuffled, zlib level 1 saves ~16 % more than on the raw bytes, at a lower cost (measured on a
+  40 x 512 x 512 phantom: 9.5 MB raw, 8.05 MB shuffled). Per-slice streams let the browser decode the slice
+  on screen first and the others outward from it.
+- ``labels``: one reference per axial slice (or ``null`` when the slice has no label) to a zlib stream of the
+  cropped uint8 label slice: bit 0 the lesion mask, bit 1 the lung mask.
+
+Lossless: the browser reconstructs the int16 values exactly (tests/test_viewer_wire.py decodes them back).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = [
+    "MAGIC",
+    "LESION_BIT",
+    "LUNG_BIT",
+    "EncodedStudy",
+    "body_box",
+    "decode_labels",
+    "decode_volume",
+    "encode_study",
+    "pack",
+    "unpack",
+]
+
+MAGIC = b"MSV2"
+LESION_BIT = 1
+LUNG_BIT = 2
+#: HU above which a voxel counts as body (or table) for the crop: well above air and lung noise.
+BODY_HU = -400
+#: Margin (voxels) kept around the body box, so the outline of the skin never touches the crop edge.
+CROP_MARGIN = 6
+ZLIB_LEVEL = 1
+_THREADS = 2  # zlib releases the GIL: two threads halve the encode on the 2-core machines this runs on
+
+
+@dataclass(frozen=True)
+class EncodedStudy:
+    """A study's volume and labels, compressed for the browser.
+
+    Attributes
+    ----------
+    geometry : dict
+        The header part that describes the data (``n``, ``height``, ``width``, ``crop``, ``fill``, ``slices``,
+        ``labels``, ``has_mask``, ``has_lung``); references point into ``blob``.
+    blob : bytes
+        The compressed slices and label slices, concatenated.
+    raw_bytes : int
+        Size of the uncompressed int16 volume (for figures).
+    """
+
+    geometry: dict
+    blob: bytes
+    raw_bytes: int
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.blob)
+
+
+def body_box(volume: np.ndarray, labels: Sequence[np.ndarray | None] = (), margin: int = CROP_MARGIN,
+             threshold: int = BODY_HU) -> tuple[int, int, int, int]:
+    """In-plane box ``(r0, r1, c0, c1)`` (end exclusive) holding every voxel above ``threshold`` and every label.
+
+    Read slice by slice (a memory map is never loaded whole). A volume with nothing above the threshold keeps
+    its full frame.
+    """
+    if volume.ndim != 3 or 0 in volume.shape:
+        raise ValueError(f"volume must be a non-empty (Z, H, W) array, got shape {tuple(volume.shape)}")
+    z, h, w = (int(s) for s in volume.shape)
+    rows = np.zeros(h, bool)
+    cols = np.zeros(w, bool)
+    for k in range(z):
+        sl = np.asarray(volume[k]) > threshold
+        rows |= sl.any(axis=1)
+        cols |= sl.any(axis=0)
+        for lab in labels:
+            if lab is not None:
+                m = np.asarray(lab[k]) > 0
+                rows |= m.any(axis=1)
+                cols |= m.any(axis=0)
+    if not rows.any():
+        return 0, h, 0, w
+    r = np.flatnonzero(rows)
+    c = np.flatnonzero(cols)
+    return (max(0, int(r[0]) - margin), min(h, int(r[-1]) + 1 + margin),
+            max(0, int(c[0]) - margin), min(w, int(c[-1]) + 1 + margin))
+
+
+def _shuffle(a: np.ndarray) -> bytes:
+    b = np.ascontiguousarray(a, dtype="<i2").view(np.uint8).reshape(-1, 2)
+    return b[:, 0].tobytes() + b[:, 1].tobytes()
+
+
+def _unshuffle(raw: bytes, shape: tuple[int, int]) -> np.ndarray:
+    n = shape[0] * shape[1]
+    b = np.frombuffer(raw, np.uint8)
+    if b.size != 2 * n:
+        raise ValueError(f"slice holds {b.size} bytes, expected {2 * n}")
+    out = np.empty((n, 2), np.uint8)
+    out[:, 0] = b[:n]
+    out[:, 1] = b[n:]
+    return out.view("<i2").reshape(shape).astype(np.int16)
+
+
+def encode_study(volume: np.ndarray, mask: np.ndarray | None = None, lung: np.ndarray | None = None, *,
+                 level: int = ZLIB_LEVEL, threads: int = _THREADS) -> EncodedStudy:
+    """Compress a display volume (``(Z, H, W)`` int16 HU) and its labels for the browser.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        Display-orientation HU volume (memory maps are read slice by slice).
+    mask, lung : numpy.ndarray, optional
+        Lesion and lung masks on the same grid (non-zero = set). ``None`` leaves that label out; a quiz passes
+        no mask before the answer, so nothing about the lesions reaches the browser.
+    level : int
+        zlib level (1 is the measured best trade: level 6 saves 3 % more at three times the time).
+    threads : int
+        Worker threads for the per-slice streams.
+
+    Returns
+    -------
+    EncodedStudy
+    """
+    if volume.ndim != 3 or 0 in volume.shape:
+        raise ValueError(f"volume must be a non-empty (Z, H, W) array, got shape {tuple(volume.shape)}")
+    shape = tuple(int(s) for s in volume.shape)
+    for name, arr in (("mask", mask), ("lung mask", lung)):
+        if arr is not None and tuple(arr.shape) != shape:
+            raise ValueError(f"{name} shape {tuple(arr.shape)} differs from volume shape {shape}")
+    if volume.dtype != np.int16:
+        raise ValueError(f"volume must be int16 HU (display form), got {volume.dtype}")
+    z, h, w = shape
+    r0, r1, c0, c1 = body_box(volume, (mask, lung))
+
+    def one(k: int) -> tuple[bytes, bytes | None]:
+        sl = np.asarray(volume[k, r0:r1, c0:c1])
+        hu = zlib.compress(_shuffle(sl), level)
+        lab = None
+        if mask is not None or lung is not None:
+            packed = np.zeros((r1 - r0, c1 - c0), np.uint8)
+            if mask is not None:
+                packed |= (np.asarray(mask[k, r0:r1, c0:c1]) > 0).astype(np.uint8) * LESION_BIT
+            if lung is not None:
+                packed |= (np.asarray(lung[k, r0:r1, c0:c1]) > 0).astype(np.uint8) * LUNG_BIT
+            if packed.any():
+                lab = zlib.compress(packed.tobytes(), 6)  # labels are tiny at any level; 6 costs nothing here
+        return hu, lab
+
+    if z < 4 or threads <= 1:
+        parts = [one(k) for k in range(z)]
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            parts = list(pool.map(one, range(z)))
+    chunks: list[bytes] = []
+    offset = 0
+    slices: list[list[int]] = []
+    labels: list[list[int] | None] = []
+    for hu, lab in parts:
+        slices.append([offset, len(hu)])
+        chunks.append(hu)
+        offset += len(hu)
+        if lab is None:
+            labels.append(None)
+        else:
+            labels.append([offset, len(lab)])
+            chunks.append(lab)
+            offset += len(lab)
+    # The air value outside the crop: the volume's minimum (a scanner's padding, -1024 or -2048, reads as air).
+    fill = int(min(int(np.asarray(volume[k]).min()) for k in (0, z // 2, z - 1)))
+    geometry = {
+        "n": z, "height": h, "width": w,
+        "crop": [r0, r1, c0, c1],
+        "fill": max(fill, -32768),
+        "slices": slices,
+        "labels": labels,
+        "has_mask": mask is not None,
+        "has_lung": lung is not None,
+        "encoding": "zlib-shuffled-int16-le",
+    }
+    return EncodedStudy(geometry=geometry, blob=b"".join(chunks), raw_bytes=z * h * w * 2)
+
+
+def pack(header: dict[str, Any], blob: bytes | None = None) -> bytes:
+    """``MAGIC | u32 header length | JSON header | blob`` (the blob may be absent: a header-only payload)."""
+    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return b"".join((MAGIC, struct.pack("<I", len(head)), head, blob or b""))
+
+
+def unpack(payload: bytes) -> tuple[dict[str, Any], bytes]:
+    """Inverse of :func:`pack`: ``(header, blob area)``."""
+    if len(payload) < 8 or payload[:4] != MAGIC:
+        raise ValueError("not a viewer payload (bad magic)")
+    (n,) = struct.unpack("<I", payload[4:8])
+    if 8 + n > len(payload):
+        raise ValueError("viewer payload is truncated (header longer than the payload)")
+    return json.loads(payload[8 : 8 + n].decode("utf-8")), payload[8 + n :]
+
+
+def _chunk(blob: bytes, ref: Sequence[int]) -> bytes:
+    off, n = int(ref[0]), int(ref[1])
+    return zlib.decompress(blob[off : off + n])
+
+
+def decode_volume(geometry: dict[str, Any], blob: bytes) -> np.ndarray:
+    """Rebuild the full ``(Z, H, W)`` int16 volume from an encoding (what the browser does; for tests and tools)."""
+    z, h, w = int(geometry["n"]), int(geometry["height"]), int(geometry["width"])
+    r0, r1, c0, c1 = (int(v) for v in geometry["crop"])
+    out = np.full((z, h, w), int(geometry["fill"]), np.int16)
+    for k, ref in enumerate(geometry["slices"]):
+        out[k, r0:r1, c0:c1] = _unshuffle(_chunk(blob, ref), (r1 - r0, c1 - c0))
+    return out
+
+
+def decode_labels(geometry: dict[str, Any], blob: bytes) -> np.ndarray:
+    """Rebuild the ``(Z, H, W)`` uint8 label volume (bit 0 lesion, bit 1 lung)."""
+    z, h, w = int(geometry["n"]), int(geometry["height"]), int(geometry["width"])
+    r0, r1, c0, c1 = (int(v) for v in geometry["crop"])
+    out = np.zeros((z, h, w), np.uint8)
+    for k, ref in enumerate(geometry["labels"]):
+        if ref is not None:
+            out[k, r0:r1, c0:c1] = np.frombuffer(_chunk(blob, ref), np.uint8).reshape(r1 - r0, c1 - c0)
+    return out
