@@ -12,9 +12,9 @@ One ``bytes`` payload::
 
 The JSON header describes the geometry and lists ``[offset, length]`` references into the blob area:
 
-- ``crop``: ``[r0, r1, c0, c1]``, the in-plane box sent (the body and every label, plus a margin); outside it
-  the browser fills ``fill`` HU (the air value). The box is the same on every slice, so voxel indices in the
-  browser are those of the full ``(Z, H, W)`` display volume.
+- ``crop``: ``[r0, r1, c0, c1]``, the in-plane box sent; outside it every voxel of every slice equals ``fill``
+  (a scanner's padding outside its field of view), which the browser writes there: lossless. The box is the
+  same on every slice, so voxel indices in the browser are those of the full ``(Z, H, W)`` display volume.
 - ``slices``: one reference per axial slice to a zlib stream (RFC 1950, what the browser's
   ``DecompressionStream("deflate")`` reads) of that slice's cropped int16 HU, byte-shuffled: all low bytes,
   then all high bytes. CT noise makes the low byte nearly incompressible, the high byte compresses to almost
@@ -54,10 +54,6 @@ __all__ = [
 MAGIC = b"MSV2"
 LESION_BIT = 1
 LUNG_BIT = 2
-#: HU above which a voxel counts as body (or table) for the crop: well above air and lung noise.
-BODY_HU = -400
-#: Margin (voxels) kept around the body box, so the outline of the skin never touches the crop edge.
-CROP_MARGIN = 6
 ZLIB_LEVEL = 1
 _THREADS = 2  # zlib releases the GIL: two threads halve the encode on the 2-core machines this runs on
 
@@ -86,12 +82,13 @@ class EncodedStudy:
         return len(self.blob)
 
 
-def body_box(volume: np.ndarray, labels: Sequence[np.ndarray | None] = (), margin: int = CROP_MARGIN,
-             threshold: int = BODY_HU) -> tuple[int, int, int, int]:
-    """In-plane box ``(r0, r1, c0, c1)`` (end exclusive) holding every voxel above ``threshold`` and every label.
+def body_box(volume: np.ndarray, fill: int, labels: Sequence[np.ndarray | None] = ()) -> tuple[int, int, int, int]:
+    """In-plane box ``(r0, r1, c0, c1)`` (end exclusive) outside which every voxel equals ``fill`` and no label
+    is set, on every slice: cropping to it is lossless.
 
-    Read slice by slice (a memory map is never loaded whole). A volume with nothing above the threshold keeps
-    its full frame.
+    Scanners pad the corners outside their field of view with one value (-2048 or -1024), so real studies crop
+    by a third or more; a volume whose air is noise everywhere keeps its full frame. Read slice by slice (a
+    memory map is never loaded whole).
     """
     if volume.ndim != 3 or 0 in volume.shape:
         raise ValueError(f"volume must be a non-empty (Z, H, W) array, got shape {tuple(volume.shape)}")
@@ -99,7 +96,7 @@ def body_box(volume: np.ndarray, labels: Sequence[np.ndarray | None] = (), margi
     rows = np.zeros(h, bool)
     cols = np.zeros(w, bool)
     for k in range(z):
-        sl = np.asarray(volume[k]) > threshold
+        sl = np.asarray(volume[k]) != fill
         rows |= sl.any(axis=1)
         cols |= sl.any(axis=0)
         for lab in labels:
@@ -108,11 +105,10 @@ def body_box(volume: np.ndarray, labels: Sequence[np.ndarray | None] = (), margi
                 rows |= m.any(axis=1)
                 cols |= m.any(axis=0)
     if not rows.any():
-        return 0, h, 0, w
+        return 0, min(h, 1), 0, min(w, 1)
     r = np.flatnonzero(rows)
     c = np.flatnonzero(cols)
-    return (max(0, int(r[0]) - margin), min(h, int(r[-1]) + 1 + margin),
-            max(0, int(c[0]) - margin), min(w, int(c[-1]) + 1 + margin))
+    return int(r[0]), int(r[-1]) + 1, int(c[0]), int(c[-1]) + 1
 
 
 def _shuffle(a: np.ndarray) -> bytes:
@@ -160,7 +156,10 @@ def encode_study(volume: np.ndarray, mask: np.ndarray | None = None, lung: np.nd
     if volume.dtype != np.int16:
         raise ValueError(f"volume must be int16 HU (display form), got {volume.dtype}")
     z, h, w = shape
-    r0, r1, c0, c1 = body_box(volume, (mask, lung))
+    # The padding value: the corner voxel's value when it is the volume's minimum (a scanner's padding reads
+    # as the lowest value), else the minimum of a few slices. Whatever it is, the crop below stays lossless.
+    fill = int(min(int(np.asarray(volume[k]).min()) for k in (0, z // 2, z - 1)))
+    r0, r1, c0, c1 = body_box(volume, fill, (mask, lung))
 
     def one(k: int) -> tuple[bytes, bytes | None]:
         sl = np.asarray(volume[k, r0:r1, c0:c1])
@@ -195,12 +194,10 @@ def encode_study(volume: np.ndarray, mask: np.ndarray | None = None, lung: np.nd
             labels.append([offset, len(lab)])
             chunks.append(lab)
             offset += len(lab)
-    # The air value outside the crop: the volume's minimum (a scanner's padding, -1024 or -2048, reads as air).
-    fill = int(min(int(np.asarray(volume[k]).min()) for k in (0, z // 2, z - 1)))
     geometry = {
         "n": z, "height": h, "width": w,
         "crop": [r0, r1, c0, c1],
-        "fill": max(fill, -32768),
+        "fill": fill,
         "slices": slices,
         "labels": labels,
         "has_mask": mask is not None,
