@@ -67,7 +67,8 @@ def facts_panel(facts: Facts) -> None:
     z, h, w = facts.shape
     dz, dy, dx = facts.spacing
     st.subheader(f"Study {facts.study_id:04d} · {facts.category}")
-    f1, f2, f3, f4, f5 = st.columns(5)
+    f1, f2 = st.columns(2)
+    f3, f4, f5 = st.columns(3)
     f1.metric("Grid (slices × rows × columns)", f"{z} × {h} × {w}")
     f2.metric("Spacing (mm)", f"{dz:g} / {dy:.3g} / {dx:.3g}", help="slice / row / column")
     f3.metric("Lung volume", _fmt(facts.lung_ml, " mL", 0))

@@ -16,11 +16,12 @@
 const INSTANCES = new WeakMap();
 const LINK_EVENT = "msv-link";
 const PLANES = ["axial", "coronal", "sagittal"];
-const PLANE_COLOR = { axial: "#3d9df3", coronal: "#34c759", sagittal: "#ffcc00" };
+// Crosshair / view colours; none of them reddish (r never > g + 30), so the lesion overlay stays the only red.
+const PLANE_COLOR = { axial: "#3d9df3", coronal: "#34c759", sagittal: "#f2e94e" };
 // Orientation labels (display convention, docs/ARCHITECTURE.md): [top, bottom, left, right].
 const PLANE_LABELS = { axial: ["A", "P", "R", "L"], coronal: ["S", "I", "R", "L"], sagittal: ["S", "I", "A", "P"] };
 const PLANE_NAME = { axial: "Axial", coronal: "Coronal", sagittal: "Sagittal" };
-const MEASURE_COLOR = "#ffd60a";
+const MEASURE_COLOR = "#ffe45c";
 const MAX_MEASURES = 200;
 const DECODE_PARALLEL = 4;
 // Exposed for benchmarks and browser tests: input event -> painted latencies per kind (ms), bounded, and one
@@ -649,7 +650,7 @@ function windowText(w) {
 function drawStrip(inst) {
   const h = inst.header, c = inst.ui.strip;
   if (!h) return;
-  const w = Math.max(50, Math.round(c.clientWidth || 400)), hh = 34;
+  const w = Math.max(50, Math.round(c.clientWidth || 400)), hh = 46;
   if (c.width !== w) c.width = w;
   if (c.height !== hh) c.height = hh;
   const g = c.getContext("2d");
@@ -1417,6 +1418,10 @@ function apiFor(inst) {
                active: inst.active, zoom: v.zoom, pan: [v.panX, v.panY], slab: { ...inst.slab },
                slabSlices: slabSlices(inst), ready: !!(inst.data && inst.data.ready),
                measures: inst.measures.map((m) => ({ kind: m.kind, plane: m.plane, index: m.index, stats: m.stats })) };
+    },
+    shown(plane, x, y) { // the HU the view shows at image pixel (x, y): the slice's, or the slab's MIP / MinIP
+      const v = inst.views[plane];
+      return v.src ? v.src[y * planeDims(inst, plane).w + x] : null;
     },
     pixel(plane, x, y) { // the painted RGBA at image pixel (x, y) of a plane
       const v = inst.views[plane];
