@@ -180,7 +180,7 @@ async def naive_scroll(base: str, browser, study: int, n_steps: int) -> list[flo
     await page.goto(f"{base}/?study={study}", wait_until="domcontentloaded")
     await wait_app(page)
     await page.locator('[data-testid="stImage"] img').first.wait_for()
-    slider = page.locator('[role="slider"]').first
+    slider = page.locator('[data-testid="stSlider"] input[type=range]').first
     await slider.focus()
     out = []
     for i in range(n_steps):

@@ -146,7 +146,7 @@ class _EncodedStore:
     One encode per study however many sessions ask at once (later askers wait for the first one's future).
     """
 
-    MAX_BYTES = 96 * 2**20
+    MAX_BYTES = 64 * 2**20
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -208,6 +208,10 @@ def encoded_study(study: Any, dataset_root: str = "", *, with_mask: bool = True,
 
     def make() -> wire.EncodedStudy:
         enc = wire.encode_study(study.volume, study.mask if with_mask else None, study.lung if with_lung else None)
+        # The crosshair's default cut, once per study (it reads the whole label volumes); never through the
+        # lesions when the mask is withheld (the quiz): the cut would point at them.
+        enc.geometry["cursor"] = [reformat_index(study, "coronal", use_mask=with_mask),
+                                  reformat_index(study, "sagittal", use_mask=with_mask)]
         _release_pages(study.volume, study.mask, study.lung)
         return enc
 
@@ -319,16 +323,14 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
     with_mask = with_mask and not anonymous
     z, h, w = (int(s) for s in study.volume.shape)
     enc = encoded_study(study, dataset_root, with_mask=with_mask, with_lung=with_lung)
-    geo = dict(enc.geometry)
+    geo = {k: v for k, v in enc.geometry.items() if k != "cursor"}
     if light:
         for k in ("slices", "labels", "crop", "fill"):
             geo.pop(k, None)
     dz, dy, dx = (float(s) for s in study.spacing)
     token = study_token(study, with_mask=with_mask, with_lung=with_lung)
     if cursor is None:
-        # Never through the lesions when the mask is withheld (the quiz): the cut would point at them.
-        cursor = (reformat_index(study, "coronal", use_mask=with_mask),
-                  reformat_index(study, "sagittal", use_mask=with_mask))
+        cursor = tuple(enc.geometry["cursor"])
     name = window.name if window.name in PRESETS else None
     header = {
         **geo,

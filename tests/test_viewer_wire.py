@@ -36,18 +36,23 @@ def test_roundtrip_is_exact_and_cropped():
     assert g["has_mask"] and g["has_lung"]
 
 
-def test_slices_are_zlib_streams_of_shuffled_little_endian_int16():
-    """The browser reads each slice with DecompressionStream('deflate') (RFC 1950) and un-shuffles bytes."""
+def test_slices_are_low_bytes_and_a_zlib_stream_of_high_bytes():
+    """The browser inflates the high bytes with DecompressionStream('deflate') (RFC 1950) and joins them with
+    the low bytes (raw for noise, zlib when a sample compresses)."""
     vol = _volume(z=2)
     enc = wire.encode_study(vol)
     r0, r1, c0, c1 = enc.geometry["crop"]
-    off, n = enc.geometry["slices"][1]
-    raw = zlib.decompress(enc.blob[off:off + n])
-    npx = (r1 - r0) * (c1 - c0)
-    lo, hi = np.frombuffer(raw[:npx], np.uint8), np.frombuffer(raw[npx:], np.uint8)
+    off, n_lo, n_hi, lo_zlib = enc.geometry["slices"][1]
+    assert lo_zlib == 0 and n_lo == (r1 - r0) * (c1 - c0)        # noise: the low bytes go as they are
+    lo = np.frombuffer(enc.blob[off:off + n_lo], np.uint8)
+    hi = np.frombuffer(zlib.decompress(enc.blob[off + n_lo:off + n_lo + n_hi]), np.uint8)
     vals = (lo.astype(np.int32) | (hi.astype(np.int32) << 8)).astype(np.uint16).view(np.int16)
     assert np.array_equal(vals.reshape(r1 - r0, c1 - c0), vol[1, r0:r1, c0:c1])
     assert enc.geometry["labels"] == [None, None] and not enc.geometry["has_mask"]
+    smooth = np.tile((np.arange(48, dtype=np.int16) * 20 - 500)[None, None, :], (3, 40, 1))
+    enc2 = wire.encode_study(smooth)                             # smooth data: the low bytes compress
+    assert all(ref[3] == 1 for ref in enc2.geometry["slices"])
+    assert np.array_equal(wire.decode_volume(enc2.geometry, enc2.blob), smooth)
 
 
 def test_labels_only_where_a_slice_has_any_and_withheld_mask_sends_nothing():

@@ -237,17 +237,18 @@ function decodeSlice(inst, d, h, blob, k) {
   const [r0, r1, c0, c1] = h.crop;
   const cw = c1 - c0, ch = r1 - r0, np = cw * ch;
   const job = (async () => {
-    const ref = h.slices[k];
-    const raw = await inflate(blob.subarray(ref[0], ref[0] + ref[1]));
+    const [off, nLo, nHi, loZlib] = h.slices[k];
+    const loRaw = blob.subarray(off, off + nLo);
+    const [lo, hi] = await Promise.all([loZlib ? inflate(loRaw) : loRaw, inflate(blob.subarray(off + nLo, off + nLo + nHi))]);
     let labRaw = null;
     const lref = h.labels && h.labels[k];
     if (lref && d.lab) labRaw = await inflate(blob.subarray(lref[0], lref[0] + lref[1]));
     if (inst.data !== d) return;
-    if (raw.length !== 2 * np) throw new Error(`slice ${k}: ${raw.length} bytes, expected ${2 * np}`);
+    if (lo.length !== np || hi.length !== np) throw new Error(`slice ${k}: ${lo.length} + ${hi.length} bytes, expected ${np} + ${np}`);
     const vol = d.vol, base = k * d.HW;
     for (let y = 0, i = 0; y < ch; y++) {
       let o = base + (r0 + y) * d.W + c0;
-      for (let x = 0; x < cw; x++, i++) vol[o++] = (raw[i] | (raw[np + i] << 8)) << 16 >> 16;
+      for (let x = 0; x < cw; x++, i++) vol[o++] = (lo[i] | (hi[i] << 8)) << 16 >> 16;
     }
     if (labRaw) {
       const lab = d.lab;
@@ -484,10 +485,20 @@ function planeImage(inst, v) {
 
 // ------------------------------------------------------------------------------------------ painting
 
+// Discrete inputs (a key, a wheel notch, a click) paint at once, in their handler: the frame they land in shows
+// them, without waiting for the next animation frame. Continuous ones (drags, hover) coalesce into one paint
+// per frame.
+const SYNC_KINDS = new Set(["scroll_key", "scroll_wheel", "window", "mpr"]);
+
 function invalidate(inst, planes, kind, t) {
   for (const p of planes) inst.dirty.add(p);
   if (kind) {
     if (inst.pending[kind] === undefined) inst.pending[kind] = t === undefined ? performance.now() : t;
+  }
+  if (kind && SYNC_KINDS.has(kind)) {
+    if (inst.rafId !== null) { cancelAnimationFrame(inst.rafId); inst.rafId = null; }
+    paint(inst);
+    return;
   }
   if (inst.rafId !== null) return;
   inst.rafId = requestAnimationFrame(() => { inst.rafId = null; paint(inst); });
