@@ -36,7 +36,10 @@ import hashlib
 import json
 import math
 import mmap
+import os
+import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -70,9 +73,16 @@ __all__ = [
 
 COMPONENT_NAME = "mosmed_ct_viewer"
 REPORT_DEBOUNCE_MS = 400
+#: A new study's first message holds the slice on screen and this many on each side.
+PART_HALF = 2
 LAYOUTS: tuple[str, ...] = ("1", "1+2")
 MAX_MEASURES = 200
 _ASSETS = Path(__file__).with_name("viewer_assets")
+_PROFILE = bool(os.environ.get("MSV_PROFILE"))  # timing lines on stderr (bench and profiling only)
+
+
+def _run_start() -> float:
+    return float(st.session_state.get("_msv_run_t0", time.perf_counter()))
 
 
 def _asset(name: str) -> str:
@@ -201,13 +211,17 @@ def _store_key(study: Any, dataset_root: str, with_mask: bool, with_lung: bool) 
             bool(with_mask and study.mask is not None), bool(with_lung and study.lung is not None))
 
 
-def encoded_study(study: Any, dataset_root: str = "", *, with_mask: bool = True,
-                  with_lung: bool = True) -> wire.EncodedStudy:
-    """The study's volume and labels encoded for the browser (from the shared store, else encoded now)."""
+def encoded_study(study: Any, dataset_root: str = "", *, with_mask: bool = True, with_lung: bool = True,
+                  compact: bool = False) -> wire.EncodedStudy:
+    """The study's volume and labels encoded for the browser (from the shared store, else encoded now).
+
+    ``compact`` (background prefetch) spends more time for fewer bytes; someone waiting gets the fast form.
+    """
     key = _store_key(study, dataset_root, with_mask, with_lung)
 
     def make() -> wire.EncodedStudy:
-        enc = wire.encode_study(study.volume, study.mask if with_mask else None, study.lung if with_lung else None)
+        enc = wire.encode_study(study.volume, study.mask if with_mask else None, study.lung if with_lung else None,
+                                compact=compact)
         # The crosshair's default cut, once per study (it reads the whole label volumes); never through the
         # lesions when the mask is withheld (the quiz): the cut would point at them.
         enc.geometry["cursor"] = [reformat_index(study, "coronal", use_mask=with_mask),
@@ -310,10 +324,12 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
                    plane: str = "axial", url_params: dict[str, str] | None = None, anonymous: bool = False,
                    with_mask: bool = True, with_lung: bool = True, measures: list[dict] | None = None,
                    cursor: tuple[int, int] | None = None, export_name: str | None = None,
-                   plane_seq: int = 1) -> bytes:
+                   plane_seq: int = 1, part: tuple[int, int] | None = None, data_url: str | None = None,
+                   data_seq: int = 0) -> bytes:
     """Everything the browser needs for one study, packed (see the module docstring).
 
-    ``light=True`` leaves the data out (header only) for a rerun where the browser holds this study already.
+    ``light=True`` leaves the data out (header only) for a rerun where the browser holds this study already;
+    ``part=(lo, hi)`` sends only those slices (``"partial": true``): the browser paints them and asks for the rest.
     ``anonymous=True`` (the quiz) sends neither the id nor anything derived from the lesion mask.
     """
     if layout not in LAYOUTS:
@@ -324,9 +340,14 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
     z, h, w = (int(s) for s in study.volume.shape)
     enc = encoded_study(study, dataset_root, with_mask=with_mask, with_lung=with_lung)
     geo = {k: v for k, v in enc.geometry.items() if k != "cursor"}
+    blob = enc.blob
     if light:
         for k in ("slices", "labels", "crop", "fill"):
             geo.pop(k, None)
+    elif data_url is not None:
+        blob = None  # the browser fetches the whole study from data_url (see ct_viewer)
+    elif part is not None:
+        geo["slices"], geo["labels"], blob = wire.subset(enc.geometry, enc.blob, part[0], part[1])
     dz, dy, dx = (float(s) for s in study.spacing)
     token = study_token(study, with_mask=with_mask, with_lung=with_lung)
     if cursor is None:
@@ -337,6 +358,10 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
         "version": 2,
         "token": token,
         "light": bool(light),
+        "partial": part is not None and not light and data_url is None,
+        "data_url": None if light else data_url,
+        "data_bytes": enc.nbytes,
+        "data_seq": int(data_seq),
         "anonymous": bool(anonymous),
         "study_id": None if anonymous else int(study.study_id),
         "study_label": label or (f"study {study.study_id} · {study.category}" if not anonymous else "study"),
@@ -362,7 +387,30 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
         "report_measures": True,
         "export_name": export_name or ("view.png" if anonymous else f"study_{int(study.study_id):04d}.png"),
     }
-    return wire.pack(header, None if light else enc.blob)
+    return wire.pack(header, None if light else blob)
+
+
+def _publish(blob: bytes, key: str) -> str | None:
+    """Serve the study's data as a file of this session (Streamlit's media endpoint, as ``st.image`` does),
+    so the browser fetches it over HTTP instead of receiving megabytes inside a websocket message.
+
+    Measured on the benchmark set (load average 6 on 2 CPUs): a 9-12 MB study inside the component's message
+    costs 0.5-1.4 s from click to the browser holding it, most of it the front end handling one huge
+    message; fetched, the bytes arrive in tens of milliseconds, the slice on screen first (an HTTP range
+    request), while Streamlit's message stays a few KB. ``None`` when there is no runtime (bare scripts):
+    then the data go inline.
+    """
+    try:
+        from streamlit import runtime
+
+        if not runtime.exists():
+            return None
+        # "Downloadable" files outlive one more script run after they are no longer used, so a rerun between
+        # this header and the browser's fetch does not delete the file under it.
+        return runtime.get_instance().media_file_mgr.add(blob, "application/octet-stream", f"msv.{key}",
+                                                         file_name="study.msv", is_for_static_download=True)
+    except Exception:  # noqa: BLE001 - any trouble: the data go inline, as before
+        return None
 
 
 # --------------------------------------------------------------------------------------------- reports
@@ -502,6 +550,7 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
     -------
     ViewerEvent
     """
+    _t0 = time.perf_counter()
     z = int(study.volume.shape[0])
     with_mask = with_mask and not anonymous
     token = study_token(study, with_mask=with_mask, with_lung=with_lung)
@@ -519,19 +568,36 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
         kept[token] = got
         st.session_state[store_key] = kept
     measures = kept.get(token, [])
+    # What to send: a new study goes in two steps, the slices around the one on screen first (a small message
+    # that paints at once), then, when the browser asks for the rest ("need"), the whole study; a rerun where
+    # the browser holds it already sends the header alone.
     sent_state, need_state = f"{key}.__sent", f"{key}.__need"
     need = _state_value(key, "need")
     need_token = need.get("token") if isinstance(need, dict) and need.get("key") == token else None
-    full = (st.session_state.get(sent_state) != token
-            or (need_token is not None and need_token != st.session_state.get(need_state)))
+    new_need = need_token is not None and need_token != st.session_state.get(need_state)
     if need_token is not None:
         st.session_state[need_state] = need_token
+    if st.session_state.get(sent_state) != token:
+        mode = "part" if z > 2 * PART_HALF + 1 else "full"
+    else:
+        mode = "full" if new_need else "light"
+    part = (slice_index - PART_HALF, slice_index + PART_HALF) if mode == "part" else None
+    data_url, data_seq = None, int(st.session_state.get(f"{key}.__dseq", 0))
+    if mode != "light":
+        data_url = _publish(encoded_study(study, str(dataset_root), with_mask=with_mask, with_lung=with_lung).blob, key)
+        if data_url is not None:
+            data_seq += 1
+            st.session_state[f"{key}.__dseq"] = data_seq
     payload = viewer_payload(study, window=window, style=style, dataset_root=str(dataset_root),
-                             nav_slice=slice_index, nav_seq=nav_seq, window_seq=win_seq, light=not full,
+                             nav_slice=slice_index, nav_seq=nav_seq, window_seq=win_seq, light=mode == "light",
+                             part=part, data_url=data_url, data_seq=data_seq,
                              height=height, link=link, label=label, layout=layout, plane=plane,
                              url_params=url_params, anonymous=anonymous, with_mask=with_mask,
                              with_lung=with_lung, measures=measures, cursor=cursor, plane_seq=plane_seq)
     st.session_state[sent_state] = token
+    if _PROFILE:
+        print(f"msv: payload {len(payload)} B built in {1000 * (time.perf_counter() - _t0):.0f} ms "
+              f"(run started {1000 * (time.perf_counter() - _run_start()):.0f} ms ago)", file=sys.stderr, flush=True)
     _COMPONENT(key=key, data=payload, on_view_change=_noop, on_need_change=_noop, on_measures_change=_noop)
     rep_slice, rep_window, rep_plane = _parse_view(_state_value(key, "view"), token, z)
     return ViewerEvent(slice_index=rep_slice if rep_slice is not None else slice_index, window=rep_window,

@@ -100,3 +100,17 @@ def test_memmap_volume_is_read_slice_by_slice(tmp_path):
     mm = np.load(path, mmap_mode="r")
     enc = wire.encode_study(mm)
     assert np.array_equal(wire.decode_volume(enc.geometry, enc.blob), vol)
+
+
+def test_subset_holds_only_the_slices_asked_for():
+    vol = _volume(z=6)
+    mask = np.zeros(vol.shape, np.uint8)
+    mask[3, 12:14, 14:16] = 1
+    enc = wire.encode_study(vol, mask, compact=True)
+    slices, labels, blob = wire.subset(enc.geometry, enc.blob, 2, 4)
+    assert [r is not None for r in slices] == [False, False, True, True, True, False]
+    assert [r is not None for r in labels] == [False, False, False, True, False, False]
+    part = {**enc.geometry, "slices": slices, "labels": labels}
+    assert np.array_equal(wire.decode_volume(part, blob)[2:5], vol[2:5])
+    assert np.array_equal(wire.decode_labels(part, blob)[3] & 1, mask[3])
+    assert len(blob) < enc.nbytes

@@ -225,14 +225,15 @@ function newData(h) {
   const n = h.n, H = h.height, W = h.width;
   const d = { token: h.token, n, H, W, HW: H * W, vol: new Int16Array(n * H * W), lab: null,
               decoded: new Uint8Array(n), nDecoded: 0, pending: new Map(), ready: false,
-              rec: { token: h.token, key: h.token, renderT: performance.now(), firstPaintT: null, readyT: null, bytes: 0 } };
+              rec: { token: h.token, key: h.token, renderT: performance.now(), firstPaintT: null, readyT: null, bytes: 0 },
+              partial: false };
   if (h.fill) d.vol.fill(h.fill);
   if (h.has_mask || h.has_lung) d.lab = new Uint8Array(n * H * W);
   return d;
 }
 
 function decodeSlice(inst, d, h, blob, k) {
-  if (d.decoded[k]) return Promise.resolve();
+  if (d.decoded[k] || !blob || !h.slices || !h.slices[k]) return Promise.resolve();
   if (d.pending.has(k)) return d.pending.get(k);
   const [r0, r1, c0, c1] = h.crop;
   const cw = c1 - c0, ch = r1 - r0, np = cw * ch;
@@ -268,35 +269,88 @@ function decodeSlice(inst, d, h, blob, k) {
   return job;
 }
 
-async function loadData(inst, h, blob) {
-  const d = newData(h);
-  d.rec.bytes = blob.length;
-  STATS.studies.push(d.rec);
-  STATS.stacks.push(d.rec);
-  if (STATS.studies.length > 500) { STATS.studies.splice(0, 250); STATS.stacks.splice(0, 250); }
-  inst.data = d;
-  inst.ui.root.dataset.ready = "0";
-  inst.ui.root.dataset.decoded = "0";
-  inst.ui.busy.hidden = false;
+// Decode the slices this payload holds, the one on screen first, then outward. A partial payload (the slices
+// around the one on screen, sent first so the study paints at once) is followed by the whole study: asked
+// for as soon as the partial slices are decoded, and decoded into the same arrays.
+async function loadData(inst, h, blob, more) {
+  let d = more ? inst.data : null;
+  if (!d) {
+    d = newData(h);
+    STATS.studies.push(d.rec);
+    STATS.stacks.push(d.rec);
+    if (STATS.studies.length > 500) { STATS.studies.splice(0, 250); STATS.stacks.splice(0, 250); }
+    inst.data = d;
+    inst.ui.root.dataset.ready = "0";
+    inst.ui.root.dataset.decoded = "0";
+    inst.ui.busy.hidden = false;
+  }
+  d.partial = !!h.partial;
+  d.rec.bytes += blob.length;
   const start = Math.min(Math.max(inst.cursor.z, 0), d.n - 1);
   const order = [start];
   for (let s = 1; order.length < d.n; s++) {
     if (start + s < d.n) order.push(start + s);
     if (start - s >= 0) order.push(start - s);
   }
-  await decodeSlice(inst, d, h, blob, start);
+  const has = (k) => !!(h.slices && h.slices[k]);
+  if (has(start)) await decodeSlice(inst, d, h, blob, start);
   let next = 1;
   const worker = async () => {
-    while (next < order.length && inst.data === d) await decodeSlice(inst, d, h, blob, order[next++]);
+    while (next < order.length && inst.data === d) {
+      const k = order[next++];
+      if (has(k)) await decodeSlice(inst, d, h, blob, k);
+    }
   };
   await Promise.all(Array.from({ length: DECODE_PARALLEL }, worker));
   if (inst.data !== d) return;
+  if (h.partial) { requestData(inst, h.token, "rest"); return; }
   d.ready = true;
   d.rec.readyT = performance.now();
   inst.ui.loading.style.transform = "scaleX(0)";
   inst.ui.root.dataset.ready = "1";
+  const kept = inst.measureByToken.get(h.token);
+  restoreMeasures(inst, kept && kept.length ? kept.map((m) => ({ ...m })) : inst.header.measures);
   invalidate(inst, PLANES);
   drawStrip(inst);
+}
+
+// The study's data served as a file (components/viewer.py, _publish): the slice on screen first (an HTTP
+// range request for its bytes), painted while the whole file follows; then every other slice.
+async function fetchData(inst, h) {
+  const d = newData(h);
+  STATS.studies.push(d.rec);
+  STATS.stacks.push(d.rec);
+  if (STATS.studies.length > 500) { STATS.studies.splice(0, 250); STATS.stacks.splice(0, 250); }
+  inst.data = d;
+  inst.blob = null;
+  d.partial = true;
+  inst.ui.root.dataset.ready = "0";
+  inst.ui.root.dataset.decoded = "0";
+  inst.ui.busy.hidden = false;
+  const url = h.data_url;
+  const k = Math.min(Math.max(inst.cursor.z, 0), d.n - 1), ref = h.slices[k], lref = h.labels && h.labels[k];
+  const a = ref[0], b = lref ? lref[0] + lref[1] : ref[0] + ref[1] + ref[2];
+  try {
+    const r = await fetch(url, { headers: { Range: `bytes=${a}-${b - 1}` } });
+    if (r.status === 206 && inst.data === d) {
+      const buf = new Uint8Array(h.data_bytes);
+      buf.set(new Uint8Array(await r.arrayBuffer()), a);
+      await decodeSlice(inst, d, h, buf, k); // only this slice's bytes are in buf: never handed to paint()
+    }
+  } catch (err) { /* the whole file below still brings this slice */ }
+  // Then the whole file (after the small request, so the two never share the wire).
+  let all;
+  try {
+    const r = await fetch(url);
+    if (!r.ok) throw new Error(`study data: HTTP ${r.status}`);
+    all = new Uint8Array(await r.arrayBuffer());
+  } catch (err) {
+    if (inst.data === d) requestData(inst, h.token, "rest"); // gone (a rerun orphaned it): ask again
+    return;
+  }
+  if (inst.data !== d) return;
+  inst.blob = all;
+  await loadData(inst, { ...h, partial: false }, all, true);
 }
 
 // ------------------------------------------------------------------------------------------ geometry
@@ -1170,17 +1224,19 @@ function onLink(inst, e) {
 
 // Ask Python for the data of `token`, again every 1.6 s until it is here (a request whose rerun was
 // interrupted by another one must not leave the viewer waiting for ever).
-function requestData(inst, token) {
+function requestData(inst, token, part) {
   const now = performance.now();
   clearTimeout(inst.needTimer);
-  if (inst.needKey !== token || now - (inst.needT || 0) > 1500) {
-    inst.needKey = token;
+  if (inst.needKey !== `${token}|${part}` || now - (inst.needT || 0) > 1500) {
+    inst.needKey = `${token}|${part}`;
     inst.needT = now;
     STATS.needs++;
-    inst.api.setStateValue("need", { key: token, token: Math.random().toString(36).slice(2) });
+    inst.api.setStateValue("need", { key: token, part: part || null, token: Math.random().toString(36).slice(2) });
   }
   inst.needTimer = setTimeout(() => {
-    if (inst.wantToken === token && (!inst.data || inst.data.token !== token) && inst.ui.root.isConnected) requestData(inst, token);
+    const d = inst.data;
+    const missing = !d || d.token !== token || d.partial;
+    if (inst.wantToken === token && missing && inst.ui.root.isConnected) requestData(inst, token, part);
   }, 1600);
 }
 
@@ -1486,7 +1542,10 @@ export default function (component) {
   const prev = inst.header;
   const newStudy = !prev || prev.token !== header.token;
   // Geometry (slice references) comes with the data only; a light header keeps the one we decoded from.
-  if (header.light && prev) { header.slices = prev.slices; header.labels = prev.labels; header.crop = prev.crop; header.fill = prev.fill; }
+  if (header.light && prev) {
+    header.slices = prev.slices; header.labels = prev.labels; header.crop = prev.crop; header.fill = prev.fill;
+    header.partial = prev.partial;
+  }
   inst.header = header;
   inst.showLabels = true;
   inst.keys = keyMap(header.bindings);
@@ -1528,16 +1587,19 @@ export default function (component) {
   if (prev && JSON.stringify(prev.style) !== JSON.stringify(header.style)) invalidate(inst, PLANES);
   applyLayout(inst);
   syncUrl(inst);
-  if (!header.light && (!haveData || newStudy)) {
+  if (!header.light && header.data_url && inst.dataSeq !== header.data_seq && !(haveData && inst.data.ready)) {
+    inst.token = header.token;
+    inst.dataSeq = header.data_seq;
+    fetchData(inst, header).catch((err) => { ui.readout.textContent = "decode failed: " + err; });
+  } else if (!header.light && !header.data_url && (!haveData || newStudy)) {
     inst.token = header.token;
     inst.blob = blob;
     ui.busy.hidden = false;
-    loadData(inst, header, blob).then(() => {
-      if (inst.data && inst.data.token === header.token) {
-        const kept = inst.measureByToken.get(header.token);
-        restoreMeasures(inst, kept && kept.length ? kept.map((m) => ({ ...m })) : header.measures);
-      }
-    }).catch((err) => { ui.readout.textContent = "decode failed: " + err; });
+    loadData(inst, header, blob).catch((err) => { ui.readout.textContent = "decode failed: " + err; });
+  } else if (!header.light && haveData && inst.data.partial && !header.partial) {
+    clearTimeout(inst.needTimer);
+    inst.blob = blob; // the whole study: the slices not decoded yet come from it
+    loadData(inst, header, blob, true).catch((err) => { ui.readout.textContent = "decode failed: " + err; });
   }
   invalidate(inst, PLANES);
   return inst.cleanup;
