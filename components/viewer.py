@@ -9,14 +9,18 @@ on the CPU, and needs nothing that ``pip install`` does not bring.
 
 Data flow
 ---------
-The study's int16 volume and its labels are encoded once per study by :mod:`mosmed.wire` (zlib per slice,
-cropped to the body) and kept in a small process-wide store (:class:`_EncodedStore`, bounded in bytes), so a
-second session or a return to the study costs no encoding. The component's ``data`` is ONE ``bytes`` payload
-(``st.components.v2`` hands bytes to the JS as a ``Uint8Array``: no base64, no JSON of megabytes):
-``b"MSV2" | u32 header length | JSON header | blob``. Every rerun re-delivers ``data``, so the blob goes only
-when the browser does not hold this study yet (``light`` headers otherwise: navigation, window, style, a few
-KB). A browser that lacks the data anyway (remounted after a page switch, a lost message) sets the ``need``
-state value and the next run sends it in full.
+The study's int16 volume and its labels are encoded once per study by :mod:`mosmed.wire` (one stream per
+slice, cropped losslessly) and kept in a small process-wide store (:class:`_EncodedStore`, bounded in bytes),
+so a second session or a return to the study costs no encoding; the studies next to the one on screen are
+encoded in the background (:func:`prefetch`). The component's ``data`` is ONE ``bytes`` payload,
+``b"MSV2" | u32 header length | JSON header | blob``, and the blob normally stays empty: the study's data are
+served as a file of the session (:func:`_publish`, Streamlit's media endpoint) that the browser fetches, the
+slice on screen first by an HTTP range request, so Streamlit's message stays a few KB (measured: megabytes
+inside the message cost the front end up to a second). Without a runtime the data go inline, the slices
+around the one on screen first (``"partial": true``) and the rest when the browser asks. Every rerun
+re-delivers ``data``, so the data are offered only when the browser does not hold this study yet (``light``
+headers otherwise: navigation, window, style). A browser that lacks them anyway (remounted after a page
+switch, a lost message, a fetch that failed) sets the ``need`` state value and the next run offers them again.
 
 What goes back to Python
 ------------------------
@@ -78,11 +82,7 @@ PART_HALF = 2
 LAYOUTS: tuple[str, ...] = ("1", "1+2")
 MAX_MEASURES = 200
 _ASSETS = Path(__file__).with_name("viewer_assets")
-_PROFILE = bool(os.environ.get("MSV_PROFILE"))  # timing lines on stderr (bench and profiling only)
-
-
-def _run_start() -> float:
-    return float(st.session_state.get("_msv_run_t0", time.perf_counter()))
+_PROFILE = bool(os.environ.get("MSV_PROFILE"))  # timing lines on stderr (profiling only)
 
 
 def _asset(name: str) -> str:
@@ -596,8 +596,8 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
                              with_lung=with_lung, measures=measures, cursor=cursor, plane_seq=plane_seq)
     st.session_state[sent_state] = token
     if _PROFILE:
-        print(f"msv: payload {len(payload)} B built in {1000 * (time.perf_counter() - _t0):.0f} ms "
-              f"(run started {1000 * (time.perf_counter() - _run_start()):.0f} ms ago)", file=sys.stderr, flush=True)
+        print(f"msv: {mode} payload {len(payload)} B built in {1000 * (time.perf_counter() - _t0):.0f} ms",
+              file=sys.stderr, flush=True)
     _COMPONENT(key=key, data=payload, on_view_change=_noop, on_need_change=_noop, on_measures_change=_noop)
     rep_slice, rep_window, rep_plane = _parse_view(_state_value(key, "view"), token, z)
     return ViewerEvent(slice_index=rep_slice if rep_slice is not None else slice_index, window=rep_window,

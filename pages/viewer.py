@@ -16,9 +16,6 @@ state.require_frame()  # a deep link on a fresh server must still get the frame 
 from components import study_loader, viewer_controls, viewer_facts, viewer_picker, viewer_url  # noqa: E402
 from components.viewer import ct_viewer, prefetch, reported_view  # noqa: E402
 
-import time  # noqa: E402
-
-st.session_state["_msv_run_t0"] = time.perf_counter()
 st.title("Viewer")
 ds = state.get_dataset()
 if ds is None:
