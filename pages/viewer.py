@@ -35,69 +35,86 @@ for n in notices:
 for n in viewer_url.apply_link(studies.all_ids):
     st.warning(n, icon=":material/link_off:")  # notices never contain raw URL text (components.query.describe)
 viewer_controls.init_state()
-sid, order = viewer_picker.current(studies)
-
 study_loader.start_builder(ds)
-try:
-    opened = study_loader.open_for_viewer(ds, sid)
-except MosmedError as e:
-    viewer_picker.picker(studies)
-    st.error(md_escape(str(e)), icon=":material/broken_image:")
-    reason = studies.by_id.loc[sid, "error"] if sid in studies.by_id.index else ""
-    if reason and str(reason) not in str(e):
-        st.caption(md_escape(f"Registry check: {reason}"))
-    viewer_url.mark_synced({"study": str(sid)})
-    st.stop()
-except Exception as e:  # noqa: BLE001 - anything unexpected still names the study, never a traceback
-    viewer_picker.picker(studies)
-    st.error(md_escape(f"study {sid}: cannot be opened ({type(e).__name__}: {e})"), icon=":material/broken_image:")
-    st.stop()
-study = opened.study
+WATCHED = viewer_url.K + "_build_watched"  # the study whose background build the page-level watcher follows
 
-n_slices = int(study.volume.shape[0])
-for n in viewer_url.resolve_pending_slice(n_slices):
-    st.warning(n, icon=":material/link_off:")
-if st.session_state.get(viewer_url.SLICE) is None:
-    # Default: the slice with the largest lesion area, else the middle.
-    areas = study_loader.lesion_area_mm2(study)
-    best = int(areas.argmax()) if areas is not None and len(areas) == n_slices and float(areas.max()) > 0 else None
-    st.session_state[viewer_url.SLICE] = best if best is not None else n_slices // 2
-st.session_state[viewer_url.SLICE] = int(min(max(int(st.session_state[viewer_url.SLICE]), 0), n_slices - 1))
-for w in study.warnings or []:
-    st.caption(md_escape(f"Note: {w}"))
+
+def _open_or_report(sid: int):
+    """The opened study, or ``None`` after showing why it cannot be opened (the picker stays usable)."""
+    try:
+        return study_loader.open_for_viewer(ds, sid)
+    except MosmedError as e:
+        viewer_picker.picker(studies)
+        st.error(md_escape(str(e)), icon=":material/broken_image:")
+        reason = studies.by_id.loc[sid, "error"] if sid in studies.by_id.index else ""
+        if reason and str(reason) not in str(e):
+            st.caption(md_escape(f"Registry check: {reason}"))
+        viewer_url.mark_synced({"study": str(sid)})
+    except Exception as e:  # noqa: BLE001 - anything unexpected still names the study, never a traceback
+        viewer_picker.picker(studies)
+        st.error(md_escape(f"study {sid}: cannot be opened ({type(e).__name__}: {e})"),
+                 icon=":material/broken_image:")
+    return None
 
 
 @st.fragment
-def viewer_fragment(study) -> None:
-    """The picker, window and overlay widgets in one row, and the viewer: the viewer's reports and the view
-    widgets rerun only this fragment; another study reruns the page (to open it)."""
+def study_view() -> None:
+    """The study part of the page: picker, window and overlay widgets, the viewer and the facts.
+
+    A fragment, so moving to another study (the picker, previous / next) or a report from the viewer reruns
+    only this, not the app's frame; a study read from its files (its cache entry building) reruns the page
+    once, so the page-level watcher follows its build.
+    """
+    sid, order = viewer_picker.current(studies)
+    opened = _open_or_report(sid)
+    if opened is None:
+        return
+    if opened.quick and st.session_state.get(WATCHED) != sid:
+        st.rerun()
+    study = opened.study
+    n_slices = int(study.volume.shape[0])
+    for n in viewer_url.resolve_pending_slice(n_slices):
+        st.warning(n, icon=":material/link_off:")
+    if st.session_state.get(viewer_url.SLICE) is None:
+        # Default: the slice with the largest lesion area, else the middle.
+        areas = study_loader.lesion_area_mm2(study)
+        best = int(areas.argmax()) if areas is not None and len(areas) == n_slices and float(areas.max()) > 0 else None
+        st.session_state[viewer_url.SLICE] = best if best is not None else n_slices // 2
+    st.session_state[viewer_url.SLICE] = int(min(max(int(st.session_state[viewer_url.SLICE]), 0), n_slices - 1))
+
     viewer_controls.follow_browser(*reported_view(VIEWER_KEY, study))
     row = st.columns([0.42, 2.1, 0.42, 3.9, 0.9, 0.9, 1.7], vertical_alignment="bottom")
-    if viewer_picker.picker(studies, row[:3]) != int(study.study_id):
-        st.rerun()  # the picker chose another study: the page opens it
+    if viewer_picker.picker(studies, row[:3]) != sid:
+        st.rerun(scope="fragment")  # the picker chose another study in this run: show it
     window, plane = viewer_controls.window_controls(row[3:6])
     style = viewer_controls.overlay_controls(has_mask=study.mask is not None, has_lung=study.lung is not None,
                                              where=row[6])
-    # The slice can be gone here: a slice report (fragment rerun) may land just after "next study" popped it,
-    # before the full rerun that opens the new study; the middle slice is a harmless stand-in for that run.
-    slice_now = st.session_state.get(viewer_url.SLICE)
-    slice_now = int(study.volume.shape[0]) // 2 if slice_now is None else int(slice_now)
-    event = ct_viewer(study, window=window, style=style, slice_index=slice_now, key=VIEWER_KEY, height=540,
-                      dataset_root=str(ds.root), plane=plane,
+    for w in study.warnings or []:
+        st.caption(md_escape(f"Note: {w}"))
+    event = ct_viewer(study, window=window, style=style, slice_index=int(st.session_state[viewer_url.SLICE]),
+                      key=VIEWER_KEY, height=540, dataset_root=str(ds.root), plane=plane,
                       url_params={"study": str(study.study_id), "plane": plane})
     st.session_state[viewer_url.SLICE] = event.slice_index
     viewer_url.sync_url(int(study.study_id), event.slice_index, window, plane)
+    if not opened.quick:
+        # The studies "next" and "previous" lead to, encoded in the background while this one is read.
+        prefetch(ds.open_study, study_loader.cached_neighbours(ds, order, sid), str(ds.root))
+    # ======================================================================== case review (lead: call here)
+    # The case-review panel (components/review_panel.py: grades, flags, notes) goes here, below the viewer
+    # (inside this fragment, so it follows the study shown). The viewer's keys act only while the viewer has
+    # focus, so typing in the panel never scrolls slices.
+    # ==================================================================================================
+    viewer_facts.facts_panel(viewer_facts.facts_of(study))
 
 
-viewer_fragment(study)
-study_loader.await_build(opened)
-if not opened.quick:
-    # The studies "next" and "previous" lead to, encoded in the background while this one is read.
-    prefetch(ds.open_study, study_loader.cached_neighbours(ds, order, sid), str(ds.root))
-
-# ============================================================================ case review (lead: call here)
-# The case-review panel (components/review_panel.py: grades, flags, notes) goes here, beside/below the viewer.
-# The viewer's keys act only while the viewer has focus, so typing in the panel never scrolls slices.
-# ======================================================================================================
-
-viewer_facts.facts_panel(viewer_facts.facts_of(study))
+# The background build of a study read from its files: followed at page level (a fragment cannot hold
+# another one); when it is done the page reruns onto the cached study.
+_sid, _ = viewer_picker.current(studies)
+try:
+    _opened = study_loader.open_for_viewer(ds, _sid)
+except Exception:  # noqa: BLE001 - the fragment below reports it
+    _opened = None
+st.session_state[WATCHED] = _sid if _opened is not None and _opened.quick else None
+study_view()
+if _opened is not None:
+    study_loader.await_build(_opened)
