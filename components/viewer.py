@@ -77,8 +77,10 @@ __all__ = [
 
 COMPONENT_NAME = "mosmed_ct_viewer"
 REPORT_DEBOUNCE_MS = 400
-#: A new study's first message holds the slice on screen and this many on each side.
+#: A new study's first message holds the slice on screen and this many on each side (inline fallback only).
 PART_HALF = 2
+#: Seconds a prefetch waits before encoding (the browser is fetching the study just shown meanwhile).
+PREFETCH_DELAY_S = 0.6
 LAYOUTS: tuple[str, ...] = ("1", "1+2")
 MAX_MEASURES = 200
 _ASSETS = Path(__file__).with_name("viewer_assets")
@@ -212,7 +214,7 @@ def _store_key(study: Any, dataset_root: str, with_mask: bool, with_lung: bool) 
 
 
 def encoded_study(study: Any, dataset_root: str = "", *, with_mask: bool = True, with_lung: bool = True,
-                  compact: bool = False) -> wire.EncodedStudy:
+                  compact: bool = False, threads: int = 2) -> wire.EncodedStudy:
     """The study's volume and labels encoded for the browser (from the shared store, else encoded now).
 
     ``compact`` (background prefetch) spends more time for fewer bytes; someone waiting gets the fast form.
@@ -221,7 +223,7 @@ def encoded_study(study: Any, dataset_root: str = "", *, with_mask: bool = True,
 
     def make() -> wire.EncodedStudy:
         enc = wire.encode_study(study.volume, study.mask if with_mask else None, study.lung if with_lung else None,
-                                compact=compact)
+                                compact=compact, threads=threads)
         # The crosshair's default cut, once per study (it reads the whole label volumes); never through the
         # lesions when the mask is withheld (the quiz): the cut would point at them.
         enc.geometry["cursor"] = [reformat_index(study, "coronal", use_mask=with_mask),
@@ -242,15 +244,27 @@ def prefetch(open_study: Callable[[int], Any], study_ids: list[int], dataset_roo
 
     def job(sid: int) -> None:
         try:
+            _background_priority()
             study = open_study(int(sid))
             if study is None or store.has(_store_key(study, dataset_root, True, True)):
                 return
-            encoded_study(study, dataset_root)
+            # Give the browser a moment to fetch the study just shown before taking a core for the next one.
+            time.sleep(PREFETCH_DELAY_S)
+            encoded_study(study, dataset_root, threads=1)
         except Exception:  # noqa: BLE001 - a prefetch that fails is simply not there; the open reports it
             pass
 
     for sid in study_ids:
         store.submit(lambda s=sid: job(s))
+
+
+def _background_priority() -> None:
+    """Lower this (prefetch) thread's CPU priority, so serving the page and its files comes first (Linux
+    threads have their own nice value; elsewhere this does nothing)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError, ValueError):
+        pass
 
 
 def _release_pages(*arrays: Any) -> None:
