@@ -4,8 +4,9 @@ A full-size study opened for the first time needs its cache entry (lung segmenta
 which takes seconds, most of it the segmentation that the first image does not need. So the volume and mask
 are read straight from the ``.nii.gz`` (a typed :class:`mosmed.dataset.Study` with ``lung=None`` and
 ``stats=None``) and shown, while ONE background process shared by every session builds the entry; when it
-is done the page reruns onto the cached study (lung outline, statistics). Small studies build fast enough to
-take the ordinary path.
+is done the page moves onto the cached study (lung outline, statistics; the viewer reruns the page's fragment
+now and then while it waits: ``ct_viewer(poll_ms=...)``). Small studies build fast enough to take the
+ordinary path.
 
 Written against the core API the lead is adding (issue 8/10)::
 
@@ -30,8 +31,8 @@ import streamlit as st
 if TYPE_CHECKING:
     from mosmed.dataset import Dataset, Study
 
-__all__ = ["QUICK_MIN_VOXELS", "OpenedStudy", "await_build", "lesion_area_mm2", "open_for_viewer", "read_study",
-           "start_builder"]
+__all__ = ["QUICK_MIN_VOXELS", "OpenedStudy", "cached_neighbours", "lesion_area_mm2", "open_for_viewer",
+           "read_study", "start_builder"]
 
 #: Studies with fewer voxels than this take the ordinary path (their cache entry builds in well under a second).
 QUICK_MIN_VOXELS = 4 * 2**20
@@ -206,17 +207,3 @@ def cached_neighbours(ds: "Dataset", ids: list[int], current: int, n: int = 2) -
             out.append(sid)
         seen.add(sid)
     return out
-
-
-@st.fragment(run_every=0.5)
-def _await(fut: Future) -> None:
-    if fut.done():
-        st.rerun()
-    st.caption("Segmenting the lungs and measuring this study (first opening); the lung outline and the "
-               "figures below appear when it is done.")
-
-
-def await_build(opened: OpenedStudy) -> None:
-    """While the background build runs, say so; when it is done, rerun the page onto the cached study."""
-    if opened.building is not None:
-        _await(opened.building)

@@ -339,7 +339,7 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
                    with_mask: bool = True, with_lung: bool = True, measures: list[dict] | None = None,
                    cursor: tuple[int, int] | None = None, export_name: str | None = None,
                    plane_seq: int = 1, part: tuple[int, int] | None = None, data_url: str | None = None,
-                   data_seq: int = 0) -> bytes:
+                   data_seq: int = 0, poll_ms: int | None = None) -> bytes:
     """Everything the browser needs for one study, packed (see the module docstring).
 
     ``light=True`` leaves the data out (header only) for a rerun where the browser holds this study already;
@@ -376,6 +376,7 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
         "data_url": None if light else data_url,
         "data_bytes": enc.nbytes,
         "data_seq": int(data_seq),
+        "poll_ms": None if poll_ms is None else int(max(200, poll_ms)),
         "anonymous": bool(anonymous),
         "study_id": None if anonymous else int(study.study_id),
         "study_label": label or (f"study {study.study_id} · {study.category}" if not anonymous else "study"),
@@ -522,7 +523,8 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
               height: int = 600, dataset_root: str | Path = "", link: dict[str, Any] | None = None,
               label: str | None = None, layout: str = "1+2", plane: str = "axial",
               url_params: dict[str, str] | None = None, anonymous: bool = False, with_mask: bool = True,
-              with_lung: bool = True, cursor: tuple[int, int] | None = None) -> ViewerEvent:
+              with_lung: bool = True, cursor: tuple[int, int] | None = None,
+              poll_ms: int | None = None) -> ViewerEvent:
     """Mount the viewer for one study.
 
     Parameters
@@ -559,6 +561,9 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
         Send the lesion / lung labels (both only when the study has them).
     cursor : (int, int), optional
         Initial (row, column) of the crosshair (default: through the lesions, else the right lung).
+    poll_ms : int, optional
+        While set, the browser reruns the enclosing fragment every ``poll_ms`` (its ``poll`` state value):
+        the page uses it while a study's cache entry builds in the background, to move onto it when done.
 
     Returns
     -------
@@ -604,7 +609,7 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
             st.session_state[f"{key}.__dseq"] = data_seq
     payload = viewer_payload(study, window=window, style=style, dataset_root=str(dataset_root),
                              nav_slice=slice_index, nav_seq=nav_seq, window_seq=win_seq, light=mode == "light",
-                             part=part, data_url=data_url, data_seq=data_seq,
+                             part=part, data_url=data_url, data_seq=data_seq, poll_ms=poll_ms,
                              height=height, link=link, label=label, layout=layout, plane=plane,
                              url_params=url_params, anonymous=anonymous, with_mask=with_mask,
                              with_lung=with_lung, measures=measures, cursor=cursor, plane_seq=plane_seq)
@@ -612,7 +617,8 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
     if _PROFILE:
         print(f"msv: {mode} payload {len(payload)} B built in {1000 * (time.perf_counter() - _t0):.0f} ms",
               file=sys.stderr, flush=True)
-    _COMPONENT(key=key, data=payload, on_view_change=_noop, on_need_change=_noop, on_measures_change=_noop)
+    _COMPONENT(key=key, data=payload, on_view_change=_noop, on_need_change=_noop, on_measures_change=_noop,
+               on_poll_change=_noop)
     rep_slice, rep_window, rep_plane = _parse_view(_state_value(key, "view"), token, z)
     return ViewerEvent(slice_index=rep_slice if rep_slice is not None else slice_index, window=rep_window,
                        plane=rep_plane, measures=tuple(measures))

@@ -36,7 +36,6 @@ for n in viewer_url.apply_link(studies.all_ids):
     st.warning(n, icon=":material/link_off:")  # notices never contain raw URL text (components.query.describe)
 viewer_controls.init_state()
 study_loader.start_builder(ds)
-WATCHED = viewer_url.K + "_build_watched"  # the study whose background build the page-level watcher follows
 
 
 def _open_or_report(sid: int):
@@ -62,15 +61,12 @@ def study_view() -> None:
     """The study part of the page: picker, window and overlay widgets, the viewer and the facts.
 
     A fragment, so moving to another study (the picker, previous / next) or a report from the viewer reruns
-    only this, not the app's frame; a study read from its files (its cache entry building) reruns the page
-    once, so the page-level watcher follows its build.
+    only this, not the app's frame.
     """
     sid, order = viewer_picker.current(studies)
     opened = _open_or_report(sid)
     if opened is None:
         return
-    if opened.quick and st.session_state.get(WATCHED) != sid:
-        st.rerun()
     study = opened.study
     n_slices = int(study.volume.shape[0])
     for n in viewer_url.resolve_pending_slice(n_slices):
@@ -91,9 +87,15 @@ def study_view() -> None:
                                              where=row[6])
     for w in study.warnings or []:
         st.caption(md_escape(f"Note: {w}"))
+    if opened.quick:
+        st.caption("Segmenting the lungs and measuring this study (first opening); the lung outline and the "
+                   "figures below appear when it is done.")
+    # While the study's cache entry builds, the viewer reruns this fragment now and then (poll_ms), which
+    # then opens the cached study.
     event = ct_viewer(study, window=window, style=style, slice_index=int(st.session_state[viewer_url.SLICE]),
                       key=VIEWER_KEY, height=540, dataset_root=str(ds.root), plane=plane,
-                      url_params={"study": str(study.study_id), "plane": plane})
+                      url_params={"study": str(study.study_id), "plane": plane},
+                      poll_ms=700 if opened.quick else None)
     st.session_state[viewer_url.SLICE] = event.slice_index
     viewer_url.sync_url(int(study.study_id), event.slice_index, window, plane)
     if not opened.quick:
@@ -107,14 +109,4 @@ def study_view() -> None:
     viewer_facts.facts_panel(viewer_facts.facts_of(study))
 
 
-# The background build of a study read from its files: followed at page level (a fragment cannot hold
-# another one); when it is done the page reruns onto the cached study.
-_sid, _ = viewer_picker.current(studies)
-try:
-    _opened = study_loader.open_for_viewer(ds, _sid)
-except Exception:  # noqa: BLE001 - the fragment below reports it
-    _opened = None
-st.session_state[WATCHED] = _sid if _opened is not None and _opened.quick else None
 study_view()
-if _opened is not None:
-    study_loader.await_build(_opened)

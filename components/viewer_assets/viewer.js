@@ -1515,6 +1515,7 @@ export default function (component) {
       clearTimeout(mine.reportTimer);
       clearTimeout(mine.needTimer);
       clearTimeout(mine.measureTimer);
+      clearTimeout(mine.pollTimer);
       mine.playing = false;
       window.removeEventListener(LINK_EVENT, mine.onLink);
       window.removeEventListener("resize", mine.onResize);
@@ -1604,6 +1605,13 @@ export default function (component) {
     clearTimeout(inst.needTimer);
     inst.blob = blob; // the whole study: the slices not decoded yet come from it
     loadData(inst, header, blob, true).catch((err) => { ui.readout.textContent = "decode failed: " + err; });
+  }
+  // While Python waits for something (a study's cache entry building), it asks to be rerun now and then.
+  clearTimeout(inst.pollTimer);
+  if (header.poll_ms) {
+    inst.pollTimer = setTimeout(() => {
+      if (inst.ui.root.isConnected && inst.header === header) inst.api.setStateValue("poll", Date.now());
+    }, header.poll_ms);
   }
   invalidate(inst, PLANES);
   return inst.cleanup;
