@@ -48,7 +48,7 @@ PAGES = {
 
 
 def pick_viewer_query() -> dict[str, str]:
-    """A study worth showing in the viewer: the masked study with the most lesion, at its
+    """A study worth showing in the viewer: a masked study with a middling lesion load, at its
     slice with the most lesion, in the lung window. Empty when the core cannot tell."""
     try:
         from mosmed.dataset import Dataset, default_cache_root, default_data_root
@@ -59,7 +59,10 @@ def pick_viewer_query() -> dict[str, str]:
         masked = summary[(summary["has_mask"]) & (summary["status"] == "ok")]
         if masked.empty:
             return {}
-        best = masked.sort_values("lesion_ml", ascending=False).iloc[0]
+        # A study with a middling lesion load: the overlay then shows lesions among normal lung (the most
+        # involved study is red from wall to wall).
+        ranked = masked.sort_values("lesion_ml", ascending=False)
+        best = ranked.iloc[len(ranked) // 3]
         study = ds.open_study(int(best["study_id"]))
         areas = study.stats.lesion_area_mm2
         query = {"study": str(int(best["study_id"])), "window": "lung"}

@@ -696,7 +696,9 @@ function updateText(inst) {
       const slabTxt = slab > 1 ? `\n${inst.slab.mode === "mip" ? "MIP" : "MinIP"} ${slab} slices (${(slab * spacing(inst).dz).toFixed(0)} mm)` : "";
       v.bl.textContent = `Slice ${idx + 1} / ${n}` + (z !== null && z !== undefined ? `\nz = ${z.toFixed(1)} mm` : "") + slabTxt;
       const area = h.lesion_mm2 ? h.lesion_mm2[idx] : null;
-      v.br.textContent = (h.has_mask ? `lesion ${area ? area.toFixed(0) : 0} mm²` : "no lesion mask") + `\n${v.zoom.toFixed(2)}×`;
+      // The quiz (anonymous) says nothing about masks: "no lesion mask" on some studies only would hint.
+      const les = h.anonymous ? "" : (h.has_mask ? `lesion ${area ? area.toFixed(0) : 0} mm²` : "no lesion mask") + "\n";
+      v.br.textContent = les + `${v.zoom.toFixed(2)}×`;
     } else {
       v.tl.textContent = PLANE_NAME[p];
       v.bl.textContent = `${p === "coronal" ? "Row" : "Column"} ${idx + 1} / ${n}`;
