@@ -399,6 +399,11 @@ def test_compare_shows_two_linked_viewers(app) -> None:
     wheel_over(page, left.locator(AXIAL), 100)
     wheel_over(page, left.locator(AXIAL), 100)
     poll(lambda: slice_of(right), lambda k: k != r0, what="the right viewer to follow the left one")
+    # One window for both: a preset key in the left viewer sets the right one's window too.
+    left.focus()
+    page.keyboard.press("4")                                    # bone
+    poll(lambda: (right.get_attribute("data-level"), right.get_attribute("data-width")),
+         lambda lw: lw == ("480", "2500"), what="the right viewer to take the left one's window")
     app.screenshot("ix-teaching-compare")
     _done(app)
 
