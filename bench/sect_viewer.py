@@ -1,9 +1,10 @@
-"""The viewer in Debian's Chromium on the full-size dataset: scrolling, window changes, study switches, memory,
-five sessions at once; and the server's per-slice render over its floor.
+"""The viewer in Debian's Chromium on full-size 512 x 512 studies: every latency of issue 10, memory, five
+sessions at once, and a naive Streamlit viewer (slider + st.image) served in the same run as the anchor.
 
 Every browser latency is measured inside the page on one clock (``performance.now()``): from the input
-event's own timestamp (key, wheel, or the click's pointerdown) to the canvas draw of the slice in the
-animation frame that paints it (``window.__msvStats`` in components/viewer_assets/viewer.js).
+event's own timestamp (key, wheel, pointer) to the end of the canvas drawing in the animation frame that
+shows its effect (``window.__msvStats.lat`` in components/viewer_assets/viewer.js); study opens from the
+click's pointerdown to the first slice painted and to the whole volume decoded (every tool works).
 """
 
 from __future__ import annotations
@@ -12,84 +13,27 @@ import asyncio
 import time
 from pathlib import Path
 
-import numpy as np
-
-from common import OUT, Context, median, p95, prepare, rss_mb, say, summary, wait_app
+from common import OUT, REPO, Context, median, p95, prepare, rss_mb, say, summary, wait_app
 
 TARGETS: dict[str, tuple[str, float, str, str]] = {
-    "scroll_step_p95_ms": ("<=", 30, "ms", "key/wheel event -> next slice painted, 200 steps"),
-    "window_change_p95_ms": ("<=", 300, "ms", "preset click -> whole stack repainted and scrollable"),
-    "study_open_cached_p95_ms": ("<=", 600, "ms", "next-study click -> first slice painted, cache warm"),
-    "study_open_uncached_p95_ms": ("<=", 1500, "ms", "same, cache cold (.nii.gz only)"),
-    "render_vs_floor_ratio": ("<=", 1.5, "x", "per-slice server render / (memmap read + encode)"),
+    "scroll_wheel_p95_ms": ("<=", 16, "ms", "wheel notch -> next slice painted"),
+    "scroll_key_p95_ms": ("<=", 16, "ms", "arrow key -> next slice painted"),
+    "window_change_p95_ms": ("<=", 16, "ms", "preset key 1-4 -> all views repainted"),
+    "wl_drag_frame_p95_ms": ("<=", 20, "ms", "pointer move -> repainted, 120-move right-drag"),
+    "hover_hu_p95_ms": ("<=", 16, "ms", "pointer move -> HU readout updated"),
+    "mpr_click_p95_ms": ("<=", 33, "ms", "click in coronal -> all three views repainted"),
+    "study_open_cached_p95_ms": ("<=", 400, "ms", "next-study click -> first slice painted, cached"),
+    "study_interactive_cached_p95_ms": ("<=", 1200, "ms", "next-study click -> all HU data decoded, cached"),
+    "study_open_uncached_p95_ms": ("<=", 1000, "ms", "same, study not cached (.nii.gz only)"),
+    "study_interactive_uncached_p95_ms": ("<=", 2000, "ms", "same, all HU decoded, not cached"),
+    "study_bytes_on_wire_mb_median": ("<=", 24, "MB", "one study's payload (raw int16 512x512x45 = 22.5)"),
     "rss_mb_after_20_studies": ("<=", 500, "MB", "server VmRSS after one session opened 20 studies"),
-    "concurrent_5_sessions_scroll_p95_ms": ("<=", 60, "ms", "scroll p95, 5 sessions scroll + switch"),
+    "concurrent_5_sessions_scroll_p95_ms": ("<=", 30, "ms", "scroll p95, 5 sessions scroll + switch"),
+    "scroll_vs_naive_ratio": ("<=", 0.1, "x", "scroll p95 / naive slider+st.image p95"),
 }
 
-
-def bench_render_floor(res: dict, cache_dir: Path, quick: bool) -> None:
-    """One 512^2 slice: the server's render (window, overlay layers, encode) over memmap read + encode."""
-    from components import viewer
-    from mosmed.dataset import Dataset
-    from mosmed.render import OverlayStyle, encode_image, render_slice
-    from mosmed.windowing import PRESETS, apply_window
-
-    ds = Dataset(prepare.FULL, cache_dir)
-    study = ds.open_study(255)  # CT-1 with a mask: the overlay is real work
-    assert study.from_cache, "render floor must read the memory-mapped cache"
-    vol, mask, lung = study.volume, study.mask, study.lung
-    areas = np.asarray(study.stats.lesion_area_mm2)
-    k = int(np.nanargmax(areas))
-    win = PRESETS["lung"]
-    reps = 15 if quick else 40
-    windowed = apply_window(np.asarray(vol[k]), win)
-
-    def floor():
-        s = np.array(vol[k])  # read from the memory map (page cache), a copy like every real read
-        viewer._jpeg(windowed, viewer.JPEG_QUALITY)  # encode the same 8-bit pixels
-        return s
-
-    def server():  # what components.viewer does per axial slice: window, JPEG, overlay layers
-        g = apply_window(np.asarray(vol[k]), win)
-        viewer._jpeg(g, viewer.JPEG_QUALITY)
-        viewer.encode_layers(mask[k:k + 1], as_outline=False)
-        viewer.encode_layers(mask[k:k + 1], as_outline=True)
-        viewer.encode_layers(lung[k:k + 1], as_outline=True)
-
-    def rgb_png():  # the download / reformat path: one RGB image with the overlay burnt in
-        rgb = render_slice(vol, study.spacing, "axial", k, win, mask=mask, lung=lung,
-                           style=OverlayStyle(show_lung=True), resample=True)
-        encode_image(rgb, "jpeg", viewer.JPEG_QUALITY)
-
-    def timeit(fn):
-        out = []
-        for _ in range(3):
-            fn()
-        for _ in range(reps):
-            t = time.perf_counter()
-            fn()
-            out.append((time.perf_counter() - t) * 1000)
-        return out
-
-    f, s, r = timeit(floor), timeit(server), timeit(rgb_png)
-    res["render_vs_floor_ratio"] = round(median(s) / median(f), 3)
-    res["render_slice_ms_median"] = round(median(s), 3)
-    res["render_floor_ms_median"] = round(median(f), 3)
-    res["render_rgb_overlay_jpeg_ms_median"] = round(median(r), 3)
-    res["render_rgb_vs_floor_ratio"] = round(median(r) / median(f), 3)
-    # The whole stack in one window (what a window change costs on the server), memmap -> JPEGs.
-    t = time.perf_counter()
-    viewer.encode_stack(vol, PRESETS["mediastinum"])
-    res["encode_stack_ms"] = round((time.perf_counter() - t) * 1000, 1)
-    res["encode_stack_slices"] = int(vol.shape[0])
-
-
-# ------------------------------------------------------------------------------------------------ browser
-
-VIEWER_JS_STATE = """() => {
+STATE_JS = """() => {
   const s = window.__msvStats || {};
-  const f = (el) => el ? {slice: +el.dataset.slice, n: +el.dataset.n, ready: el.dataset.ready,
-                          key: el.dataset.stackKey} : null;
   let root = null;
   const walk = (node) => {
     if (root) return;
@@ -98,44 +42,54 @@ VIEWER_JS_STATE = """() => {
     for (const e of node.querySelectorAll ? node.querySelectorAll('*') : []) if (e.shadowRoot) walk(e.shadowRoot);
   };
   walk(document);
-  return {root: f(root), stacks: s.stacks || [], renders: s.renders || 0, light: s.lightRenders || 0,
-          needs: s.needs || 0, click: window.__benchClickT || null};
+  return {root: root ? {slice: +root.dataset.slice, n: +root.dataset.n, ready: root.dataset.ready,
+                        token: root.dataset.token} : null,
+          studies: s.studies || [], click: window.__benchClickT || null};
 }"""
 
 INSTALL_CLICK_TIMER = """() => {
   if (window.__benchClickInstalled) return;
   window.__benchClickInstalled = true;
   document.addEventListener('pointerdown', (e) => { window.__benchClickT = e.timeStamp; }, true);
-  document.addEventListener('keydown', (e) => { if (e.key === 'Enter') window.__benchClickT = e.timeStamp; }, true);
 }"""
 
+
 async def viewer_state(page) -> dict:
-    return await page.evaluate(VIEWER_JS_STATE)
+    return await page.evaluate(STATE_JS)
 
 
-async def wait_stack(page, *, after: float | None = None, key_suffix: str | None = None, ready: bool = True,
-                     timeout_s: float = 60.0) -> dict:
-    """Wait until a stack record rendered after ``after`` (page clock) has painted (and decoded, if ``ready``)."""
+async def lat(page, kind: str, clear: bool = False) -> list[float]:
+    js = f"() => {{ const a = (window.__msvStats.lat['{kind}'] || []).slice(); " + \
+         (f"window.__msvStats.lat['{kind}'] = []; " if clear else "") + "return a; }"
+    return [float(x) for x in await page.evaluate(js)]
+
+
+async def wait_study(page, *, after: float | None = None, ready: bool = True, timeout_s: float = 120.0) -> dict:
+    """A study record rendered after ``after`` (page clock) that has painted (and decoded, if ``ready``)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         st = await viewer_state(page)
-        for rec in reversed(st["stacks"]):
+        for rec in reversed(st["studies"]):
             if after is not None and rec["renderT"] < after:
-                continue
-            if key_suffix is not None and not rec["key"].endswith(key_suffix):
                 continue
             if rec["firstPaintT"] is not None and (not ready or rec["readyT"] is not None):
                 return rec
-        await asyncio.sleep(0.02)
-    raise TimeoutError(f"no painted stack after {after} ({key_suffix}) within {timeout_s} s")
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"no painted study after {after} within {timeout_s} s")
 
 
 async def open_viewer(page, base: str, study: int) -> dict:
     await page.goto(f"{base}/viewer?study={study}", wait_until="domcontentloaded")
     await page.evaluate(INSTALL_CLICK_TIMER)
-    rec = await wait_stack(page, ready=True, timeout_s=120)
+    rec = await wait_study(page, ready=True)
     await wait_app(page)
+    await page.locator(".msv-stage").first.scroll_into_view_if_needed()
     return rec
+
+
+async def axial_center(page) -> tuple[float, float]:
+    box = await page.locator('canvas[data-testid="msv-axial"]').first.bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 
 async def focus_viewer(page) -> None:
@@ -143,22 +97,18 @@ async def focus_viewer(page) -> None:
 
 
 async def scroll_steps(page, n_steps: int, *, mode: str, gap_ms: float = 35) -> list[float]:
-    """n slice steps by key or wheel, bouncing at the ends; returns the page's event->paint latencies."""
+    """n slice steps by key or wheel, bouncing at the ends; the page's event -> paint latencies."""
     st = None
     for _ in range(200):  # the viewer can be between mounts right after a rerun
         st = (await viewer_state(page))["root"]
-        if st is not None:
+        if st is not None and st["ready"] == "1":
             break
         await asyncio.sleep(0.05)
-    if st is None:
-        shot = OUT / f"no-viewer-{int(time.time() * 1000)}.png"
-        await page.screenshot(path=str(shot))
-        raise RuntimeError(f"viewer not found on {page.url} (screenshot {shot})")
     k, n = st["slice"], st["n"]
-    await page.evaluate("() => { window.__msvStats.latencies.length = 0; }")
+    kind = "scroll_wheel" if mode == "wheel" else "scroll_key"
+    await lat(page, kind, clear=True)
     if mode == "wheel":
-        box = await page.locator('canvas[data-testid="msv-axial"]').first.bounding_box()
-        await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        await page.mouse.move(*(await axial_center(page)))
     else:
         await focus_viewer(page)
     d = 1 if k < n // 2 else -1
@@ -172,28 +122,82 @@ async def scroll_steps(page, n_steps: int, *, mode: str, gap_ms: float = 35) -> 
             await page.keyboard.press("ArrowUp" if d > 0 else "ArrowDown")
         await page.wait_for_timeout(gap_ms)
     await page.wait_for_timeout(100)
-    lat = await page.evaluate("() => window.__msvStats.latencies.slice()")
-    return [float(x) for x in lat]
+    return await lat(page, kind, clear=True)
 
 
-async def click_and_time(page, locator, *, key_suffix: str | None = None, ready: bool = True,
-                         type_text: str | None = None) -> dict:
+async def tool_latencies(page, quick: bool) -> dict[str, list[float]]:
+    """Window presets by key, a 120-move right-drag, hover readouts and coronal clicks."""
+    out: dict[str, list[float]] = {}
+    await focus_viewer(page)
+    await lat(page, "window", clear=True)
+    for i in range(20 if quick else 60):
+        await page.keyboard.press("1234"[i % 4])
+        await page.wait_for_timeout(40)
+    await page.wait_for_timeout(100)
+    out["window"] = await lat(page, "window", clear=True)
+    cx, cy = await axial_center(page)
+    await lat(page, "wl_frame", clear=True)
+    await page.mouse.move(cx, cy)
+    await page.mouse.down(button="right")
+    for i in range(120):
+        await page.mouse.move(cx + (i % 60) * 3 - 90, cy + (i % 40) * 2 - 40)
+        await page.wait_for_timeout(8)
+    await page.mouse.up(button="right")
+    await page.wait_for_timeout(100)
+    out["wl_frame"] = await lat(page, "wl_frame", clear=True)
+    await page.keyboard.press("1")
+    await lat(page, "hover", clear=True)
+    for i in range(120):
+        await page.mouse.move(cx - 150 + (i * 7) % 300, cy - 100 + (i * 13) % 200)
+        await page.wait_for_timeout(8)
+    out["hover"] = await lat(page, "hover", clear=True)
+    cor = await page.locator('canvas[data-testid="msv-coronal"]').first.bounding_box()
+    await lat(page, "mpr", clear=True)
+    for i in range(15 if quick else 40):
+        await page.mouse.click(cor["x"] + cor["width"] * (0.3 + 0.4 * ((i * 7) % 10) / 10),
+                               cor["y"] + cor["height"] * (0.2 + 0.6 * ((i * 3) % 10) / 10))
+        await page.wait_for_timeout(60)
+    await page.wait_for_timeout(100)
+    out["mpr"] = await lat(page, "mpr", clear=True)
+    return out
+
+
+async def click_open(page, locator) -> dict:
     before = await page.evaluate("() => performance.now()")
-    if type_text is None:
-        await locator.click()
-    else:  # a number input: type the value, Enter submits it (timed from the Enter keydown)
-        await locator.fill(type_text)
-        await locator.press("Enter")
-    rec = await wait_stack(page, after=before, key_suffix=key_suffix, ready=ready)
+    await locator.click()
+    rec = await wait_study(page, after=before, ready=True)
     click = (await viewer_state(page))["click"]
-    out = {"key": rec["key"], "first_paint_ms": rec["firstPaintT"] - click,
-           "ready_ms": (rec["readyT"] - click) if rec["readyT"] is not None else None, "bytes": rec["bytes"],
-           "server_ms": rec["renderT"] - click}  # click -> payload in the browser (rerun, encode, transfer)
+    out = {"first_paint_ms": rec["firstPaintT"] - click, "ready_ms": rec["readyT"] - click, "bytes": rec["bytes"],
+           "payload_ms": rec["renderT"] - click}
     await wait_app(page)
     return out
 
 
-async def bench_viewer(res: dict, server, quick: bool) -> None:
+async def naive_scroll(base: str, browser, study: int, n_steps: int) -> list[float]:
+    """Key steps on the naive viewer's slider: keydown -> the new slice's image loaded (one rerun each)."""
+    ctx = await browser.new_context(viewport={"width": 1440, "height": 900})
+    page = await ctx.new_page()
+    await page.goto(f"{base}/?study={study}", wait_until="domcontentloaded")
+    await wait_app(page)
+    await page.locator('[data-testid="stImage"] img').first.wait_for()
+    slider = page.locator('[data-testid="stSlider"] input[type=range]').first
+    await slider.focus()
+    out = []
+    for i in range(n_steps):
+        src0 = await page.locator('[data-testid="stImage"] img').first.get_attribute("src")
+        await page.evaluate("() => { window.__k = null; document.addEventListener('keydown', "
+                            "(e) => { window.__k = e.timeStamp; }, {once: true, capture: true}); }")
+        await page.keyboard.press("ArrowRight" if (i // 10) % 2 == 0 else "ArrowLeft")
+        t = await page.wait_for_function(
+            """(src0) => { const im = document.querySelector('[data-testid="stImage"] img');
+                           return im && im.src !== src0 && im.complete && im.naturalWidth > 0 && window.__k !== null
+                                  ? performance.now() - window.__k : false; }""", arg=src0, timeout=30_000)
+        out.append(float(await t.json_value()))
+    await ctx.close()
+    return out
+
+
+async def bench_viewer(res: dict, server, naive, quick: bool) -> None:
     from playwright.async_api import async_playwright
 
     from tests.e2e import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
@@ -210,70 +214,49 @@ async def bench_viewer(res: dict, server, quick: bool) -> None:
         n_steps = 40 if quick else 100
         key_lat = await scroll_steps(page, n_steps, mode="key")
         wheel_lat = await scroll_steps(page, n_steps, mode="wheel")
-        res["scroll_key"] = summary(key_lat)
-        res["scroll_wheel"] = summary(wheel_lat)
-        res["scroll_step_p95_ms"] = round(p95(key_lat + wheel_lat), 2)
-        res["scroll_step_median_ms"] = round(median(key_lat + wheel_lat), 2)
-        # The debounced slice report reruns the fragment: it must not re-send the stack.
-        s0 = await viewer_state(page)
-        await page.wait_for_timeout(1500)
+        res["scroll_key"], res["scroll_wheel"] = summary(key_lat), summary(wheel_lat)
+        res["scroll_key_p95_ms"] = round(p95(key_lat), 2)
+        res["scroll_wheel_p95_ms"] = round(p95(wheel_lat), 2)
+        tools = await tool_latencies(page, quick)
+        for kind, key in (("window", "window_change"), ("wl_frame", "wl_drag_frame"), ("hover", "hover_hu"),
+                          ("mpr", "mpr_click")):
+            res[key] = summary(tools[kind])
+            res[f"{key}_p95_ms"] = round(p95(tools[kind]), 2) if tools[kind] else None
         await wait_app(page)
-        s1 = await viewer_state(page)
-        res["slice_report_reruns"] = s1["renders"] - s0["renders"]
-        res["slice_report_full_payloads"] = (s1["renders"] - s0["renders"]) - (s1["light"] - s0["light"])
 
-        presets = ["Mediastinum", "Soft tissue", "Bone", "Lung"]
-        suffix = {"Mediastinum": ":mediastinum", "Soft tissue": ":soft", "Bone": ":bone", "Lung": ":lung"}
         nxt = page.locator(".st-key-viewer-next button").first
-        win_first, win_ready, win_cached, opens, switch_bytes = [], [], [], [], []
-        win_server, open_server, win_custom = [], [], []
-        window_at = {0, 7, 14} if not quick else {0}
-        for i in range(len(warm)):
-            if i in window_at:
-                for name in presets:
-                    btn = page.locator(".st-key-viewer-preset button", has_text=name).first
-                    r = await click_and_time(page, btn, key_suffix=suffix[name], ready=True)
-                    (win_cached if name == "Lung" else win_ready).append(r["ready_ms"])
-                    win_first.append(r["first_paint_ms"])
-                    win_server.append(r["server_ms"])
-                    if name == "Bone":  # then a typed level (custom window: never prefetched), back to presets
-                        level = page.locator(".st-key-viewer-level input").first
-                        r = await click_and_time(page, level, type_text=str(-500 - 10 * i), ready=True)
-                        win_custom.append(r["ready_ms"])
-                        win_server.append(r["server_ms"])
-            if i == len(warm) - 1:
-                break
-            r = await click_and_time(page, nxt, ready=True)
+        opens, ready, wire, payload = [], [], [], []
+        for _ in range(len(warm) - 1):
+            r = await click_open(page, nxt)
             opens.append(r["first_paint_ms"])
-            open_server.append(r["server_ms"])
-            switch_bytes.append(r["bytes"])
+            ready.append(r["ready_ms"])
+            wire.append(r["bytes"])
+            payload.append(r["payload_ms"])
         res["rss_after_20_studies"] = rss_mb(server.proc.pid)
         res["rss_mb_after_20_studies"] = res["rss_after_20_studies"]["VmRSS"]
-        res["window_change_uncached"] = summary(win_ready)
-        res["window_change_back_to_cached"] = summary(win_cached)
-        res["window_change_first_slice"] = summary(win_first)
-        res["window_change_level_typed"] = summary(win_custom)
-        res["window_change_p95_ms"] = round(p95(win_ready + win_cached + win_custom), 1)
-        res["window_change_click_to_payload"] = summary(win_server)
-        res["study_open_cached_click_to_payload"] = summary(open_server)
         res["study_open_cached"] = summary(opens)
+        res["study_interactive_cached"] = summary(ready)
+        res["study_open_cached_click_to_payload"] = summary(payload)
         res["study_open_cached_p95_ms"] = round(p95(opens), 1)
-        res["study_payload_mb_median"] = round(median(switch_bytes) / 2**20, 2)
-        cold_opens, cold_ready, cold_done = [], [], []
+        res["study_interactive_cached_p95_ms"] = round(p95(ready), 1)
+        res["study_bytes_on_wire_mb_median"] = round(median(wire) / 2**20, 2)
+        res["study_bytes_on_wire_mb"] = summary([b / 2**20 for b in wire])
+        cold_open, cold_ready, cold_done = [], [], []
         for _ in cold:
-            r = await click_and_time(page, nxt, ready=True)
-            cold_opens.append(r["first_paint_ms"])
+            r = await click_open(page, nxt)
+            cold_open.append(r["first_paint_ms"])
             cold_ready.append(r["ready_ms"])
             # The page then reruns onto the cached study once the background build is done: wait for it
-            # (a user looks at the first image meanwhile) so the next click is not timed against it.
+            # (a user reads the first image meanwhile) so the next click is not timed against it.
             t = time.perf_counter()
             await page.wait_for_function(
-                "() => !document.body.innerText.includes('Segmenting the lungs')", timeout=120_000)
+                "() => !document.body.innerText.includes('Segmenting the lungs')", timeout=180_000)
             await wait_app(page)
             cold_done.append((time.perf_counter() - t) * 1000 + r["first_paint_ms"])
-        res["study_open_uncached"] = summary(cold_opens)
-        res["study_open_uncached_ready"] = summary(cold_ready)
-        res["study_open_uncached_p95_ms"] = round(p95(cold_opens), 1)
+        res["study_open_uncached"] = summary(cold_open)
+        res["study_interactive_uncached"] = summary(cold_ready)
+        res["study_open_uncached_p95_ms"] = round(p95(cold_open), 1)
+        res["study_interactive_uncached_p95_ms"] = round(p95(cold_ready), 1)
         res["study_open_uncached_until_stats_ms"] = summary(cold_done)
         res["rss_after_25_studies"] = rss_mb(server.proc.pid)
         await ctx.close()
@@ -283,49 +266,54 @@ async def bench_viewer(res: dict, server, quick: bool) -> None:
         ctxs = [await browser.new_context(viewport=VIEWPORT) for _ in range(5)]
         pages = [await c.new_page() for c in ctxs]
         await asyncio.gather(*(open_viewer(p, base, warm[4 * i]) for i, p in enumerate(pages)))
+        stuck: list[str] = []
 
         async def session(p) -> tuple[list[float], list[float]]:
-            lat, sw = [], []
+            got, sw = [], []
             nb = p.locator(".st-key-viewer-next button").first
             for _ in range(rounds):
-                lat += await scroll_steps(p, steps, mode="key")
+                got += await scroll_steps(p, steps, mode="key")
                 try:
-                    r = await click_and_time(p, nb, ready=True)
-                    sw.append(r["first_paint_ms"])
+                    sw.append((await click_open(p, nb))["first_paint_ms"])
                 except TimeoutError:  # counted and shown, not fatal: the scroll figures still stand
                     stuck.append(p.url)
-                    await p.screenshot(path=str(OUT / f"stuck-{len(stuck)}.png"))
-            lat += await scroll_steps(p, steps, mode="wheel")
-            return lat, sw
+            got += await scroll_steps(p, steps, mode="wheel")
+            return got, sw
 
-        stuck: list[str] = []
         got = await asyncio.gather(*(session(p) for p in pages))
         res["concurrent_5_sessions_switch_timeouts"] = len(stuck)
-        lat = [x for g in got for x in g[0]]
-        sw = [x for g in got for x in g[1]]
-        res["concurrent_5_sessions_scroll"] = summary(lat)
-        res["concurrent_5_sessions_scroll_p95_ms"] = round(p95(lat), 2)
-        res["concurrent_5_sessions_switch"] = summary(sw)
+        conc = [x for g in got for x in g[0]]
+        res["concurrent_5_sessions_scroll"] = summary(conc)
+        res["concurrent_5_sessions_scroll_p95_ms"] = round(p95(conc), 2)
+        res["concurrent_5_sessions_switch"] = summary([x for g in got for x in g[1]])
         res["rss_after_concurrency"] = rss_mb(server.proc.pid)
         for c in ctxs:
             await c.close()
+
+        naive_lat = await naive_scroll(naive.url, browser, warm[0], 12 if quick else 30)
+        res["naive_scroll"] = summary(naive_lat)
+        res["naive_scroll_p95_ms"] = round(p95(naive_lat), 1)
+        ours = p95(key_lat + wheel_lat)
+        res["scroll_vs_naive_ratio"] = round(ours / p95(naive_lat), 4) if naive_lat else None
         await browser.close()
 
 
 def run(res: dict, ctx: Context) -> None:
-    if not ctx.skip_floors:
-        bench_render_floor(res, ctx.run_cache, ctx.quick)
     if ctx.skip_browser:
         return
     from tests.e2e import AppServer
 
-    say("browser: viewer on the full-size dataset ...")
+    say("browser: viewer on the full-size dataset, naive viewer beside it ...")
     server = AppServer(cache_dir=ctx.run_cache, log_path=OUT / "server-full.log", data_dir=prepare.FULL)
+    naive = AppServer(cache_dir=ctx.run_cache, log_path=OUT / "server-naive.log", data_dir=prepare.FULL,
+                      script=REPO / "bench" / "naive_viewer.py")
     server.start()
+    naive.start()
     try:
-        asyncio.run(bench_viewer(res, server, ctx.quick))
+        asyncio.run(bench_viewer(res, server, naive, ctx.quick))
     except Exception as e:  # noqa: BLE001 - keep the figures measured so far, say what failed
         res.setdefault("errors", []).append(f"viewer: {type(e).__name__}: {e}")
-        say(f"viewer benchmark failed: {e}")
+        say(f"viewer benchmark failed: {type(e).__name__}: {e}")
     finally:
         server.stop()
+        naive.stop()

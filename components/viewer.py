@@ -1,209 +1,294 @@
-"""The browser-side CT stack viewer (``st.components.v2``).
+"""The browser-side CT viewer (``st.components.v2``): one study's HU data in the browser, everything else there.
 
-Why a custom component: a viewer that reruns the script per slice is an order of magnitude too slow. Here
-the current study's windowed axial stack reaches the page once per (study, window) and the browser scrolls it
-(wheel, keys, its own slider, cine) with no server round trip per slice.
+Why a custom component, and why our own rather than NiiVue: a viewer that reruns the script per slice is an
+order of magnitude too slow, and the measured alternative, NiiVue 0.6 (WebGL2), runs on SwiftShader in the
+GPU-less Chromium of these machines and CI: 46 ms per axial slice step, 176 ms per step in its multiplanar
+layout and about 2 s per window change on a 512 x 512 x 40 study (docs/readme/viewer.md has the figures and
+the method). A canvas 2D renderer with a 65536-entry lookup table does the same steps in a few milliseconds
+on the CPU, and needs nothing that ``pip install`` does not bring.
 
-Wire format
------------
-The component's ``data`` is ONE ``bytes`` payload (``st.components.v2`` forwards bytes untouched, the JS
-receives a ``Uint8Array``): no base64 (+33 %) and no JSON parse of megabytes of image text. Layout::
-
-    b"MSV1" | uint32 little-endian header length N | N bytes of UTF-8 JSON header | image blobs
-
-The header lists every image as ``[offset, length]`` into the blob area:
-
-- ``grey``: one JPEG per axial slice, windowed 8-bit grey (decoded in the browser with
-  ``createImageBitmap``: the current slice first, the rest outward from it, so the first slice paints before
-  the stack is decoded);
-- ``lesion`` / ``lesion_outline`` / ``lung_outline``: small 2-colour PNGs (white on transparent), only for
-  slices that have any; the browser tints them, so overlay colour, opacity, fill/outline and the lung outline
-  change without a rerun and without re-encoding;
-- ``coronal`` / ``sagittal``: server-rendered reformats (``mosmed.render.render_slice``, aspect-corrected for
-  8 mm slices) on which the browser draws the current axial slice as a line, in step with scrolling;
-- metadata: slice count, spacing, slice positions (mm), per-slice lesion area (mm^2), style, navigation.
-
-Sent once, not per rerun
-------------------------
-Every rerun re-delivers the component's data, so the images go only when the browser does not hold this
-``stack_key`` (study content + window) yet; otherwise the payload is the header alone (``"light": true``, a few
-KB: navigation, style, metadata). Python remembers per session what it sent; a browser that lacks the stack
-anyway (remounted after a page switch, a lost message) sets the ``need`` state value and the next run sends it
-in full. After a study is shown, the other window presets are encoded in the background (``_Prefetch``), and
-the study's memory-mapped pages are released from the server's resident set.
+Data flow
+---------
+The study's int16 volume and its labels are encoded once per study by :mod:`mosmed.wire` (one stream per
+slice, cropped losslessly) and kept in a small process-wide store (:class:`_EncodedStore`, bounded in bytes),
+so a second session or a return to the study costs no encoding; the studies next to the one on screen are
+encoded in the background (:func:`prefetch`). The component's ``data`` is ONE ``bytes`` payload,
+``b"MSV2" | u32 header length | JSON header | blob``, and the blob normally stays empty: the study's data are
+served as a file of the session (:func:`_publish`, Streamlit's media endpoint) that the browser fetches, the
+slice on screen first by an HTTP range request, so Streamlit's message stays a few KB (measured: megabytes
+inside the message cost the front end up to a second). Without a runtime the data go inline, the slices
+around the one on screen first (``"partial": true``) and the rest when the browser asks. Every rerun
+re-delivers ``data``, so the data are offered only when the browser does not hold this study yet (``light``
+headers otherwise: navigation, window, style). A browser that lacks them anyway (remounted after a page
+switch, a lost message, a fetch that failed) sets the ``need`` state value and the next run offers them again.
 
 What goes back to Python
 ------------------------
-``need`` (state value) asks for the full payload of a stack key (see above). ``slice`` (state value) is
-reported only when scrolling has stopped for ``REPORT_DEBOUNCE_MS`` (every
-``setStateValue`` reruns the script, or the enclosing ``st.fragment``), so the URL can follow the view without a
-rerun per slice. ``probe`` (trigger value) is ``{"z", "row", "col"}`` of a clicked voxel, so Python can show
-the exact HU from the memory map.
+``view`` (state value): ``{token, slice, level, width, name}``, reported only once the user has paused for
+``REPORT_DEBOUNCE_MS`` (each report reruns the enclosing fragment), so the URL and the page's window widgets
+follow the view without a rerun per slice. ``measures`` (state value): the study's measurements, kept per
+study for the session and sent back when the study is shown again. Both are untrusted and validated here.
+
+Navigation and window from Python (a URL, a widget) carry a sequence number that changes only for a real
+jump asked by Python, never for an echo of what the browser reported, so a rerun never pulls the view back
+while the user keeps scrolling or dragging.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import math
 import mmap
 import os
-import struct
+import sys
 import threading
-import zlib
-from concurrent.futures import ThreadPoolExecutor
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
-from mosmed.render import OverlayStyle, outline, render_slice
-from mosmed.windowing import Window, apply_window, window_to_text
+from mosmed import wire
+from mosmed.render import PLANES, OverlayStyle
+from mosmed.windowing import LEVEL_RANGE, PRESETS, WIDTH_RANGE, Window, window_to_text
 
 __all__ = [
+    "BINDINGS",
     "COMPONENT_NAME",
-    "JPEG_QUALITY",
+    "LAYOUTS",
     "REPORT_DEBOUNCE_MS",
     "ViewerEvent",
-    "build_payload",
+    "binding_rows",
     "ct_viewer",
-    "decode_payload",
-    "encode_layers",
-    "encode_stack",
+    "encoded_study",
+    "prefetch",
     "reformat_index",
-    "stack_key",
+    "reported_view",
     "study_token",
+    "viewer_payload",
 ]
 
 COMPONENT_NAME = "mosmed_ct_viewer"
-MAGIC = b"MSV1"
-JPEG_QUALITY = 85
 REPORT_DEBOUNCE_MS = 400
+#: A new study's first message holds the slice on screen and this many on each side (inline fallback only).
+PART_HALF = 2
+#: Seconds a prefetch waits before encoding (the browser is fetching the study just shown meanwhile).
+PREFETCH_DELAY_S = 0.6
+LAYOUTS: tuple[str, ...] = ("1", "1+2")
+MAX_MEASURES = 200
 _ASSETS = Path(__file__).with_name("viewer_assets")
-_ENCODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+_PROFILE = bool(os.environ.get("MSV_PROFILE"))  # timing lines on stderr (profiling only)
 
 
 def _asset(name: str) -> str:
     return (_ASSETS / name).read_text(encoding="utf-8")
 
 
+def _load_bindings() -> Mapping[str, Any]:
+    doc = json.loads(_asset("bindings.json"))
+    return MappingProxyType({k: v for k, v in doc.items() if not k.startswith("_")})
+
+
+#: The viewer's input bindings (components/viewer_assets/bindings.json): keys and mouse gestures -> actions.
+BINDINGS: Mapping[str, Any] = _load_bindings()
+
 # Registered once at import (names are app-unique); mounting reuses it. The JS is an ES module whose default
 # export is called on every render with the new data.
-_COMPONENT = st.components.v2.component(
-    COMPONENT_NAME,
-    html="",
-    css=_asset("viewer.css"),
-    js=_asset("viewer.js"),
-)
+_COMPONENT = st.components.v2.component(COMPONENT_NAME, html="", css=_asset("viewer.css"), js=_asset("viewer.js"))
+
+
+def binding_rows() -> list[tuple[str, str]]:
+    """``(input, what it does)`` rows of the bindings table, mouse first: the Keys panel and the README."""
+    names = BINDINGS.get("key_names", {})
+    rows = []
+    for m in BINDINGS["mouse"]:
+        head, _, rest = m["label"].partition(":")
+        rows.append((head.strip(), rest.strip()))
+    for k in BINDINGS["keys"]:
+        rows.append((" / ".join(names.get(x, x) for x in k["keys"]), k["label"]))
+    return rows
 
 
 @dataclass(frozen=True)
 class ViewerEvent:
-    """What the browser reported back.
+    """What the browser last reported.
 
     Attributes
     ----------
     slice_index : int
-        0-based axial slice the user is on (as last reported; lags scrolling by the debounce delay).
-    probe : tuple of int or None
-        ``(z, row, col)`` of a voxel the user clicked in this run, in display orientation; ``None`` otherwise.
+        0-based axial slice the user is on (lags scrolling by the debounce delay).
+    window : Window or None
+        The window the user set in the browser (keys, drag, toolbar), or ``None`` before any report.
+    plane : str or None
+        The plane of the large view the user chose in the browser, or ``None`` before any report.
+    measures : tuple of dict
+        The study's measurements (``kind``, ``plane``, ``index``, ``p0``, ``p1``), validated.
     """
 
     slice_index: int
-    probe: tuple[int, int, int] | None = None
+    window: Window | None = None
+    plane: str | None = None
+    measures: tuple[dict, ...] = field(default_factory=tuple)
 
 
-# ------------------------------------------------------------------------------------------------ encoding
+# --------------------------------------------------------------------------------------------- encoding
 
 
-def study_token(study: Any) -> str:
-    """A short id for one opened study's content (study id + cache key + shape)."""
-    raw = f"{study.study_id}|{study.cache_key}|{tuple(study.volume.shape)}"
+def study_token(study: Any, *, with_mask: bool = True, with_lung: bool = True) -> str:
+    """A short opaque id of one study's data as sent (study id, cache key, shape, which labels).
+
+    It never shows the id or the class (the quiz sends it to the browser before the answer).
+    """
+    has_mask = with_mask and study.mask is not None
+    has_lung = with_lung and study.lung is not None
+    raw = f"{study.study_id}|{study.cache_key}|{tuple(study.volume.shape)}|{has_mask}|{has_lung}"
     return hashlib.sha1(raw.encode()).hexdigest()[:12]
 
 
-def _jpeg(gray: np.ndarray, quality: int) -> bytes:
-    buf = io.BytesIO()
-    # No subsampling question for greyscale; optimize=False keeps encoding fast (it only saves ~3 %).
-    Image.fromarray(np.ascontiguousarray(gray), mode="L").save(buf, format="JPEG", quality=int(quality))
-    return buf.getvalue()
+class _EncodedStore:
+    """Encoded studies shared by the server's sessions: bounded in bytes, least recently used out.
 
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-# 1-bit palette: index 0 transparent black, index 1 opaque white.
-_PNG_SIG = b"\x89PNG\r\n\x1a\n"
-_PNG_PLTE = _png_chunk(b"PLTE", bytes([0, 0, 0, 255, 255, 255]))
-_PNG_TRNS = _png_chunk(b"tRNS", bytes([0]))
-_PNG_IEND = _png_chunk(b"IEND", b"")
-
-
-def _layer_png(mask2d: np.ndarray) -> bytes:
-    """White where ``mask2d`` is set, transparent elsewhere: a 1-bit palette PNG (tiny, fast to encode).
-
-    Written directly (bit-packed rows, filter 0, zlib level 1): ~10x faster than going through Pillow's PNG
-    encoder, which matters because a study has up to three layers per slice (lesion, its outline, lungs).
+    One encode per study however many sessions ask at once (later askers wait for the first one's future).
     """
-    m = np.asarray(mask2d) > 0
-    if m.ndim != 2:
-        raise ValueError(f"a layer must be 2D, got shape {m.shape}")
-    h, w = m.shape
-    rows = np.packbits(m, axis=1)  # MSB first, rows padded to whole bytes: PNG's 1-bit layout
-    raw = np.empty((h, rows.shape[1] + 1), np.uint8)
-    raw[:, 0] = 0  # filter type "None" on every row
-    raw[:, 1:] = rows
-    ihdr = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 3, 0, 0, 0))
-    return b"".join((_PNG_SIG, ihdr, _PNG_PLTE, _PNG_TRNS,
-                     _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), 1)), _PNG_IEND))
+
+    MAX_BYTES = 64 * 2**20
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple, wire.EncodedStudy] = OrderedDict()
+        self._busy: dict[tuple, Future] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="msv-prefetch")
+
+    def get(self, key: tuple, make: Callable[[], wire.EncodedStudy]) -> wire.EncodedStudy:
+        with self._lock:
+            got = self._items.get(key)
+            if got is not None:
+                self._items.move_to_end(key)
+                return got
+            fut = self._busy.get(key)
+            mine = fut is None
+            if mine:
+                fut = self._busy[key] = Future()
+        if not mine:
+            return fut.result()
+        try:
+            enc = make()
+        except BaseException as e:
+            with self._lock:
+                self._busy.pop(key, None)
+            fut.set_exception(e)
+            raise
+        with self._lock:
+            self._items[key] = enc
+            self._busy.pop(key, None)
+            total = sum(v.nbytes for v in self._items.values())
+            while total > self.MAX_BYTES and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                total -= old.nbytes
+        fut.set_result(enc)
+        return enc
+
+    def has(self, key: tuple) -> bool:
+        with self._lock:
+            return key in self._items or key in self._busy
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._pool.submit(fn)
 
 
-def encode_stack(volume: np.ndarray, window: Window, quality: int = JPEG_QUALITY) -> list[bytes]:
-    """Every axial slice windowed to 8-bit grey and JPEG-encoded (slice index order).
+@st.cache_resource(show_spinner=False)
+def _store() -> _EncodedStore:
+    return _EncodedStore()
 
-    Reads the volume slice by slice, so a memory map is never loaded whole.
+
+def _store_key(study: Any, dataset_root: str, with_mask: bool, with_lung: bool) -> tuple:
+    return (str(dataset_root), int(study.study_id), str(study.cache_key), tuple(int(s) for s in study.volume.shape),
+            bool(with_mask and study.mask is not None), bool(with_lung and study.lung is not None))
+
+
+def encoded_study(study: Any, dataset_root: str = "", *, with_mask: bool = True, with_lung: bool = True,
+                  compact: bool = False, threads: int = 2) -> wire.EncodedStudy:
+    """The study's volume and labels encoded for the browser (from the shared store, else encoded now).
+
+    ``compact`` (background prefetch) spends more time for fewer bytes; someone waiting gets the fast form.
     """
-    if volume.ndim != 3 or volume.shape[0] < 1:
-        raise ValueError(f"volume must be (Z, H, W) with Z >= 1, got shape {tuple(volume.shape)}")
-    def one(k: int) -> bytes:
-        return _jpeg(apply_window(np.asarray(volume[k]), window), quality)
+    key = _store_key(study, dataset_root, with_mask, with_lung)
 
-    if volume.shape[0] < 8:
-        return [one(k) for k in range(volume.shape[0])]
-    # Pillow's JPEG encoder and numpy's take release the GIL: two threads halve a window change on 2 cores.
-    with ThreadPoolExecutor(max_workers=_ENCODE_THREADS) as pool:
-        return list(pool.map(one, range(volume.shape[0])))
+    def make() -> wire.EncodedStudy:
+        enc = wire.encode_study(study.volume, study.mask if with_mask else None, study.lung if with_lung else None,
+                                compact=compact, threads=threads)
+        # The crosshair's default cut, once per study (it reads the whole label volumes); never through the
+        # lesions when the mask is withheld (the quiz): the cut would point at them.
+        enc.geometry["cursor"] = [reformat_index(study, "coronal", use_mask=with_mask),
+                                  reformat_index(study, "sagittal", use_mask=with_mask)]
+        _release_pages(study.volume, study.mask, study.lung)
+        return enc
 
-
-def encode_layers(labels: np.ndarray | None, *, as_outline: bool) -> dict[int, bytes]:
-    """PNG layer per slice that has any label (``{slice: png}``); outlines are 1-px inner borders."""
-    if labels is None:
-        return {}
-    present = np.flatnonzero(np.asarray(labels).reshape(labels.shape[0], -1).any(axis=1))
-
-    def one(k: int) -> tuple[int, bytes]:
-        plane = np.asarray(labels[k]) > 0
-        return k, _layer_png(outline(plane) if as_outline else plane)
-
-    ks = [int(k) for k in present]
-    if len(ks) < 8:
-        return dict(one(k) for k in ks)
-    # numpy's logical ops and zlib release the GIL: the threads overlap on 2 cores.
-    with ThreadPoolExecutor(max_workers=_ENCODE_THREADS) as pool:
-        return dict(pool.map(one, ks))
+    return _store().get(key, make)
 
 
-def reformat_index(study: Any, plane: str) -> int:
-    """Default row (coronal) or column (sagittal) for the reformats: through the lesions when there are
-    any, else through the right lung's widest part (the mid column would cut the spine, not the lungs)."""
+def prefetch(open_study: Callable[[int], Any], study_ids: list[int], dataset_root: str) -> None:
+    """Encode these (cached) studies in the background, so opening one next costs only the transfer.
+
+    ``open_study`` opens a study by id (a cheap memory map when its cache entry exists); it runs in the
+    store's single worker thread, after any earlier prefetch.
+    """
+    store = _store()
+
+    def job(sid: int) -> None:
+        try:
+            _background_priority()
+            study = open_study(int(sid))
+            if study is None or store.has(_store_key(study, dataset_root, True, True)):
+                return
+            # Give the browser a moment to fetch the study just shown before taking a core for the next one.
+            time.sleep(PREFETCH_DELAY_S)
+            encoded_study(study, dataset_root, threads=1)
+        except Exception:  # noqa: BLE001 - a prefetch that fails is simply not there; the open reports it
+            pass
+
+    for sid in study_ids:
+        store.submit(lambda s=sid: job(s))
+
+
+def _background_priority() -> None:
+    """Lower this (prefetch) thread's CPU priority, so serving the page and its files comes first (Linux
+    threads have their own nice value; elsewhere this does nothing)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def _release_pages(*arrays: Any) -> None:
+    """Drop this process's mapping of memory-mapped cache pages once a study is encoded.
+
+    The pages stay in the OS page cache (shared, reclaimable), so a later read re-maps them at page-cache
+    speed; without this every study a session has opened stays in the server's resident set.
+    """
+    for arr in arrays:
+        mm = getattr(arr, "_mmap", None)
+        if mm is None or not hasattr(mm, "madvise"):
+            continue
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def reformat_index(study: Any, plane: str, *, use_mask: bool = True) -> int:
+    """Default row (coronal) or column (sagittal) of the crosshair: through the lesions when there are any
+    (and ``use_mask``), else through the right lung's widest part (the mid column would cut the spine)."""
     axis = 1 if plane == "coronal" else 2
     size = study.volume.shape[axis]
-    for labels in (study.mask, study.lung):
+    for labels in ((study.mask if use_mask else None), study.lung):
         if labels is None:
             continue
         other = (0, 2) if axis == 1 else (0, 1)
@@ -215,141 +300,7 @@ def reformat_index(study: Any, plane: str) -> int:
     return size // 2
 
 
-@st.cache_data(max_entries=12, show_spinner=False)
-def _cached_stack(_study: Any, dataset_root: str, study_id: int, cache_key: str, window_text: str,
-                  quality: int) -> list[bytes]:
-    # Keyed by (dataset root, study id, cache key, window, quality); _study itself is not hashed.
-    got = _prefetched().get((dataset_root, study_id, cache_key, window_text, quality))
-    if got is not None:
-        return got
-    return encode_stack(_study.volume, _window_from_text(window_text), quality)
-
-
-class _Prefetch:
-    """The other window presets of the study on screen, encoded in the background after it is shown.
-
-    A preset click then costs a rerun and the transfer, not the encoding (like a desktop viewer's prefetch).
-    Bounded LRU of encoded stacks (about 1 MB each), shared by the server's sessions, one worker thread (the
-    JPEG encoder and numpy's take release the GIL, so serving continues meanwhile).
-    """
-
-    MAX_STACKS = 24
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stacks: OrderedDict[tuple, list[bytes]] = OrderedDict()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="msv-prefetch")
-
-    def get(self, key: tuple) -> list[bytes] | None:
-        with self._lock:
-            got = self._stacks.get(key)
-            if got is not None:
-                self._stacks.move_to_end(key)
-            return got
-
-    def _put(self, key: tuple, stack: list[bytes]) -> None:
-        with self._lock:
-            self._stacks[key] = stack
-            while len(self._stacks) > self.MAX_STACKS:
-                self._stacks.popitem(last=False)
-
-    def schedule(self, study: Any, dataset_root: str, current: str, quality: int) -> None:
-        from mosmed.windowing import PRESETS
-
-        for name, win in PRESETS.items():
-            text = window_to_text(win)
-            key = (dataset_root, int(study.study_id), study.cache_key, text, quality)
-            if text == current or self.get(key) is not None:
-                continue
-            self._pool.submit(self._encode, key, study, win, quality)
-        # Then let go of the study's memory-mapped pages (one worker: this runs after the encodes above).
-        self._pool.submit(_release_pages, study.volume, study.mask, study.lung)
-
-    def _encode(self, key: tuple, study: Any, win: Window, quality: int) -> None:
-        if self.get(key) is None:
-            try:
-                self._put(key, encode_stack(study.volume, win, quality))
-            except Exception:  # noqa: BLE001 - a prefetch that fails is simply not there; the click encodes
-                pass
-
-
-@st.cache_resource(show_spinner=False)
-def _prefetched() -> _Prefetch:
-    return _Prefetch()
-
-
-@st.cache_data(max_entries=12, show_spinner=False)
-def _cached_layers(_study: Any, dataset_root: str, study_id: int,
-                   cache_key: str) -> tuple[dict[int, bytes], dict[int, bytes], dict[int, bytes]]:
-    # Independent of the window and of the overlay style (tinted in the browser): a window change skips it.
-    return (
-        encode_layers(_study.mask, as_outline=False),
-        encode_layers(_study.mask, as_outline=True),
-        encode_layers(_study.lung, as_outline=True),
-    )
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _cached_reformat(_study: Any, dataset_root: str, study_id: int, cache_key: str, window_text: str,
-                     style: OverlayStyle, plane: str, index: int) -> tuple[bytes, int, int]:
-    rgb = render_slice(_study.volume, _study.spacing, plane, index, _window_from_text(window_text),
-                       mask=_study.mask, lung=_study.lung, style=style, resample=True)
-    buf = io.BytesIO()
-    Image.fromarray(rgb, mode="RGB").save(buf, format="JPEG", quality=90)
-    return buf.getvalue(), int(rgb.shape[1]), int(rgb.shape[0])
-
-
-def _window_from_text(text: str) -> Window:
-    from mosmed.windowing import parse_window
-
-    return parse_window(text)
-
-
-def _window_label(window: Window) -> str:
-    name = window.name
-    if name:
-        from mosmed.windowing import PRESET_LABELS
-
-        name = PRESET_LABELS.get(name, name)
-    return f"{name + ' ' if name else ''}W {window.width:g} / L {window.level:g}"
-
-
-def build_payload(header: dict[str, Any], blobs: dict[str, Any]) -> bytes:
-    """Pack a JSON header and named images into the component's wire format.
-
-    ``blobs`` maps a header key to ``bytes`` (one image), ``list[bytes]`` or ``dict[int, bytes]``; the header
-    gets ``[offset, length]`` (or a list / dict of them) under the same key.
-    """
-    parts: list[bytes] = []
-    offset = 0
-
-    def place(b: bytes) -> list[int]:
-        nonlocal offset
-        parts.append(b)
-        ref = [offset, len(b)]
-        offset += len(b)
-        return ref
-
-    header = dict(header)
-    for name, value in blobs.items():
-        if value is None:
-            header[name] = None
-        elif isinstance(value, (bytes, bytearray)):
-            header[name] = place(bytes(value))
-        elif isinstance(value, dict):
-            header[name] = {str(int(k)): place(v) for k, v in value.items()}
-        else:
-            header[name] = [place(v) for v in value]
-    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    return MAGIC + struct.pack("<I", len(head)) + head + b"".join(parts)
-
-
-def decode_payload(payload: bytes) -> tuple[dict[str, Any], bytes]:
-    """Inverse of :func:`build_payload` for tests and tools: ``(header, blob area)``."""
-    if payload[:4] != MAGIC:
-        raise ValueError("not a viewer payload (bad magic)")
-    (n,) = struct.unpack("<I", payload[4:8])
-    return json.loads(payload[8 : 8 + n].decode("utf-8")), payload[8 + n :]
+# --------------------------------------------------------------------------------------------- header
 
 
 def _finite_list(values: Any, n: int) -> list[float] | None:
@@ -372,95 +323,108 @@ def _style_dict(style: OverlayStyle) -> dict[str, Any]:
     }
 
 
-def stack_key(study: Any, window: Window) -> str:
-    """Identity of the decoded stack the browser holds: one study's content in one window."""
-    return f"{study_token(study)}:{window_to_text(window)}"
+def _lesion_areas(study: Any) -> Any:
+    """Per-slice lesion area (mm^2): from the statistics when built, else from the mask, else None."""
+    return None if study.mask is None else study.lesion_area_mm2
 
 
-def _reformat_cut(study: Any, reformat_rows_cols: tuple[int, int] | None) -> tuple[int, int]:
-    _, h, w = (int(s) for s in study.volume.shape)
-    if reformat_rows_cols is None:
-        reformat_rows_cols = (reformat_index(study, "coronal"), reformat_index(study, "sagittal"))
-    row, col = (int(min(max(v, 0), lim - 1)) for v, lim in zip(reformat_rows_cols, (h, w)))
-    return row, col
+def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_root: str = "", nav_slice: int = 0,
+                   nav_seq: int = 1, window_seq: int = 1, light: bool = False, height: int = 600,
+                   link: dict[str, Any] | None = None, label: str | None = None, layout: str = "1+2",
+                   plane: str = "axial", url_params: dict[str, str] | None = None, anonymous: bool = False,
+                   with_mask: bool = True, with_lung: bool = True, measures: list[dict] | None = None,
+                   cursor: tuple[int, int] | None = None, export_name: str | None = None,
+                   plane_seq: int = 1, part: tuple[int, int] | None = None, data_url: str | None = None,
+                   data_seq: int = 0, poll_ms: int | None = None) -> bytes:
+    """Everything the browser needs for one study, packed (see the module docstring).
 
-
-def _reformat_key(window: Window, style: OverlayStyle, row: int, col: int) -> str:
-    return f"{window_to_text(window)}|{row}|{col}|{hash(style)}"
-
-
-def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_root: str, nav_slice: int,
-                   nav_seq: int, reformat_rows_cols: tuple[int, int] | None = None, height: int = 600,
-                   link: dict[str, Any] | None = None, label: str | None = None,
-                   reformats: bool = True, light: bool = False, reformat_held: str | None = None,
-                   url_params: dict[str, str] | None = None) -> bytes:
-    """Everything the browser needs for one study and window, packed (see module docstring).
-
-    ``light=True`` leaves the images out (header only: style, navigation, metadata): for a rerun where the
-    browser already holds this stack key. The reformats are left out too when ``reformat_held`` equals their key.
+    ``light=True`` leaves the data out (header only) for a rerun where the browser holds this study already;
+    ``part=(lo, hi)`` sends only those slices (``"partial": true``): the browser paints them and asks for the rest.
+    ``anonymous=True`` (the quiz) sends neither the id nor anything derived from the lesion mask.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    if plane not in PLANES:
+        raise ValueError(f"plane {plane!r} is not one of {', '.join(PLANES)}")
+    with_mask = with_mask and not anonymous
     z, h, w = (int(s) for s in study.volume.shape)
-    window_text = window_to_text(window)
+    enc = encoded_study(study, dataset_root, with_mask=with_mask, with_lung=with_lung)
+    geo = {k: v for k, v in enc.geometry.items() if k != "cursor"}
+    blob = enc.blob
     if light:
-        grey: list[bytes] | None = None
-        lesion = lesion_ol = lung_ol = None
-    else:
-        grey = _cached_stack(study, dataset_root, int(study.study_id), study.cache_key, window_text, JPEG_QUALITY)
-        lesion, lesion_ol, lung_ol = _cached_layers(study, dataset_root, int(study.study_id), study.cache_key)
-    row, col = _reformat_cut(study, reformat_rows_cols)
-    rf_key = _reformat_key(window, style, row, col)
-    cor = sag = None
-    cor_w = cor_h = sag_w = sag_h = 0
-    if reformats and not (light and reformat_held == rf_key):
-        cor, cor_w, cor_h = _cached_reformat(study, dataset_root, int(study.study_id), study.cache_key,
-                                             window_text, style, "coronal", row)
-        sag, sag_w, sag_h = _cached_reformat(study, dataset_root, int(study.study_id), study.cache_key,
-                                             window_text, style, "sagittal", col)
+        for k in ("slices", "labels", "crop", "fill"):
+            geo.pop(k, None)
+    elif data_url is not None:
+        blob = None  # the browser fetches the whole study from data_url (see ct_viewer)
+    elif part is not None:
+        geo["slices"], geo["labels"], blob = wire.subset(enc.geometry, enc.blob, part[0], part[1])
     dz, dy, dx = (float(s) for s in study.spacing)
+    token = study_token(study, with_mask=with_mask, with_lung=with_lung)
+    if cursor is None:
+        cursor = tuple(enc.geometry["cursor"])
+    name = window.name if window.name in PRESETS else None
     header = {
-        "version": 1,
-        "stack_key": stack_key(study, window),
+        **geo,
+        "version": 2,
+        "token": token,
         "light": bool(light),
-        "study_id": int(study.study_id),
-        "study_label": label or f"study {study.study_id} · {study.category}",
-        "window_label": _window_label(window),
-        "n": z, "width": w, "height": h,
+        "partial": part is not None and not light and data_url is None,
+        "data_url": None if light else data_url,
+        "data_bytes": enc.nbytes,
+        "data_seq": int(data_seq),
+        "poll_ms": None if poll_ms is None else int(max(200, poll_ms)),
+        "anonymous": bool(anonymous),
+        "study_id": None if anonymous else int(study.study_id),
+        "study_label": label or (f"study {study.study_id} · {study.category}" if not anonymous else "study"),
         "spacing": [dz, dy, dx],
-        "aspect": (dy / dx) if dx > 0 else 1.0,
         "z_mm": _finite_list(study.slice_z_mm, z) or [k * dz for k in range(z)],
-        "lesion_mm2": _finite_list(study.lesion_area_mm2, z) if study.mask is not None else None,
-        "has_mask": study.mask is not None,
-        "img_type": "image/jpeg",
+        "lesion_mm2": None if (anonymous or not with_mask) else _finite_list(_lesion_areas(study), z),
         "style": _style_dict(style),
+        "window": {"level": float(window.level), "width": float(window.width), "name": name, "seq": int(window_seq)},
+        "presets": {k: {"level": float(p.level), "width": float(p.width)} for k, p in PRESETS.items()},
         "nav": {"slice": int(min(max(nav_slice, 0), z - 1)), "seq": int(nav_seq)},
-        "reformat": {"row": row, "col": col, "coronal_size": [cor_w, cor_h], "sagittal_size": [sag_w, sag_h],
-                     "key": rf_key},
+        "cursor": [int(min(max(cursor[0], 0), h - 1)), int(min(max(cursor[1], 0), w - 1))],
+        "layout": layout,
+        "plane": plane,
+        "plane_seq": int(plane_seq),
         "max_height": int(height),
         "debounce_ms": REPORT_DEBOUNCE_MS,
         "link": link,
-        "side": bool(reformats),
-        # When given, the browser writes these and ``slice`` (1-based) into the address bar itself: a fragment
-        # rerun's st.query_params change reaches the address bar only with a later message.
+        # When given, the browser writes these, ``slice`` (1-based) and ``window`` into the address bar itself:
+        # a fragment rerun's st.query_params change reaches the address bar only with a later message.
         "url_params": None if url_params is None else {str(k): str(v) for k, v in url_params.items()},
+        "bindings": dict(BINDINGS),
+        "measures": list(measures or []),
+        "report_measures": True,
+        "export_name": export_name or ("view.png" if anonymous else f"study_{int(study.study_id):04d}.png"),
     }
-    return build_payload(header, {"grey": grey, "lesion": lesion, "lesion_outline": lesion_ol,
-                                  "lung_outline": lung_ol, "coronal": cor, "sagittal": sag})
+    return wire.pack(header, None if light else blob)
 
 
-def _nav_seq(key: str, study_id: int, slice_index: int, reported: int | None) -> int:
-    """Bump the navigation sequence only for a real jump asked by Python (not an echo of what the browser
-    reported), so a rerun never pulls the view back while the user keeps scrolling."""
-    state_key = f"{key}.__nav"
-    last = st.session_state.get(state_key)
-    if last is not None and last[0] == study_id and (slice_index == last[1] or slice_index == reported):
-        if reported is not None and reported != last[1]:
-            # Remember where the browser is now: comparing later runs with a stale position would take an
-            # echo of the user's own scrolling for a jump and pull the view back.
-            st.session_state[state_key] = (study_id, int(reported), int(last[2]))
-        return int(last[2])
-    seq = (int(last[2]) + 1) if last is not None else 1
-    st.session_state[state_key] = (study_id, int(slice_index), seq)
-    return seq
+def _publish(blob: bytes, key: str) -> str | None:
+    """Serve the study's data as a file of this session (Streamlit's media endpoint, as ``st.image`` does),
+    so the browser fetches it over HTTP instead of receiving megabytes inside a websocket message.
+
+    Measured on the benchmark set (load average 6 on 2 CPUs): a 9-12 MB study inside the component's message
+    costs 0.5-1.4 s from click to the browser holding it, most of it the front end handling one huge
+    message; fetched, the bytes arrive in tens of milliseconds, the slice on screen first (an HTTP range
+    request), while Streamlit's message stays a few KB. ``None`` when there is no runtime (bare scripts):
+    then the data go inline.
+    """
+    try:
+        from streamlit import runtime
+
+        if not runtime.exists():
+            return None
+        # "Downloadable" files outlive one more script run after they are no longer used, so a rerun between
+        # this header and the browser's fetch does not delete the file under it.
+        return runtime.get_instance().media_file_mgr.add(blob, "application/octet-stream", f"msv.{key}",
+                                                         file_name="study.msv", is_for_static_download=True)
+    except Exception:  # noqa: BLE001 - any trouble: the data go inline, as before
+        return None
+
+
+# --------------------------------------------------------------------------------------------- reports
 
 
 def _state_value(key: str, name: str) -> Any:
@@ -471,112 +435,190 @@ def _state_value(key: str, name: str) -> Any:
         return None
 
 
-def _reported_slice(key: str, study_id: int) -> int | None:
-    got = _state_value(key, "slice")
-    if isinstance(got, dict) and got.get("study") == study_id and isinstance(got.get("index"), int):
-        return got["index"]
-    return None
+def _finite(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _parse_view(raw: Any, token: str, n_slices: int) -> tuple[int | None, Window | None, str | None]:
+    """The browser's ``view`` report for this token: ``(slice, window, large-view plane)``; anything malformed
+    is ignored."""
+    if not isinstance(raw, dict) or raw.get("token") != token:
+        return None, None, None
+    k = raw.get("slice")
+    k = k if isinstance(k, int) and not isinstance(k, bool) and 0 <= k < n_slices else None
+    level, width = _finite(raw.get("level")), _finite(raw.get("width"))
+    win = None
+    if (level is not None and width is not None and LEVEL_RANGE[0] <= level <= LEVEL_RANGE[1]
+            and WIDTH_RANGE[0] <= width <= WIDTH_RANGE[1]):
+        name = raw.get("name")
+        p = PRESETS.get(name) if isinstance(name, str) else None
+        if p is not None and (p.level, p.width) == (level, width):
+            win = p
+        else:
+            win = Window(float(round(level)), float(round(width)))
+    plane = raw.get("plane") if raw.get("plane") in PLANES else None
+    return k, win, plane
+
+
+def _parse_measures(raw: Any, token: str, shape: tuple[int, int, int]) -> list[dict] | None:
+    """Validated measurements from the browser (``None`` when the report is not for this token)."""
+    if not isinstance(raw, dict) or raw.get("token") != token or not isinstance(raw.get("items"), list):
+        return None
+    z, h, w = shape
+    counts = {"axial": z, "coronal": h, "sagittal": w}
+    dims = {"axial": (w, h), "coronal": (w, z), "sagittal": (h, z)}
+    out = []
+    for it in raw["items"][:MAX_MEASURES]:
+        if not isinstance(it, dict) or it.get("kind") not in ("line", "ellipse", "rect"):
+            continue
+        plane, idx = it.get("plane"), it.get("index")
+        if plane not in counts or not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < counts[plane]:
+            continue
+        pts = []
+        for p in (it.get("p0"), it.get("p1")):
+            if not isinstance(p, (list, tuple)) or len(p) != 2:
+                break
+            x, y = _finite(p[0]), _finite(p[1])
+            if x is None or y is None or not (-1 <= x <= dims[plane][0] + 1 and -1 <= y <= dims[plane][1] + 1):
+                break
+            pts.append([round(x, 3), round(y, 3)])
+        if len(pts) == 2:
+            out.append({"kind": it["kind"], "plane": plane, "index": idx, "p0": pts[0], "p1": pts[1]})
+    return out
+
+
+def _seq(state_key: str, ident: Any, value: Any, reported: Any) -> int:
+    """A sequence number that changes only when Python asks for a new ``value`` (not an echo of ``reported``)."""
+    last = st.session_state.get(state_key)
+    if last is not None and last[0] == ident and (value == last[1] or value == reported):
+        if reported is not None and reported != last[1]:
+            # Remember where the browser is now: comparing later runs with a stale value would take an echo of
+            # the user's own scrolling for a jump and pull the view back.
+            st.session_state[state_key] = (ident, reported, last[2])
+        return int(last[2])
+    seq = (int(last[2]) + 1) if last is not None else 1
+    st.session_state[state_key] = (ident, value, seq)
+    return seq
+
+
+def reported_view(key: str, study: Any, **flags: bool) -> tuple[Window | None, str | None]:
+    """The window and large-view plane the browser last reported for this viewer and study (``None`` when
+    none), for pages that show them in their own widgets: call it BEFORE creating them."""
+    tok = study_token(study, **flags)
+    _, win, plane = _parse_view(_state_value(key, "view"), tok, int(study.volume.shape[0]))
+    return win, plane
+
+
+# --------------------------------------------------------------------------------------------- mount
 
 
 def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: int, key: str,
-              height: int = 600, dataset_root: str | Path = "", reformat_rows_cols: tuple[int, int] | None = None,
-              link: dict[str, Any] | None = None, label: str | None = None,
-              reformats: bool = True, url_params: dict[str, str] | None = None) -> ViewerEvent:
-    """Mount the browser-side stack viewer for one study.
+              height: int = 600, dataset_root: str | Path = "", link: dict[str, Any] | None = None,
+              label: str | None = None, layout: str = "1+2", plane: str = "axial",
+              url_params: dict[str, str] | None = None, anonymous: bool = False, with_mask: bool = True,
+              with_lung: bool = True, cursor: tuple[int, int] | None = None,
+              poll_ms: int | None = None) -> ViewerEvent:
+    """Mount the viewer for one study.
 
     Parameters
     ----------
     study : mosmed.dataset.Study
-        Opened study (display orientation; memmaps are only read).
+        Opened study (display orientation; memory maps are only read). ``lung`` may be ``None`` (quick open
+        before the study is cached): then there is no lung outline.
     window : Window
-        CT window; a change re-encodes the stack (cached per study and window).
+        CT window to show; applied in the browser (no data re-sent) when Python changes it.
     style : OverlayStyle
-        Overlay options; applied in the browser without re-sending the stack.
+        Overlay options; applied in the browser without re-sending the data.
     slice_index : int
-        0-based slice to show when this is a new study or a jump Python asks for.
+        0-based axial slice to show for a new study or a jump Python asks for.
     key : str
         Unique widget key (also namespaces the session entries this function keeps).
     height : int
-        Maximum height of the axial image in CSS pixels.
+        Height of the image area in CSS pixels.
     dataset_root : str or Path
-        Part of the encoding cache key (two datasets may share study ids).
-    reformat_rows_cols : (int, int), optional
-        Row for the coronal and column for the sagittal view (default: through the lesions / right lung).
+        Part of the encoding store's key (two datasets may share study ids).
     link : dict, optional
-        ``{"group": str, "mode": "relative" | "mm"}``: viewers in one group follow each other's slice.
+        ``{"group": str, "mode": "mm" | "relative"}``: viewers in one group follow each other's slice (same
+        displacement in mm, or same relative height) and window.
     label : str, optional
         Caption drawn on the image (default ``"study N · CT-k"``).
-    reformats : bool
-        Show the coronal and sagittal views beside the axial one (off for side-by-side comparison).
+    layout : {"1", "1+2"}
+        One large view, or one large plus two small ones (the user can switch).
+    plane : {"axial", "coronal", "sagittal"}
+        The plane of the large view.
+    url_params : dict, optional
+        Query parameters the browser keeps in the address bar along with ``slice`` and ``window``.
+    anonymous : bool
+        Quiz mode: no study id, no lesion mask or lesion figures reach the browser.
+    with_mask, with_lung : bool
+        Send the lesion / lung labels (both only when the study has them).
+    cursor : (int, int), optional
+        Initial (row, column) of the crosshair (default: through the lesions, else the right lung).
+    poll_ms : int, optional
+        While set, the browser reruns the enclosing fragment every ``poll_ms`` (its ``poll`` state value):
+        the page uses it while a study's cache entry builds in the background, to move onto it when done.
 
     Returns
     -------
     ViewerEvent
-        The last reported slice (0-based) and, in the run a voxel was clicked, its ``(z, row, col)``.
     """
+    _t0 = time.perf_counter()
     z = int(study.volume.shape[0])
-    sid = int(study.study_id)
+    with_mask = with_mask and not anonymous
+    token = study_token(study, with_mask=with_mask, with_lung=with_lung)
     slice_index = int(min(max(int(slice_index), 0), z - 1))
-    reported = _reported_slice(key, sid)
-    seq = _nav_seq(key, sid, slice_index, reported)
-    # Send the images only when the browser does not hold this stack yet: every rerun (a debounced slice
-    # report, a probe click, an overlay toggle) would otherwise push the whole stack (MBs) again. What was
-    # sent is remembered per session; a browser that lacks it (remounted component, dropped message) asks
-    # for it through the "need" state value, and the next run sends it in full.
-    skey = stack_key(study, window)
-    rf_key = _reformat_key(window, style, *_reformat_cut(study, reformat_rows_cols)) if reformats else None
+    rep_slice, rep_window, rep_plane = _parse_view(_state_value(key, "view"), token, z)
+    nav_seq = _seq(f"{key}.__nav", token, slice_index, rep_slice)
+    win_seq = _seq(f"{key}.__win", token, window_to_text(window),
+                   window_to_text(rep_window) if rep_window is not None else None)
+    plane_seq = _seq(f"{key}.__plane", "plane", (layout, plane), None if rep_plane is None else (layout, rep_plane))
+    # Measurements: the browser's report for this study, kept per study for the session.
+    store_key = f"{key}.__measures"
+    kept = dict(st.session_state.get(store_key) or {})
+    got = _parse_measures(_state_value(key, "measures"), token, tuple(int(s) for s in study.volume.shape))
+    if got is not None:
+        kept[token] = got
+        st.session_state[store_key] = kept
+    measures = kept.get(token, [])
+    # What to send: a new study goes in two steps, the slices around the one on screen first (a small message
+    # that paints at once), then, when the browser asks for the rest ("need"), the whole study; a rerun where
+    # the browser holds it already sends the header alone.
     sent_state, need_state = f"{key}.__sent", f"{key}.__need"
-    sent = st.session_state.get(sent_state)
     need = _state_value(key, "need")
-    need_token = need.get("token") if isinstance(need, dict) and need.get("key") == skey else None
-    full = (not isinstance(sent, tuple) or sent[0] != skey
-            or (need_token is not None and need_token != st.session_state.get(need_state)))
+    need_token = need.get("token") if isinstance(need, dict) and need.get("key") == token else None
+    new_need = need_token is not None and need_token != st.session_state.get(need_state)
     if need_token is not None:
         st.session_state[need_state] = need_token
-    held_rf = sent[1] if isinstance(sent, tuple) and not full else None
+    if st.session_state.get(sent_state) != token:
+        mode = "part" if z > 2 * PART_HALF + 1 else "full"
+    else:
+        mode = "full" if new_need else "light"
+    part = (slice_index - PART_HALF, slice_index + PART_HALF) if mode == "part" else None
+    data_url, data_seq = None, int(st.session_state.get(f"{key}.__dseq", 0))
+    if mode != "light":
+        data_url = _publish(encoded_study(study, str(dataset_root), with_mask=with_mask, with_lung=with_lung).blob, key)
+        if data_url is not None:
+            data_seq += 1
+            st.session_state[f"{key}.__dseq"] = data_seq
     payload = viewer_payload(study, window=window, style=style, dataset_root=str(dataset_root),
-                             nav_slice=slice_index, nav_seq=seq, reformat_rows_cols=reformat_rows_cols,
-                             height=height, link=link, label=label, reformats=reformats, light=not full,
-                             reformat_held=held_rf, url_params=url_params)
-    st.session_state[sent_state] = (skey, rf_key)
-    if full:
-        _prefetched().schedule(study, str(dataset_root), window_to_text(window), JPEG_QUALITY)
-    result = _COMPONENT(key=key, data=payload, on_slice_change=_noop, on_probe_change=_noop,
-                        on_need_change=_noop)
-    reported = _reported_slice(key, sid)
-    probe = _parse_probe(getattr(result, "probe", None), study.volume.shape)
-    return ViewerEvent(slice_index=reported if reported is not None else slice_index, probe=probe)
-
-
-def _release_pages(*arrays: Any) -> None:
-    """Drop this process's mapping of memory-mapped cache pages once the stack is encoded.
-
-    The pages stay in the OS page cache (shared, reclaimable), so a later read (a probe, a reformat, another
-    window) re-maps them at page-cache speed; without this every study a session has opened stays in the
-    server's resident set until the study leaves ``st.cache_resource``.
-    """
-    for arr in arrays:
-        mm = getattr(arr, "_mmap", None)
-        if mm is None or not hasattr(mm, "madvise"):
-            continue
-        try:
-            mm.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError, AttributeError):
-            pass
+                             nav_slice=slice_index, nav_seq=nav_seq, window_seq=win_seq, light=mode == "light",
+                             part=part, data_url=data_url, data_seq=data_seq, poll_ms=poll_ms,
+                             height=height, link=link, label=label, layout=layout, plane=plane,
+                             url_params=url_params, anonymous=anonymous, with_mask=with_mask,
+                             with_lung=with_lung, measures=measures, cursor=cursor, plane_seq=plane_seq)
+    st.session_state[sent_state] = token
+    if _PROFILE:
+        print(f"msv: {mode} payload {len(payload)} B built in {1000 * (time.perf_counter() - _t0):.0f} ms",
+              file=sys.stderr, flush=True)
+    _COMPONENT(key=key, data=payload, on_view_change=_noop, on_need_change=_noop, on_measures_change=_noop,
+               on_poll_change=_noop)
+    rep_slice, rep_window, rep_plane = _parse_view(_state_value(key, "view"), token, z)
+    return ViewerEvent(slice_index=rep_slice if rep_slice is not None else slice_index, window=rep_window,
+                       plane=rep_plane, measures=tuple(measures))
 
 
 def _noop() -> None:
-    """Callbacks must exist for the state / trigger keys to be registered; the page reads the result."""
-
-
-def _parse_probe(raw: Any, shape: tuple[int, ...]) -> tuple[int, int, int] | None:
-    # The browser is untrusted too: accept only three in-range integers.
-    if not isinstance(raw, dict):
-        return None
-    try:
-        vals = tuple(int(raw[k]) for k in ("z", "row", "col"))
-    except (KeyError, TypeError, ValueError):
-        return None
-    if all(0 <= v < s for v, s in zip(vals, shape[:3])):
-        return vals  # type: ignore[return-value]
-    return None
+    """Callbacks must exist for the state keys to be registered; the page reads the result."""

@@ -351,6 +351,12 @@ def fit_calibration(summary) -> Calibration:
                        loo_max=best["loo_max"], reason=reason, by_feature=fits)
 
 
+def estimate_label(calibrated: bool | None) -> str:
+    """How an HU estimate is labelled wherever it is shown: "calibrated estimate", "uncalibrated estimate"
+    (no dataset calibration: CT-0 baseline and masked studies), or "HU estimate" when not known."""
+    return {True: "calibrated", False: "uncalibrated"}.get(calibrated, "HU") + " estimate"
+
+
 def calibrate_rows(rows: list[dict]) -> tuple[list[dict], dict]:
     """Fit the dataset's calibration on summary rows and write the estimate and its label into each row.
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from components import state, tables
+from components import paper, state
 from components.markup import md_escape
 
 state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
@@ -26,7 +26,8 @@ if ds is None:
 
 from mosmed import severity  # noqa: E402
 from mosmed.errors import MosmedError  # noqa: E402
-from mosmed.windowing import PRESET_LABELS, PRESETS, window_to_text  # noqa: E402
+from mosmed.involvement import estimate_label  # noqa: E402
+from mosmed.windowing import PRESET_LABELS, PRESETS  # noqa: E402
 
 summary = state.summary_df(ds)
 filter_ids = state.current_filter_ids()
@@ -94,31 +95,13 @@ def _reset_score() -> None:
     st.session_state[Q_NUMBER] = int(st.session_state.get(Q_NUMBER, 0)) + 1
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _key_images(_study, key: tuple[str, str], study_id: int, cache_key: str, window_text: str,
-                with_mask: bool) -> list[tuple[int, bytes]]:
-    """Six axial slices spread over the lungs, server-rendered (no id, no file name, mask only if asked)."""
-    from mosmed.render import OverlayStyle, encode_image, render_slice
-    from mosmed.windowing import parse_window
-
-    vol = _study.volume
-    z = int(vol.shape[0])
-    la = None if _study.stats is None else _study.stats.lung_area_mm2
+def _quiz_slice(study) -> int:
+    """Where the quiz opens: the middle of the lungs (never the slice with most lesion: that would hint)."""
+    z = int(study.volume.shape[0])
+    la = study.stats.lung_area_mm2 if study.stats is not None else None
     area = np.asarray(la, dtype=float) if la is not None else np.ones(z)
     lungs = np.flatnonzero(np.nan_to_num(area) > 0) if area.shape == (z,) else np.arange(z)
-    if lungs.size == 0:
-        lungs = np.arange(z)
-    picks = sorted(set(int(lungs[min(lungs.size - 1, int(round(q * (lungs.size - 1))))])
-                       for q in (0.1, 0.26, 0.42, 0.58, 0.74, 0.9)))
-    # An opaque outline after the answer: it marks the lesion without hiding the ground glass it encloses.
-    style = OverlayStyle(show_mask=with_mask, mode="outline", opacity=0.95, show_lung=False)
-    win = parse_window(window_text)
-    out = []
-    for k in picks:
-        rgb = render_slice(vol, _study.spacing, "axial", k, win,
-                           mask=_study.mask if with_mask else None, style=style)
-        out.append((k, encode_image(rgb, "jpeg", 88)))
-    return out
+    return int(lungs[lungs.size // 2]) if lungs.size else z // 2
 
 
 def _involvement_text(row: pd.Series) -> str:
@@ -127,7 +110,9 @@ def _involvement_text(row: pd.Series) -> str:
     if meas is not None and not (isinstance(meas, float) and math.isnan(meas)):
         parts.append(f"measured {float(meas):.1f}% (expert mask)")
     if est is not None and not (isinstance(est, float) and math.isnan(est)):
-        parts.append(f"estimated {float(est):.1f}% (HU range)")
+        cal = row.get("estimate_calibrated")
+        cal = None if cal is None or pd.isna(cal) else bool(cal)
+        parts.append(f"estimated {float(est):.1f}% ({estimate_label(cal)} from HU)")
     return ", ".join(parts) or "not measured"
 
 
@@ -193,32 +178,36 @@ with quiz_tab:
         st.subheader(f"Question {sc['answered'] + (0 if answered else 1)}")
         window_name = st.segmented_control("Window", ["lung", "mediastinum"], default="lung", key=W_WINDOW,
                                            format_func=lambda k: PRESET_LABELS.get(k, k), required=True)
-        window_text = window_to_text(PRESETS[window_name or "lung"])
+        shown = False
         try:
             study = state.load_study(ds, sid)
-            images = _key_images(study, state.ds_key(ds), sid, study.cache_key, window_text,
-                                 bool(answered) and study.mask is not None)
+            # Before the answer the viewer is anonymous: no id, no class, no lesion mask or figures reach the
+            # browser (MosMedData numbers its studies class by class, and only CT-1 studies have masks).
+            # After it, the same viewer shows the study with its expert mask as an opaque outline.
+            from components.viewer import ct_viewer
+            from mosmed.render import OverlayStyle
+
+            ct_viewer(study, window=PRESETS[window_name or "lung"],
+                      style=OverlayStyle(show_mask=True, mode="outline", opacity=0.95),
+                      slice_index=_quiz_slice(study), key=f"teaching.quiz.viewer.{qn}", height=520,
+                      dataset_root=str(ds.root), anonymous=not answered, with_mask=bool(answered),
+                      label=f"Question {sc['answered'] + (0 if answered else 1)}" if not answered
+                      else f"study {sid} · {truth}")
+            shown = True
+            st.caption("Scroll, window (keys 1-4, right-drag), zoom and measure as in the viewer; the patient's "
+                       "right is on the left (radiological convention).")
         except MosmedError as e:
-            images = None
             st.error(md_escape(f"This question's study could not be opened ({e}). It does not count; go to the next one."),
                      icon=":material/broken_image:")
-        if images:
-            per_row = 3       # two rows of three: big enough to judge ground glass
-            for start in range(0, len(images), per_row):
-                cols = st.columns(per_row)
-                for c, (k, png) in zip(cols, images[start:start + per_row]):
-                    c.image(png, caption=f"slice {k + 1} of {study.n_slices}", width="stretch")
-            st.caption(f"{len(images)} axial slices spread from the lung bases to the apices (inferior to "
-                       "superior); radiological convention: the patient's right is on the left.")
 
         options = list(severity.CLASSES)
         st.segmented_control("Your answer", options, key=f"teaching.w.answer.{qn}", disabled=bool(answered),
                              format_func=lambda c: f"{c} · {severity.severity_row(c).name}")
         buttons = st.container(horizontal=True, gap="small")
-        buttons.button("Check answer", key="teaching.w.check", type="primary", disabled=bool(answered) or not images,
+        buttons.button("Check answer", key="teaching.w.check", type="primary", disabled=bool(answered) or not shown,
                   on_click=_check, args=(qn, sid, truth))
         buttons.button("Next question", key="teaching.w.next", on_click=_next_question,
-                  type="primary" if answered or not images else "secondary")
+                  type="primary" if answered or not shown else "secondary")
 
         if answered:
             if answered == truth:
@@ -228,16 +217,11 @@ with quiz_tab:
             st.markdown(f"**Study {sid}**, class **{truth}**. Lung involvement: {_involvement_text(row)}. "
                         f"Band of {truth}: {severity.severity_row(truth).involvement}.")
             if row.get("has_mask"):
-                st.caption("The slices above now show the expert lesion mask as an outline.")
-            # The constant text of mosmed.severity (nothing from files) as a static table: long cells wrap, so
-            # every column, Clinical data and Routing included, is readable at any width. A wrong answer also
-            # gets the row of the class chosen, to compare the two.
-            shown = [truth] + ([answered] if answered != truth and answered in severity.CLASSES else [])
-            scale = tables.severity_frame()
-            scale = scale[scale["Class"].isin(shown)].set_index("Class").loc[shown]
-            st.table(scale)
-            if len(shown) > 1:
-                st.caption(f"First row: this study's class ({truth}); second row: your answer ({answered}).")
+                st.caption("The viewer above now shows the expert lesion mask as an outline.")
+            # The paper's row of this study's class, and of the answer chosen when it differs, to compare.
+            paper.severity_row_card(truth, title=f"This study's class: {truth}")
+            if answered != truth and answered in severity.CLASSES:
+                paper.severity_row_card(answered, title=f"Your answer: {answered}")
             if st.button("Open this study in the viewer", key="teaching.w.open"):
                 state.goto_viewer(sid)
         if sc["by_class"]:
@@ -255,14 +239,16 @@ with compare_tab:
         ids = [int(i) for i in ok["study_id"]]
         label = {int(r.study_id): f"study {int(r.study_id)} · {r.category}" for r in ok.itertuples()}
         left_id, right_id = _default_pair(ok)
-        c1, c2, c3, c4 = st.columns([2, 2, 2, 1], vertical_alignment="bottom")
+        c1, c2, c3, c4, c5 = st.columns([2, 2, 1.6, 1.6, 1], vertical_alignment="bottom")
         a = c1.selectbox("Left study", ids, index=ids.index(left_id), key="teaching.w.cmp_a",
                          format_func=label.get)
         b = c2.selectbox("Right study", ids, index=ids.index(right_id), key="teaching.w.cmp_b",
                          format_func=label.get)
         wname = c3.selectbox("Window", list(PRESETS), key="teaching.w.cmp_window",
                              format_func=lambda k: PRESET_LABELS.get(k, k))
-        show_mask = c4.toggle("Lesions", value=True, key="teaching.w.cmp_mask")
+        link_mode = c4.selectbox("Link scrolling", ["mm", "relative"], key="teaching.w.cmp_link",
+                                 format_func={"mm": "by position (mm)", "relative": "by relative height"}.get)
+        show_mask = c5.toggle("Lesions", value=True, key="teaching.w.cmp_mask")
         try:
             from components.compare import compare_view
         except Exception as e:  # noqa: BLE001
@@ -279,12 +265,13 @@ with compare_tab:
                 from mosmed.render import OverlayStyle
 
                 compare_view(studies[0], studies[1], window=PRESETS[wname],
-                             style=OverlayStyle(show_mask=bool(show_mask)), key="teaching.compare")
-                st.caption("Scrolling either side moves both to the same relative position in the lungs; the "
-                           "window is shared. The first pair shown is a normal (CT-0) study beside the study "
-                           "with the most lesion on an expert mask; pick any two above.")
+                             style=OverlayStyle(show_mask=bool(show_mask)), key="teaching.compare",
+                             link_mode=link_mode or "mm", dataset_root=str(ds.root))
+                st.caption("Scrolling either side moves the other by the same distance in mm (or to the same "
+                           "relative height); a window set in either (keys 1-4, right-drag) applies to both. "
+                           "The first pair shown is a normal (CT-0) study beside the study with the most lesion "
+                           "on an expert mask; pick any two above.")
 
 # -------------------------------------------------------------------------------------------------- table
 with table_tab:
-    st.table(tables.severity_frame().set_index("Class"))
-    st.caption(severity.SEVERITY_SOURCE_NOTE)
+    paper.severity_table()

@@ -48,7 +48,7 @@ PAGES = {
 
 
 def pick_viewer_query() -> dict[str, str]:
-    """A study worth showing in the viewer: the masked study with the most lesion, at its
+    """A study worth showing in the viewer: a masked study with a middling lesion load, at its
     slice with the most lesion, in the lung window. Empty when the core cannot tell."""
     try:
         from mosmed.config import default_cache_root, default_data_root
@@ -60,16 +60,60 @@ def pick_viewer_query() -> dict[str, str]:
         masked = summary[(summary["has_mask"]) & (summary["status"] == "ok")]
         if masked.empty:
             return {}
-        best = masked.sort_values("lesion_ml", ascending=False).iloc[0]
+        # A study with a middling lesion load: the overlay then shows lesions among normal lung (the most
+        # involved study is red from wall to wall).
+        ranked = masked.sort_values("lesion_ml", ascending=False)
+        best = ranked.iloc[len(ranked) // 3]
         study = ds.open_study(int(best["study_id"]))
         areas = study.stats.lesion_area_mm2
         query = {"study": str(int(best["study_id"])), "window": "lung"}
         if areas is not None and len(areas):
-            query["slice"] = str(int(areas.argmax()))
+            query["slice"] = str(int(areas.argmax()) + 1)   # links are 1-based
         return query
     except Exception as exc:  # only a nicer default; the page itself still gets its shot
         print(f"screenshots: no viewer study picked ({exc}); using the viewer's default", file=sys.stderr)
         return {}
+
+
+def stage_viewer(page, extra_dir: Path | None = None) -> None:
+    """Put the viewer in a state worth showing: a line measured across the lesion, the pointer's HU read.
+
+    With ``extra_dir``, also photograph more states there (MinIP slab, one large coronal view).
+    """
+    root = page.locator(".msv").first
+    root.wait_for(state="visible", timeout=60_000)
+    page.wait_for_function("(e) => e.dataset.ready === '1'", arg=root.element_handle(), timeout=60_000)
+    root.locator(".msv-stage").scroll_into_view_if_needed()
+    st = root.evaluate("e => e.msv.state()")
+    r, c = st["cursor"]["r"], st["cursor"]["c"]
+    to = lambda x, y: root.evaluate("(e, a) => e.msv.voxelToClient('axial', a[0], a[1])", [x, y])  # noqa: E731
+    root.focus()
+    page.keyboard.press("l")
+    a, b = to(c - 45, r - 30), to(c + 40, r + 25)
+    page.mouse.move(a["x"], a["y"])
+    page.mouse.down()
+    page.mouse.move(b["x"], b["y"], steps=8)
+    page.mouse.up()
+    page.keyboard.press("x")
+    h = to(c - 60, r + 10)
+    page.mouse.move(h["x"], h["y"])
+    page.wait_for_timeout(300)
+    if extra_dir is None:
+        return
+    extra_dir.mkdir(parents=True, exist_ok=True)
+    root.locator("select.msv-slab").select_option("minip")
+    page.wait_for_timeout(400)
+    root.screenshot(path=str(extra_dir / "viewer-minip.png"))
+    root.locator("select.msv-slab").select_option("off")
+    root.focus()
+    page.keyboard.press("v")
+    page.keyboard.press("g")
+    page.wait_for_timeout(400)
+    root.screenshot(path=str(extra_dir / "viewer-coronal.png"))
+    page.keyboard.press("g")
+    for _ in range(2):
+        page.keyboard.press("v")
+    page.wait_for_timeout(300)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1440)
     parser.add_argument("--height", type=int, default=900)
     parser.add_argument("--max-height", type=int, default=3200, help="cap for full-page shots")
+    parser.add_argument("--viewer-states", type=Path, default=None,
+                        help="also photograph more viewer states (MinIP, coronal) into this folder")
     parser.add_argument("--settle-ms", type=int, default=1500,
                         help="extra wait after each run, for components and charts to paint")
     args = parser.parse_args(argv)
@@ -124,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.monotonic()
                 open_page(page, base_url, PAGES[name], query or None)
                 page.wait_for_timeout(args.settle_ms)
+                if name == "viewer":
+                    stage_viewer(page, args.viewer_states)
                 errors = exception_texts(page)
                 # A page showing an exception never replaces a good picture in docs/.
                 out_dir = FAILED_DIR if errors else args.out

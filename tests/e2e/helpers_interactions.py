@@ -1,12 +1,16 @@
-"""Helpers for the browser interaction tests: the stack viewer, Streamlit widgets, waits.
+"""Helpers for the browser interaction tests: the viewer, Streamlit widgets, waits.
 
-The stack viewer (components/viewer_assets/viewer.js) renders into a shadow root; Playwright's CSS locators
+The viewer (components/viewer_assets/viewer.js) renders into a shadow root; Playwright's CSS locators
 pierce open shadow roots, so ``.msv`` finds the viewer's root element. It publishes::
 
-    <div class="msv" data-slice="K" data-n="N" data-stack-key="<study token>:<window>" data-decoded="D" ...>
+    <div class="msv" data-slice="K" data-row="R" data-col="C" data-n="N" data-level=".." data-width=".."
+         data-stack-key="<study token>:<window>" data-decoded="D" data-ready="1" data-zoom=".." ...>
 
-``data-slice`` is set synchronously on every slice change; the pixels follow in the next animation frame,
-so pixel checks poll (:func:`poll`) instead of sleeping.
+``data-slice`` (the crosshair's axial index, as row and col are its coronal and sagittal ones) is set
+synchronously on every change; the pixels follow in the next animation frame, so pixel checks poll
+(:func:`poll`) instead of sleeping. The root element also carries a read-only ``msv`` object
+(``voxelToClient(plane, x, y)``, ``state()``, ``pixel(plane, x, y)``) so a test can aim the real mouse at a
+voxel it knows.
 """
 
 from __future__ import annotations
@@ -170,6 +174,30 @@ def wheel_over(page: Page, target: Locator, delta_y: float) -> None:
 
 
 # ------------------------------------------------------------------------------------------- Streamlit
+
+
+def api(root: Locator, method: str, *args: Any) -> Any:
+    """Call one of the viewer root's read-only helpers (``voxelToClient``, ``state``, ``pixel``)."""
+    return root.evaluate("(e, a) => e.msv[a[0]](...a[1])", [method, list(args)])
+
+
+def voxel_point(root: Locator, plane: str, x: float, y: float) -> tuple[float, float]:
+    """Viewport coordinates of the centre of image pixel (x, y) of a plane (axial: x = column, y = row)."""
+    p = api(root, "voxelToClient", plane, x, y)
+    return float(p["x"]), float(p["y"])
+
+
+def readout(root: Locator) -> dict[str, str]:
+    """The HU readout line: its text and data (``hu``, ``z``, ``row``, ``col``, ``plane``)."""
+    return root.locator(".msv-readout").evaluate("e => ({text: e.textContent, ...e.dataset})")
+
+
+def open_overlays(page: Page) -> None:
+    """Open the viewer page's "Overlays" popover (lesion and lung overlay widgets)."""
+    panel = widget(page, "viewer.show_mask")
+    if not panel.count() or not panel.first.is_visible():
+        page.get_by_role("button", name=re.compile("Overlays")).first.click()
+        panel.first.wait_for(state="visible")
 
 
 def widget(page: Page, key: str) -> Locator:

@@ -29,13 +29,16 @@ from .helpers_interactions import (
     lesion_area,
     metric_value,
     multiselect_add,
+    open_overlays,
     pick_segment,
     poll,
     query_of,
+    readout,
     slice_of,
     snap,
     strip_peak,
     viewer,
+    voxel_point,
     wait_for_query,
     wait_grid_rows,
     wait_viewer_ready,
@@ -141,6 +144,7 @@ def test_overlay_toggle_changes_the_pixels(app, mask_study: int) -> None:
                         what="the red lesion overlay on the default slice")
     snap(root, SCREENSHOTS / "ix-viewer-overlay-on.png")
 
+    open_overlays(page)                                   # the overlay widgets live in a popover
     widget(page, "viewer.show_mask").get_by_text("Lesions").click()
     app.wait()
     without = poll(lambda: canvas_stats(root), lambda s: s["red"] < with_overlay["red"] / 20,
@@ -148,7 +152,10 @@ def test_overlay_toggle_changes_the_pixels(app, mask_study: int) -> None:
     assert without["hash"] != with_overlay["hash"]
     snap(root, SCREENSHOTS / "ix-viewer-overlay-off.png")
 
+    open_overlays(page)
     pick_segment(page, "viewer.mode", "Outline")          # outline: fewer red pixels than the fill
+    app.wait()
+    open_overlays(page)
     widget(page, "viewer.show_mask").get_by_text("Lesions").click()
     app.wait()
     outline = poll(lambda: canvas_stats(root), lambda s: 0 < s["red"] < with_overlay["red"],
@@ -211,19 +218,17 @@ def test_lesion_navigation_lands_on_lesion_slices(app, mask_study: int) -> None:
     _done(app)
 
 
-def test_click_reads_the_hu_value(app, mask_study: int) -> None:
+def test_pointer_reads_the_hu_value(app, mask_study: int) -> None:
+    """The HU under the pointer is read in the browser from the int16 data (was: a click and a rerun)."""
     page, root = _open_viewer(app, study=mask_study)
-    main = page.locator('[data-testid="stMain"]')
-    assert main.get_by_text("Click the axial image").count() == 1
-    axial = root.locator(AXIAL)
-    axial.click(position={"x": 6, "y": 6})              # the corner: air outside the body
-    app.wait()
-    value = poll(lambda: metric_value(page, "HU at slice") if page.locator(
-        '[data-testid="stMetricLabel"]', has_text="HU at slice").count() else "",
-        lambda v: bool(v), what="the HU probe metric")
-    hu = int(re.fullmatch(r"(-?\d+) HU", value).group(1))
-    assert hu < -900, f"air in the image corner reads {hu} HU"
-    app.screenshot("ix-viewer-hu-probe")
+    assert "Point at the image" in readout(root)["text"]
+    x, y = voxel_point(root, "axial", 2, 2)               # the image corner: air outside the body
+    page.mouse.move(x, y)
+    got = poll(lambda: readout(root), lambda r: bool(r.get("hu")), what="the HU readout")
+    assert int(got["hu"]) < -900, f"air in the image corner reads {got['hu']} HU"
+    assert (got["row"], got["col"], got["plane"]) == ("2", "2", "axial")
+    assert re.match(r"^-?\d+ HU · voxel z \d+, row 3, col 3 · x [\d.]+ mm, y [\d.]+ mm, z -?[\d.]+ mm", got["text"])
+    app.screenshot("ix-viewer-hu-readout")
     _done(app)
 
 
@@ -383,15 +388,22 @@ def test_compare_shows_two_linked_viewers(app) -> None:
     page = app.open("teaching")
     page.get_by_role("tab", name="Compare two studies").click()
     app.wait()
-    left, right = viewer(page, 0), viewer(page, 1)
+    # The quiz tab holds a viewer too: the compare viewers are the ones keyed teaching.compare.a / .b.
+    left = widget(page, "teaching.compare.a").locator(VIEWER)
+    right = widget(page, "teaching.compare.b").locator(VIEWER)
     wait_viewer_ready(left)
     wait_viewer_ready(right)
-    assert page.locator(VIEWER).count() == 2
+    assert left.count() == 1 and right.count() == 1
     assert info_text(left, "tl") != info_text(right, "tl"), "compare shows the same study twice by default"
     r0 = slice_of(right)
     wheel_over(page, left.locator(AXIAL), 100)
     wheel_over(page, left.locator(AXIAL), 100)
     poll(lambda: slice_of(right), lambda k: k != r0, what="the right viewer to follow the left one")
+    # One window for both: a preset key in the left viewer sets the right one's window too.
+    left.focus()
+    page.keyboard.press("4")                                    # bone
+    poll(lambda: (right.get_attribute("data-level"), right.get_attribute("data-width")),
+         lambda lw: lw == ("480", "2500"), what="the right viewer to take the left one's window")
     app.screenshot("ix-teaching-compare")
     _done(app)
 
