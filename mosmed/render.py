@@ -36,8 +36,6 @@ __all__ = [
     "render_png",
     "render_image",
     "encode_image",
-    "axial_stack_images",
-    "mask_stack_images",
     "thumbnail",
 ]
 
@@ -403,49 +401,6 @@ def render_png(
 ) -> bytes:
     """:func:`render_slice` encoded as PNG (RGB; grey when nothing is overlaid on the slice)."""
     return render_image(volume, spacing, plane, index, window, mask, lung, style, resample, "png")
-
-
-def axial_stack_images(volume: np.ndarray, window: Window, fmt: str = "jpeg", quality: int = 85) -> list[bytes]:
-    """Every axial slice windowed to grey and encoded, inferior first (index order)."""
-    if volume.ndim != 3:
-        raise ValueError(f"expected a (Z, H, W) volume, got shape {tuple(volume.shape)}")
-    return [encode_image(apply_window(volume[k], window), fmt, quality) for k in range(volume.shape[0])]
-
-
-def mask_stack_images(
-    mask: np.ndarray,
-    color: str | Sequence[int],
-    fmt: str = "png",
-    *,
-    alpha: int = 255,
-    mode: str = "fill",
-) -> list[bytes]:
-    """Every axial slice of a label volume as a small PNG, ``color`` where set and transparent where 0.
-
-    The PNG is a 2-entry palette image with a transparency chunk (1 bit per pixel, typically a few hundred
-    bytes for a lesion slice); browsers and Pillow's ``convert("RGBA")`` read it as RGBA. The viewer scales its
-    opacity in CSS, so ``alpha`` defaults to opaque. ``mode="outline"`` draws the 1-pixel border instead.
-    """
-    if fmt.lower() != "png":
-        raise ValueError(f"mask images must be PNG (transparency), got {fmt!r}")
-    if mode not in ("fill", "outline"):
-        raise ValueError(f"mask mode {mode!r} is not 'fill' or 'outline'")
-    if not (isinstance(alpha, (int, np.integer)) and 0 <= alpha <= 255):
-        raise ValueError(f"alpha {alpha!r} is not an integer 0..255")
-    if mask.ndim != 3:
-        raise ValueError(f"expected a (Z, H, W) mask, got shape {tuple(mask.shape)}")
-    r, g, b = parse_color(color)
-    out = []
-    for k in range(mask.shape[0]):
-        m = np.asarray(mask[k]) > 0
-        if mode == "outline":
-            m = outline(m)
-        img = Image.fromarray(np.ascontiguousarray(m).view(np.uint8))
-        img.putpalette([0, 0, 0, r, g, b])  # turns the L image of 0/1 into a 2-entry palette image
-        buf = io.BytesIO()
-        img.save(buf, format="PNG", transparency=bytes([0, alpha]), bits=1, optimize=False, compress_level=6)
-        out.append(buf.getvalue())
-    return out
 
 
 def thumbnail(

@@ -10,9 +10,7 @@ from PIL import Image
 
 from mosmed.render import (
     OverlayStyle,
-    axial_stack_images,
     encode_image,
-    mask_stack_images,
     n_slices,
     outline,
     parse_color,
@@ -217,32 +215,6 @@ def test_render_png_and_image_bytes():
     assert jpg.format == "JPEG" and jpg.mode == "RGB"
     grey = _decode(render_image(vol, (1, 1, 1), "axial", 0, PRESETS["lung"], mask, fmt="jpeg"))
     assert grey.mode == "L"    # nothing to overlay on slice 0: one channel, cheaper to encode and send
-
-
-def test_axial_stack_images():
-    vol = np.linspace(-1000, 400, 3 * 8 * 8).astype(np.int16).reshape(3, 8, 8)
-    imgs = axial_stack_images(vol, PRESETS["lung"])
-    assert len(imgs) == 3
-    first = _decode(imgs[0])
-    assert first.format == "JPEG" and first.mode == "L" and first.size == (8, 8)
-    assert np.asarray(_decode(axial_stack_images(vol, PRESETS["lung"], fmt="png")[2])).mean() > np.asarray(first).mean()
-
-
-def test_mask_stack_images_transparent_where_zero():
-    mask = np.zeros((2, 64, 64), dtype=np.uint8)
-    mask[1, 10:30, 20:40] = 1
-    imgs = mask_stack_images(mask, "#ff3b30")
-    assert len(imgs) == 2 and all(len(b) < 400 for b in imgs)
-    rgba = np.asarray(_decode(imgs[1]).convert("RGBA"))
-    assert tuple(rgba[15, 25]) == (255, 59, 48, 255)
-    assert rgba[0, 0, 3] == 0 and rgba[15, 45, 3] == 0
-    assert np.asarray(_decode(imgs[0]).convert("RGBA"))[..., 3].max() == 0
-    half = np.asarray(_decode(mask_stack_images(mask, "#00ff00", alpha=128)[1]).convert("RGBA"))
-    assert tuple(half[15, 25]) == (0, 255, 0, 128)
-    ring = np.asarray(_decode(mask_stack_images(mask, "#00ff00", mode="outline")[1]).convert("RGBA"))
-    assert ring[10, 25, 3] == 255 and ring[15, 25, 3] == 0
-    with pytest.raises(ValueError, match="PNG"):
-        mask_stack_images(mask, "#00ff00", fmt="jpeg")
 
 
 def test_thumbnail_picks_lesion_slice_and_fits():
