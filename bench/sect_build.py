@@ -30,9 +30,9 @@ def bench_cache_build(res: dict, quick: bool) -> None:
     LocalCluster, on the same full-size studies, each into a fresh cache."""
     import nibabel as nib
 
-    from tests.cache_faults import valid_entry_files
     from mosmed.cache.summary import summary_doc
     from mosmed.dataset import Dataset
+    from tests.cache_faults import valid_entry_files
 
     ids = list(prepare.BUILD_IDS if not quick else prepare.BUILD_IDS[::4])
     tmp = Path(tempfile.mkdtemp(prefix="bench-cache-", dir=OUT))
@@ -75,9 +75,9 @@ def bench_cache_build(res: dict, quick: bool) -> None:
 
 def bench_dask(res: dict, ids: list[int], tmp: Path, t_pool: float, pool_files: dict, pool_rows: list) -> None:
     """The same build on a Dask ``LocalCluster`` (2 single-threaded worker processes), cluster already up."""
-    from tests.cache_faults import valid_entry_files
     from mosmed.cache.summary import summary_doc
     from mosmed.dataset import Dataset
+    from tests.cache_faults import valid_entry_files
 
     try:
         from distributed import Client, LocalCluster

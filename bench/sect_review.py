@@ -86,11 +86,11 @@ KEY_TIMER = """() => {
 
 
 async def bench_next(res: dict, server, quick: bool) -> None:
-    from playwright.async_api import async_playwright
-
-    from sect_viewer import INSTALL_CLICK_TIMER, open_viewer, wait_stack
-    from tests.e2e import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
     from common import wait_app
+    from playwright.async_api import async_playwright
+    from sect_viewer import INSTALL_CLICK_TIMER, open_viewer, wait_stack
+
+    from tests.e2e import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
 
     warm = list(prepare.WARM_IDS)
     steps = 6 if quick else 15

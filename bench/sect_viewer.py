@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 from common import OUT, REPO, Context, median, p95, prepare, rss_mb, say, summary, wait_app
 

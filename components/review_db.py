@@ -37,7 +37,7 @@ def _url_text() -> str:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _store(url_text: str, cache_root: str) -> "ReviewStore":
+def _store(url_text: str, cache_root: str) -> ReviewStore:
     # One engine per process (thread-safe, never mutated); migrated at open. A failure is not cached.
     from mosmed.reviews.db import open_database
     from mosmed.reviews.store import ReviewStore
@@ -57,7 +57,7 @@ def _open_problem(url_text: str, cache_root: str) -> str | None:
     return None
 
 
-def get_store(ds: Any = None) -> tuple["ReviewStore | None", str | None]:
+def get_store(ds: Any = None) -> tuple[ReviewStore | None, str | None]:
     """The process's review store, or ``None`` and why (unreachable, newer schema, bad ``MOSMED_DB`` ...)."""
     url, croot = _url_text(), str(state.cache_root())
     problem = _open_problem(url, croot)
@@ -79,13 +79,13 @@ def get_store(ds: Any = None) -> tuple["ReviewStore | None", str | None]:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _identity(_ds: Any, key: tuple[str, str], token: tuple) -> "DatasetIdentity":
+def _identity(_ds: Any, key: tuple[str, str], token: tuple) -> DatasetIdentity:
     from mosmed.reviews.identity import dataset_identity
 
     return dataset_identity(_ds.registry)
 
 
-def identity(ds: Any) -> "DatasetIdentity":
+def identity(ds: Any) -> DatasetIdentity:
     """The open dataset's review identity (cached per dataset and source state)."""
     return _identity(ds, state.ds_key(ds), state.freshness(ds))
 
@@ -114,7 +114,7 @@ def pending() -> list[dict]:
     return list(st.session_state.get(PENDING_KEY) or [])
 
 
-def queue(ident: "DatasetIdentity", study_id: int, reader, review) -> None:
+def queue(ident: DatasetIdentity, study_id: int, reader, review) -> None:
     """Keep a save for later; a newer save of the same study by the same reader replaces an older one."""
     items = [p for p in pending() if not (p["digest"] == ident.digest and p["study_id"] == int(study_id)
                                           and p["reader"] == (reader.kind, reader.subject, reader.display_name))]
@@ -124,7 +124,7 @@ def queue(ident: "DatasetIdentity", study_id: int, reader, review) -> None:
     st.session_state[PENDING_KEY] = items
 
 
-def flush_pending(store: "ReviewStore") -> tuple[int, str | None]:
+def flush_pending(store: ReviewStore) -> tuple[int, str | None]:
     """Write the waiting saves in order; returns (how many were written, the problem that stopped it)."""
     from mosmed.reviews.errors import ReviewDatabaseError, ReviewError
     from mosmed.reviews.identity import DatasetIdentity

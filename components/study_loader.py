@@ -33,7 +33,7 @@ __all__ = ["QUICK_MIN_VOXELS", "OpenedStudy", "cached_neighbours", "open_for_vie
 QUICK_MIN_VOXELS = 4 * 2**20
 
 
-def _needs_build(ds: "Dataset", study_id: int) -> tuple[StudySource, str] | None:
+def _needs_build(ds: Dataset, study_id: int) -> tuple[StudySource, str] | None:
     """``(source, source key)`` when the study is readable, not measured yet and large."""
     from mosmed.volume import check_header
 
@@ -48,13 +48,13 @@ def _needs_build(ds: "Dataset", study_id: int) -> tuple[StudySource, str] | None
     return source, ds.cache.source_key(opened)
 
 
-def _submit_build(pool, ds: "Dataset", source: StudySource) -> Future:
+def _submit_build(pool, ds: Dataset, source: StudySource) -> Future:
     from mosmed.cache.build import build_task
 
     return pool.submit(build_task, str(ds.root), str(ds.cache.cache_root), ds.cache.budget, source, True)
 
 
-def _is_cached(ds: "Dataset", study_id: int) -> bool:
+def _is_cached(ds: Dataset, study_id: int) -> bool:
     return ds.is_measured(int(study_id))
 
 
@@ -73,7 +73,7 @@ class OpenedStudy:
         The background build of its cache entry when the study was read from its files, else ``None``.
     """
 
-    study: "Study"
+    study: Study
     building: Future | None = None
 
     @property
@@ -95,25 +95,25 @@ def _background_builder():
     return pool
 
 
-def start_builder(ds: "Dataset") -> None:
+def start_builder(ds: Dataset) -> None:
     """Start (and warm) the background builder on the first visit of the viewer, when the cache is writable."""
     if ds.cache.writable:
         _background_builder()
 
 
 @st.cache_resource(max_entries=256, show_spinner=False)
-def _build_future(root: str, cache_root: str, study_id: int, key: str, _ds: "Dataset",
+def _build_future(root: str, cache_root: str, study_id: int, key: str, _ds: Dataset,
                   _source: StudySource) -> Future:
     # Keyed by (dataset, cache, study, source key): one build per study however many sessions open it.
     return _submit_build(_background_builder(), _ds, _source)
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
-def _quick_study(root: str, study_id: int, key: str, _ds: "Dataset") -> "Study":
+def _quick_study(root: str, study_id: int, key: str, _ds: Dataset) -> Study:
     return _ds.read_study(int(study_id))
 
 
-def open_for_viewer(ds: "Dataset", study_id: int) -> OpenedStudy:
+def open_for_viewer(ds: Dataset, study_id: int) -> OpenedStudy:
     """Open a study for the viewer: from the cache, or from its files while its entry builds in the background.
 
     Raises
@@ -136,7 +136,7 @@ def open_for_viewer(ds: "Dataset", study_id: int) -> OpenedStudy:
     return OpenedStudy(state.load_study(ds, sid))
 
 
-def cached_neighbours(ds: "Dataset", ids: list[int], current: int, n: int = 2) -> list[int]:
+def cached_neighbours(ds: Dataset, ids: list[int], current: int, n: int = 2) -> list[int]:
     """The next ``n`` studies after ``current`` in ``ids`` (then the previous one) that are cached already."""
     if current not in ids or len(ids) < 2:
         return []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components import query
-from components.viewer_url import CUSTOM, K, LEVEL, PLANE, PRESET, WIDTH, set_window_state
+from components.viewer_url import CUSTOM, LEVEL, PLANE, PRESET, WIDTH, K, set_window_state
 from mosmed.render import OverlayStyle
 from mosmed.windowing import PRESET_LABELS, PRESETS, Window, window_to_text
 

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from components import state
-from components.viewer_url import K, SLICE, STUDY
+from components.viewer_url import SLICE, STUDY, K
 
 __all__ = ["PICK", "StudyChoices", "choices", "current", "picker"]
 

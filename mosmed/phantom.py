@@ -38,9 +38,9 @@ arrays.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Sequence
 
 import numpy as np
 from scipy import fft as sfft

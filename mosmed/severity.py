@@ -19,9 +19,9 @@ every-10th-image selection: an involvement measured on the published files can f
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 from mosmed.paperfacts import CLASS_NOTES, P1
 

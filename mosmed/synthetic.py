@@ -21,11 +21,11 @@ from __future__ import annotations
 import gzip
 import shutil
 import time
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Collection, Iterable, Sequence
 
 import nibabel as nib
 import numpy as np

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cache_faults import valid_entry_files, write_small_dataset
+
 from mosmed.cache import StudyCache
 from mosmed.cache.build import build_all
 from mosmed.cache.summary import summary_doc

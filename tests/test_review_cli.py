@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from pg import pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 from mosmed.cli import main

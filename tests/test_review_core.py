@@ -14,7 +14,6 @@ from mosmed.reviews.errors import ReviewInputError
 from mosmed.reviews.identity import dataset_identity
 from mosmed.reviews.model import Reader, Review
 
-
 # ------------------------------------------------------------------------------------------------- model
 
 

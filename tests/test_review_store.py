@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from pg import pg_cluster, pg_url  # noqa: F401  (fixtures)
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
-
-from pg import pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 from mosmed.reviews import migrations, schema
 from mosmed.reviews.db import database_url, open_database

@@ -3,18 +3,15 @@ what the payload carries, that the quiz keeps the class out of it, and that brow
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-
-from mosmed import wire
-
 from test_page_viewer import REPO, app, tiny_dataset  # noqa: F401  (fixtures: tests/ is on sys.path)
 
+from mosmed import wire
 
 _SERVED: dict[str, bytes] = {}
 

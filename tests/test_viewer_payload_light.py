@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from test_viewer_component import fake_study  # tests/ is on sys.path (rootdir conftest)
+
 from components import viewer
 from mosmed import wire
 from mosmed.render import OverlayStyle
 from mosmed.windowing import PRESETS
-
-from test_viewer_component import fake_study  # tests/ is on sys.path (rootdir conftest)
 
 
 def test_light_payload_has_no_data_but_same_token_and_metadata():

@@ -166,13 +166,13 @@ class Reader:
     display_name: str
 
     @classmethod
-    def named(cls, name: object) -> "Reader":
+    def named(cls, name: object) -> Reader:
         """An unverified reader from a typed display name (the same name is the same reader)."""
         display = clean_name(name)
         return cls("name", display.casefold(), display)
 
     @classmethod
-    def oidc(cls, issuer: object, subject: object, display_name: object) -> "Reader":
+    def oidc(cls, issuer: object, subject: object, display_name: object) -> Reader:
         """A verified reader from the identity provider's issuer and subject claims."""
         iss, sub = str(issuer or "").strip(), str(subject or "").strip()
         if not sub:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 from sqlalchemy import and_, select
@@ -35,7 +35,7 @@ HISTORY_COLUMNS = ("event_id", "study_id", "reader_key", "reader", "verified", "
 
 def utcnow() -> datetime:
     """Now in UTC, naive (stored as such in both backends; frames make it tz-aware again)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ class ReviewStore:
                     where=lt.c.event_id < up.excluded.event_id)
                 conn.execute(up)
             return SavedReview(event_id=ev_id, study_id=study_id, reader=reader, review=review, action=action,
-                               saved_at=now.replace(tzinfo=timezone.utc))
+                               saved_at=now.replace(tzinfo=UTC))
 
         return retrying(tx, what=f"saving the review of study {study_id}", where=self.where)
 

@@ -19,7 +19,7 @@ import pytest
 from components.viewer import BINDINGS
 from mosmed.windowing import PRESETS
 
-from . import ARTIFACTS, SCREENSHOTS, AppServer, open_page
+from . import ARTIFACTS, SCREENSHOTS, AppServer
 from .conftest import StreamlitApp
 from .helpers_interactions import (
     AXIAL,
