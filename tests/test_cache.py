@@ -352,7 +352,9 @@ def test_two_workers_equal_one_worker(data, tmp_path):
 
 
 def test_killed_builds_leave_nothing_invalid(tmp_path):
-    data = write_small_dataset(tmp_path / "data", n=8, shape=(96, 96, 10), seed=5)
+    # Enough work that a build lasts well over half a second after its first progress line (the segmentation
+    # got ~6x faster this round: the former 8 studies of 96x96x10 were often done before the kill).
+    data = write_small_dataset(tmp_path / "data", n=12, shape=(160, 160, 16), seed=5)
     rep = kill_and_check(data, tmp_path / "cache", tmp_path / "clean", n_kills=4, seed=11)
     assert rep.kills_mid_build >= 2 and rep.valid_files_after_kills > 0, rep   # the kills did hit builds
     assert rep.mismatches == [], rep
