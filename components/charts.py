@@ -1,14 +1,21 @@
 """Plotly figures of the distributions page, built from the cached summary and histograms only.
 
-Every builder takes DataFrames / arrays and returns a ``plotly.graph_objects.Figure``; they are wrapped in
-``st.cache_data`` so a figure is rebuilt only when the summary it is drawn from changes, never per click.
-Points carry ``customdata = [study_id, class]`` (or ``[class]`` for per-class marks) so a click can open the
-study in the viewer or filter the registry to the class.
+Every builder takes DataFrames / arrays and returns a ``plotly.graph_objects.Figure``. The page does not build
+them per run: :func:`page_figures` builds all of them once per dataset state (the page caches it on the
+summary's freshness token, never per click) and hands out each as JSON text; :func:`from_json` turns the text
+back into a figure without re-validating it (plotly's validation of a 1110-point figure costs more than
+everything else the page does). Points carry ``customdata = [study_id, class]`` (or ``[class]`` for per-class
+marks) so a click can open the study in the viewer or filter the registry to the class.
+
+Scatters with many points (:data:`GL_POINTS`) are drawn with WebGL (``scattergl``): SVG makes one DOM node
+per point, which a 100 000-row registry cannot afford. Colours are one trace per class, not one colour string
+per point.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,7 +35,14 @@ __all__ = [
     "agreement_figure",
     "confusion_figure",
     "clicked",
+    "page_figures",
+    "from_json",
+    "when_drawn",
+    "GL_POINTS",
 ]
+
+#: Scatters with more points than this are drawn with WebGL (``scattergl``) instead of one SVG node per point.
+GL_POINTS = 5000
 
 #: One colour per class, from calm to alarming, readable on the dark theme.
 CLASS_COLORS = {"CT-0": "#8fa3b8", "CT-1": "#5cc98a", "CT-2": "#e3c94f", "CT-3": "#f28b3c", "CT-4": "#e8505b"}
@@ -42,6 +56,13 @@ SOURCE_STYLE = {
 
 def _color(cls: str) -> str:
     return CLASS_COLORS.get(str(cls), _OTHER)
+
+
+def _text(label: object) -> str:
+    """A class label as literal text inside a hover template (registry text: no markup, no template fields)."""
+    import html
+
+    return html.escape(str(label)).replace("%", "%%").replace("{", "&#123;").replace("}", "&#125;")
 
 
 def _cached_figure(build: Callable[..., go.Figure]) -> Callable[..., go.Figure]:
@@ -82,7 +103,6 @@ def _jitter(ids: Sequence[int], width: float = 0.28) -> np.ndarray:
     return (h - 0.5) * 2 * width
 
 
-@_cached_figure
 def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
     """Bars of this dataset's class percentages beside the published MosMedData ones.
 
@@ -124,7 +144,6 @@ def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
                    bargap=0.28, bargroupgap=0.12)
 
 
-@_cached_figure
 def involvement_figure(summary: pd.DataFrame, classes: tuple[str, ...], band_edges: tuple[float, ...]) -> go.Figure:
     """Involvement per class: measured values (mask) and HU estimates as distinct marks, band edges drawn.
 
@@ -148,55 +167,85 @@ def involvement_figure(summary: pd.DataFrame, classes: tuple[str, ...], band_edg
         fig.add_hline(y=edge, line=dict(color="#9aa0a6", width=1, dash="dot"),
                       annotation_text=f"{edge:g}%", annotation_position="right",
                       annotation_font=dict(color="#9aa0a6", size=11))
+    big = len(summary) > GL_POINTS
     for source, column in (("estimated", "estimated_involvement_pct"), ("measured", "involvement_pct")):
         df = summary[pd.to_numeric(summary[column], errors="coerce").notna()]
         if df.empty:
             continue
         style = SOURCE_STYLE[source]
-        x = np.array([pos[str(c)] for c in df["category"]], dtype=float) + _jitter(df["study_id"])
+        x_all = np.array([pos[str(c)] for c in df["category"]], dtype=float) + _jitter(df["study_id"])
         if source == "measured":
-            x = x + 0.04    # keep a measured point beside its estimate rather than on top of it
-        fig.add_scatter(
-            x=x, y=df[column].astype(float), mode="markers", name=style["name"],
-            marker=dict(color=style["color"], symbol=style["symbol"], size=8 if source == "measured" else 7,
-                        line=dict(width=1.3, color=style["color"])),
-            customdata=np.stack([df["study_id"].astype(int).astype(str), df["category"].astype(str)], axis=1),
-            hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>" + source
-                          + " involvement %{y:.1f}%<extra></extra>",
-        )
+            x_all = x_all + 0.04    # keep a measured point beside its estimate rather than on top of it
+        # One trace per source (and per class when the points are many: one colour each, no colour per point).
+        groups = [(c, df["category"].astype(str).to_numpy() == c) for c in cats] if big else [(None, None)]
+        first = True
+        for cls, sel in groups:
+            sub, x = (df, x_all) if sel is None else (df[sel], x_all[sel])
+            if sub.empty:
+                continue
+            marker = dict(color=style["color"], symbol=style["symbol"], size=8 if source == "measured" else 7,
+                          line=dict(width=1.3, color=style["color"]))
+            if big:   # WebGL, small marks, numbers as float32 and the study id alone as customdata (compact)
+                fig.add_scattergl(x=x.astype(np.float32), y=sub[column].to_numpy(dtype=np.float32), mode="markers",
+                                  name=style["name"], legendgroup=source, showlegend=first,
+                                  marker={**marker, "size": 4, "line": dict(width=0.8, color=style["color"])},
+                                  customdata=sub["study_id"].to_numpy(dtype=np.int32),
+                                  hovertemplate=f"study %{{customdata}} ({_text(cls)})<br>{source} involvement "
+                                                "%{y:.1f}%<extra></extra>")
+            else:
+                fig.add_scatter(x=x, y=sub[column].astype(float), mode="markers", name=style["name"],
+                                legendgroup=source, showlegend=first, marker=marker,
+                                customdata=np.stack([sub["study_id"].astype(int).astype(str),
+                                                     sub["category"].astype(str)], axis=1),
+                                hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>" + source
+                                              + " involvement %{y:.1f}%<extra></extra>")
+            first = False
     fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=cats, range=[-0.6, len(cats) - 0.4], title=None)
     fig.update_yaxes(title="lung involvement, %", range=[-3, 103])
     # The band-edge labels sit right of the plot area: leave them a margin (they were clipped at r=10).
     return _layout(fig, "Lung involvement by class", height=430, margin=dict(r=48))
 
 
-@_cached_figure
 def lesion_lung_figure(summary: pd.DataFrame) -> go.Figure:
     """Lesion volume against lung volume: measured (mask) and estimated (estimate % x lung volume)."""
     fig = go.Figure()
     ok = summary[pd.to_numeric(summary["lung_ml"], errors="coerce").notna()]
     est = ok.assign(est_ml=ok["estimated_involvement_pct"].astype(float) / 100.0 * ok["lung_ml"].astype(float))
+    big = len(summary) > GL_POINTS
+    cats = sorted(set(ok["category"].astype(str)), key=lambda c: (c not in CLASS_COLORS, c))
     for source, frame, col in (("estimated", est, "est_ml"), ("measured", ok, "lesion_ml")):
         frame = frame[pd.to_numeric(frame[col], errors="coerce").notna()]
         if frame.empty:
             continue
         style = SOURCE_STYLE[source]
         _legend_key(fig, style["name"], style["symbol"], group=source)
-        fig.add_scatter(
-            x=frame["lung_ml"].astype(float), y=frame[col].astype(float), mode="markers", name=style["name"],
-            legendgroup=source, showlegend=False,
-            marker=dict(color=[_color(c) for c in frame["category"]], symbol=style["symbol"], size=8,
-                        line=dict(width=1.3, color=[_color(c) for c in frame["category"]])),
-            customdata=np.stack([frame["study_id"].astype(int).astype(str), frame["category"].astype(str)], axis=1),
-            hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>lung %{x:.0f} mL<br>" + source
-                          + " lesion %{y:.0f} mL<extra></extra>",
-        )
+        for c in cats:   # one trace per class: one colour each (no colour string per point)
+            sub = frame[frame["category"].astype(str) == c]
+            if sub.empty:
+                continue
+            name = f"{style['name']}, {c}"
+            if big:   # as in involvement_figure: WebGL, float32, the study id alone as customdata
+                fig.add_scattergl(x=sub["lung_ml"].to_numpy(dtype=np.float32), y=sub[col].to_numpy(dtype=np.float32),
+                                  mode="markers", name=name, legendgroup=source, showlegend=False,
+                                  marker=dict(color=_color(c), symbol=style["symbol"], size=4,
+                                              line=dict(width=0.8, color=_color(c))),
+                                  customdata=sub["study_id"].to_numpy(dtype=np.int32),
+                                  hovertemplate=f"study %{{customdata}} ({_text(c)})<br>lung %{{x:.0f}} mL<br>{source}"
+                                                " lesion %{y:.0f} mL<extra></extra>")
+            else:
+                fig.add_scatter(x=sub["lung_ml"].astype(float), y=sub[col].astype(float), mode="markers", name=name,
+                                legendgroup=source, showlegend=False,
+                                marker=dict(color=_color(c), symbol=style["symbol"], size=8,
+                                            line=dict(width=1.3, color=_color(c))),
+                                customdata=np.stack([sub["study_id"].astype(int).astype(str),
+                                                     sub["category"].astype(str)], axis=1),
+                                hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>lung %{x:.0f} mL<br>"
+                                              + source + " lesion %{y:.0f} mL<extra></extra>")
     fig.update_xaxes(title="lung volume, mL", rangemode="tozero")
     fig.update_yaxes(title="lesion volume, mL", rangemode="tozero")
     return _layout(fig, "Lesion volume against lung volume (colour = class)")
 
 
-@_cached_figure
 def slices_figure(summary: pd.DataFrame, classes: tuple[str, ...]) -> go.Figure:
     """Number of axial slices per study, stacked by class."""
     fig = go.Figure()
@@ -219,7 +268,6 @@ def slices_figure(summary: pd.DataFrame, classes: tuple[str, ...]) -> go.Figure:
     return _layout(fig, "Slices per study", barmode="stack")
 
 
-@_cached_figure
 def hu_histogram_figure(edges: np.ndarray, hist: pd.DataFrame, categories: pd.Series,
                         classes: tuple[str, ...]) -> go.Figure:
     """Mean normalised lung HU histogram per class (each study's histogram sums to 1 before averaging)."""
@@ -251,7 +299,6 @@ def hu_histogram_figure(edges: np.ndarray, hist: pd.DataFrame, categories: pd.Se
     return _layout(fig, "Lung HU histogram by class (mean of normalised histograms)", hovermode="x unified")
 
 
-@_cached_figure
 def agreement_figure(summary: pd.DataFrame) -> go.Figure:
     """Estimated against measured involvement where a mask exists, with the identity line and band edges."""
     both = summary[pd.to_numeric(summary["involvement_pct"], errors="coerce").notna()
@@ -262,7 +309,8 @@ def agreement_figure(summary: pd.DataFrame) -> go.Figure:
     fig.add_scatter(x=[0, top], y=[0, top], mode="lines", name="estimate = measurement",
                     line=dict(color="#9aa0a6", dash="dot", width=1), hoverinfo="skip")
     _legend_key(fig, "studies with a mask", "circle", group="studies")
-    fig.add_scatter(
+    add = fig.add_scattergl if len(both) > GL_POINTS else fig.add_scatter
+    add(
         x=both["involvement_pct"].astype(float), y=both["estimated_involvement_pct"].astype(float),
         mode="markers", name="studies with a mask", legendgroup="studies", showlegend=False,
         marker=dict(color=[_color(c) for c in both["category"]], size=9,
@@ -309,6 +357,72 @@ def confusion_figure(matrix: tuple[tuple[int, ...], ...], categories: tuple[str,
     fig.update_yaxes(title=a, type="category", autorange="reversed", categoryorder="array", categoryarray=cats)
     return _layout(fig, "Confusion matrix (click a cell to open its studies)", height=420,
                    margin=dict(l=10, r=10, t=50, b=10))
+
+
+def to_json(fig: go.Figure) -> str:
+    """A figure as plotly JSON text (numeric arrays as base64 typed arrays: compact, and copied as one string)."""
+    import plotly.io as pio
+
+    return pio.to_json(fig, validate=False)
+
+
+def from_json(text: str) -> go.Figure:
+    """The figure of :func:`to_json`, rebuilt without validation (it was validated when it was built).
+
+    A new figure on every call: Streamlit's select-on-click needs a fresh figure object (see ``_cached_figure``).
+    """
+    return go.Figure(json.loads(text), _validate=False)
+
+
+def page_figures(summary: pd.DataFrame, edges: np.ndarray, hist: pd.DataFrame, classes: tuple[str, ...],
+                 band_edges: tuple[float, ...], published: dict[str, int]) -> dict[str, str]:
+    """Every figure of the distributions page as JSON text (:func:`to_json`), keyed by chart name.
+
+    ``"classes"`` always; ``"involvement"``, ``"lesion_lung"`` and ``"slices"`` when a study is summarised;
+    ``"hu"`` when a lung histogram is cached; ``"agreement"`` when a study has both a mask and an estimate.
+    """
+    from components.tables import class_counts
+
+    out = {"classes": to_json(class_counts_figure(class_counts(summary, classes, published)))}
+    ok = summary[summary["status"] == "ok"]
+    if ok.empty:
+        return out
+    out["involvement"] = to_json(involvement_figure(ok, classes, band_edges))
+    out["lesion_lung"] = to_json(lesion_lung_figure(ok))
+    out["slices"] = to_json(slices_figure(ok, classes))
+    if not hist.empty:
+        out["hu"] = to_json(hu_histogram_figure(edges, hist, ok.set_index("study_id")["category"], classes))
+    both = ok[ok["involvement_pct"].notna() & ok["estimated_involvement_pct"].notna()]
+    if not both.empty:
+        out["agreement"] = to_json(agreement_figure(both))
+    return out
+
+
+# A browser piece with no UI: it answers (a trigger value, which reruns the enclosing fragment) once the page's
+# first Plotly chart is drawn, or after WHEN_DRAWN_TIMEOUT_MS whatever happens (so the page never waits for ever).
+WHEN_DRAWN_TIMEOUT_MS = 4000
+_WHEN_DRAWN_JS = """
+export default function (component) {
+  const { setTriggerValue, parentElement } = component;
+  if (parentElement.__mosmedWaiting) return;
+  parentElement.__mosmedWaiting = true;
+  const t0 = performance.now();
+  const answer = () => requestAnimationFrame(() => setTriggerValue("drawn", true));
+  const look = () => {
+    if (!parentElement.isConnected) return;
+    if (document.querySelector(".js-plotly-plot .main-svg") || performance.now() - t0 > %d) answer();
+    else setTimeout(look, 25);
+  };
+  look();
+}
+""" % WHEN_DRAWN_TIMEOUT_MS
+_WHEN_DRAWN = st.components.v2.component("mosmed_when_drawn", html="", js=_WHEN_DRAWN_JS)
+
+
+def when_drawn(key: str) -> bool:
+    """Mount the piece; True in the run its answer causes (the first chart is on screen), else False."""
+    result = _WHEN_DRAWN(key=key, on_drawn_change=lambda: None)
+    return bool(getattr(result, "drawn", False))
 
 
 def clicked(event) -> list[list[str]]:

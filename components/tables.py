@@ -181,29 +181,51 @@ def with_reviews(summary: pd.DataFrame, per_study: pd.DataFrame | None) -> pd.Da
 
     Adds ``n_readers`` (int), ``reviewed_by_me`` (bool), ``my_grade`` (str or None), ``flags`` (tuple),
     ``flag_text`` ("Artefact, Duplicate"), ``grades`` (each reader's grade, as text) and ``disagree`` (bool).
+    Reviewed studies are few: the columns are filled by one join on the reviewed ids, and only their rows are
+    formatted (a 100 000-row registry is not walked row by row in Python).
     """
-    from mosmed.reviews.model import FLAG_LABELS
+    from mosmed.reviews.model import FLAG_LABELS, GRADE_LABELS
 
     df = summary.copy()
-    ps = per_study if per_study is not None else pd.DataFrame(columns=["study_id"])
-    ps = ps.set_index("study_id") if len(ps) else None
-    ids = df["study_id"].astype(int)
+    n = len(df)
+    df["n_readers"] = np.zeros(n, dtype="int64")
+    df["reviewed_by_me"] = np.zeros(n, dtype=bool)
+    df["my_grade"] = pd.Series([None] * n, index=df.index, dtype=object)
+    df["flags"] = pd.Series([()] * n, index=df.index, dtype=object)
+    df["flag_text"] = ""
+    df["grades"] = ""
+    df["disagree"] = np.zeros(n, dtype=bool)
+    if per_study is None or not len(per_study) or not n:
+        return df
+    ps = per_study.drop_duplicates("study_id").set_index("study_id")
+    pos = ps.index.get_indexer(df["study_id"].astype("int64"))
+    hit = np.flatnonzero(pos >= 0)
+    if not len(hit):
+        return df
+    sub = ps.iloc[pos[hit]]
 
-    def col(name, default):
-        if ps is None or name not in ps.columns:
-            return [default] * len(df)
-        m = ps[name].to_dict()
-        return [m.get(int(i), default) for i in ids]
+    def put(col: str, values) -> None:   # by position: the summary's index need not be unique
+        arr = df[col].to_numpy(copy=True)
+        vals = np.empty(len(hit), dtype=object)
+        for i, v in enumerate(values):
+            vals[i] = v
+        arr[hit] = vals
+        df[col] = arr
 
-    df["n_readers"] = pd.Series(col("n_readers", 0), index=df.index, dtype="int64")
-    df["reviewed_by_me"] = pd.Series(col("reviewed_by_me", False), index=df.index, dtype=bool)
-    from mosmed.reviews.model import GRADE_LABELS
-
-    df["my_grade"] = [GRADE_LABELS.get(g, g) if isinstance(g, str) else None for g in col("my_grade", None)]
-    df["flags"] = [tuple(v) if isinstance(v, (tuple, list)) else () for v in col("flags", ())]
-    df["flag_text"] = [", ".join(FLAG_LABELS.get(f, f) for f in fl) for fl in df["flags"]]
-    df["grades"] = col("grades", "")
-    df["disagree"] = pd.Series(col("disagree", False), index=df.index, dtype=bool)
+    if "n_readers" in sub:
+        put("n_readers", sub["n_readers"].fillna(0).astype("int64"))
+    if "reviewed_by_me" in sub:
+        put("reviewed_by_me", sub["reviewed_by_me"].fillna(False).astype(bool))
+    if "my_grade" in sub:
+        put("my_grade", [GRADE_LABELS.get(g, g) if isinstance(g, str) else None for g in sub["my_grade"]])
+    if "flags" in sub:
+        fl = [tuple(v) if isinstance(v, (tuple, list)) else () for v in sub["flags"]]
+        put("flags", fl)
+        put("flag_text", [", ".join(FLAG_LABELS.get(f, f) for f in v) for v in fl])
+    if "grades" in sub:
+        put("grades", ["" if g is None or (isinstance(g, float) and np.isnan(g)) else g for g in sub["grades"]])
+    if "disagree" in sub:
+        put("disagree", sub["disagree"].fillna(False).astype(bool))
     return df
 
 
