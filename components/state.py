@@ -252,7 +252,9 @@ def cache_status(ds: Dataset):
     return _status_cached(ds, ds_key(ds), freshness(ds))
 
 
-@st.cache_data(max_entries=8, show_spinner="Reading the study summary…")
+# Few entries: at 100 000 rows one summary is ~20 MB pickled (histograms ~60 MB); a new freshness token (a cache
+# being built) makes a new entry, and the old ones are only useful to sessions still on the previous token.
+@st.cache_data(max_entries=3, show_spinner="Reading the study summary…")
 def _summary(_ds: Dataset, key: tuple[str, str], token: tuple[Any, ...]) -> pd.DataFrame:
     return _ds.summary()
 
@@ -268,7 +270,7 @@ def summary_df(ds: Dataset) -> pd.DataFrame:
     return rows.drop_duplicates("study_id").reset_index(drop=True)
 
 
-@st.cache_data(max_entries=8, show_spinner="Reading lung histograms…")
+@st.cache_data(max_entries=3, show_spinner="Reading lung histograms…")
 def _histograms(_ds: Dataset, key: tuple[str, str], token: tuple[Any, ...]) -> tuple[np.ndarray, pd.DataFrame]:
     return _ds.histograms()
 

@@ -114,24 +114,29 @@ def parse_id_query(text: str) -> tuple[frozenset[int] | None, str | None]:
     return frozenset(ids), notice
 
 
-def with_involvement(summary: pd.DataFrame, source: str = "best") -> pd.DataFrame:
-    """Add ``involvement`` (percent) and ``involvement_source`` ("measured" / "estimated" / "") columns."""
+def _involvement(summary: pd.DataFrame, source: str) -> tuple[pd.Series, np.ndarray]:
+    """``(involvement %, its source label per row)`` of ``source`` ("best", "measured", "estimated")."""
     if source not in SOURCES:
         raise ValueError(f"unknown involvement source {source!r} (expected one of {', '.join(SOURCES)})")
-    df = summary.copy()
-    measured = pd.to_numeric(df.get("involvement_pct"), errors="coerce") if len(df) else pd.Series(dtype=float)
-    estimated = (pd.to_numeric(df.get("estimated_involvement_pct"), errors="coerce") if len(df)
-                 else pd.Series(dtype=float))
+    if not len(summary):
+        return pd.Series(dtype=float), np.array([], dtype=object)
+    measured = pd.to_numeric(summary.get("involvement_pct"), errors="coerce")
+    estimated = pd.to_numeric(summary.get("estimated_involvement_pct"), errors="coerce")
     if source == "measured":
-        value = measured
-        src = np.where(measured.notna(), "measured", "")
+        value, src = measured, np.where(measured.notna(), "measured", "")
     elif source == "estimated":
-        value = estimated
-        src = np.where(estimated.notna(), "estimated", "")
+        value, src = estimated, np.where(estimated.notna(), "estimated", "")
     else:
         value = measured.where(measured.notna(), estimated)
         src = np.where(measured.notna(), "measured", np.where(estimated.notna(), "estimated", ""))
-    df["involvement"] = value.astype(float) if len(df) else pd.Series(dtype=float)
+    return value.astype(float), src
+
+
+def with_involvement(summary: pd.DataFrame, source: str = "best") -> pd.DataFrame:
+    """Add ``involvement`` (percent) and ``involvement_source`` ("measured" / "estimated" / "") columns."""
+    value, src = _involvement(summary, source)
+    df = summary.copy()
+    df["involvement"] = value if len(df) else pd.Series(dtype=float)
     df["involvement_source"] = src if len(df) else pd.Series(dtype=str)
     return df
 
@@ -140,53 +145,59 @@ def filter_summary(summary: pd.DataFrame, f: RegistryFilter) -> pd.DataFrame:
     """Rows of the summary that pass every facet of ``f`` (adds the involvement columns of ``f.source``).
 
     The involvement range only restricts when it is narrower than 0-100 %; studies without a value (not built,
-    in error, or no mask in "measured" mode) are then left out.
+    in error, or no mask in "measured" mode) are then left out. Only the rows kept are copied (a 100 000-row
+    summary is not copied whole to be filtered).
     """
-    df = with_involvement(summary, f.source)
-    keep = pd.Series(True, index=df.index)
+    df = summary
+    inv, src = _involvement(df, f.source)
+    keep = np.ones(len(df), dtype=bool)
     if f.classes is not None:
-        keep &= df["category"].astype(str).isin(list(f.classes))
+        keep &= df["category"].astype(str).isin(list(f.classes)).to_numpy()
     if f.mask == "with":
-        keep &= df["has_mask"].astype(bool)
+        keep &= df["has_mask"].astype(bool).to_numpy()
     elif f.mask == "without":
-        keep &= ~df["has_mask"].astype(bool)
+        keep &= ~df["has_mask"].astype(bool).to_numpy()
     elif f.mask != "any":
         raise ValueError(f"unknown mask facet {f.mask!r}")
     lo, hi = (float(v) for v in f.involvement)
     if lo > 0.0 or hi < 100.0:
-        inv = df["involvement"]
         # A 0 % study belongs to a range starting at 0 (CT-0); otherwise (low, high] like the class bands.
-        keep &= inv.notna() & (inv <= hi) & ((inv > lo) | ((lo <= 0.0) & (inv >= 0.0)))
+        keep &= (inv.notna() & (inv <= hi) & ((inv > lo) | ((lo <= 0.0) & (inv >= 0.0)))).to_numpy()
     if f.ids is not None:
-        keep &= df["study_id"].astype(int).isin(list(f.ids))
+        keep &= df["study_id"].astype(int).isin(list(f.ids)).to_numpy()
     if f.statuses is not None:
-        keep &= df["status"].astype(str).isin(list(f.statuses))
+        keep &= df["status"].astype(str).isin(list(f.statuses)).to_numpy()
     if f.review != "any" or f.flags or f.disagree:
         if "n_readers" not in df.columns:
             raise ValueError("review facets need the review columns (tables.with_reviews)")
         if f.review not in REVIEW_STATES:
             raise ValueError(f"unknown review facet {f.review!r}")
-        mine, n = df["reviewed_by_me"].astype(bool), df["n_readers"].astype(int)
-        keep &= {"any": True, "mine": mine, "not_mine": ~mine, "anyone": n > 0, "none": n == 0}[f.review]
+        mine, n = df["reviewed_by_me"].astype(bool).to_numpy(), df["n_readers"].astype(int).to_numpy()
+        keep &= {"any": np.ones(len(df), dtype=bool), "mine": mine, "not_mine": ~mine, "anyone": n > 0,
+                 "none": n == 0}[f.review]
         if f.flags:
             want = set(f.flags)
-            keep &= df["flags"].map(lambda fl: bool(fl) and (ANY_FLAG in want or bool(want & set(fl))))
+            keep &= df["flags"].map(lambda fl: bool(fl) and (ANY_FLAG in want or bool(want & set(fl)))).to_numpy(bool)
         if f.disagree:
-            keep &= df["disagree"].astype(bool)
-    return df[keep]
+            keep &= df["disagree"].astype(bool).to_numpy()
+    out = df[keep].copy()
+    out["involvement"] = inv.to_numpy()[keep] if len(df) else pd.Series(dtype=float)
+    out["involvement_source"] = src[keep] if len(df) else pd.Series(dtype=str)
+    return out
 
 
-def with_reviews(summary: pd.DataFrame, per_study: pd.DataFrame | None) -> pd.DataFrame:
+def with_reviews(summary: pd.DataFrame, per_study: pd.DataFrame | None, *, copy: bool = True) -> pd.DataFrame:
     """The summary with the review columns of ``mosmed.reviews.store.per_study`` (unreviewed studies: 0 readers).
 
     Adds ``n_readers`` (int), ``reviewed_by_me`` (bool), ``my_grade`` (str or None), ``flags`` (tuple),
     ``flag_text`` ("Artefact, Duplicate"), ``grades`` (each reader's grade, as text) and ``disagree`` (bool).
     Reviewed studies are few: the columns are filled by one join on the reviewed ids, and only their rows are
-    formatted (a 100 000-row registry is not walked row by row in Python).
+    formatted (a 100 000-row registry is not walked row by row in Python). ``copy=False`` adds the columns to
+    ``summary`` itself (a caller's own copy, e.g. from ``state.registry_rows_df``).
     """
     from mosmed.reviews.model import FLAG_LABELS, GRADE_LABELS
 
-    df = summary.copy()
+    df = summary.copy() if copy else summary
     n = len(df)
     df["n_readers"] = np.zeros(n, dtype="int64")
     df["reviewed_by_me"] = np.zeros(n, dtype=bool)

@@ -93,7 +93,7 @@ def _open_study_from(event) -> None:
             state.goto_viewer(sid)
 
 
-def _chart(name: str, key: str, ready: bool, on_click) -> None:
+def _chart(figs: dict, name: str, key: str, ready: bool, on_click) -> None:
     """One chart of the details section, or its placeholder while the class chart is being drawn."""
     if name not in figs:
         return
@@ -157,6 +157,8 @@ def _outside(_frame: pd.DataFrame, key: tuple, tolerance: float) -> pd.DataFrame
 @st.fragment
 def details() -> None:
     """Everything below the class chart: one fragment (its widgets and clicks rerun only it)."""
+    data = _page_data(ds, state.ds_key(ds), state.freshness(ds))   # not the module's: see the end of the page
+    figs = data["figs"]
     ready = bool(st.session_state.get(READY_KEY))
     if not ready and data["n_ok"]:
         # First visit: answer once the class chart is on screen; that answer reruns this fragment with charts.
@@ -170,21 +172,21 @@ def details() -> None:
 
     # ------------------------------------------------------------------------------------ involvement
     st.subheader("Lung involvement")
-    _chart("involvement", "dist.involvement", ready, _open_study_from)
+    _chart(figs, "involvement", "dist.involvement", ready, _open_study_from)
     st.caption(f"Filled blue circles: measured from the expert mask ({data['n_meas']} studies). Open amber "
                "diamonds: estimated from the share of lung voxels in the lesion HU range (every study). Shaded "
                "boxes: each class's band; dotted lines: the 25 / 50 / 75 % edges. Click a point to open the study.")
     a1, a2 = st.columns(2, gap="large")
     with a1:
-        _chart("lesion_lung", "dist.lesion_lung", ready, _open_study_from)
+        _chart(figs, "lesion_lung", "dist.lesion_lung", ready, _open_study_from)
     with a2:
-        _chart("slices", "dist.slices", ready, _open_class_from)
+        _chart(figs, "slices", "dist.slices", ready, _open_class_from)
 
     # ------------------------------------------------------------------------------------ HU histograms
     if not data["has_hist"]:
         st.info("No lung HU histogram in the cache yet.", icon=":material/hourglass_top:")
     else:
-        _chart("hu", "dist.hu", ready, _open_class_from)
+        _chart(figs, "hu", "dist.hu", ready, _open_class_from)
         st.caption("Each study's lung histogram is normalised to 1, then averaged per class. Click a curve to "
                    "open the registry filtered to that class.")
 
@@ -214,7 +216,7 @@ def details() -> None:
                 st.metric("Same class band", _fmt(None if ca is None else 100.0 * float(ca), ".0f") + " %",
                           help="Share of studies whose estimate and measurement fall in the same CT class band")
         with g2:
-            _chart("agreement", "dist.agreement", ready, _open_study_from)
+            _chart(figs, "agreement", "dist.agreement", ready, _open_study_from)
 
     # ------------------------------------------------------------------------------------ disagreement
     st.subheader("Estimate outside its class band")
@@ -244,3 +246,6 @@ def details() -> None:
 
 
 details()
+# The fragment keeps this page's function and module alive for the session: no figure text or table the size of
+# the registry stays in its variables (details() reads the cached page data itself).
+del data, figs, counts

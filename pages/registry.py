@@ -93,10 +93,10 @@ if per_study is not None:
         for f in fl:
             n_flag[f] = n_flag.get(f, 0) + 1
         n_flag[tables.ANY_FLAG] += bool(fl)
-# The review columns joined once per full run (the filter fragment reuses them): reviewed studies are few.
-base = tables.with_reviews(summary, per_study)
 n_studies = int(summary["study_id"].nunique())
-categories = summary.drop_duplicates("study_id").set_index("study_id")["category"].astype(str)
+# Nothing the size of the registry stays in this script's variables: the fragment below keeps them (its
+# function and module) alive for the session, so it reads the summary itself on each run (a cached copy).
+del summary
 
 
 def _reset() -> None:
@@ -241,7 +241,17 @@ def _table(rows) -> None:
             state.goto_viewer(int(view.iloc[pos]["study_id"]))
 
 
-def _export_bytes(export, kind: str) -> bytes:
+def _export_rows(flt: tables.RegistryFilter):
+    """The rows of ``flt``, computed again when a download button is pressed (in the download's own thread).
+
+    The buttons keep only the filter, not the rows: a deferred download's callable lives as long as the session,
+    and the rows of a 100 000-row registry are tens of megabytes.
+    """
+    return tables.export_frame(tables.filter_summary(tables.with_reviews(ds.summary(), per_study, copy=False), flt))
+
+
+def _export_bytes(flt: tables.RegistryFilter, kind: str) -> bytes:
+    export = _export_rows(flt)
     return tables.to_csv_bytes(export) if kind == "csv" else tables.to_xlsx_bytes(export, "filtered studies")
 
 
@@ -251,24 +261,25 @@ def _review_bytes(frame, kind: str) -> bytes:
     return review_export.to_csv_bytes(frame) if kind == "csv" else review_export.to_xlsx_bytes(frame, "reviews")
 
 
-def _downloads(rows) -> None:
+def _downloads(rows, flt: tables.RegistryFilter) -> None:
     # The files are written when a button is pressed (a callable runs on the click, in its own thread), not on
     # every filter change: an XLSX of 1110 rows takes longer than the whole rest of the run.
-    export = tables.export_frame(rows)
     downloads = st.container(horizontal=True, gap="small")   # buttons sized to their labels, never truncated
-    downloads.download_button("Download CSV", lambda: _export_bytes(export, "csv"),
+    none = rows.empty
+    downloads.download_button("Download CSV", lambda: _export_bytes(flt, "csv"),
                               file_name="mosmed_registry_filtered.csv", mime="text/csv", key="registry.w.csv",
-                              icon=":material/download:", on_click="ignore", disabled=export.empty)
-    downloads.download_button("Download XLSX", lambda: _export_bytes(export, "xlsx"),
+                              icon=":material/download:", on_click="ignore", disabled=none)
+    downloads.download_button("Download XLSX", lambda: _export_bytes(flt, "xlsx"),
                               file_name="mosmed_registry_filtered.xlsx", key="registry.w.xlsx",
                               icon=":material/download:",
                               mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                              on_click="ignore", disabled=export.empty)
+                              on_click="ignore", disabled=none)
     # Reviews of the filtered studies (issue 12): the same rows as `python -m mosmed review export`.
     if latest_reviews is not None:
         from mosmed.reviews import export as review_export
 
         shown_ids = set(tables.ids_of(rows))
+        categories = rows.drop_duplicates("study_id").set_index("study_id")["category"].astype(str)
         rv = review_export.export_frame(latest_reviews[latest_reviews["study_id"].isin(shown_ids)], categories)
         downloads.download_button(f"Reviews CSV ({len(rv)})", lambda: _review_bytes(rv, "csv"),
                                   file_name="mosmed_reviews_filtered.csv", mime="text/csv",
@@ -293,11 +304,15 @@ def browse() -> None:
         st.session_state[store] = list(v) if isinstance(v, (list, tuple)) else v
     with top:
         flt = _current_filter()
-    rows = tables.filter_summary(base, flt)
-    state.set_filter_ids(tables.ids_of(rows))
+    base = tables.with_reviews(state.registry_rows_df(ds), per_study, copy=False)
+    unfiltered = len(rows := tables.filter_summary(base, flt)) == len(base)
+    del base
+    # The viewer's picker and the quiz follow the filter; an unrestricted one is stored as "no filter" (None)
+    # rather than as every id of the registry (100 000 ints per session at 100 000 rows).
+    state.set_filter_ids(None if unfiltered else tables.ids_of(rows))
     with bottom:
         _table(rows)
-        _downloads(rows)
+        _downloads(rows, flt)
     with top:
         _filters()
         # Studies are counted once; a registry row repeating an id is listed too (in error), and counted apart.
