@@ -21,7 +21,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["thumbnail_urls", "COORD_PREFIX"]
+__all__ = ["thumbnail_urls", "new_full_run", "COORD_PREFIX"]
 
 _LOG = logging.getLogger("mosmed.app")
 #: The media manager's "coordinates" of a study's thumbnail: one slot per study and session.
@@ -40,7 +40,16 @@ def _media_manager() -> Any | None:
         return None
 
 
-def thumbnail_urls(ds: Any, study_ids: Sequence[int], thumb_names: Sequence[Any]) -> list[str | None]:
+def new_full_run(memo_key: str) -> None:
+    """Call once per FULL run of the page, before its fragment: Streamlit forgets a session's media files at the
+    start of every full run (not of a fragment run), so the URLs remembered under ``memo_key`` go too."""
+    import streamlit as st
+
+    st.session_state[memo_key] = {}
+
+
+def thumbnail_urls(ds: Any, study_ids: Sequence[int], thumb_names: Sequence[Any], *,
+                   memo_key: str | None = None) -> list[str | None]:
     """One URL per row (None where the study has no thumbnail), for the rows about to be shown.
 
     Parameters
@@ -49,11 +58,23 @@ def thumbnail_urls(ds: Any, study_ids: Sequence[int], thumb_names: Sequence[Any]
         The open dataset (its thumbnails are files of its cache, or in memory for a read-only cache).
     study_ids, thumb_names : sequences
         The shown rows' study ids and the summary's ``thumb_name`` column (the entry file name, or None).
+    memo_key : str, optional
+        A session key (see :func:`new_full_run`): within the fragment runs that follow one full run the files this
+        session registered stay registered, so their URLs are reused instead of reading and hashing each
+        thumbnail again on every filter change.
     """
+    import streamlit as st
+
     mgr = _media_manager()
+    memo = st.session_state.get(memo_key) if (memo_key and mgr is not None) else None
+    if memo_key and mgr is not None and not isinstance(memo, dict):
+        memo = st.session_state[memo_key] = {}
     out: list[str | None] = []
     for sid, name in zip(study_ids, thumb_names):
         sid = int(sid)
+        if memo is not None and isinstance(name, str) and name in memo:
+            out.append(memo[name])
+            continue
         path = ds.thumbnail_file(name) if isinstance(name, str) else None
         try:
             if mgr is not None:
@@ -63,6 +84,8 @@ def thumbnail_urls(ds: Any, study_ids: Sequence[int], thumb_names: Sequence[Any]
                     data = ds.thumbnail(sid) if not ds.cache.writable else None   # a read-only cache's memory
                     url = mgr.add(data, "image/png", f"{COORD_PREFIX}{sid}") if data else None
                 out.append(url.lstrip("/") if url else None)
+                if memo is not None and path is not None and url:
+                    memo[name] = out[-1]
             else:
                 from components.tables import thumb_data_uri
 

@@ -24,6 +24,14 @@ from components.markup import md_escape
 
 state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
 
+# A click on a class bar, or a class picked: the widget's value is in the session state before the widget is drawn
+# again, so the registry opens now, before this page computes or sends anything (one run less to wait for).
+for _hit in charts.clicked(st.session_state.get("dist.classes")):
+    if _hit:
+        state.goto_registry([_hit[-1]])
+if st.session_state.get("dist.w.class_pick") not in (None, "—"):
+    state.goto_registry([str(st.session_state["dist.w.class_pick"])])
+
 st.title("Distributions")
 ds = state.get_dataset()
 if ds is None:

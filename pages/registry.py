@@ -94,6 +94,8 @@ if per_study is not None:
             n_flag[f] = n_flag.get(f, 0) + 1
         n_flag[tables.ANY_FLAG] += bool(fl)
 n_studies = int(summary["study_id"].nunique())
+THUMBS_MEMO = "registry.thumb_urls"
+thumbs.new_full_run(THUMBS_MEMO)   # this full run dropped the session's media files: their URLs too
 # Nothing the size of the registry stays in this script's variables: the fragment below keeps them (its
 # function and module) alive for the session, so it reads the summary itself on each run (a cached copy).
 del summary
@@ -223,7 +225,7 @@ def _table(rows) -> None:
     shown = _page_of(rows)
     view = shown.copy()
     names = view["thumb_name"].tolist() if "thumb_name" in view else [None] * len(view)
-    view.insert(0, "thumbnail", thumbs.thumbnail_urls(ds, view["study_id"].tolist(), names))
+    view.insert(0, "thumbnail", thumbs.thumbnail_urls(ds, view["study_id"].tolist(), names, memo_key=THUMBS_MEMO))
     view["involvement_source"] = view["involvement_source"].replace({"": None})
     cols = TABLE_COLS
     if per_study is None:   # no review database: no empty review columns either
