@@ -134,11 +134,15 @@ def prepare(progress: bool = True) -> dict:
     return spent
 
 
-def prepare_rows100k(n_rows: int = N_100K, root: Path = ROWS100K, cache_root: Path = ROWS100K_CACHE) -> dict:
-    """The 100 000-row registry and its fabricated cache (see the module docstring); reused when complete.
+def fabricate_registry(template_root: Path, template_cache: Path, root: Path, cache_root: Path, n_rows: int,
+                       seed: int = 20201110) -> dict:
+    """A registry of ``n_rows`` rows at ``root`` with a complete cache at ``cache_root``, from a built template.
 
-    Needs ``rows1110`` and its cache (:func:`prepare`). Written into ``<root>.tmp`` and renamed into place, with a
-    ``.complete`` marker last, so an interrupted run starts over instead of leaving half a registry.
+    Row ``i`` repeats template row ``(i - 1) % len(template) + 1`` (its class, its mask or not): its study and mask
+    files are hard links to the template's, its stats document the template's measured one with its own study
+    id and key and its volumes / involvement scaled by a seeded per-row factor, its thumbnail a hard link. Then
+    the summary is assembled once, as the app does on first open. The registry is ``dataset_registry.csv``.
+    Returns the seconds spent (``generate_s``, ``summary_s``).
     """
     import json
     import os
@@ -152,49 +156,45 @@ def prepare_rows100k(n_rows: int = N_100K, root: Path = ROWS100K, cache_root: Pa
     from mosmed.dataset import Dataset
     from mosmed.paths import mask_rel_path, study_rel_path
 
-    spent = {"generate_rows100k_s": 0.0, "summary_rows100k_s": 0.0}
-    marker = root / ".complete"
-    if marker.is_file() and marker.read_text().strip() == str(n_rows):
-        return spent
     t = time.perf_counter()
-    _say(f"writing the {n_rows}-row registry (hard links to the {ROWS.name} studies) into {root} ...")
-    tpl = Dataset(ROWS, ROWS_CACHE)
+    tpl = Dataset(template_root, template_cache)
     templates = []
     for src in tpl.registry.sources:
         key = tpl.cache.key(src)
         doc = tpl.cache.read_stats(src.study_id, key) if key else None
         if doc is None or doc.get("status") != "ok":
-            raise RuntimeError(f"{ROWS} study {src.study_id} has no built cache entry: run bench/prepare.py first")
+            continue    # a template row in error or not built is not repeated
         templates.append((src, doc, tpl.cache.thumbs_dir / f"{entry_stem(src.study_id, key)}.png"))
+    if not templates:
+        raise RuntimeError(f"{template_root} has no built study to repeat (build its cache first)")
     tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.rmtree(cache_root, ignore_errors=True)
+    for d in (tmp, root, cache_root):
+        shutil.rmtree(d, ignore_errors=True)
     lines = ["study_id,category,study_file,mask_file"]
     made: set[Path] = set()
-    for i in range(1, n_rows + 1):
-        src, _, _ = templates[(i - 1) % len(templates)]
-        rel = study_rel_path(i, src.category)
+
+    def link(src_path: Path, rel: str) -> None:
         dst = tmp / rel.lstrip("/")
         if dst.parent not in made:
             dst.parent.mkdir(parents=True, exist_ok=True)
             made.add(dst.parent)
-        os.link(src.study_path, dst)
+        os.link(src_path, dst)
+
+    for i in range(1, n_rows + 1):
+        src, _, _ = templates[(i - 1) % len(templates)]
+        rel = study_rel_path(i, src.category)
+        link(src.study_path, rel)
         mask = ""
         if src.mask_path is not None:
             mask = mask_rel_path(i)
-            mdst = tmp / mask.lstrip("/")
-            if mdst.parent not in made:
-                mdst.parent.mkdir(parents=True, exist_ok=True)
-                made.add(mdst.parent)
-            os.link(src.mask_path, mdst)
+            link(src.mask_path, mask)
         lines.append(f"{i},{src.category},{rel},{mask}")
     (tmp / "dataset_registry.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     tmp.rename(root)
 
     # The cache: every row's stats document and thumbnail, fabricated from its template's measured ones.
     ds = Dataset(root, cache_root)
-    rng = np.random.default_rng(20201110)
+    rng = np.random.default_rng(seed)
     scale = rng.uniform(0.85, 1.15, size=n_rows)
     shift = rng.uniform(-2.0, 2.0, size=n_rows)
     for k, src in enumerate(ds.registry.sources):
@@ -214,13 +214,31 @@ def prepare_rows100k(n_rows: int = N_100K, root: Path = ROWS100K, cache_root: Pa
                     part[name] = min(100.0, max(0.0, float(part[name]) + d))
         summ.update(study_id=src.study_id, study_file=src.study_file, mask_file=src.mask_file)
         (ds.cache.stats_dir / f"{stem}.json").write_text(json.dumps(out), encoding="utf-8")
-        os.link(thumb, ds.cache.thumbs_dir / f"{stem}.png")
-    spent["generate_rows100k_s"] = round(time.perf_counter() - t, 1)
-    _say(f"  {spent['generate_rows100k_s']:.0f} s; assembling its summary ...")
+        if thumb.is_file():
+            os.link(thumb, ds.cache.thumbs_dir / f"{stem}.png")
+    spent = {"generate_s": round(time.perf_counter() - t, 1)}
     t = time.perf_counter()
     Dataset(root, cache_root).summary()
-    spent["summary_rows100k_s"] = round(time.perf_counter() - t, 1)
-    _say(f"  {spent['summary_rows100k_s']:.0f} s")
+    spent["summary_s"] = round(time.perf_counter() - t, 1)
+    return spent
+
+
+def prepare_rows100k(n_rows: int = N_100K, root: Path = ROWS100K, cache_root: Path = ROWS100K_CACHE) -> dict:
+    """The 100 000-row registry and its fabricated cache (see the module docstring); reused when complete.
+
+    Needs ``rows1110`` and its cache (:func:`prepare`). The registry is written into ``<root>.tmp`` and renamed
+    into place, with a ``.complete`` marker last, so an interrupted run starts over instead of leaving half a
+    registry.
+    """
+    spent = {"generate_rows100k_s": 0.0, "summary_rows100k_s": 0.0}
+    marker = root / ".complete"
+    if marker.is_file() and marker.read_text().strip() == str(n_rows):
+        return spent
+    prepare()
+    _say(f"writing the {n_rows}-row registry (hard links to the {ROWS.name} studies) into {root} ...")
+    got = fabricate_registry(ROWS, ROWS_CACHE, root, cache_root, n_rows)
+    spent = {"generate_rows100k_s": got["generate_s"], "summary_rows100k_s": got["summary_s"]}
+    _say(f"  {got['generate_s']:.0f} s, then its summary {got['summary_s']:.0f} s")
     marker.write_text(str(n_rows))
     return spent
 
