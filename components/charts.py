@@ -7,9 +7,11 @@ back into a figure without re-validating it (plotly's validation of a 1110-point
 everything else the page does). Points carry ``customdata = [study_id, class]`` (or ``[class]`` for per-class
 marks) so a click can open the study in the viewer or filter the registry to the class.
 
-Scatters with many points (:data:`GL_POINTS`) are drawn with WebGL (``scattergl``): SVG makes one DOM node
-per point, which a 100 000-row registry cannot afford. Colours are one trace per class, not one colour string
-per point.
+Scatters of more than :data:`MAX_POINTS` studies draw a sample of that many (the same studies on every run,
+chosen by id), and say so in their title: one SVG node a point is fine for the 1110 studies of MosMedData, but
+100 000 points cost the browser seconds and show no more than the sample does (the counts, slices and
+histograms are computed from every study). WebGL (``scattergl``) was tried instead: in headless Chromium
+(software GL, where the benchmarks run) the charts drew slower than as SVG.
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ __all__ = [
     "page_figures",
     "from_json",
     "when_drawn",
-    "GL_POINTS",
+    "MAX_POINTS",
+    "sample_studies",
 ]
 
-#: Scatters with more points than this are drawn with WebGL (``scattergl``) instead of one SVG node per point.
-GL_POINTS = 5000
+#: Most studies a scatter draws; above it, a fixed sample of this many (see :func:`sample_studies`).
+MAX_POINTS = 3000
 
 #: One colour per class, from calm to alarming, readable on the dark theme.
 CLASS_COLORS = {"CT-0": "#8fa3b8", "CT-1": "#5cc98a", "CT-2": "#e3c94f", "CT-3": "#f28b3c", "CT-4": "#e8505b"}
@@ -58,11 +61,28 @@ def _color(cls: str) -> str:
     return CLASS_COLORS.get(str(cls), _OTHER)
 
 
-def _text(label: object) -> str:
-    """A class label as literal text inside a hover template (registry text: no markup, no template fields)."""
-    import html
+def sample_studies(frame: pd.DataFrame, n: int = MAX_POINTS) -> pd.DataFrame:
+    """``frame`` when it has at most ``n`` rows, else ``n`` of them chosen by a hash of the study id (the same
+    studies on every run, whatever the order of the rows), in their original order."""
+    if len(frame) <= n:
+        return frame
+    # splitmix64 of the id: unrelated to the jitter's hash (a sample of the smallest jitter hashes would put
+    # every drawn point at the left edge of its class).
+    x = frame["study_id"].to_numpy(dtype=np.int64).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    h = x ^ (x >> np.uint64(31))
+    keep = np.sort(np.argsort(h, kind="stable")[:n])
+    return frame.iloc[keep]
 
-    return html.escape(str(label)).replace("%", "%%").replace("{", "&#123;").replace("}", "&#125;")
+
+def _sampled(shown: pd.DataFrame, every: pd.DataFrame) -> str:
+    """A second title line saying a scatter draws a sample (empty when it draws every study)."""
+    return "" if len(shown) == len(every) else f"<br><sup>{len(shown):,} of {len(every):,} studies drawn</sup>"
+
+
+def _title_margin(title: str, top: int = 50) -> dict:
+    return dict(t=top + 18) if "<br>" in title else {}
 
 
 def _cached_figure(build: Callable[..., go.Figure]) -> Callable[..., go.Figure]:
@@ -167,43 +187,28 @@ def involvement_figure(summary: pd.DataFrame, classes: tuple[str, ...], band_edg
         fig.add_hline(y=edge, line=dict(color="#9aa0a6", width=1, dash="dot"),
                       annotation_text=f"{edge:g}%", annotation_position="right",
                       annotation_font=dict(color="#9aa0a6", size=11))
-    big = len(summary) > GL_POINTS
+    shown = sample_studies(summary)
     for source, column in (("estimated", "estimated_involvement_pct"), ("measured", "involvement_pct")):
-        df = summary[pd.to_numeric(summary[column], errors="coerce").notna()]
+        df = shown[pd.to_numeric(shown[column], errors="coerce").notna()]
         if df.empty:
             continue
         style = SOURCE_STYLE[source]
-        x_all = np.array([pos[str(c)] for c in df["category"]], dtype=float) + _jitter(df["study_id"])
+        x = np.array([pos[str(c)] for c in df["category"]], dtype=float) + _jitter(df["study_id"])
         if source == "measured":
-            x_all = x_all + 0.04    # keep a measured point beside its estimate rather than on top of it
-        # One trace per source (and per class when the points are many: one colour each, no colour per point).
-        groups = [(c, df["category"].astype(str).to_numpy() == c) for c in cats] if big else [(None, None)]
-        first = True
-        for cls, sel in groups:
-            sub, x = (df, x_all) if sel is None else (df[sel], x_all[sel])
-            if sub.empty:
-                continue
-            marker = dict(color=style["color"], symbol=style["symbol"], size=8 if source == "measured" else 7,
-                          line=dict(width=1.3, color=style["color"]))
-            if big:   # WebGL, small marks, numbers as float32 and the study id alone as customdata (compact)
-                fig.add_scattergl(x=x.astype(np.float32), y=sub[column].to_numpy(dtype=np.float32), mode="markers",
-                                  name=style["name"], legendgroup=source, showlegend=first,
-                                  marker={**marker, "size": 4, "line": dict(width=0.8, color=style["color"])},
-                                  customdata=sub["study_id"].to_numpy(dtype=np.int32),
-                                  hovertemplate=f"study %{{customdata}} ({_text(cls)})<br>{source} involvement "
-                                                "%{y:.1f}%<extra></extra>")
-            else:
-                fig.add_scatter(x=x, y=sub[column].astype(float), mode="markers", name=style["name"],
-                                legendgroup=source, showlegend=first, marker=marker,
-                                customdata=np.stack([sub["study_id"].astype(int).astype(str),
-                                                     sub["category"].astype(str)], axis=1),
-                                hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>" + source
-                                              + " involvement %{y:.1f}%<extra></extra>")
-            first = False
+            x = x + 0.04    # keep a measured point beside its estimate rather than on top of it
+        fig.add_scatter(
+            x=x, y=df[column].astype(float), mode="markers", name=style["name"],
+            marker=dict(color=style["color"], symbol=style["symbol"], size=8 if source == "measured" else 7,
+                        line=dict(width=1.3, color=style["color"])),
+            customdata=np.stack([df["study_id"].astype(int).astype(str), df["category"].astype(str)], axis=1),
+            hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>" + source
+                          + " involvement %{y:.1f}%<extra></extra>",
+        )
     fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=cats, range=[-0.6, len(cats) - 0.4], title=None)
     fig.update_yaxes(title="lung involvement, %", range=[-3, 103])
     # The band-edge labels sit right of the plot area: leave them a margin (they were clipped at r=10).
-    return _layout(fig, "Lung involvement by class", height=430, margin=dict(r=48))
+    title = "Lung involvement by class" + _sampled(shown, summary)
+    return _layout(fig, title, height=430, margin=dict(r=48, **_title_margin(title)))
 
 
 def lesion_lung_figure(summary: pd.DataFrame) -> go.Figure:
@@ -211,39 +216,26 @@ def lesion_lung_figure(summary: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     ok = summary[pd.to_numeric(summary["lung_ml"], errors="coerce").notna()]
     est = ok.assign(est_ml=ok["estimated_involvement_pct"].astype(float) / 100.0 * ok["lung_ml"].astype(float))
-    big = len(summary) > GL_POINTS
-    cats = sorted(set(ok["category"].astype(str)), key=lambda c: (c not in CLASS_COLORS, c))
-    for source, frame, col in (("estimated", est, "est_ml"), ("measured", ok, "lesion_ml")):
+    est = sample_studies(est)
+    for source, frame, col in (("estimated", est, "est_ml"), ("measured", est, "lesion_ml")):
         frame = frame[pd.to_numeric(frame[col], errors="coerce").notna()]
         if frame.empty:
             continue
         style = SOURCE_STYLE[source]
         _legend_key(fig, style["name"], style["symbol"], group=source)
-        for c in cats:   # one trace per class: one colour each (no colour string per point)
-            sub = frame[frame["category"].astype(str) == c]
-            if sub.empty:
-                continue
-            name = f"{style['name']}, {c}"
-            if big:   # as in involvement_figure: WebGL, float32, the study id alone as customdata
-                fig.add_scattergl(x=sub["lung_ml"].to_numpy(dtype=np.float32), y=sub[col].to_numpy(dtype=np.float32),
-                                  mode="markers", name=name, legendgroup=source, showlegend=False,
-                                  marker=dict(color=_color(c), symbol=style["symbol"], size=4,
-                                              line=dict(width=0.8, color=_color(c))),
-                                  customdata=sub["study_id"].to_numpy(dtype=np.int32),
-                                  hovertemplate=f"study %{{customdata}} ({_text(c)})<br>lung %{{x:.0f}} mL<br>{source}"
-                                                " lesion %{y:.0f} mL<extra></extra>")
-            else:
-                fig.add_scatter(x=sub["lung_ml"].astype(float), y=sub[col].astype(float), mode="markers", name=name,
-                                legendgroup=source, showlegend=False,
-                                marker=dict(color=_color(c), symbol=style["symbol"], size=8,
-                                            line=dict(width=1.3, color=_color(c))),
-                                customdata=np.stack([sub["study_id"].astype(int).astype(str),
-                                                     sub["category"].astype(str)], axis=1),
-                                hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>lung %{x:.0f} mL<br>"
-                                              + source + " lesion %{y:.0f} mL<extra></extra>")
+        fig.add_scatter(
+            x=frame["lung_ml"].astype(float), y=frame[col].astype(float), mode="markers", name=style["name"],
+            legendgroup=source, showlegend=False,
+            marker=dict(color=[_color(c) for c in frame["category"]], symbol=style["symbol"], size=8,
+                        line=dict(width=1.3, color=[_color(c) for c in frame["category"]])),
+            customdata=np.stack([frame["study_id"].astype(int).astype(str), frame["category"].astype(str)], axis=1),
+            hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>lung %{x:.0f} mL<br>" + source
+                          + " lesion %{y:.0f} mL<extra></extra>",
+        )
     fig.update_xaxes(title="lung volume, mL", rangemode="tozero")
     fig.update_yaxes(title="lesion volume, mL", rangemode="tozero")
-    return _layout(fig, "Lesion volume against lung volume (colour = class)")
+    title = "Lesion volume against lung volume (colour = class)" + _sampled(est, ok)
+    return _layout(fig, title, margin=_title_margin(title))
 
 
 def slices_figure(summary: pd.DataFrame, classes: tuple[str, ...]) -> go.Figure:
@@ -309,8 +301,9 @@ def agreement_figure(summary: pd.DataFrame) -> go.Figure:
     fig.add_scatter(x=[0, top], y=[0, top], mode="lines", name="estimate = measurement",
                     line=dict(color="#9aa0a6", dash="dot", width=1), hoverinfo="skip")
     _legend_key(fig, "studies with a mask", "circle", group="studies")
-    add = fig.add_scattergl if len(both) > GL_POINTS else fig.add_scatter
-    add(
+    every = both
+    both = sample_studies(both)
+    fig.add_scatter(
         x=both["involvement_pct"].astype(float), y=both["estimated_involvement_pct"].astype(float),
         mode="markers", name="studies with a mask", legendgroup="studies", showlegend=False,
         marker=dict(color=[_color(c) for c in both["category"]], size=9,
@@ -322,7 +315,8 @@ def agreement_figure(summary: pd.DataFrame) -> go.Figure:
     )
     fig.update_xaxes(title="measured involvement (mask), %", range=[0, top])
     fig.update_yaxes(title="estimated involvement (HU), %", range=[0, top])
-    return _layout(fig, "Estimated against measured involvement (colour = class)")
+    title = "Estimated against measured involvement (colour = class)" + _sampled(both, every)
+    return _layout(fig, title, margin=_title_margin(title))
 
 
 @_cached_figure

@@ -157,9 +157,20 @@ def _registry_stamp(root: Path) -> tuple[str, int, int]:
 @st.cache_resource(max_entries=4, show_spinner="Opening the dataset…")
 def _open_dataset(root: str, cache: str, stamp: tuple[str, int, int]) -> Dataset:
     # Shared by every session; Dataset is only read after construction. `stamp` is part of the key only.
+    import gc
+
     from mosmed.dataset import Dataset
 
-    return Dataset(Path(root), Path(cache))
+    ds = Dataset(Path(root), Path(cache))
+    # Streamlit runs a full garbage collection after every script run (runner.postScriptGC). It walks every
+    # object the collector tracks: the imported modules (plotly alone holds tens of thousands) and this
+    # dataset's registry, ~150 ms of each run here, during which the finished run's last messages wait for the
+    # GIL. They live as long as the process: freezing them (gc.freeze) keeps them out of those passes (the
+    # collection after a run then takes ~1 ms); they are still freed by reference counting when evicted.
+    # Collect first, so that no garbage waiting for the collector is frozen with them (it would never be freed).
+    gc.collect()
+    gc.freeze()
+    return ds
 
 
 def get_dataset(*, show_error: bool = True) -> Dataset | None:

@@ -169,6 +169,29 @@ def test_a_class_bar_click_opens_the_registry_filtered(app_data: AppData) -> Non
         assert _row_count(at)[0] == n
 
 
+def test_big_scatters_draw_a_stable_sample_and_say_so() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from components import charts
+
+    n = 5000
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"study_id": np.arange(1, n + 1), "category": rng.choice(["CT-0", "CT-1", "CT-2"], n),
+                       "estimated_involvement_pct": rng.uniform(0, 60, n), "involvement_pct": np.nan,
+                       "lung_ml": rng.uniform(2000, 6000, n), "lesion_ml": np.nan})
+    a = charts.sample_studies(df)
+    b = charts.sample_studies(df.sample(frac=1.0, random_state=1))
+    assert len(a) == charts.MAX_POINTS and set(a["study_id"]) == set(b["study_id"]), "the same studies, any order"
+    assert a["study_id"].is_monotonic_increasing
+    assert charts.sample_studies(df.head(100)).equals(df.head(100))
+    fig = charts.involvement_figure(df, ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4"), (25.0, 50.0, 75.0))
+    assert sum(len(t.x) for t in fig.data if t.x is not None and len(t.x) > 1) == charts.MAX_POINTS
+    assert f"{charts.MAX_POINTS:,} of {n:,} studies drawn</sup>" in fig.layout.title.text
+    small = charts.involvement_figure(df.head(50), ("CT-0", "CT-1", "CT-2"), (25.0,))
+    assert "drawn" not in small.layout.title.text
+
+
 # -------------------------------------------------------------------------------------------- every page, big
 
 
