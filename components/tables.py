@@ -33,6 +33,7 @@ __all__ = [
     "REVIEW_STATE_LABELS",
     "ANY_FLAG",
     "with_reviews",
+    "outside_band",
 ]
 
 #: Where an involvement value comes from: the expert mask ("measured") or the HU-based estimate.
@@ -238,6 +239,43 @@ def with_reviews(summary: pd.DataFrame, per_study: pd.DataFrame | None, *, copy:
     if "disagree" in sub:
         put("disagree", sub["disagree"].fillna(False).astype(bool))
     return df
+
+
+OUTSIDE_COLUMNS = ["study_id", "category", "band", "estimated", "estimate_suggests", "measured"]
+
+
+def outside_band(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """Studies whose HU estimate lies outside their class's band widened by ``tolerance`` points.
+
+    ``frame`` has ``study_id, category, estimated_involvement_pct, involvement_pct``. The same answers as
+    ``mosmed.severity.in_band`` row by row (CT-0: estimate <= tolerance; others: low - tol < estimate <= high + tol;
+    rows without an estimate or with an unknown class left out), computed column-wise: a 100 000-row registry
+    is one pass of numpy, not 100 000 calls.
+    """
+    from mosmed.severity import BAND_EDGES, CLASSES, band
+
+    if not len(frame):
+        return pd.DataFrame(columns=OUTSIDE_COLUMNS)
+    cat = frame["category"].astype(str)
+    est = pd.to_numeric(frame["estimated_involvement_pct"], errors="coerce")
+    known = cat.isin(list(CLASSES)) & est.notna()
+    lo = cat.map({c: band(c)[0] for c in CLASSES}).astype(float)
+    hi = cat.map({c: band(c)[1] for c in CLASSES}).astype(float)
+    tol = max(0.0, float(tolerance))
+    inside = np.where(cat == "CT-0", est <= tol, (est > lo - tol) & (est <= hi + tol))
+    keep = (known & ~pd.Series(inside, index=frame.index)).to_numpy()
+    sub = frame[keep]
+    e = est[keep].to_numpy(dtype=float)
+    edges = [0.0, *BAND_EDGES]
+    suggests = np.select([e <= edges[0], e <= edges[1], e <= edges[2], e <= edges[3]],
+                         ["CT-0", "CT-1", "CT-2", "CT-3"], "CT-4")
+    text = {c: (f"{band(c)[0]:g}–{band(c)[1]:g}%" if band(c)[1] > 0 else "0%") for c in CLASSES}
+    measured = pd.to_numeric(sub["involvement_pct"], errors="coerce").astype(float)
+    return pd.DataFrame({
+        "study_id": sub["study_id"].astype(int).to_numpy(), "category": cat[keep].to_numpy(),
+        "band": cat[keep].map(text).to_numpy(), "estimated": e, "estimate_suggests": suggests,
+        "measured": measured.where(measured.notna(), None).to_numpy(dtype=object),
+    }, columns=OUTSIDE_COLUMNS)
 
 
 def class_counts(summary: pd.DataFrame, classes: Sequence[str], published: dict[str, int] | None = None,

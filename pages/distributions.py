@@ -50,7 +50,7 @@ HEIGHTS = {"involvement": 430, "lesion_lung": 380, "slices": 380, "hu": 380, "ag
 @st.cache_data(max_entries=4, show_spinner="Preparing the charts…")
 def _page_data(_ds, key: tuple[str, str], token: tuple) -> dict:
     """Every figure (JSON text) and the numbers and tables beside them, for one dataset state."""
-    summary = _ds.summary().drop_duplicates("study_id").reset_index(drop=True)
+    summary = state.summary_df(_ds)   # the summary the other pages read (cached on the same token)
     edges, hist = _ds.histograms()
     published = dict(severity.PUBLISHED_COUNTS)
     ok = summary[summary["status"] == "ok"]
@@ -139,27 +139,7 @@ with c2:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _outside(_frame: pd.DataFrame, key: tuple, tolerance: float) -> pd.DataFrame:
-    frame = _frame
-    rows = []
-    for r in frame.itertuples(index=False):
-        est = r.estimated_involvement_pct
-        if est is None or (isinstance(est, float) and math.isnan(est)):
-            continue
-        try:
-            inside = severity.in_band(str(r.category), float(est), tolerance)
-            lo, hi = severity.band(str(r.category))
-        except KeyError:
-            continue
-        if inside:
-            continue
-        implied = severity.class_for_involvement(float(est))
-        rows.append({"study_id": int(r.study_id), "category": str(r.category),
-                     "band": f"{lo:g}–{hi:g}%" if hi > 0 else "0%",
-                     "estimated": float(est), "estimate_suggests": implied,
-                     "measured": (None if r.involvement_pct is None or math.isnan(r.involvement_pct)
-                                  else float(r.involvement_pct))})
-    return pd.DataFrame(rows, columns=["study_id", "category", "band", "estimated", "estimate_suggests",
-                                       "measured"])
+    return tables.outside_band(_frame, tolerance)   # keyed by the dataset state and the tolerance
 
 
 @st.fragment

@@ -192,6 +192,54 @@ def test_big_scatters_draw_a_stable_sample_and_say_so() -> None:
     assert "drawn" not in small.layout.title.text
 
 
+def _outside_row_by_row(frame, tolerance):
+    """The distributions page's former table, one row at a time (the reference for tables.outside_band)."""
+    import math
+
+    import pandas as pd
+
+    from mosmed import severity
+
+    rows = []
+    for r in frame.itertuples(index=False):
+        est = r.estimated_involvement_pct
+        if est is None or (isinstance(est, float) and math.isnan(est)):
+            continue
+        try:
+            inside = severity.in_band(str(r.category), float(est), tolerance)
+            lo, hi = severity.band(str(r.category))
+        except KeyError:
+            continue
+        if inside:
+            continue
+        rows.append({"study_id": int(r.study_id), "category": str(r.category),
+                     "band": f"{lo:g}–{hi:g}%" if hi > 0 else "0%", "estimated": float(est),
+                     "estimate_suggests": severity.class_for_involvement(float(est)),
+                     "measured": (None if r.involvement_pct is None or math.isnan(r.involvement_pct)
+                                  else float(r.involvement_pct))})
+    return pd.DataFrame(rows, columns=["study_id", "category", "band", "estimated", "estimate_suggests", "measured"])
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 2.5, 20.0, -1.0])
+def test_outside_band_equals_the_row_by_row_table(tolerance) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from components import tables
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    est = rng.choice([0.0, 25.0, 50.0, 75.0, 100.0, np.nan], n) + rng.choice([0.0, 0.0, 1e-9, -1e-9, 3.7], n)
+    df = pd.DataFrame({"study_id": np.arange(1, n + 1),
+                       "category": rng.choice(["CT-0", "CT-1", "CT-2", "CT-3", "CT-4", "CT-9", ""], n),
+                       "estimated_involvement_pct": np.clip(est, 0, 100),
+                       "involvement_pct": np.where(rng.random(n) < 0.3, rng.uniform(0, 100, n), np.nan)})
+    got, want = tables.outside_band(df, tolerance), _outside_row_by_row(df, tolerance)
+    assert len(want) > 100
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True), check_dtype=False)
+    assert tables.outside_band(df.head(0), tolerance).columns.tolist() == want.columns.tolist()
+
+
 # -------------------------------------------------------------------------------------------- every page, big
 
 
