@@ -181,7 +181,9 @@ def filter_summary(summary: pd.DataFrame, f: RegistryFilter) -> pd.DataFrame:
             keep &= df["flags"].map(lambda fl: bool(fl) and (ANY_FLAG in want or bool(want & set(fl)))).to_numpy(bool)
         if f.disagree:
             keep &= df["disagree"].astype(bool).to_numpy()
-    out = df[keep].copy()
+    # A new frame either way (the caller may add columns), without copying the data twice: a boolean selection
+    # already copies the rows kept, and when every row is kept nothing needs copying.
+    out = df.copy(deep=False) if keep.all() else df[keep].copy(deep=False)
     out["involvement"] = inv.to_numpy()[keep] if len(df) else pd.Series(dtype=float)
     out["involvement_source"] = src[keep] if len(df) else pd.Series(dtype=str)
     return out
