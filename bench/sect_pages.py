@@ -37,7 +37,7 @@ import asyncio
 import os
 import shutil
 
-from common import APP_DONE_JS, BENCH, OUT, Context, median, p95, prepare, rss_mb, say, summary
+from common import BENCH, OUT, Context, median, p95, prepare, rss_mb, say, summary
 
 TARGETS: dict[str, tuple[str, float, str, str]] = {
     "registry_first_paint_ms": ("<=", 1000, "ms", "registry, 1110 rows: navigation -> grid drawn, run over"),
@@ -53,8 +53,9 @@ TARGETS: dict[str, tuple[str, float, str, str]] = {
 
 # Installed in every page before its scripts: the timestamp of the last armed input event.
 INPUT_TIMER = """
-window.addEventListener('pointerdown', (e) => { if (window.__armed) { window.__t0 = e.timeStamp; window.__armed = false; } }, true);
-window.addEventListener('keydown', (e) => { if (window.__armed && e.key === 'Enter') { window.__t0 = e.timeStamp; window.__armed = false; } }, true);
+const stamp = (e) => { window.__t0 = e.timeStamp; window.__armed = false; };
+window.addEventListener('pointerdown', (e) => { if (window.__armed) stamp(e); }, true);
+window.addEventListener('keydown', (e) => { if (window.__armed && e.key === 'Enter') stamp(e); }, true);
 """
 
 # Done + drawn, for one page kind (see the module docstring); returns performance.now() of the frame, or false.
@@ -64,7 +65,9 @@ PAINTED_JS = """([kind, rows, charts, count, wantGrid]) => {
     if (w <= 0 || h <= 0) return false;
     const d = c.getContext('2d').getImageData(0, 40, w, h).data;
     let n = 0;
-    for (let i = 0; i < d.length; i += 16) if (Math.abs(d[i] - d[0]) + Math.abs(d[i + 1] - d[1]) + Math.abs(d[i + 2] - d[2]) > 60) n++;
+    for (let i = 0; i < d.length; i += 16) {
+      if (Math.abs(d[i] - d[0]) + Math.abs(d[i + 1] - d[1]) + Math.abs(d[i + 2] - d[2]) > 60) n++;
+    }
     return n > 20;
   };
   const canvasHash = (c) => {
@@ -90,7 +93,8 @@ PAINTED_JS = """([kind, rows, charts, count, wantGrid]) => {
       const g = document.querySelector('.st-key-registry-table [role="grid"]');   // rows in view unchanged
       if (!g || Number(g.getAttribute('aria-rowcount')) !== rows + 1) return false;
     }
-    if (count !== null && !document.querySelector('[data-testid="stMain"]').innerText.includes(count + ' of ')) return false;
+    const main = document.querySelector('[data-testid="stMain"]');
+    if (count !== null && !main.innerText.includes(count + ' of ')) return false;
   } else if (kind === 'first_chart') {
     const c = document.querySelector('.st-key-dist-classes .main-svg');
     if (!c || !document.querySelector('.st-key-dist-classes .bars path')) return false;
@@ -98,7 +102,8 @@ PAINTED_JS = """([kind, rows, charts, count, wantGrid]) => {
   } else if (kind === 'charts') {
     const all = document.querySelectorAll('[data-testid="stPlotlyChart"]');
     if (all.length < charts) return false;
-    for (const c of all) if (!c.querySelector('.main-svg') || !c.querySelector('.trace, .bars path, .point, .scatterlayer path, canvas')) return false;
+    const marks = '.trace, .bars path, .point, .scatterlayer path, canvas';
+    for (const c of all) if (!c.querySelector('.main-svg') || !c.querySelector(marks)) return false;
   } else if (kind === 'overview') {
     if (document.querySelectorAll('[data-testid="stMetric"]').length < 5) return false;
   } else if (kind === 'floor') {
@@ -110,9 +115,11 @@ PAINTED_JS = """([kind, rows, charts, count, wantGrid]) => {
 }"""
 
 # Thumbnails: what the page fetched from the media endpoint (count, bytes), and the web socket's bytes.
-RESOURCES_JS = """() => {
+RESOURCES_JS = r"""() => {
   // The media endpoint only (Streamlit's fonts live under /static/media/, not here).
-  const media = performance.getEntriesByType('resource').filter(e => /^\/(?:[^/]+\/)*media\/[0-9a-f]+\.png$/.test(new URL(e.name).pathname) && !new URL(e.name).pathname.includes('/static/'));
+  const isThumb = (e) => { const p = new URL(e.name).pathname;
+                           return /(^|\/)media\/[0-9a-f]+\.png$/.test(p) && !p.includes('/static/'); };
+  const media = performance.getEntriesByType('resource').filter(isThumb);
   return {n: media.length, bytes: media.reduce((a, e) => a + (e.encodedBodySize || e.transferSize || 0), 0),
           last_ms: media.length ? Math.max(...media.map(e => e.responseEnd)) : null};
 }"""

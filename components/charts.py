@@ -404,12 +404,12 @@ export default function (component) {
   const answer = () => requestAnimationFrame(() => setTriggerValue("drawn", true));
   const look = () => {
     if (!parentElement.isConnected) return;
-    if (document.querySelector(".js-plotly-plot .main-svg") || performance.now() - t0 > %d) answer();
+    if (document.querySelector(".js-plotly-plot .main-svg") || performance.now() - t0 > TIMEOUT_MS) answer();
     else setTimeout(look, 25);
   };
   look();
 }
-""" % WHEN_DRAWN_TIMEOUT_MS
+""".replace("TIMEOUT_MS", str(WHEN_DRAWN_TIMEOUT_MS))
 _WHEN_DRAWN = st.components.v2.component("mosmed_when_drawn", html="", js=_WHEN_DRAWN_JS)
 
 

@@ -70,7 +70,8 @@ def _page_data(_ds, key: tuple[str, str], token: tuple) -> dict:
         "n": len(summary), "n_ok": len(ok), "n_pending": int((summary["status"] == "pending").sum()),
         "n_err": int((summary["status"] == "error").sum()), "n_meas": int(ok["involvement_pct"].notna().sum()),
         "n_both": len(both), "agreement": agreement, "agreement_problem": agreement_problem,
-        "estimates": ok[["study_id", "category", "estimated_involvement_pct", "involvement_pct"]].reset_index(drop=True),
+        "estimates": ok[["study_id", "category", "estimated_involvement_pct",
+                         "involvement_pct"]].reset_index(drop=True),
         "has_hist": not hist.empty,
     }
 
@@ -79,7 +80,8 @@ data = _page_data(ds, state.ds_key(ds), state.freshness(ds))
 figs = data["figs"]
 st.caption(f"{data['n_ok']} of {data['n']} studies summarised"
            + (f" · {data['n_err']} with errors (not drawn)" if data["n_err"] else "")
-           + (f" · {data['n_pending']} not yet summarised: build the cache in the sidebar" if data["n_pending"] else ""))
+           + (f" · {data['n_pending']} not yet summarised: build the cache in the sidebar"
+              if data["n_pending"] else ""))
 
 
 def _open_class_from(event) -> None:

@@ -29,7 +29,6 @@ if str(REPO) not in sys.path:
 
 from mosmed.paths import FileChecker, check_file  # noqa: E402
 
-
 # ------------------------------------------------------------------------------------------- FileChecker
 
 
