@@ -10,6 +10,17 @@
   writing 1110 full-size volumes would take tens of minutes here and a 44 GB cache.
 - To keep a first run short, only a few seed studies per (class, mask) group are generated; the other rows are
   byte copies of a seed of their group, each its own file (see ``_seeds``).
+- ``bench/out/rows100k`` (made by :func:`prepare_rows100k`, which only the pages section calls): a registry of
+  100 000 rows (``dataset_registry.csv``) for the big-registry pages, summary only, no arrays. Row ``i`` repeats
+  row ``(i - 1) % 1110 + 1`` of ``rows1110`` (class, mask or not): its study (and mask) file is a HARD LINK to that
+  row's small NIfTI file, so 100 000 registry files cost 100 000 directory entries, not 100 000 volumes, yet
+  every row has its own path and so its own cache key (size and mtime are shared). Its cache
+  (``bench/out/cache-rows100k``) is fabricated, not built: each row's stats document is the measured document
+  of its template row with the row's own study id and key, and its volumes and involvement scaled by a seeded
+  per-row factor (lung volume x0.85-1.15, estimates +-2 points) so the charts show spread; its thumbnail is a
+  hard link to the template's. Then the summary is assembled once, as the app would on first open. Generating
+  it takes about a minute here (``generate_rows100k_s``, ``summary_rows100k_s``); the registry validation,
+  keys, summary and pages then do the per-row work of a real 100 000-row dataset.
 """
 
 from __future__ import annotations
@@ -25,6 +36,9 @@ FULL = OUT / "full"
 ROWS = OUT / "rows1110"
 ROWS_CACHE = OUT / "cache-rows1110"
 ROWS_SIZE = 32
+ROWS100K = OUT / "rows100k"
+ROWS100K_CACHE = OUT / "cache-rows100k"
+N_100K = 100_000
 
 # Warm: opened from a built cache (CT-0, CT-1 with expert masks, CT-2, CT-3). Cold: opened from the .nii.gz
 # only; they come last in id order so the viewer's "next study" button reaches them after the warm ones.
@@ -120,5 +134,116 @@ def prepare(progress: bool = True) -> dict:
     return spent
 
 
+def fabricate_registry(template_root: Path, template_cache: Path, root: Path, cache_root: Path, n_rows: int,
+                       seed: int = 20201110) -> dict:
+    """A registry of ``n_rows`` rows at ``root`` with a complete cache at ``cache_root``, from a built template.
+
+    Row ``i`` repeats template row ``(i - 1) % len(template) + 1`` (its class, its mask or not): its study and mask
+    files are hard links to the template's, its stats document the template's measured one with its own study
+    id and key and its volumes / involvement scaled by a seeded per-row factor, its thumbnail a hard link. Then
+    the summary is assembled once, as the app does on first open. The registry is ``dataset_registry.csv``.
+    Returns the seconds spent (``generate_s``, ``summary_s``).
+    """
+    import json
+    import os
+    import shutil
+
+    import numpy as np
+
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from mosmed.cache.keys import entry_stem
+    from mosmed.dataset import Dataset
+    from mosmed.paths import mask_rel_path, study_rel_path
+
+    t = time.perf_counter()
+    tpl = Dataset(template_root, template_cache)
+    templates = []
+    for src in tpl.registry.sources:
+        key = tpl.cache.key(src)
+        doc = tpl.cache.read_stats(src.study_id, key) if key else None
+        if doc is None or doc.get("status") != "ok":
+            continue    # a template row in error or not built is not repeated
+        templates.append((src, doc, tpl.cache.thumbs_dir / f"{entry_stem(src.study_id, key)}.png"))
+    if not templates:
+        raise RuntimeError(f"{template_root} has no built study to repeat (build its cache first)")
+    tmp = root.with_name(root.name + ".tmp")
+    for d in (tmp, root, cache_root):
+        shutil.rmtree(d, ignore_errors=True)
+    lines = ["study_id,category,study_file,mask_file"]
+    made: set[Path] = set()
+
+    def link(src_path: Path, rel: str) -> None:
+        dst = tmp / rel.lstrip("/")
+        if dst.parent not in made:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            made.add(dst.parent)
+        os.link(src_path, dst)
+
+    for i in range(1, n_rows + 1):
+        src, _, _ = templates[(i - 1) % len(templates)]
+        rel = study_rel_path(i, src.category)
+        link(src.study_path, rel)
+        mask = ""
+        if src.mask_path is not None:
+            mask = mask_rel_path(i)
+            link(src.mask_path, mask)
+        lines.append(f"{i},{src.category},{rel},{mask}")
+    (tmp / "dataset_registry.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.rename(root)
+
+    # The cache: every row's stats document and thumbnail, fabricated from its template's measured ones.
+    ds = Dataset(root, cache_root)
+    rng = np.random.default_rng(seed)
+    scale = rng.uniform(0.85, 1.15, size=n_rows)
+    shift = rng.uniform(-2.0, 2.0, size=n_rows)
+    for k, src in enumerate(ds.registry.sources):
+        _, doc, thumb = templates[k % len(templates)]
+        key = ds.cache.key(src)
+        stem = entry_stem(src.study_id, key)
+        out = json.loads(json.dumps(doc))
+        out.update(study_id=src.study_id, key=key)
+        summ, stats = out["summary"], out["stats"]
+        f, d = float(scale[k]), float(shift[k])
+        for part in (summ, stats):
+            for name in ("lung_ml", "lesion_ml"):
+                if part.get(name) is not None:
+                    part[name] = float(part[name]) * f
+            for name in ("estimated_involvement_pct", "involvement_pct"):
+                if part.get(name) is not None and float(part[name]) > 0:
+                    part[name] = min(100.0, max(0.0, float(part[name]) + d))
+        summ.update(study_id=src.study_id, study_file=src.study_file, mask_file=src.mask_file)
+        (ds.cache.stats_dir / f"{stem}.json").write_text(json.dumps(out), encoding="utf-8")
+        if thumb.is_file():
+            os.link(thumb, ds.cache.thumbs_dir / f"{stem}.png")
+    spent = {"generate_s": round(time.perf_counter() - t, 1)}
+    t = time.perf_counter()
+    Dataset(root, cache_root).summary()
+    spent["summary_s"] = round(time.perf_counter() - t, 1)
+    return spent
+
+
+def prepare_rows100k(n_rows: int = N_100K, root: Path = ROWS100K, cache_root: Path = ROWS100K_CACHE) -> dict:
+    """The 100 000-row registry and its fabricated cache (see the module docstring); reused when complete.
+
+    Needs ``rows1110`` and its cache (:func:`prepare`). The registry is written into ``<root>.tmp`` and renamed
+    into place, with a ``.complete`` marker last, so an interrupted run starts over instead of leaving half a
+    registry.
+    """
+    spent = {"generate_rows100k_s": 0.0, "summary_rows100k_s": 0.0}
+    marker = root / ".complete"
+    if marker.is_file() and marker.read_text().strip() == str(n_rows):
+        return spent
+    prepare()
+    _say(f"writing the {n_rows}-row registry (hard links to the {ROWS.name} studies) into {root} ...")
+    got = fabricate_registry(ROWS, ROWS_CACHE, root, cache_root, n_rows)
+    spent = {"generate_rows100k_s": got["generate_s"], "summary_rows100k_s": got["summary_s"]}
+    _say(f"  {got['generate_s']:.0f} s, then its summary {got['summary_s']:.0f} s")
+    marker.write_text(str(n_rows))
+    return spent
+
+
 if __name__ == "__main__":
     print(prepare())
+    if "--rows100k" in sys.argv:
+        print(prepare_rows100k())

@@ -1,14 +1,23 @@
 """Plotly figures of the distributions page, built from the cached summary and histograms only.
 
-Every builder takes DataFrames / arrays and returns a ``plotly.graph_objects.Figure``; they are wrapped in
-``st.cache_data`` so a figure is rebuilt only when the summary it is drawn from changes, never per click.
-Points carry ``customdata = [study_id, class]`` (or ``[class]`` for per-class marks) so a click can open the
-study in the viewer or filter the registry to the class.
+Every builder takes DataFrames / arrays and returns a ``plotly.graph_objects.Figure``. The page does not build
+them per run: :func:`page_figures` builds all of them once per dataset state (the page caches it on the
+summary's freshness token, never per click) and hands out each as JSON text; :func:`from_json` turns the text
+back into a figure without re-validating it (plotly's validation of a 1110-point figure costs more than
+everything else the page does). Points carry ``customdata = [study_id, class]`` (or ``[class]`` for per-class
+marks) so a click can open the study in the viewer or filter the registry to the class.
+
+Scatters of more than :data:`MAX_POINTS` studies draw a sample of that many (the same studies on every run,
+chosen by id), and say so in their title: one SVG node a point is fine for the 1110 studies of MosMedData, but
+100 000 points cost the browser seconds and show no more than the sample does (the counts, slices and
+histograms are computed from every study). WebGL (``scattergl``) was tried instead: in headless Chromium
+(software GL, where the benchmarks run) the charts drew slower than as SVG.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,7 +37,15 @@ __all__ = [
     "agreement_figure",
     "confusion_figure",
     "clicked",
+    "page_figures",
+    "from_json",
+    "when_drawn",
+    "MAX_POINTS",
+    "sample_studies",
 ]
+
+#: Most studies a scatter draws; above it, a fixed sample of this many (see :func:`sample_studies`).
+MAX_POINTS = 3000
 
 #: One colour per class, from calm to alarming, readable on the dark theme.
 CLASS_COLORS = {"CT-0": "#8fa3b8", "CT-1": "#5cc98a", "CT-2": "#e3c94f", "CT-3": "#f28b3c", "CT-4": "#e8505b"}
@@ -42,6 +59,30 @@ SOURCE_STYLE = {
 
 def _color(cls: str) -> str:
     return CLASS_COLORS.get(str(cls), _OTHER)
+
+
+def sample_studies(frame: pd.DataFrame, n: int = MAX_POINTS) -> pd.DataFrame:
+    """``frame`` when it has at most ``n`` rows, else ``n`` of them chosen by a hash of the study id (the same
+    studies on every run, whatever the order of the rows), in their original order."""
+    if len(frame) <= n:
+        return frame
+    # splitmix64 of the id: unrelated to the jitter's hash (a sample of the smallest jitter hashes would put
+    # every drawn point at the left edge of its class).
+    x = frame["study_id"].to_numpy(dtype=np.int64).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    h = x ^ (x >> np.uint64(31))
+    keep = np.sort(np.argsort(h, kind="stable")[:n])
+    return frame.iloc[keep]
+
+
+def _sampled(shown: pd.DataFrame, every: pd.DataFrame) -> str:
+    """A second title line saying a scatter draws a sample (empty when it draws every study)."""
+    return "" if len(shown) == len(every) else f"<br><sup>{len(shown):,} of {len(every):,} studies drawn</sup>"
+
+
+def _title_margin(title: str, top: int = 50) -> dict:
+    return dict(t=top + 18) if "<br>" in title else {}
 
 
 def _cached_figure(build: Callable[..., go.Figure]) -> Callable[..., go.Figure]:
@@ -82,7 +123,6 @@ def _jitter(ids: Sequence[int], width: float = 0.28) -> np.ndarray:
     return (h - 0.5) * 2 * width
 
 
-@_cached_figure
 def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
     """Bars of this dataset's class percentages beside the published MosMedData ones.
 
@@ -124,7 +164,6 @@ def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
                    bargap=0.28, bargroupgap=0.12)
 
 
-@_cached_figure
 def involvement_figure(summary: pd.DataFrame, classes: tuple[str, ...], band_edges: tuple[float, ...]) -> go.Figure:
     """Involvement per class: measured values (mask) and HU estimates as distinct marks, band edges drawn.
 
@@ -148,8 +187,9 @@ def involvement_figure(summary: pd.DataFrame, classes: tuple[str, ...], band_edg
         fig.add_hline(y=edge, line=dict(color="#9aa0a6", width=1, dash="dot"),
                       annotation_text=f"{edge:g}%", annotation_position="right",
                       annotation_font=dict(color="#9aa0a6", size=11))
+    shown = sample_studies(summary)
     for source, column in (("estimated", "estimated_involvement_pct"), ("measured", "involvement_pct")):
-        df = summary[pd.to_numeric(summary[column], errors="coerce").notna()]
+        df = shown[pd.to_numeric(shown[column], errors="coerce").notna()]
         if df.empty:
             continue
         style = SOURCE_STYLE[source]
@@ -167,16 +207,17 @@ def involvement_figure(summary: pd.DataFrame, classes: tuple[str, ...], band_edg
     fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=cats, range=[-0.6, len(cats) - 0.4], title=None)
     fig.update_yaxes(title="lung involvement, %", range=[-3, 103])
     # The band-edge labels sit right of the plot area: leave them a margin (they were clipped at r=10).
-    return _layout(fig, "Lung involvement by class", height=430, margin=dict(r=48))
+    title = "Lung involvement by class" + _sampled(shown, summary)
+    return _layout(fig, title, height=430, margin=dict(r=48, **_title_margin(title)))
 
 
-@_cached_figure
 def lesion_lung_figure(summary: pd.DataFrame) -> go.Figure:
     """Lesion volume against lung volume: measured (mask) and estimated (estimate % x lung volume)."""
     fig = go.Figure()
     ok = summary[pd.to_numeric(summary["lung_ml"], errors="coerce").notna()]
     est = ok.assign(est_ml=ok["estimated_involvement_pct"].astype(float) / 100.0 * ok["lung_ml"].astype(float))
-    for source, frame, col in (("estimated", est, "est_ml"), ("measured", ok, "lesion_ml")):
+    est = sample_studies(est)
+    for source, frame, col in (("estimated", est, "est_ml"), ("measured", est, "lesion_ml")):
         frame = frame[pd.to_numeric(frame[col], errors="coerce").notna()]
         if frame.empty:
             continue
@@ -193,10 +234,10 @@ def lesion_lung_figure(summary: pd.DataFrame) -> go.Figure:
         )
     fig.update_xaxes(title="lung volume, mL", rangemode="tozero")
     fig.update_yaxes(title="lesion volume, mL", rangemode="tozero")
-    return _layout(fig, "Lesion volume against lung volume (colour = class)")
+    title = "Lesion volume against lung volume (colour = class)" + _sampled(est, ok)
+    return _layout(fig, title, margin=_title_margin(title))
 
 
-@_cached_figure
 def slices_figure(summary: pd.DataFrame, classes: tuple[str, ...]) -> go.Figure:
     """Number of axial slices per study, stacked by class."""
     fig = go.Figure()
@@ -219,7 +260,6 @@ def slices_figure(summary: pd.DataFrame, classes: tuple[str, ...]) -> go.Figure:
     return _layout(fig, "Slices per study", barmode="stack")
 
 
-@_cached_figure
 def hu_histogram_figure(edges: np.ndarray, hist: pd.DataFrame, categories: pd.Series,
                         classes: tuple[str, ...]) -> go.Figure:
     """Mean normalised lung HU histogram per class (each study's histogram sums to 1 before averaging)."""
@@ -251,7 +291,6 @@ def hu_histogram_figure(edges: np.ndarray, hist: pd.DataFrame, categories: pd.Se
     return _layout(fig, "Lung HU histogram by class (mean of normalised histograms)", hovermode="x unified")
 
 
-@_cached_figure
 def agreement_figure(summary: pd.DataFrame) -> go.Figure:
     """Estimated against measured involvement where a mask exists, with the identity line and band edges."""
     both = summary[pd.to_numeric(summary["involvement_pct"], errors="coerce").notna()
@@ -262,6 +301,8 @@ def agreement_figure(summary: pd.DataFrame) -> go.Figure:
     fig.add_scatter(x=[0, top], y=[0, top], mode="lines", name="estimate = measurement",
                     line=dict(color="#9aa0a6", dash="dot", width=1), hoverinfo="skip")
     _legend_key(fig, "studies with a mask", "circle", group="studies")
+    every = both
+    both = sample_studies(both)
     fig.add_scatter(
         x=both["involvement_pct"].astype(float), y=both["estimated_involvement_pct"].astype(float),
         mode="markers", name="studies with a mask", legendgroup="studies", showlegend=False,
@@ -274,7 +315,8 @@ def agreement_figure(summary: pd.DataFrame) -> go.Figure:
     )
     fig.update_xaxes(title="measured involvement (mask), %", range=[0, top])
     fig.update_yaxes(title="estimated involvement (HU), %", range=[0, top])
-    return _layout(fig, "Estimated against measured involvement (colour = class)")
+    title = "Estimated against measured involvement (colour = class)" + _sampled(both, every)
+    return _layout(fig, title, margin=_title_margin(title))
 
 
 @_cached_figure
@@ -309,6 +351,72 @@ def confusion_figure(matrix: tuple[tuple[int, ...], ...], categories: tuple[str,
     fig.update_yaxes(title=a, type="category", autorange="reversed", categoryorder="array", categoryarray=cats)
     return _layout(fig, "Confusion matrix (click a cell to open its studies)", height=420,
                    margin=dict(l=10, r=10, t=50, b=10))
+
+
+def to_json(fig: go.Figure) -> str:
+    """A figure as plotly JSON text (numeric arrays as base64 typed arrays: compact, and copied as one string)."""
+    import plotly.io as pio
+
+    return pio.to_json(fig, validate=False)
+
+
+def from_json(text: str) -> go.Figure:
+    """The figure of :func:`to_json`, rebuilt without validation (it was validated when it was built).
+
+    A new figure on every call: Streamlit's select-on-click needs a fresh figure object (see ``_cached_figure``).
+    """
+    return go.Figure(json.loads(text), _validate=False)
+
+
+def page_figures(summary: pd.DataFrame, edges: np.ndarray, hist: pd.DataFrame, classes: tuple[str, ...],
+                 band_edges: tuple[float, ...], published: dict[str, int]) -> dict[str, str]:
+    """Every figure of the distributions page as JSON text (:func:`to_json`), keyed by chart name.
+
+    ``"classes"`` always; ``"involvement"``, ``"lesion_lung"`` and ``"slices"`` when a study is summarised;
+    ``"hu"`` when a lung histogram is cached; ``"agreement"`` when a study has both a mask and an estimate.
+    """
+    from components.tables import class_counts
+
+    out = {"classes": to_json(class_counts_figure(class_counts(summary, classes, published)))}
+    ok = summary[summary["status"] == "ok"]
+    if ok.empty:
+        return out
+    out["involvement"] = to_json(involvement_figure(ok, classes, band_edges))
+    out["lesion_lung"] = to_json(lesion_lung_figure(ok))
+    out["slices"] = to_json(slices_figure(ok, classes))
+    if not hist.empty:
+        out["hu"] = to_json(hu_histogram_figure(edges, hist, ok.set_index("study_id")["category"], classes))
+    both = ok[ok["involvement_pct"].notna() & ok["estimated_involvement_pct"].notna()]
+    if not both.empty:
+        out["agreement"] = to_json(agreement_figure(both))
+    return out
+
+
+# A browser piece with no UI: it answers (a trigger value, which reruns the enclosing fragment) once the page's
+# first Plotly chart is drawn, or after WHEN_DRAWN_TIMEOUT_MS whatever happens (so the page never waits for ever).
+WHEN_DRAWN_TIMEOUT_MS = 4000
+_WHEN_DRAWN_JS = """
+export default function (component) {
+  const { setTriggerValue, parentElement } = component;
+  if (parentElement.__mosmedWaiting) return;
+  parentElement.__mosmedWaiting = true;
+  const t0 = performance.now();
+  const answer = () => requestAnimationFrame(() => setTriggerValue("drawn", true));
+  const look = () => {
+    if (!parentElement.isConnected) return;
+    if (document.querySelector(".js-plotly-plot .main-svg") || performance.now() - t0 > TIMEOUT_MS) answer();
+    else setTimeout(look, 25);
+  };
+  look();
+}
+""".replace("TIMEOUT_MS", str(WHEN_DRAWN_TIMEOUT_MS))
+_WHEN_DRAWN = st.components.v2.component("mosmed_when_drawn", html="", js=_WHEN_DRAWN_JS)
+
+
+def when_drawn(key: str) -> bool:
+    """Mount the piece; True in the run its answer causes (the first chart is on screen), else False."""
+    result = _WHEN_DRAWN(key=key, on_drawn_change=lambda: None)
+    return bool(getattr(result, "drawn", False))
 
 
 def clicked(event) -> list[list[str]]:

@@ -36,8 +36,12 @@ def kappa_table(comps) -> pd.DataFrame:
                                 "note"])
 
 
-def agreement_section(ds: Any) -> None:
-    """Draw the section (its own messages when there is no database or no review yet)."""
+def agreement_section(ds: Any, *, draw_chart: bool = True) -> None:
+    """Draw the section (its own messages when there is no database or no review yet).
+
+    ``draw_chart=False`` leaves a placeholder where the confusion heat map goes (the distributions page draws its
+    charts below the class chart once that one is on screen); the table and the pickers are drawn either way.
+    """
     from mosmed.reviews.agreement import comparisons
 
     st.subheader("Reader agreement")
@@ -86,10 +90,14 @@ def agreement_section(ds: Any) -> None:
         st.caption(md_escape(f"Rows: {comp.label_a}; columns: {comp.label_b}. The diagonal is agreement. "
                              "Click a cell (or pick it above) to list its studies in the registry."))
     with g1:
-        fig = charts.confusion_figure(tuple(tuple(int(v) for v in row) for row in comp.matrix), tuple(cat),
-                                      comp.label_a, comp.label_b)
-        ev = st.plotly_chart(fig, key=f"dist.confusion.{int(i)}", on_select="rerun", selection_mode="points",
-                             config={"displayModeBar": False})
+        ev = None
+        if not draw_chart:
+            st.skeleton(height=420)
+        else:
+            fig = charts.confusion_figure(tuple(tuple(int(v) for v in row) for row in comp.matrix), tuple(cat),
+                                          comp.label_a, comp.label_b)
+            ev = st.plotly_chart(fig, key=f"dist.confusion.{int(i)}", on_select="rerun", selection_mode="points",
+                                 config={"displayModeBar": False})
     for hit in charts.clicked(ev):
         try:
             a, b = int(float(hit[0])), int(float(hit[1]))

@@ -11,6 +11,7 @@ Session keys are namespaced by page: ``app.*`` (frame / sidebar), ``registry.*``
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ __all__ = [
     "dataset_problem",
     "ds_key",
     "freshness",
+    "freshness_period",
+    "cache_status",
     "summary_df",
     "registry_rows_df",
     "histograms",
@@ -154,9 +157,20 @@ def _registry_stamp(root: Path) -> tuple[str, int, int]:
 @st.cache_resource(max_entries=4, show_spinner="Opening the dataset…")
 def _open_dataset(root: str, cache: str, stamp: tuple[str, int, int]) -> Dataset:
     # Shared by every session; Dataset is only read after construction. `stamp` is part of the key only.
+    import gc
+
     from mosmed.dataset import Dataset
 
-    return Dataset(Path(root), Path(cache))
+    ds = Dataset(Path(root), Path(cache))
+    # Streamlit runs a full garbage collection after every script run (runner.postScriptGC). It walks every
+    # object the collector tracks: the imported modules (plotly alone holds tens of thousands) and this
+    # dataset's registry, ~150 ms of each run here, during which the finished run's last messages wait for the
+    # GIL. They live as long as the process: freezing them (gc.freeze) keeps them out of those passes (the
+    # collection after a run then takes ~1 ms); they are still freed by reference counting when evicted.
+    # Collect first, so that no garbage waiting for the collector is frozen with them (it would never be freed).
+    gc.collect()
+    gc.freeze()
+    return ds
 
 
 def get_dataset(*, show_error: bool = True) -> Dataset | None:
@@ -205,13 +219,23 @@ def ds_key(ds: Dataset) -> tuple[str, str]:
     return str(ds.root), str(ds.cache.cache_root)
 
 
-@st.cache_data(ttl=2, max_entries=16, show_spinner=False)
-def _freshness_cached(_ds: Dataset, key: tuple[str, str]) -> tuple[Any, ...]:
+#: How long a freshness token is kept, in seconds: at least 2 s, and longer for big registries so that looking
+#: for changes (one ``stat`` per file, ~0.2 s per 100 000 files) stays a small share of one core.
+FRESHNESS_MIN_S = 2.0
+FRESHNESS_FILES_PER_S = 25_000
+
+
+def freshness_period(n_rows: int) -> float:
+    """Seconds a freshness token is kept for a registry of ``n_rows`` rows (2 s up to 50 000 rows)."""
+    return max(FRESHNESS_MIN_S, float(n_rows) / FRESHNESS_FILES_PER_S)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _freshness_cached(_ds: Dataset, key: tuple[str, str], bucket: int) -> tuple[Any, ...]:
     try:
-        s = _ds.status()
-        # Counts alone miss a source file replaced on a partly built cache (same counts before and after); the
-        # digest of every row's source identity (path, size, mtime_ns) changes then.
-        return (s.source_digest, s.n_rows, s.n_stats, s.n_arrays, s.n_errors)
+        # The digest of every source file's size and mtime (a file replaced on a partly built cache leaves the
+        # entry counts as they were: this still changes) and the cache folders' modification times.
+        return _ds.cache_token()
     except Exception:  # noqa: BLE001 - a token only; the summary call reports real problems
         return ()
 
@@ -219,14 +243,29 @@ def _freshness_cached(_ds: Dataset, key: tuple[str, str]) -> tuple[Any, ...]:
 def freshness(ds: Dataset) -> tuple[Any, ...]:
     """A cheap token that changes when the cached statistics or any source file change.
 
-    It holds the cache's summary key (a digest of every registry row's source identity) and the entry counts
-    (another process may be building the cache). Computing it stats every registry file (~1110 files), so it
-    is kept for two seconds: one page run asks for it many times (summary, every thumbnail) and pays once.
+    ``Dataset.cache_token``: a digest of every registry file's identity (size, mtime_ns) and the modification
+    times of the cache folders (another process may be building the cache). It stats every registry file, so one
+    value is kept for :func:`freshness_period` seconds (a time bucket in the cache key): one page run asks for it
+    many times and pays once, and a 100 000-row registry is looked at every 4 s, not every run.
     """
-    return _freshness_cached(ds, ds_key(ds))
+    period = freshness_period(len(ds.registry.rows()))
+    return _freshness_cached(ds, ds_key(ds), int(time.time() // period))
 
 
-@st.cache_data(max_entries=8, show_spinner="Reading the study summary…")
+@st.cache_data(max_entries=8, show_spinner=False)
+def _status_cached(_ds: Dataset, key: tuple[str, str], token: tuple[Any, ...]):
+    return _ds.status()
+
+
+def cache_status(ds: Dataset):
+    """``ds.status()`` (counts of summarised rows and cached arrays), recomputed only when :func:`freshness`
+    changes: the sidebar shows it on every run, and at 100 000 rows it costs about a second."""
+    return _status_cached(ds, ds_key(ds), freshness(ds))
+
+
+# Few entries: at 100 000 rows one summary is ~20 MB pickled (histograms ~60 MB); a new freshness token (a cache
+# being built) makes a new entry, and the old ones are only useful to sessions still on the previous token.
+@st.cache_data(max_entries=3, show_spinner="Reading the study summary…")
 def _summary(_ds: Dataset, key: tuple[str, str], token: tuple[Any, ...]) -> pd.DataFrame:
     return _ds.summary()
 
@@ -242,7 +281,7 @@ def summary_df(ds: Dataset) -> pd.DataFrame:
     return rows.drop_duplicates("study_id").reset_index(drop=True)
 
 
-@st.cache_data(max_entries=8, show_spinner="Reading lung histograms…")
+@st.cache_data(max_entries=3, show_spinner="Reading lung histograms…")
 def _histograms(_ds: Dataset, key: tuple[str, str], token: tuple[Any, ...]) -> tuple[np.ndarray, pd.DataFrame]:
     return _ds.histograms()
 
@@ -292,7 +331,7 @@ def _study_token(ds: Dataset, study_id: int) -> tuple[Any, ...]:
 
 def clear_data_caches() -> None:
     """Forget cached summaries, histograms, thumbnails and studies (after a cache build or a dataset switch)."""
-    for fn in (_freshness_cached, _summary, _histograms, _thumbnail, _study):
+    for fn in (_freshness_cached, _status_cached, _summary, _histograms, _thumbnail, _study):
         fn.clear()
 
 

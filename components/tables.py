@@ -33,6 +33,7 @@ __all__ = [
     "REVIEW_STATE_LABELS",
     "ANY_FLAG",
     "with_reviews",
+    "outside_band",
 ]
 
 #: Where an involvement value comes from: the expert mask ("measured") or the HU-based estimate.
@@ -114,24 +115,29 @@ def parse_id_query(text: str) -> tuple[frozenset[int] | None, str | None]:
     return frozenset(ids), notice
 
 
-def with_involvement(summary: pd.DataFrame, source: str = "best") -> pd.DataFrame:
-    """Add ``involvement`` (percent) and ``involvement_source`` ("measured" / "estimated" / "") columns."""
+def _involvement(summary: pd.DataFrame, source: str) -> tuple[pd.Series, np.ndarray]:
+    """``(involvement %, its source label per row)`` of ``source`` ("best", "measured", "estimated")."""
     if source not in SOURCES:
         raise ValueError(f"unknown involvement source {source!r} (expected one of {', '.join(SOURCES)})")
-    df = summary.copy()
-    measured = pd.to_numeric(df.get("involvement_pct"), errors="coerce") if len(df) else pd.Series(dtype=float)
-    estimated = (pd.to_numeric(df.get("estimated_involvement_pct"), errors="coerce") if len(df)
-                 else pd.Series(dtype=float))
+    if not len(summary):
+        return pd.Series(dtype=float), np.array([], dtype=object)
+    measured = pd.to_numeric(summary.get("involvement_pct"), errors="coerce")
+    estimated = pd.to_numeric(summary.get("estimated_involvement_pct"), errors="coerce")
     if source == "measured":
-        value = measured
-        src = np.where(measured.notna(), "measured", "")
+        value, src = measured, np.where(measured.notna(), "measured", "")
     elif source == "estimated":
-        value = estimated
-        src = np.where(estimated.notna(), "estimated", "")
+        value, src = estimated, np.where(estimated.notna(), "estimated", "")
     else:
         value = measured.where(measured.notna(), estimated)
         src = np.where(measured.notna(), "measured", np.where(estimated.notna(), "estimated", ""))
-    df["involvement"] = value.astype(float) if len(df) else pd.Series(dtype=float)
+    return value.astype(float), src
+
+
+def with_involvement(summary: pd.DataFrame, source: str = "best") -> pd.DataFrame:
+    """Add ``involvement`` (percent) and ``involvement_source`` ("measured" / "estimated" / "") columns."""
+    value, src = _involvement(summary, source)
+    df = summary.copy()
+    df["involvement"] = value if len(df) else pd.Series(dtype=float)
     df["involvement_source"] = src if len(df) else pd.Series(dtype=str)
     return df
 
@@ -140,71 +146,138 @@ def filter_summary(summary: pd.DataFrame, f: RegistryFilter) -> pd.DataFrame:
     """Rows of the summary that pass every facet of ``f`` (adds the involvement columns of ``f.source``).
 
     The involvement range only restricts when it is narrower than 0-100 %; studies without a value (not built,
-    in error, or no mask in "measured" mode) are then left out.
+    in error, or no mask in "measured" mode) are then left out. Only the rows kept are copied (a 100 000-row
+    summary is not copied whole to be filtered).
     """
-    df = with_involvement(summary, f.source)
-    keep = pd.Series(True, index=df.index)
+    df = summary
+    inv, src = _involvement(df, f.source)
+    keep = np.ones(len(df), dtype=bool)
     if f.classes is not None:
-        keep &= df["category"].astype(str).isin(list(f.classes))
+        keep &= df["category"].astype(str).isin(list(f.classes)).to_numpy()
     if f.mask == "with":
-        keep &= df["has_mask"].astype(bool)
+        keep &= df["has_mask"].astype(bool).to_numpy()
     elif f.mask == "without":
-        keep &= ~df["has_mask"].astype(bool)
+        keep &= ~df["has_mask"].astype(bool).to_numpy()
     elif f.mask != "any":
         raise ValueError(f"unknown mask facet {f.mask!r}")
     lo, hi = (float(v) for v in f.involvement)
     if lo > 0.0 or hi < 100.0:
-        inv = df["involvement"]
         # A 0 % study belongs to a range starting at 0 (CT-0); otherwise (low, high] like the class bands.
-        keep &= inv.notna() & (inv <= hi) & ((inv > lo) | ((lo <= 0.0) & (inv >= 0.0)))
+        keep &= (inv.notna() & (inv <= hi) & ((inv > lo) | ((lo <= 0.0) & (inv >= 0.0)))).to_numpy()
     if f.ids is not None:
-        keep &= df["study_id"].astype(int).isin(list(f.ids))
+        keep &= df["study_id"].astype(int).isin(list(f.ids)).to_numpy()
     if f.statuses is not None:
-        keep &= df["status"].astype(str).isin(list(f.statuses))
+        keep &= df["status"].astype(str).isin(list(f.statuses)).to_numpy()
     if f.review != "any" or f.flags or f.disagree:
         if "n_readers" not in df.columns:
             raise ValueError("review facets need the review columns (tables.with_reviews)")
         if f.review not in REVIEW_STATES:
             raise ValueError(f"unknown review facet {f.review!r}")
-        mine, n = df["reviewed_by_me"].astype(bool), df["n_readers"].astype(int)
-        keep &= {"any": True, "mine": mine, "not_mine": ~mine, "anyone": n > 0, "none": n == 0}[f.review]
+        mine, n = df["reviewed_by_me"].astype(bool).to_numpy(), df["n_readers"].astype(int).to_numpy()
+        keep &= {"any": np.ones(len(df), dtype=bool), "mine": mine, "not_mine": ~mine, "anyone": n > 0,
+                 "none": n == 0}[f.review]
         if f.flags:
             want = set(f.flags)
-            keep &= df["flags"].map(lambda fl: bool(fl) and (ANY_FLAG in want or bool(want & set(fl))))
+            keep &= df["flags"].map(lambda fl: bool(fl) and (ANY_FLAG in want or bool(want & set(fl)))).to_numpy(bool)
         if f.disagree:
-            keep &= df["disagree"].astype(bool)
-    return df[keep]
+            keep &= df["disagree"].astype(bool).to_numpy()
+    # A new frame either way (the caller may add columns), without copying the data twice: a boolean selection
+    # already copies the rows kept, and when every row is kept nothing needs copying.
+    out = df.copy(deep=False) if keep.all() else df[keep].copy(deep=False)
+    out["involvement"] = inv.to_numpy()[keep] if len(df) else pd.Series(dtype=float)
+    out["involvement_source"] = src[keep] if len(df) else pd.Series(dtype=str)
+    return out
 
 
-def with_reviews(summary: pd.DataFrame, per_study: pd.DataFrame | None) -> pd.DataFrame:
+def with_reviews(summary: pd.DataFrame, per_study: pd.DataFrame | None, *, copy: bool = True) -> pd.DataFrame:
     """The summary with the review columns of ``mosmed.reviews.store.per_study`` (unreviewed studies: 0 readers).
 
     Adds ``n_readers`` (int), ``reviewed_by_me`` (bool), ``my_grade`` (str or None), ``flags`` (tuple),
     ``flag_text`` ("Artefact, Duplicate"), ``grades`` (each reader's grade, as text) and ``disagree`` (bool).
+    Reviewed studies are few: the columns are filled by one join on the reviewed ids, and only their rows are
+    formatted (a 100 000-row registry is not walked row by row in Python). ``copy=False`` adds the columns to
+    ``summary`` itself (a caller's own copy, e.g. from ``state.registry_rows_df``).
     """
-    from mosmed.reviews.model import FLAG_LABELS
+    from mosmed.reviews.model import FLAG_LABELS, GRADE_LABELS
 
-    df = summary.copy()
-    ps = per_study if per_study is not None else pd.DataFrame(columns=["study_id"])
-    ps = ps.set_index("study_id") if len(ps) else None
-    ids = df["study_id"].astype(int)
+    df = summary.copy() if copy else summary
+    n = len(df)
+    df["n_readers"] = np.zeros(n, dtype="int64")
+    df["reviewed_by_me"] = np.zeros(n, dtype=bool)
+    df["my_grade"] = pd.Series([None] * n, index=df.index, dtype=object)
+    df["flags"] = pd.Series([()] * n, index=df.index, dtype=object)
+    df["flag_text"] = ""
+    df["grades"] = ""
+    df["disagree"] = np.zeros(n, dtype=bool)
+    if per_study is None or not len(per_study) or not n:
+        return df
+    ps = per_study.drop_duplicates("study_id").set_index("study_id")
+    pos = ps.index.get_indexer(df["study_id"].astype("int64"))
+    hit = np.flatnonzero(pos >= 0)
+    if not len(hit):
+        return df
+    sub = ps.iloc[pos[hit]]
 
-    def col(name, default):
-        if ps is None or name not in ps.columns:
-            return [default] * len(df)
-        m = ps[name].to_dict()
-        return [m.get(int(i), default) for i in ids]
+    def put(col: str, values) -> None:   # by position: the summary's index need not be unique
+        arr = df[col].to_numpy(copy=True)
+        vals = np.empty(len(hit), dtype=object)
+        for i, v in enumerate(values):
+            vals[i] = v
+        arr[hit] = vals
+        df[col] = arr
 
-    df["n_readers"] = pd.Series(col("n_readers", 0), index=df.index, dtype="int64")
-    df["reviewed_by_me"] = pd.Series(col("reviewed_by_me", False), index=df.index, dtype=bool)
-    from mosmed.reviews.model import GRADE_LABELS
-
-    df["my_grade"] = [GRADE_LABELS.get(g, g) if isinstance(g, str) else None for g in col("my_grade", None)]
-    df["flags"] = [tuple(v) if isinstance(v, (tuple, list)) else () for v in col("flags", ())]
-    df["flag_text"] = [", ".join(FLAG_LABELS.get(f, f) for f in fl) for fl in df["flags"]]
-    df["grades"] = col("grades", "")
-    df["disagree"] = pd.Series(col("disagree", False), index=df.index, dtype=bool)
+    if "n_readers" in sub:
+        put("n_readers", sub["n_readers"].fillna(0).astype("int64"))
+    if "reviewed_by_me" in sub:
+        put("reviewed_by_me", sub["reviewed_by_me"].fillna(False).astype(bool))
+    if "my_grade" in sub:
+        put("my_grade", [GRADE_LABELS.get(g, g) if isinstance(g, str) else None for g in sub["my_grade"]])
+    if "flags" in sub:
+        fl = [tuple(v) if isinstance(v, (tuple, list)) else () for v in sub["flags"]]
+        put("flags", fl)
+        put("flag_text", [", ".join(FLAG_LABELS.get(f, f) for f in v) for v in fl])
+    if "grades" in sub:
+        put("grades", ["" if g is None or (isinstance(g, float) and np.isnan(g)) else g for g in sub["grades"]])
+    if "disagree" in sub:
+        put("disagree", sub["disagree"].fillna(False).astype(bool))
     return df
+
+
+OUTSIDE_COLUMNS = ["study_id", "category", "band", "estimated", "estimate_suggests", "measured"]
+
+
+def outside_band(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """Studies whose HU estimate lies outside their class's band widened by ``tolerance`` points.
+
+    ``frame`` has ``study_id, category, estimated_involvement_pct, involvement_pct``. The same answers as
+    ``mosmed.severity.in_band`` row by row (CT-0: estimate <= tolerance; others: low - tol < estimate <= high + tol;
+    rows without an estimate or with an unknown class left out), computed column-wise: a 100 000-row registry
+    is one pass of numpy, not 100 000 calls.
+    """
+    from mosmed.severity import BAND_EDGES, CLASSES, band
+
+    if not len(frame):
+        return pd.DataFrame(columns=OUTSIDE_COLUMNS)
+    cat = frame["category"].astype(str)
+    est = pd.to_numeric(frame["estimated_involvement_pct"], errors="coerce")
+    known = cat.isin(list(CLASSES)) & est.notna()
+    lo = cat.map({c: band(c)[0] for c in CLASSES}).astype(float)
+    hi = cat.map({c: band(c)[1] for c in CLASSES}).astype(float)
+    tol = max(0.0, float(tolerance))
+    inside = np.where(cat == "CT-0", est <= tol, (est > lo - tol) & (est <= hi + tol))
+    keep = (known & ~pd.Series(inside, index=frame.index)).to_numpy()
+    sub = frame[keep]
+    e = est[keep].to_numpy(dtype=float)
+    edges = [0.0, *BAND_EDGES]
+    suggests = np.select([e <= edges[0], e <= edges[1], e <= edges[2], e <= edges[3]],
+                         ["CT-0", "CT-1", "CT-2", "CT-3"], "CT-4")
+    text = {c: (f"{band(c)[0]:g}–{band(c)[1]:g}%" if band(c)[1] > 0 else "0%") for c in CLASSES}
+    measured = pd.to_numeric(sub["involvement_pct"], errors="coerce").astype(float)
+    return pd.DataFrame({
+        "study_id": sub["study_id"].astype(int).to_numpy(), "category": cat[keep].to_numpy(),
+        "band": cat[keep].map(text).to_numpy(), "estimated": e, "estimate_suggests": suggests,
+        "measured": measured.where(measured.notna(), None).to_numpy(dtype=object),
+    }, columns=OUTSIDE_COLUMNS)
 
 
 def class_counts(summary: pd.DataFrame, classes: Sequence[str], published: dict[str, int] | None = None,

@@ -18,9 +18,9 @@ import pandas as pd
 from mosmed import volume
 from mosmed.analysis import SUMMARY_COLUMNS
 from mosmed.cache.build import BuildReport, build_all
-from mosmed.cache.keys import entry_stem, source_key
+from mosmed.cache.keys import entry_stem, parse_entry_name, source_key
 from mosmed.cache.store import StudyCache
-from mosmed.cache.summary import CacheStatus, cache_status, summary_doc, summary_frame
+from mosmed.cache.summary import CacheStatus, cache_status, cache_token, summary_tables
 from mosmed.config import default_cache_root
 from mosmed.errors import MosmedError, RegistryError
 from mosmed.measurements import HIST_EDGES
@@ -89,35 +89,48 @@ class Dataset:
         return self.registry.issues()
 
     def summary(self) -> pd.DataFrame:
-        """One row per registry row (``SUMMARY_COLUMNS`` plus ``has_thumb``); unbuilt rows are ``"pending"``."""
-        frame = summary_frame(summary_doc(self.cache, self.registry)["rows"])
+        """One row per registry row (``SUMMARY_COLUMNS`` plus ``has_thumb`` and ``thumb_name``, the thumbnail's
+        file name in the cache or None); unbuilt rows are ``"pending"``."""
+        tables = summary_tables(self.cache, self.registry)
+        frame = tables.frame
         try:
             thumbs = set(os.listdir(self.cache.thumbs_dir))
         except OSError:
             thumbs = set()
-        has = []
-        for src in self.registry.rows():
-            key = self.cache.key(src) if src.ok else None
+        has, names = [], []
+        for src, key in zip(self.registry.rows(), tables.keys):   # the keys the summary was made with
+            name = f"{entry_stem(src.study_id, key)}.png" if key else None
             if not key:
                 has.append(False)
             elif self.cache.writable:
-                has.append(f"{entry_stem(src.study_id, key)}.png" in thumbs)
+                has.append(name in thumbs)
             else:   # read-only cache: thumbnails may sit on disk or in memory
                 has.append(self.cache.get_thumb(src) is not None)
-        frame["has_thumb"] = has if len(frame) == len(has) else False
+            names.append(name if name in thumbs else None)
+        ok = len(frame) == len(has)
+        frame["has_thumb"] = has if ok else False
+        frame["thumb_name"] = names if ok else None
         return frame
 
     def histograms(self) -> tuple[np.ndarray, pd.DataFrame]:
         """Lung HU histograms: ``(edges, frame)`` with one row per built study (index study_id), one column per bin."""
         edges = np.asarray(HIST_EDGES)
-        hist = summary_doc(self.cache, self.registry).get("hist") or {}
-        ids = sorted(int(k) for k in hist)
-        data = np.array([hist[str(i)] for i in ids], dtype=np.int64).reshape(len(ids), len(edges) - 1)
+        hist = summary_tables(self.cache, self.registry).hist
         cols = [f"{int(a)}..{int(b)}" for a, b in zip(edges[:-1], edges[1:])]
-        return edges, pd.DataFrame(data, index=pd.Index(ids, name="study_id"), columns=cols)
+        return edges, pd.DataFrame(hist[:, 1:], index=pd.Index(hist[:, 0], name="study_id"), columns=cols)
 
     def thumbnail(self, study_id: int) -> bytes | None:
         return self.cache.get_thumb(self.source(study_id))
+
+    def thumbnail_file(self, thumb_name: str) -> Path | None:
+        """The cached thumbnail file named in the summary's ``thumb_name`` (None for anything else).
+
+        For serving thumbnails as files (the registry's image column) instead of reading each one into a page.
+        The name must be an entry name (``study_0001-<key>.png``); nothing else is joined to the cache folder.
+        """
+        if not isinstance(thumb_name, str) or parse_entry_name(thumb_name) is None or not thumb_name.endswith(".png"):
+            return None
+        return self.cache.thumbs_dir / thumb_name
 
     # -- studies -------------------------------------------------------------------------------------
 
@@ -193,6 +206,11 @@ class Dataset:
 
     def status(self) -> CacheStatus:
         return cache_status(self.cache, self.registry)
+
+    def cache_token(self) -> tuple:
+        """A cheap value that changes when a source file or a cache entry changes (see
+        :func:`mosmed.cache.summary.cache_token`): what the app keys its cached views by."""
+        return cache_token(self.cache, self.registry)
 
 
 def _int_or_none(value) -> int | None:

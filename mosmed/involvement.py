@@ -370,13 +370,14 @@ def calibrate_rows(rows: list[dict]) -> tuple[list[dict], dict]:
 
     frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
     cal = fit_calibration(frame)
-    est = cal.apply(frame) if len(frame) else None
+    # As a plain array: row-wise .iloc costs ~10 us a row, seconds on a 100 000-row registry.
+    est = np.asarray(cal.apply(frame), dtype=float) if len(frame) else None
     text = cal.describe()
     out = []
     for i, r in enumerate(rows):
         r = dict(r)
-        if str(r.get("status")) == "ok" and est is not None and math.isfinite(float(est.iloc[i])):
-            e = float(est.iloc[i])
+        if str(r.get("status")) == "ok" and est is not None and math.isfinite(est[i]):
+            e = float(est[i])
             r["estimated_involvement_pct"] = e
             try:
                 r["estimate_in_band"] = bool(severity.in_band(str(r.get("category", "")), e))

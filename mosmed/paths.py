@@ -3,7 +3,8 @@
 - :func:`safe_join` refuses traversal (``..``), absolute paths outside the root, Windows drives and links that
   lead out of the root; ``"/studies/..."`` means the dataset root, as MosMedData's registry writes it;
 - :func:`check_file` joins and locates a registry row's file (Unicode NFC/NFD variants included) and says why
-  not when it cannot;
+  not when it cannot; :class:`FileChecker` does the same for every row of one registry, resolving the root and
+  each directory once (the registry of a 100 000-row dataset is checked in seconds, not minutes);
 - :func:`recheck` runs the containment check again at open time (a file swapped for a link leading out after
   the registry was loaded is refused, not followed);
 - :func:`study_rel_path` / :func:`mask_rel_path`: the published forms of a study's paths.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import unicodedata
 from pathlib import Path, PurePosixPath
 
@@ -23,6 +25,7 @@ __all__ = [
     "safe_join",
     "is_within",
     "check_file",
+    "FileChecker",
     "recheck",
     "shorten",
     "study_rel_path",
@@ -36,6 +39,32 @@ def is_within(path: Path, root: Path) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _split(rel: str) -> tuple[str, str, list[str]]:
+    """``(text, norm, parts)`` of an untrusted path, or UnsafePathError: the text checks of :func:`safe_join`."""
+    if rel is None or (isinstance(rel, float) and math.isnan(rel)):
+        raise UnsafePathError("empty path")
+    if not isinstance(rel, (str, os.PathLike)):
+        raise UnsafePathError(f"path {rel!r} is not text")
+    text = os.fspath(rel)
+    if isinstance(text, bytes):
+        raise UnsafePathError("path is bytes, not text")
+    text = text.strip()
+    if not text:
+        raise UnsafePathError("empty path")
+    if "\x00" in text:
+        raise UnsafePathError(f"path {text!r} contains a NUL byte")
+    if re.match(r"^[A-Za-z]:[\\/]", text) or text.startswith("\\\\"):
+        raise UnsafePathError(f"path {text!r} is a Windows absolute path outside the dataset root")
+    # Registries edited on Windows may use backslashes; a backslash is never part of a MosMedData name.
+    norm = text.replace("\\", "/")
+    parts = [p for p in PurePosixPath(norm).parts if p not in ("/", "", ".")]
+    if any(p == ".." for p in parts):
+        raise UnsafePathError(f"path {text!r} contains '..' (leads outside the dataset root)")
+    if not parts:
+        raise UnsafePathError(f"path {text!r} names no file")
+    return text, norm, parts
 
 
 def safe_join(root: Path, rel: str) -> Path:
@@ -62,28 +91,7 @@ def safe_join(root: Path, rel: str) -> Path:
         For an empty path, a NUL byte, a ``..`` component, a Windows drive or UNC path, an absolute path
         outside the root, or a symbolic link that leads out of the root.
     """
-    if rel is None or (isinstance(rel, float) and math.isnan(rel)):
-        raise UnsafePathError("empty path")
-    if not isinstance(rel, (str, os.PathLike)):
-        raise UnsafePathError(f"path {rel!r} is not text")
-    text = os.fspath(rel)
-    if isinstance(text, bytes):
-        raise UnsafePathError("path is bytes, not text")
-    text = text.strip()
-    if not text:
-        raise UnsafePathError("empty path")
-    if "\x00" in text:
-        raise UnsafePathError(f"path {text!r} contains a NUL byte")
-    if re.match(r"^[A-Za-z]:[\\/]", text) or text.startswith("\\\\"):
-        raise UnsafePathError(f"path {text!r} is a Windows absolute path outside the dataset root")
-    # Registries edited on Windows may use backslashes; a backslash is never part of a MosMedData name.
-    norm = text.replace("\\", "/")
-    parts = [p for p in PurePosixPath(norm).parts if p not in ("/", "", ".")]
-    if any(p == ".." for p in parts):
-        raise UnsafePathError(f"path {text!r} contains '..' (leads outside the dataset root)")
-    if not parts:
-        raise UnsafePathError(f"path {text!r} names no file")
-
+    text, norm, parts = _split(rel)
     root_res = Path(root).resolve()
     if norm.startswith("/"):
         as_abs = Path(norm)
@@ -156,6 +164,66 @@ def _locate(path: Path, what: str, shown: str) -> tuple[Path | None, str | None]
     if found is None:
         return None, f"{what} file missing: {shorten(shown)}"
     return found, None
+
+
+#: A path of plain components (``/studies/CT-0/study_0001.nii.gz`` or ``studies/...``): no ``.``, ``..``, empty
+#: component, trailing slash or backslash. :class:`FileChecker` takes its fast path only for these.
+_PLAIN = re.compile(r"^/?[^/\\]+(?:/[^/\\]+)*$")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class FileChecker:
+    """:func:`check_file` for the many rows of one registry, with the same answers.
+
+    :func:`check_file` resolves the root and every directory of the path again for each row (``Path.resolve``:
+    one ``lstat`` per component, ~16 system calls and a dozen ``Path`` objects a row). Here the root is resolved
+    once and each directory once per checker; a row then costs one ``lstat`` of its file. A file that is a
+    symbolic link is resolved in full, as before. Any path that is not plain (see ``_PLAIN``), or that fails a
+    check, goes through :func:`check_file` itself, so refusals keep their exact wording.
+
+    A checker remembers the directories it resolved: make one per registry load (the paths are checked again
+    when a study is opened, :func:`recheck`).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._root_s = os.path.realpath(self.root)
+        self._abs_s = os.path.abspath(self.root)
+        self._dirs: dict[str, str] = {}
+
+    def _within(self, path: str, root: str) -> bool:
+        return path == root or path.startswith(root if root.endswith("/") else root + "/")
+
+    def check(self, rel: str, what: str) -> tuple[Path | None, str | None]:
+        """``(absolute path, None)`` or ``(None, reason)``, exactly as ``check_file(root, rel, what)``."""
+        if not isinstance(rel, str):
+            return check_file(self.root, rel, what)
+        text = rel.strip()
+        if not text or "\x00" in text or _DRIVE.match(text) or not _PLAIN.match(text):
+            return check_file(self.root, rel, what)
+        parts = text.strip("/").split("/")
+        if any(p in (".", "..") for p in parts):
+            return check_file(self.root, rel, what)
+        given_inside = text.startswith("/") and (self._within(text, self._root_s) or self._within(text, self._abs_s))
+        candidate = text if given_inside else os.path.join(self._root_s, *parts)
+        head, name = os.path.split(candidate)
+        real_head = self._dirs.get(head)
+        if real_head is None:
+            real_head = self._dirs[head] = os.path.realpath(head)
+        path = os.path.join(real_head, name)
+        try:
+            st = os.lstat(path)     # lstat(real head / name) is lexists(candidate): the head's links followed
+        except OSError:
+            st = None                                   # missing (or unexaminable): check_file says which
+            if text.startswith("/") and not given_inside and os.path.lexists(text):
+                return check_file(self.root, rel, what)     # an absolute path outside: refused there
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            path, st = os.path.realpath(path), None
+        if not self._within(path, self._root_s):
+            return check_file(self.root, rel, what)     # a link leading out: refused there
+        if st is not None and stat.S_ISREG(st.st_mode):
+            return Path(path), None
+        return _locate(Path(path), what, rel)
 
 
 def recheck(root: Path, path: str | Path, shown: str, what: str, study_id: int | None) -> Path:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mosmed.errors import RegistryError
-from mosmed.paths import check_file
+from mosmed.paths import FileChecker
 from mosmed.severity import CLASSES
 from mosmed.source import StudySource
 
@@ -472,6 +472,7 @@ def _validate(root: Path, raw: pd.DataFrame, scanned: bool
     seen: dict[int, int] = {}
     out: list[StudySource] = []
     dups: list[StudySource] = []
+    checker = FileChecker(root)   # the root and each directory resolved once for the whole registry
     for rec in raw.to_dict("records"):
         rown = int(rec.get("row", 0))
         sid = parse_study_id(rec["study_id"])
@@ -507,14 +508,14 @@ def _validate(root: Path, raw: pd.DataFrame, scanned: bool
                 errors.append("no study file given")
             study_file = ""
         elif duplicate_of is None:
-            study_path, why = check_file(root, study_file, "study")
+            study_path, why = checker.check(study_file, "study")
             if why:
                 errors.append(why)
 
         mask_file = _text(rec["mask_file"])
         mask_path: Path | None = None
         if mask_file is not None and duplicate_of is None:
-            mask_path, why = check_file(root, mask_file, "mask")
+            mask_path, why = checker.check(mask_file, "mask")
             if why:
                 errors.append(why)
 

@@ -13,9 +13,9 @@ import hashlib
 import re
 from pathlib import Path
 
-from mosmed.source import StudySource
+from mosmed.source import FileIdentity, StudySource
 
-__all__ = ["CACHE_VERSION", "dataset_key", "source_key", "entry_stem", "parse_entry_name"]
+__all__ = ["CACHE_VERSION", "dataset_key", "source_key", "identity_key", "entry_stem", "parse_entry_name"]
 
 #: Bump whenever what is written (or how it is computed) changes: every entry then reads as stale.
 CACHE_VERSION = 2   # 2: the new segmentation, density features, quality flags
@@ -34,8 +34,14 @@ def source_key(source: StudySource) -> str:
     """The cache key of an opened source (its files' identity); ``ValueError`` when it is not opened."""
     if source.study is None:
         raise ValueError(f"study {source.study_id}: its files' identity was not taken (open the source first)")
+    return identity_key(source.study, source.mask)
+
+
+def identity_key(study: FileIdentity, mask: FileIdentity | None) -> str:
+    """The cache key of a study's files' identity (what :func:`source_key` hashes), for whole-registry passes
+    that take the identities themselves (:func:`mosmed.cache.summary.registry_keys`)."""
     parts = [f"v{CACHE_VERSION}"]
-    for ident in (source.study, source.mask):
+    for ident in (study, mask):
         parts.append("-" if ident is None else f"{ident.path}\0{ident.size}\0{ident.mtime_ns}")
     return hashlib.sha1("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
