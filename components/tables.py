@@ -34,6 +34,12 @@ __all__ = [
     "ANY_FLAG",
     "with_reviews",
     "outside_band",
+    "QC_ANY",
+    "QC_NONE",
+    "quality_options",
+    "quality_label",
+    "quality_counts",
+    "estimate_kind",
 ]
 
 #: Where an involvement value comes from: the expert mask ("measured") or the HU-based estimate.
@@ -54,6 +60,8 @@ REVIEW_STATE_LABELS = {
 }
 #: A pseudo-flag of the "Flagged" facet: any flag at all.
 ANY_FLAG = "__any__"
+#: Pseudo-codes of the "Quality" facet (issue 9): any quality flag at all / no quality flag.
+QC_ANY, QC_NONE = "__any_qc__", "__clean__"
 _MAX_QUERY = 200
 _RANGE = re.compile(r"^(\d{1,9})\s*[-–]\s*(\d{1,9})$")
 
@@ -71,6 +79,7 @@ class RegistryFilter:
     review: str = "any"                    # see REVIEW_STATES (needs the with_reviews columns)
     flags: tuple[str, ...] | None = None   # flag ids (or ANY_FLAG): a study any reader flagged so
     disagree: bool = False                 # only studies where a reader's grade differs from the class
+    quality: tuple[str, ...] | None = None  # quality-flag codes (mosmed.quality.CODES, QC_ANY, QC_NONE): any of
 
 
 def parse_id_query(text: str) -> tuple[frozenset[int] | None, str | None]:
@@ -168,6 +177,8 @@ def filter_summary(summary: pd.DataFrame, f: RegistryFilter) -> pd.DataFrame:
         keep &= df["study_id"].astype(int).isin(list(f.ids)).to_numpy()
     if f.statuses is not None:
         keep &= df["status"].astype(str).isin(list(f.statuses)).to_numpy()
+    if f.quality:
+        keep &= _quality_mask(df, f.quality)
     if f.review != "any" or f.flags or f.disagree:
         if "n_readers" not in df.columns:
             raise ValueError("review facets need the review columns (tables.with_reviews)")
@@ -187,6 +198,73 @@ def filter_summary(summary: pd.DataFrame, f: RegistryFilter) -> pd.DataFrame:
     out["involvement"] = inv.to_numpy()[keep] if len(df) else pd.Series(dtype=float)
     out["involvement_source"] = src[keep] if len(df) else pd.Series(dtype=str)
     return out
+
+
+def _qc_text(df: pd.DataFrame) -> pd.Series:
+    return df["qc"].fillna("").astype(str) if "qc" in df.columns else pd.Series([""] * len(df), index=df.index)
+
+
+def _quality_mask(df: pd.DataFrame, wanted: Iterable[str]) -> np.ndarray:
+    """Rows carrying any of the ``wanted`` quality codes (``QC_ANY``: some flag; ``QC_NONE``: built, no flag).
+
+    The ``qc`` text is ``"code: reason | code: reason"`` (``mosmed.quality.qc_text``): a code is matched at the
+    start of a part, column-wise (a 100 000-row summary is one regular-expression pass per code).
+    """
+    from mosmed.quality import CODES
+
+    qc = _qc_text(df)
+    out = np.zeros(len(df), dtype=bool)
+    for w in wanted:
+        if w == QC_ANY:
+            out |= qc.str.len().gt(0).to_numpy()
+        elif w == QC_NONE:      # checked and clean: a pending or failed study has no flags, it is not clean
+            built = df["status"].astype(str).eq("ok").to_numpy() if "status" in df.columns else True
+            out |= qc.str.len().eq(0).to_numpy() & built
+        elif w in CODES:
+            out |= qc.str.contains(rf"(?:^| \| ){re.escape(w)}:", regex=True).to_numpy(bool)
+        else:
+            raise ValueError(f"unknown quality facet {w!r}")
+    return out
+
+
+def quality_options() -> list[str]:
+    """The "Quality" facet's choices: no flag, any flag, then every code of ``mosmed.quality.CODES``."""
+    from mosmed.quality import CODES
+
+    return [QC_NONE, QC_ANY, *CODES]
+
+
+def quality_label(option: str) -> str:
+    """How a "Quality" choice reads."""
+    from mosmed.quality import CODES
+
+    return {QC_NONE: "No quality flag", QC_ANY: "Any quality flag"}.get(option) or CODES.get(option, option)
+
+
+def quality_counts(df: pd.DataFrame) -> dict[str, int]:
+    """Studies per "Quality" choice (built studies only: a pending study has no flags yet)."""
+    built = df[df["status"].astype(str) == "ok"] if "status" in df.columns else df
+    return {o: int(_quality_mask(built, [o]).sum()) for o in quality_options()}
+
+
+def estimate_kind(frame: pd.DataFrame) -> tuple[str, str]:
+    """``(label, basis)`` of the HU estimates of these rows, as every page names them.
+
+    ``label`` is ``mosmed.involvement.estimate_label`` of the rows' ``estimate_calibrated`` ("calibrated
+    estimate" / "uncalibrated estimate"; "HU estimate" when unknown or mixed); ``basis`` is the calibration's
+    one-line description (``estimate_basis``), "" when there is none.
+    """
+    from mosmed.involvement import estimate_label
+
+    cal = frame["estimate_calibrated"].dropna() if "estimate_calibrated" in frame.columns else pd.Series([])
+    values = {bool(v) for v in cal.tolist()}
+    label = estimate_label(values.pop() if len(values) == 1 else None)
+    basis = ""
+    if "estimate_basis" in frame.columns:
+        b = frame["estimate_basis"].dropna().astype(str)
+        b = b[b.str.len() > 0]
+        basis = str(b.iloc[0]) if len(b) else ""
+    return label, basis
 
 
 def with_reviews(summary: pd.DataFrame, per_study: pd.DataFrame | None, *, copy: bool = True) -> pd.DataFrame:
@@ -336,6 +414,7 @@ def thumb_data_uri(png: bytes | None, size: int = 48) -> str | None:
 EXPORT_COLUMNS = (
     "study_id", "category", "status", "error", "warnings", "has_mask", "involvement", "involvement_source",
     "involvement_pct", "estimated_involvement_pct", "in_band", "estimate_in_band", "lung_ml", "lesion_ml",
+    "estimate_calibrated", "estimate_basis", "density_pct", "qc",
     "n_slices", "rows", "cols", "spacing_x", "spacing_y", "spacing_z", "study_file", "mask_file",
 )
 

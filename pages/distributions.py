@@ -73,6 +73,7 @@ def _page_data(_ds, key: tuple[str, str], token: tuple) -> dict:
         "estimates": ok[["study_id", "category", "estimated_involvement_pct",
                          "involvement_pct"]].reset_index(drop=True),
         "has_hist": not hist.empty,
+        "estimate_kind": tables.estimate_kind(ok),   # (label, basis): issue 9, named wherever it is shown
     }
 
 
@@ -166,6 +167,8 @@ def details() -> None:
     st.caption(f"Filled blue circles: measured from the expert mask ({data['n_meas']} studies). Open amber "
                "diamonds: estimated from the share of lung voxels in the lesion HU range (every study). Shaded "
                "boxes: each class's band; dotted lines: the 25 / 50 / 75 % edges. Click a point to open the study.")
+    est_label, est_basis = data["estimate_kind"]
+    st.caption(md_escape(f"The estimates are the {est_label}" + (f": {est_basis}." if est_basis else ".")))
     a1, a2 = st.columns(2, gap="large")
     with a1:
         _chart(figs, "lesion_lung", "dist.lesion_lung", ready, _open_study_from)
@@ -224,7 +227,8 @@ def details() -> None:
                           column_config={
                               "study_id": st.column_config.NumberColumn("Study", format="%d"),
                               "category": "Class", "band": "Class band",
-                              "estimated": st.column_config.NumberColumn("Estimated", format="%.1f%%"),
+                              "estimated": st.column_config.NumberColumn(
+                                  est_label.capitalize(), format="%.1f%%"),
                               "estimate_suggests": "Estimate suggests",
                               "measured": st.column_config.NumberColumn("Measured", format="%.1f%%")})
         sel = list(getattr(getattr(ev, "selection", None), "rows", []) or [])

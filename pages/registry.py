@@ -34,10 +34,11 @@ W_CLASS, W_MASK, W_SOURCE, W_RANGE, W_IDS, W_STATUS = (
     "registry.w.status")
 W_REVIEW, W_FLAGS, W_DISAGREE = "registry.w.review", "registry.w.flags", "registry.w.disagree"  # issue 12
 W_PAGE, W_ORDER, W_DESC = "registry.w.page", "registry.w.order", "registry.w.desc"
+W_QC = "registry.w.quality"    # issue 9: the studies' quality flags
 STORE = {W_CLASS: state.REGISTRY_CLASS_KEY, W_MASK: "registry.filter.mask", W_SOURCE: "registry.filter.source",
          W_RANGE: "registry.filter.range", W_IDS: "registry.filter.ids", W_STATUS: "registry.filter.status",
          W_REVIEW: "registry.filter.review", W_FLAGS: "registry.filter.flags",
-         W_DISAGREE: "registry.filter.disagree"}
+         W_DISAGREE: "registry.filter.disagree", W_QC: "registry.filter.quality"}
 APPLY_KEY = state.REGISTRY_APPLY_KEY     # set by state.goto_registry to push a class filter from another page
 #: Rows per table page. 1110 studies fit one page; a 100 000-row registry is shown 2000 rows at a time, which
 #: bounds what one run sends (rows, thumbnail URLs) whatever the registry's size.
@@ -52,7 +53,9 @@ class_options = list(severity.CLASSES) + sorted(c for c in counts.index if c not
 status_options = ["ok", "error", "pending"]
 status_counts = summary["status"].astype(str).value_counts()
 defaults = {W_CLASS: [], W_MASK: "any", W_SOURCE: "best", W_RANGE: (0.0, 100.0), W_IDS: "", W_STATUS: [],
-            W_REVIEW: "any", W_FLAGS: [], W_DISAGREE: False}
+            W_REVIEW: "any", W_FLAGS: [], W_DISAGREE: False, W_QC: []}
+qc_options = tables.quality_options()
+qc_counts = tables.quality_counts(summary)
 
 # Reviews of this dataset (issue 12): the per-study columns and facets; the page works without them.
 me = reader_mod.current_reader()
@@ -77,6 +80,8 @@ for w, store in STORE.items():
             value = "any"
         if w == W_FLAGS:
             value = [f for f in (value or []) if f in flag_options]
+        if w == W_QC:
+            value = [q for q in (value or []) if q in qc_options]
         if w == W_DISAGREE:
             value = bool(value)
         if w == W_RANGE:
@@ -136,6 +141,10 @@ def _filters() -> None:
                                              f"({n_flag.get(f, 0)})")
         c9.toggle("Reader grade ≠ class", key=W_DISAGREE, disabled=no_reviews,
                   help="Studies where some reader's grade (CT-0..CT-4) differs from the registry class")
+        c10, _ = st.columns([3, 5])
+        c10.multiselect("Quality", qc_options, key=W_QC, placeholder="Any quality",
+                        format_func=lambda q: f"{tables.quality_label(q)} ({qc_counts.get(q, 0)})",
+                        help="The studies' quality flags (a warning, not an error: the study still opens)")
         if review_problem:
             st.caption(md_escape(f"Review facets unavailable: {review_problem}"))
         elif me is None and st.session_state.get(W_REVIEW) in ("mine", "not_mine"):
@@ -168,6 +177,7 @@ def _current_filter() -> tables.RegistryFilter:
         review=(st.session_state[W_REVIEW] or "any") if per_study is not None else "any",
         flags=(tuple(st.session_state[W_FLAGS]) or None) if per_study is not None else None,
         disagree=bool(st.session_state[W_DISAGREE]) and per_study is not None,
+        quality=tuple(st.session_state[W_QC]) or None,
     )
 
 
@@ -196,8 +206,8 @@ def _page_of(rows):
 
 
 TABLE_COLS = ["thumbnail", "study_id", "category", "my_grade", "n_readers", "flag_text", "disagree", "status",
-              "error", "involvement", "involvement_source", "estimated_involvement_pct", "has_mask", "lung_ml",
-              "lesion_ml", "n_slices", "spacing_mm", "grades", "warnings"]
+              "error", "involvement", "involvement_source", "estimated_involvement_pct", "estimate_kind", "qc",
+              "has_mask", "lung_ml", "lesion_ml", "n_slices", "spacing_mm", "grades", "warnings"]
 COLUMN_CONFIG = {
     # Small media URLs (components.thumbs): the grid fetches the images of the rows it draws, nothing more.
     "thumbnail": st.column_config.ImageColumn("", width="small"),
@@ -209,6 +219,9 @@ COLUMN_CONFIG = {
     "involvement_source": st.column_config.TextColumn("From", help="measured = expert mask, "
                                                                   "estimated = share of lung in -700..-130 HU"),
     "estimated_involvement_pct": st.column_config.NumberColumn("Estimate", format="%.1f%%"),
+    "estimate_kind": st.column_config.TextColumn(
+        "Estimate is", help="calibrated on this dataset (CT-0 baseline, masked studies' slope) or uncalibrated"),
+    "qc": st.column_config.TextColumn("Quality", width="medium", help="Quality flags, each with its reason"),
     "has_mask": st.column_config.CheckboxColumn("Mask"),
     "lung_ml": st.column_config.NumberColumn("Lung mL", format="%.0f"),
     "lesion_ml": st.column_config.NumberColumn("Lesion mL", format="%.1f"),
@@ -231,11 +244,18 @@ def _table(rows) -> None:
     names = view["thumb_name"].tolist() if "thumb_name" in view else [None] * len(view)
     view.insert(0, "thumbnail", thumbs.thumbnail_urls(ds, view["study_id"].tolist(), names, memo_key=THUMBS_MEMO))
     view["involvement_source"] = view["involvement_source"].replace({"": None})
+    if "estimate_calibrated" in view:
+        kind = view["estimate_calibrated"].map({True: "calibrated", False: "uncalibrated"})
+        view["estimate_kind"] = kind.where(view["estimated_involvement_pct"].notna(), None)
+    else:
+        view["estimate_kind"] = None
     cols = TABLE_COLS
     if per_study is None:   # no review database: no empty review columns either
         cols = [c for c in cols if c not in ("my_grade", "n_readers", "flag_text", "disagree", "grades")]
     # Problem / warning columns only when some shown row has one: an empty wide column is noise.
-    cols = [c for c in cols if c not in ("error", "warnings") or view[c].astype(str).str.len().gt(0).any()]
+    cols = [c for c in cols if c in view.columns]
+    cols = [c for c in cols if c not in ("error", "warnings", "qc")
+            or view[c].fillna("").astype(str).str.len().gt(0).any()]
     event = st.dataframe(
         view[cols], key="registry.table", hide_index=True, width="stretch", height=560, row_height=64,
         on_select="rerun", selection_mode="single-row", placeholder="—", column_config=COLUMN_CONFIG)

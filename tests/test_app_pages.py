@@ -130,6 +130,46 @@ def test_registry_involvement_range_and_source(app_data: AppData) -> None:
         assert set(at.dataframe[0].value["involvement_source"].dropna()) <= {"measured"}
 
 
+@pytest.mark.parametrize("name", ["demo", "bad"])
+def test_registry_quality_facet_and_estimate_label(app_data: AppData, name: str) -> None:
+    """Issue 9 in the registry: a "Quality" facet on the studies' flags, the estimate named calibrated or not.
+
+    The demo's studies are clean; the bad corpus's tiny studies carry flags (no lungs, grid unlike MosMedData).
+    """
+    if name == "bad":
+        from mosmed.dataset import Dataset
+
+        Dataset(app_data.bad_root, app_data.cache_root).build_cache(workers=1)
+    with app_env(app_data, name):
+        at = new_app()
+        at.switch_page("pages/registry.py")
+        at.run()
+        _ok(at)
+        total = _row_count(at)
+        table = at.dataframe[0].value
+        # The label of every shown estimate, from the summary's own calibration flag.
+        shown = table[table["estimated_involvement_pct"].notna()]
+        assert (len(shown) or name == "bad") and set(shown["estimate_kind"]) <= {"calibrated", "uncalibrated"}, table.columns
+        assert at.session_state["registry.filtered_ids"] is None   # an unrestricted filter is stored as None
+        at.multiselect(key="registry.w.quality").set_value([tables.QC_NONE]).run()
+        _ok(at)
+        clean = _row_count(at)
+        at.multiselect(key="registry.w.quality").set_value([tables.QC_ANY]).run()
+        _ok(at)
+        flagged = _row_count(at)
+        n_ok = int(table.loc[table["status"] == "ok", "study_id"].nunique())
+        assert clean + flagged == n_ok <= total
+        assert (flagged > 0) == (name == "bad")
+        if flagged:
+            qc = at.dataframe[0].value["qc"]
+            assert qc.str.len().gt(0).all()
+            code = qc.iloc[0].split(":", 1)[0]
+            at.multiselect(key="registry.w.quality").set_value([code]).run()
+            _ok(at)
+            assert 0 < _row_count(at) <= flagged
+            assert at.dataframe[0].value["qc"].str.contains(f"{code}:").all()
+
+
 # ----------------------------------------------------------------------------------------------- distributions
 
 
@@ -147,6 +187,20 @@ def test_distributions_opens_registry_filtered_to_a_class(app_data: AppData) -> 
         assert [t.value for t in at.title] == ["Registry"]
         assert _row_count(at) == n
         assert at.multiselect(key="registry.w.class").value == [cls]
+
+
+def test_distributions_name_the_estimate_calibrated_or_not(app_data: AppData) -> None:
+    from mosmed.dataset import Dataset
+
+    with app_env(app_data, "demo"):
+        at = new_app()
+        at.switch_page("pages/distributions.py")
+        at.run()
+        _ok(at)
+    cal = Dataset(app_data.demo_root, app_data.cache_root).summary()["estimate_calibrated"].dropna()
+    want = "calibrated estimate" if bool(cal.all()) else "uncalibrated estimate"
+    caps = [t.replace("\\", "") for t in texts(at.caption)]
+    assert any(t.startswith(f"The estimates are the {want}") for t in caps), caps
 
 
 # ------------------------------------------------------------------------------------------------------ quiz
@@ -297,6 +351,29 @@ def test_filter_summary_bands_and_errors() -> None:
         tables.filter_summary(df, f(source="guess"))
     with pytest.raises(ValueError, match="unknown mask facet"):
         tables.filter_summary(df, f(mask="maybe"))
+
+
+def test_quality_facet_and_estimate_kind() -> None:
+    df = pd.DataFrame({
+        "study_id": [1, 2, 3, 4], "category": ["CT-0", "CT-1", "CT-2", "CT-1"],
+        "has_mask": [False] * 4, "status": ["ok", "ok", "ok", "pending"],
+        "involvement_pct": [None] * 4, "estimated_involvement_pct": [1.0, 30.0, 40.0, None],
+        "estimate_calibrated": pd.array([True, True, True, None], dtype="boolean"),
+        "estimate_basis": ["CT-0 baseline 2.1%", "CT-0 baseline 2.1%", "CT-0 baseline 2.1%", ""],
+        "qc": ["", "border: lungs touch the edge | grid: unlike MosMedData: 160 px", "grid: unlike", ""]})
+    f = tables.RegistryFilter
+    ids = lambda q: tables.filter_summary(df, f(quality=q))["study_id"].tolist()  # noqa: E731
+    assert ids((tables.QC_NONE,)) == [1] and ids((tables.QC_ANY,)) == [2, 3]     # 4 is pending: not checked
+    assert ids(("grid",)) == [2, 3] and ids(("border",)) == [2] and ids(("border", tables.QC_NONE)) == [1, 2]
+    assert ids(("spacing",)) == []
+    with pytest.raises(ValueError, match="unknown quality facet"):
+        ids(("unlike",))         # a word inside a reason is not a code
+    assert tables.quality_counts(df)[tables.QC_NONE] == 1      # the pending study is not counted as clean
+    assert tables.estimate_kind(df) == ("calibrated estimate", "CT-0 baseline 2.1%")
+    assert tables.estimate_kind(df.assign(estimate_calibrated=False))[0] == "uncalibrated estimate"
+    assert tables.estimate_kind(df.drop(columns=["estimate_calibrated"]))[0] == "HU estimate"
+    exported = tables.export_frame(tables.filter_summary(df, f()))
+    assert {"qc", "estimate_calibrated", "estimate_basis"} <= set(exported.columns)
 
 
 def test_exports_keep_text_as_text() -> None:
