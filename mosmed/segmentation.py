@@ -30,7 +30,7 @@ full grid. The steps:
    from the full-resolution HU (air-like is lung), so the border is as sharp as the image.
 
 Accuracy and speed: see ``scripts/lung_accuracy.py`` (Dice with the phantoms' drawn lungs, per class, and the
-real CTs of ``../shared/realct``) and ``docs/readme/lungs.md``. Known limits (a classical method): dense
+real CTs of ``../shared/realct``) and ``docs/real-ct.md``. Known limits (a classical method): dense
 consolidation deeper than ``HULL_REACH_MM`` from aerated lung, or without ground glass along a short edge, is
 cut, and so is consolidation denser than ``ORGAN_HU`` unless enclosed by lung (CT-4 reads low); a lung with no
 aerated voxel left in a slice is recovered only from its neighbours along z; an emphysematous bulla larger
