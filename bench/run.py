@@ -89,19 +89,44 @@ def main(argv=None) -> int:
     res["warm_cache_built"] = rep.n_built
     ctx = Context(quick=bool(args.quick), run_cache=run_cache, skip_floors=args.skip_floors,
                   skip_browser=args.skip_browser)
+    runs = res.setdefault("section_runs", {})
     for name, mod in _sections(only):
         say(f"section {name} ...")
         t = time.perf_counter()
+        runs[name] = {"at": time.strftime("%Y-%m-%d %H:%M"), "quick": bool(args.quick),
+                      "load_start": [round(x, 2) for x in os.getloadavg()]}
         try:
             mod.run(res, ctx)
         except Exception as e:  # noqa: BLE001 - keep the figures measured so far, say what failed
             res.setdefault("errors", []).append(f"{name}: {type(e).__name__}: {e}")
             say(f"section {name} failed: {type(e).__name__}: {e}")
         res.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t, 1)
+        runs[name].update(seconds=round(time.perf_counter() - t, 1),
+                          load_end=[round(x, 2) for x in os.getloadavg()])
     res["bench_seconds"] = round(time.perf_counter() - t_all, 1)
     res["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     res["targets"] = {k: {"op": op, "target": tv, "unit": u, "what": w} for k, (op, tv, u, w) in all_targets().items()}
-    args.json.write_text(json.dumps(res, indent=2, sort_keys=False) + "\n")
+    if only and args.json.exists():
+        # One section run: the other sections' figures of the last run stay (each section says when it ran).
+        try:
+            prev = json.loads(args.json.read_text())
+        except ValueError:
+            prev = {}
+        mine = {k for _, mod in _sections(only) for k in getattr(mod, "TARGETS", {})}
+        merged = {k: v for k, v in prev.items() if k not in mine}
+        for k in ("section_runs", "section_seconds"):
+            merged[k] = {**(prev.get(k) or {}), **res.get(k, {})}
+        merged["errors"] = [e for e in prev.get("errors", []) if e.split(":")[0] not in runs] + res.get("errors", [])
+        merged.update({k: v for k, v in res.items() if k not in ("section_runs", "section_seconds", "errors")})
+        res = merged
+    tmp = args.json.with_name(args.json.name + ".tmp")
+    tmp.write_text(json.dumps(res, indent=2, sort_keys=False) + "\n")
+    tmp.replace(args.json)
+    import report
+
+    (BENCH / "results.md").write_text(report.markdown(res), encoding="utf-8")
+    if args.json == RESULTS and not args.quick:
+        report.write_readme(report.markdown(res))
     say("")
     say(table(res))
     say(f"\nwhole run {res['bench_seconds']:.0f} s; load average (1, 5, 15 min) at start {res['load_avg_start']}, "
