@@ -107,7 +107,8 @@ def prepare(progress: bool = True) -> dict:
     want = {f"study_{i:04d}.nii.gz" for i in ALL_IDS}
     have = {p.name for p in (FULL / "studies").glob("*/*.nii.gz")} if FULL.exists() else set()
     if not want <= have:
-        _say(f"generating {len(ALL_IDS)} full-size studies (1110-row registry; {FULL_SEEDS_PER_GROUP} seeds per group) into {FULL} ...")
+        _say(f"generating {len(ALL_IDS)} full-size studies (1110-row registry; {FULL_SEEDS_PER_GROUP} seeds per group)"
+             f" into {FULL} ...")
         t = time.perf_counter()
         seeds, copy_of = _seeds(ALL_IDS, FULL_SEEDS_PER_GROUP)
         generate_demo(FULL, full_size=True, only_ids=seeds, workers=2, overwrite=True)

@@ -53,11 +53,12 @@ def all_targets() -> dict[str, tuple[str, float, str, str]]:
 
 def table(res: dict) -> str:
     lines = [f"{'key':40s} {'value':>10s}  {'target':>9s}  result"]
-    for key, (op, target, unit, what) in all_targets().items():
+    for key, (op, target, unit, _) in all_targets().items():
         v = res.get(key)
         ok = None if v is None else (v <= target if op == "<=" else v >= target)
         vs = "missing" if v is None else f"{v:g}"
-        lines.append(f"{key:40s} {vs:>10s}  {op}{target:g} {unit:3s} {'PASS' if ok else ('FAIL' if ok is False else '-')}")
+        lines.append(f"{key:40s} {vs:>10s}  {op}{target:g} {unit:3s} "
+                     f"{'PASS' if ok else ('FAIL' if ok is False else '-')}")
     return "\n".join(lines)
 
 

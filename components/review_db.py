@@ -53,7 +53,8 @@ def _open_problem(url_text: str, cache_root: str) -> str | None:
         _LOG.warning("review database unavailable: %s", e)
         from mosmed.errors import MosmedError
 
-        return str(e) if isinstance(e, MosmedError) else f"the review database cannot be opened ({type(e).__name__}: {e})"
+        return (str(e) if isinstance(e, MosmedError)
+                else f"the review database cannot be opened ({type(e).__name__}: {e})")
     return None
 
 

@@ -97,7 +97,8 @@ def picker(ch: StudyChoices, cols: list | None = None) -> int:
         st.session_state[STUDY] = st.session_state[PICK] = new
         _reset_view_of_study()
 
-    c_prev, c_pick, c_next = cols if cols is not None else st.columns([0.6, 3, 0.6, 6.6], vertical_alignment="bottom")[:3]
+    c_prev, c_pick, c_next = (cols if cols is not None
+                              else st.columns([0.6, 3, 0.6, 6.6], vertical_alignment="bottom")[:3])
     c_prev.button("", icon=":material/chevron_left:", key=K + "prev", help="Previous study in the list",
                   on_click=step, args=(-1,), disabled=len(options) < 2, use_container_width=True)
     where = "the registry filter" if ch.filtered else "the dataset"

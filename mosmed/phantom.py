@@ -222,8 +222,10 @@ class _Grid:
     def box(self, x0: float, x1: float, y0: float, y1: float) -> tuple[slice, slice] | None:
         """Row and column slices covering the mm rectangle (None when it misses the image)."""
         h, w = self.shape[1], self.shape[2]
-        i0 = max(0, int(math.floor(self.row(y0)))); i1 = min(h, int(math.ceil(self.row(y1))) + 1)
-        j0 = max(0, int(math.floor(self.col(x0)))); j1 = min(w, int(math.ceil(self.col(x1))) + 1)
+        i0 = max(0, int(math.floor(self.row(y0))))
+        i1 = min(h, int(math.ceil(self.row(y1))) + 1)
+        j0 = max(0, int(math.floor(self.col(x0))))
+        j1 = min(w, int(math.ceil(self.col(x1))) + 1)
         if i0 >= i1 or j0 >= j1:
             return None
         return slice(i0, i1), slice(j0, j1)
@@ -461,20 +463,51 @@ class _P:
 
     female: bool
     age: float
-    A: float; Ba: float; Bp: float; cy: float; cx: float        # body half-width, anterior/posterior half-depth
-    fat: float; muscle: float
-    cyc: float; ryc: float; rxc: float                           # thoracic cavity (inside the ribs)
-    apex: float; dome_r: float; dome_l: float; dome_drop: float
-    carina: float; zh: float; yh: float; xh: float; hz: float; ha: float; hb: float; hang: float
+    # body half-width, anterior/posterior half-depth
+    A: float
+    Ba: float
+    Bp: float
+    cy: float
+    cx: float
+    fat: float
+    muscle: float
+    # thoracic cavity (inside the ribs)
+    cyc: float
+    ryc: float
+    rxc: float
+    apex: float
+    dome_r: float
+    dome_l: float
+    dome_drop: float
+    carina: float
+    zh: float
+    yh: float
+    xh: float
+    hz: float
+    ha: float
+    hb: float
+    hang: float
     yv: float
-    rib_z1: float; rib_gap: float; rib_drop: float
-    vert_period: float; vert_phase: float
-    lung_base: float; lung_grad: float
-    fis_slope_r: float; fis_slope_l: float; fis_z_r: float; fis_z_l: float; minor_z: float
-    eff_r: float; eff_l: float
-    stomach_gas: float; colon_gas: float
-    kidney_top_r: float; kidney_top_l: float
-    y_table: float; pad: float
+    rib_z1: float
+    rib_gap: float
+    rib_drop: float
+    vert_period: float
+    vert_phase: float
+    lung_base: float
+    lung_grad: float
+    fis_slope_r: float
+    fis_slope_l: float
+    fis_z_r: float
+    fis_z_l: float
+    minor_z: float
+    eff_r: float
+    eff_l: float
+    stomach_gas: float
+    colon_gas: float
+    kidney_top_r: float
+    kidney_top_l: float
+    y_table: float
+    pad: float
 
 
 def _draw_params(rng: np.random.Generator, grid: _Grid, category: str, fit: dict | None) -> _P:
@@ -611,7 +644,8 @@ def _tubes(p: _P, L: float, rng: np.random.Generator) -> dict[str, list[tuple]]:
     # Hepatic veins converge on the IVC under the right dome (unenhanced: a little darker than liver).
     ivc_top = (p.dome_r - 12.0, p.yv - 22.0, p.cx - 0.22 * p.rxc)
     hepatic = [(*ivc_top, ivc_top[0] - 55.0, p.cyc + dy, p.cx + dx, 5.0, 2.0)
-               for dy, dx in ((-0.6 * p.ryc, -0.1 * p.rxc), (-0.2 * p.ryc, -0.65 * p.rxc), (-0.55 * p.ryc, 0.2 * p.rxc))]
+               for dy, dx in ((-0.6 * p.ryc, -0.1 * p.rxc), (-0.2 * p.ryc, -0.65 * p.rxc),
+                              (-0.55 * p.ryc, 0.2 * p.rxc))]
     portal = [(p.dome_r - 90.0, p.cyc - 0.1 * p.ryc, p.cx - 0.05 * p.rxc, p.dome_r - 60.0, p.cyc, p.cx - 0.4 * p.rxc,
                6.0, 4.0)]
     # Coronary arteries in the atrioventricular groove, lymph nodes in the mediastinal fat.
@@ -918,7 +952,8 @@ class _Anatomy:
         q_l = ((Xc - 0.42 * r) / (0.55 * r)) ** 2 + ((Yv + 0.1 * p.ryc) / (1.25 * p.ryc)) ** 2
         dome = np.where(Xc < 0, p.dome_r - p.dome_drop * q_r, p.dome_l - p.dome_drop * q_l)
         # |grad dome| in mm/mm: steep at the sides, flat at the top (clamped: the slab cuts the top tangentially).
-        gr = np.where(Xc < 0, p.dome_drop * 2.0 * np.sqrt(q_r) / (0.8 * r), p.dome_drop * 2.0 * np.sqrt(q_l) / (0.8 * r))
+        gr = np.where(Xc < 0, p.dome_drop * 2.0 * np.sqrt(q_r) / (0.8 * r),
+                      p.dome_drop * 2.0 * np.sqrt(q_l) / (0.8 * r))
         return dome.astype(np.float32), np.maximum(gr, 0.25).astype(np.float32)
 
     def _ribs(self, sl: np.ndarray, cav: np.ndarray, z: float, k: int) -> None:
@@ -962,9 +997,11 @@ class _Anatomy:
             vb = 150.0 + 30.0 * fine + (HU["cortical"] - 150.0) * np.clip(1.0 + bone / 1.0, 0, 1)
             vc = HU["cartilage"] + (250.0 if self.calcified else 0.0) * np.clip(1.0 + cart / 1.0, 0, 1)
             take = bone < best
-            best = np.where(take, bone, best); val = np.where(take, vb, val)
+            best = np.where(take, bone, best)
+            val = np.where(take, vb, val)
             take = cart < best
-            best = np.where(take, cart, best); val = np.where(take, vc, val)
+            best = np.where(take, cart, best)
+            val = np.where(take, vc, val)
         c = _cov(best, px)
         flat[idx] += c * (val - flat[idx])
 
@@ -983,7 +1020,8 @@ class _Anatomy:
             d = np.maximum(np.abs(cav - off) - thick, np.maximum((self.phi - ph0), (ph1 - self.phi)) * self.rho)
             d = np.maximum(d, self._msdf + 2.0)                         # inside the muscle layer, never the skin
             _paint(sl, np.maximum(np.maximum(np.abs(cav - off) - thick - 9.0,
-                                             np.maximum((self.phi - ph0 - 0.03 * np.pi), (ph1 - 0.05 * np.pi - self.phi))
+                                             np.maximum((self.phi - ph0 - 0.03 * np.pi),
+                                                        (ph1 - 0.05 * np.pi - self.phi))
                                              * self.rho), self._msdf + 0.5), HU["muscle"] + 3.0 * self.tex[k], px)
             v = HU["cancellous"] + (HU["cortical"] * 0.9 - HU["cancellous"]) * np.clip(1.0 + d / 1.2, 0, 1)
             _paint(sl, d, v, px)
@@ -1474,5 +1512,6 @@ def _add_noise(hu: np.ndarray, grid: _Grid, p: _P, body: np.ndarray, rng: np.ran
     for k0 in range(0, nz, step):
         k1 = min(nz, k0 + step)
         n = _spectral_noise(rng, (k1 - k0, grid.shape[1], grid.shape[2]), (grid.dz, grid.dy, grid.dx), _kernel_nps)
-        amp = np.where(body[k0:k1], np.float32(sd), np.float32(0.55 * sd)) * shoulder[k0:k1, None, None].astype(np.float32)
+        amp = (np.where(body[k0:k1], np.float32(sd), np.float32(0.55 * sd))
+               * shoulder[k0:k1, None, None].astype(np.float32))
         hu[k0:k1] += amp * n

@@ -258,8 +258,8 @@ def _read_xlsx(path: Path) -> pd.DataFrame:
     with open(path, "rb") as fh:
         head = fh.read(4)
     if head != _ZIP_MAGIC:
-        raise RegistryError(f"registry {path.name} is not a spreadsheet (an .xlsx file is a zip archive; this one is not)",
-                            path=path)
+        raise RegistryError(f"registry {path.name} is not a spreadsheet "
+                            "(an .xlsx file is a zip archive; this one is not)", path=path)
     try:
         wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, KeyError, OSError, ValueError, TypeError, EOFError) as exc:

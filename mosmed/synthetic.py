@@ -173,7 +173,8 @@ def study_rng(seed: int, study_id: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(study_id)]))
 
 
-def study_grid(rng: np.random.Generator, full_size: bool, size: int | None = None) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+def study_grid(rng: np.random.Generator, full_size: bool,
+               size: int | None = None) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     """Display shape and spacing of a study: Z 33-53 slices of 8 mm, pixels 0.66-0.875 mm at 512.
 
     The field of view, 338-448 mm, is the paper's display FOV (350-500 mm, at least 1 cm beyond the ribs) as far

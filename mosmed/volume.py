@@ -203,8 +203,8 @@ def check_header(path: Path, study_id: int | None = None, *, what: str = "study"
     shape = _shape3(img.shape, what, study_id, path)
     n_vox = int(np.prod([int(s) for s in img.shape], dtype=object))
     if n_vox > MAX_VOXELS:
-        raise _fail(what, f"{path.name} header claims dimensions {tuple(int(s) for s in img.shape)} ({n_vox:,} voxels), "
-                          f"more than the {MAX_VOXELS:,} a real CT study can have", study_id, path)
+        raise _fail(what, f"{path.name} header claims dimensions {tuple(int(s) for s in img.shape)} "
+                          f"({n_vox:,} voxels), more than the {MAX_VOXELS:,} a real CT study can have", study_id, path)
 
     try:
         dtype = hdr.get_data_dtype()

@@ -59,7 +59,8 @@ class Window:
     def __post_init__(self) -> None:
         # A NaN level would silently render an all-black image; refuse it where it is made.
         if not (math.isfinite(self.level) and math.isfinite(self.width)):
-            raise ValueError(f"window level and width must be finite numbers, got level={self.level}, width={self.width}")
+            raise ValueError(f"window level and width must be finite numbers, "
+                             f"got level={self.level}, width={self.width}")
 
     @property
     def lower(self) -> float:

@@ -27,7 +27,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mosmed import involvement, measurements, quality, segmentation, synthetic, volume
+# The repository root must be on sys.path before the package can be imported.
+from mosmed import involvement, measurements, quality, segmentation, synthetic, volume  # noqa: E402
 
 # Study ids of the full-size registry per class (CT-4 has only two real ids: the third is a seed like any other).
 IDS = {"CT-0": (1, 2, 3), "CT-1": (255, 256, 257), "CT-2": (939, 940, 941), "CT-3": (1064, 1065, 1066),
@@ -121,7 +122,8 @@ def main() -> int:
         print(f"  {cat}: {g['dice'].min():.4f}-{g['dice'].max():.4f}{extra}")
     print(f"segmentation CPU per study: median {df['seg_cpu_s'].median() * 1000:.0f} ms"
           + (f" (compare {df['compare_cpu_s'].median() * 1000:.0f} ms)" if compare is not None else ""))
-    print(f"estimate |error| vs truth, points: calibrated mean {df['err_cal'].mean():.2f} max {df['err_cal'].max():.2f};"
+    print(f"estimate |error| vs truth, points: calibrated mean {df['err_cal'].mean():.2f}"
+          f" max {df['err_cal'].max():.2f};"
           f" uncalibrated mean {df['err_uncal'].mean():.2f} max {df['err_uncal'].max():.2f}")
     print(f"calibration on these phantoms: {cal.describe()}")
     if args.mild:

@@ -437,8 +437,8 @@ MASK_CASES: Mapping[str, MaskCase] = MappingProxyType({
     "mask_0_255": MaskCase("warning", "values other than 0 and 1 (255)", _mask_255, "mask stored as 0/255"),
     "mask_0_2": MaskCase("warning", "values other than 0 and 1 (2)", _mask_2, "mask stored as 0/2"),
     "mask_empty": MaskCase("warning", "mask is empty", _mask_empty, "a mask with no lesion voxel"),
-    "mask_truncated": MaskCase("error", "_mask.nii.gz is a truncated or corrupt gzip", _mask_truncated, "a mask .nii.gz cut in half",
-                               error_type="VolumeError"),
+    "mask_truncated": MaskCase("error", "_mask.nii.gz is a truncated or corrupt gzip", _mask_truncated,
+                               "a mask .nii.gz cut in half", error_type="VolumeError"),
     "mask_other_orientation": MaskCase("ok", "", _mask_other_orientation,
                                        "mask stored RAS over the same voxels (accepted)"),
 })

@@ -149,7 +149,8 @@ def test_registry_quality_facet_and_estimate_label(app_data: AppData, name: str)
         table = at.dataframe[0].value
         # The label of every shown estimate, from the summary's own calibration flag.
         shown = table[table["estimated_involvement_pct"].notna()]
-        assert (len(shown) or name == "bad") and set(shown["estimate_kind"]) <= {"calibrated", "uncalibrated"}, table.columns
+        assert ((len(shown) or name == "bad")
+                and set(shown["estimate_kind"]) <= {"calibrated", "uncalibrated"}), table.columns
         assert at.session_state["registry.filtered_ids"] is None   # an unrestricted filter is stored as None
         at.multiselect(key="registry.w.quality").set_value([tables.QC_NONE]).run()
         _ok(at)

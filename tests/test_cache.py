@@ -285,7 +285,6 @@ def test_tiny_budget_builds_stats_only_without_failing(data, tmp_path):
 
 def test_budget_limits_arrays_written_by_a_build(data, tmp_path):
     reg = load_registry(data)
-    probe = StudyCache(data, tmp_path / "probe")
     one = estimate_bytes(reg.get(1).opened(data))
     c = StudyCache(data, tmp_path / "cache", budget_bytes=int(2.5 * one))
     rep = build_all(c, reg)

@@ -93,7 +93,7 @@ def generate_cases(n: int, seed: int, ok_ids: list[int], error_ids: list[int]) -
     """``n`` seeded query strings mixing valid and hostile values (about a fifth entirely valid)."""
     rng = random.Random(seed)
     cases = []
-    for i in range(n):
+    for _ in range(n):
         all_valid = rng.random() < 0.2
         params: dict[str, str | list[str]] = {}
         wants: dict[str, str] = {}

@@ -98,17 +98,20 @@ def _ct_and_mask():
 def test_fill_overlay_tints_only_mask_pixels():
     vol, mask = _ct_and_mask()
     base = render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"])
-    rgb = render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask, style=OverlayStyle(color="#ff0000", opacity=0.5))
+    rgb = render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask,
+                       style=OverlayStyle(color="#ff0000", opacity=0.5))
     inside, outside = rgb[10, 10], rgb[0, 0]
     assert tuple(outside) == tuple(base[0, 0])
     g = int(base[10, 10, 0])
     assert inside[0] == pytest.approx((g + 255) / 2, abs=2) and inside[1] == pytest.approx(g / 2, abs=2)
     assert np.array_equal(rgb[mask[1] == 0], base[mask[1] == 0])
-    opaque = render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask, style=OverlayStyle(color="#00ff00", opacity=1.0))
+    opaque = render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask,
+                          style=OverlayStyle(color="#00ff00", opacity=1.0))
     assert tuple(opaque[10, 10]) == (0, 255, 0)
     hidden = render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask, style=OverlayStyle(show_mask=False))
     assert np.array_equal(hidden, base)
-    assert np.array_equal(render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask, style=OverlayStyle(opacity=0)), base)
+    assert np.array_equal(render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask,
+                                       style=OverlayStyle(opacity=0)), base)
 
 
 def test_outline_overlay_and_lung_outline():

@@ -67,7 +67,8 @@ def test_add_export_agreement_round_trip(demo: Path, db: Path, capsys, tmp_path:
     code, out, _ = run(capsys, "review", "export", "--data", str(demo), "--format", "json", "--study",
                        f"{ids[0]}-{ids[1]}")
     rows = json.loads(out)
-    assert {r["study_id"] for r in rows} == {ids[0], ids[1]} and ["label_doubtful", "artefact"] in [r["flags"] for r in rows]
+    assert ({r["study_id"] for r in rows} == {ids[0], ids[1]}
+            and ["label_doubtful", "artefact"] in [r["flags"] for r in rows])
     xlsx = tmp_path / "reviews.xlsx"
     assert run(capsys, "review", "export", "--data", str(demo), "--out", str(xlsx), "--history")[0] == 0
     hist = pd.read_excel(xlsx)

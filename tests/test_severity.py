@@ -59,7 +59,8 @@ def test_p2_differences_are_named_per_cell():
     assert diffs == {("CT-0", "routing"), ("CT-1", "ct_findings"), ("CT-2", "ct_findings"), ("CT-2", "clinical"),
                      ("CT-3", "ct_findings"), ("CT-3", "clinical")}
     assert "SpO2 ≤ 93 %" in S.severity_row("CT-3").p2_note("clinical")
-    assert "38.5" in S.severity_row("CT-2").p2_note("clinical") and "≥ 95 %" in S.severity_row("CT-2").p2_note("clinical")
+    assert ("38.5" in S.severity_row("CT-2").p2_note("clinical")
+            and "≥ 95 %" in S.severity_row("CT-2").p2_note("clinical"))
     assert "crazy paving" in S.severity_row("CT-1").p2_note("ct_findings")
     assert S.severity_row("CT-4").p2_note("routing") is None
     assert "P1" in S.SEVERITY_SOURCE_NOTE and "arXiv:2005.06465" in S.SEVERITY_SOURCE_NOTE

@@ -161,7 +161,8 @@ def test_readme_binding_table_matches_the_data():
 
 
 @pytest.mark.parametrize(
-    ("k", "n_from", "n_to", "expected"), [(0, 40, 50, 0), (39, 40, 50, 49), (20, 41, 21, 10), (5, 1, 30, 0), (3, 10, 1, 0)]
+    ("k", "n_from", "n_to", "expected"),
+    [(0, 40, 50, 0), (39, 40, 50, 49), (20, 41, 21, 10), (5, 1, 30, 0), (3, 10, 1, 0)],
 )
 def test_linked_index_relative(k, n_from, n_to, expected):
     assert linked_index(k, n_from, n_to) == expected

@@ -89,7 +89,8 @@ def database_url(text: str | None = None) -> URL:
         raise ReviewConfigError(f"{ENV_VAR} names a {backend} database; reviews are kept in SQLite or "
                                 "PostgreSQL (postgresql+psycopg://...)")
     if backend == "postgresql" and url.drivername != "postgresql+psycopg":
-        url = url.set(drivername="postgresql+psycopg")   # the driver in requirements.txt (SQLAlchemy 2.0 defaults to psycopg2)
+        # the driver in requirements.txt (SQLAlchemy 2.0 defaults to psycopg2)
+        url = url.set(drivername="postgresql+psycopg")
     if backend == "sqlite":
         db = url.database or ""
         if not db or db == ":memory:" or db.startswith("file:"):

@@ -48,7 +48,8 @@ def identity_of_rows(rows) -> str:
     """Digest of ``(study_id, category, study_file, mask_file, study_size)`` tuples (size ``None`` = absent)."""
     h = hashlib.sha256(IDENTITY_VERSION.encode() + b"\n")
     for sid, cat, sfile, mfile, size in sorted(rows, key=lambda r: int(r[0])):
-        line = "\t".join((str(int(sid)), _text(cat), _text(sfile), _text(mfile), "-" if size is None else str(int(size))))
+        line = "\t".join((str(int(sid)), _text(cat), _text(sfile), _text(mfile),
+                          "-" if size is None else str(int(size))))
         h.update(line.encode("utf-8", "surrogateescape") + b"\n")
     return h.hexdigest()
 

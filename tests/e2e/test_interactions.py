@@ -304,7 +304,6 @@ def test_selecting_a_registry_row_opens_the_study(app, registry) -> None:
     widget(page, "registry.w.ids").locator("input").press("Enter")
     app.wait()
     wait_grid_rows(page, "registry.table", 1)
-    grid = widget(page, "registry.table").locator('[role="grid"]').first
     # Glide data grid is a canvas: click the first data row (header ~36 px, rows 64 px) in the Study column.
     box = widget(page, "registry.table").bounding_box()
     page.mouse.click(box["x"] + 20, box["y"] + 36 + 32)
