@@ -253,5 +253,31 @@ def app(page: Page, app_url: str, app_server: AppServer) -> StreamlitApp:
     return StreamlitApp(page, app_url, app_server)
 
 
+#: Longest wait for one browser-side condition in the interaction tests (``step_timeout``).
+STEP_TIMEOUT_MS = 20_000
+
+
+@pytest.fixture
+def step_timeout(page: Page) -> None:
+    """Playwright's default wait shortened to :data:`STEP_TIMEOUT_MS` (``pytest.mark.usefixtures``)."""
+    page.set_default_timeout(STEP_TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def registry(app_server: AppServer):
+    """The demo's registry as written on disk (independent of the app's own summary)."""
+    from .helpers_interactions import demo_registry
+
+    return demo_registry(app_server.cache_dir)
+
+
+@pytest.fixture(scope="module")
+def mask_study(registry) -> int:
+    """A study with an expert lesion mask (the overlay and lesion navigation need one)."""
+    ids = sorted(int(i) for i in registry.loc[registry["has_mask"], "study_id"])
+    assert ids, "the demo set has no study with a lesion mask"
+    return ids[0]
+
+
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:120] or "page"

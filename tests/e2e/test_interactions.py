@@ -23,7 +23,6 @@ from .helpers_interactions import (
     VIEWER,
     button,
     canvas_stats,
-    demo_registry,
     expect_slice,
     info_text,
     lesion_area,
@@ -46,28 +45,10 @@ from .helpers_interactions import (
     widget,
 )
 
+#: Each step waits at most conftest.STEP_TIMEOUT_MS: a broken feature fails in seconds, not minutes.
+pytestmark = pytest.mark.usefixtures("step_timeout")
+
 ALERT = '[data-testid="stAlert"]'
-#: Longest wait for one browser-side condition; a broken feature fails in seconds, not minutes.
-STEP_TIMEOUT_MS = 20_000
-
-
-@pytest.fixture(autouse=True)
-def _step_timeout(page) -> None:
-    page.set_default_timeout(STEP_TIMEOUT_MS)
-
-
-@pytest.fixture(scope="module")
-def registry(app_server):
-    """The demo's registry as written on disk (independent of the app's own summary)."""
-    return demo_registry(app_server.cache_dir)
-
-
-@pytest.fixture(scope="module")
-def mask_study(registry) -> int:
-    """A study with an expert lesion mask (the overlay and lesion navigation need one)."""
-    ids = sorted(int(i) for i in registry.loc[registry["has_mask"], "study_id"])
-    assert ids, "the demo set has no study with a lesion mask"
-    return ids[0]
 
 
 def _open_viewer(app, **query):

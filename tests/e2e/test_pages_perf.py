@@ -15,7 +15,6 @@ import pytest
 from . import ARTIFACTS, AppServer
 from .conftest import StreamlitApp
 from .helpers_interactions import (
-    demo_registry,
     info_text,
     multiselect_add,
     poll,
@@ -26,20 +25,12 @@ from .helpers_interactions import (
     widget,
 )
 
-STEP_TIMEOUT_MS = 20_000
+#: Each step waits at most conftest.STEP_TIMEOUT_MS: a broken feature fails in seconds, not minutes.
+pytestmark = pytest.mark.usefixtures("step_timeout")
+
 # The media endpoint's PNGs (thumbnails); Streamlit's own fonts live under /static/media/, not here.
 MEDIA_PNGS_JS = """() => performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)
   .filter(p => /(^|\\/)media\\/[0-9a-f]+\\.png$/.test(p) && !p.includes('/static/'))"""
-
-
-@pytest.fixture(autouse=True)
-def _step_timeout(page) -> None:
-    page.set_default_timeout(STEP_TIMEOUT_MS)
-
-
-@pytest.fixture(scope="module")
-def registry(app_server):
-    return demo_registry(app_server.cache_dir)
 
 
 def _done(app) -> None:

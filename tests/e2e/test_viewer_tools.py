@@ -26,7 +26,6 @@ from .helpers_interactions import (
     api,
     canvas_stats,
     dataset,
-    demo_registry,
     expect_slice,
     pick_segment,
     poll,
@@ -38,22 +37,8 @@ from .helpers_interactions import (
     widget,
 )
 
-STEP_TIMEOUT_MS = 20_000
-
-
-@pytest.fixture(autouse=True)
-def _step_timeout(page) -> None:
-    page.set_default_timeout(STEP_TIMEOUT_MS)
-
-
-@pytest.fixture(scope="module")
-def registry(app_server):
-    return demo_registry(app_server.cache_dir)
-
-
-@pytest.fixture(scope="module")
-def mask_study(registry) -> int:
-    return sorted(int(i) for i in registry.loc[registry["has_mask"], "study_id"])[0]
+#: Each step waits at most conftest.STEP_TIMEOUT_MS: a broken feature fails in seconds, not minutes.
+pytestmark = pytest.mark.usefixtures("step_timeout")
 
 
 def _truth(app_server, registry, sid: int) -> np.ndarray:
