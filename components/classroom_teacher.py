@@ -447,7 +447,7 @@ def _ask_box(ds: Any, summary: pd.DataFrame, info: Any, pres: Any) -> None:
     fresh = [s for s in ids if s not in shown and s not in asked]
     if st.session_state.get(k["ask_study"]) not in ids:
         st.session_state[k["ask_study"]] = fresh[0] if fresh else ids[0]
-    with st.container(border=True, key="classroom-t-ask"):
+    with st.container(border=True, key="classroom-t-askbox"):
         st.markdown("**Ask the class**")
         st.selectbox("About the study", ids, key=k["ask_study"], format_func=lambda s: labels.get(s, str(s))
                      + (" · shown to the class" if s in shown else ""))

@@ -540,12 +540,13 @@ class ClassroomStore:
                 return "missing", None
             p = t.participants
             # The same name joining at the same moment on another replica: the UNIQUE (class, name) decides.
+            # RETURNING tells whether this statement inserted the row (rowcount is not portable with it).
             ins = (self._insert(p).values(class_id=row.id, token_hash=codes.secret_hash(token), name=display,
                                           name_key=key, joined_at=now, last_seen=now, following=True)
-                   .on_conflict_do_nothing(index_elements=[p.c.class_id, p.c.name_key]))
-            if conn.execute(ins).rowcount != 1:
+                   .on_conflict_do_nothing(index_elements=[p.c.class_id, p.c.name_key]).returning(p.c.id))
+            pid = conn.execute(ins).scalar()
+            if pid is None:
                 return "taken", None
-            pid = conn.execute(select(p.c.id).where(p.c.token_hash == codes.secret_hash(token))).scalar_one()
             return "ok", (self._info(conn, row), Seat(int(pid), int(row.id), display, token))
 
         status, value = self._write(tx, "joining the class")
@@ -682,8 +683,8 @@ class ClassroomStore:
             a = t.answers
             ins = (self._insert(a).values(question_id=qid, participant_id=int(me.id), answer=choice,
                                           answered_at=given, received_at=now)
-                   .on_conflict_do_nothing(index_elements=[a.c.question_id, a.c.participant_id]))
-            stored = conn.execute(ins).rowcount == 1
+                   .on_conflict_do_nothing(index_elements=[a.c.question_id, a.c.participant_id]).returning(a.c.id))
+            stored = conn.execute(ins).scalar() is not None
             kept = conn.execute(select(a.c.answer).where(a.c.question_id == qid,
                                                          a.c.participant_id == int(me.id))).scalar_one()
             return AnswerResult(question_id=qid, answer=str(kept), stored=bool(stored))
