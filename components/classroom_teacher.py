@@ -54,7 +54,7 @@ def keys() -> dict[str, str]:
             "reveal": "classroom.t.reveal", "clear": "classroom.t.clear", "names": "classroom.t.names",
             "end": "classroom.t.end", "end_confirm": "classroom.t.end_confirm", "aside": "classroom.t.aside",
             "back": "classroom.t.back", "peek": "classroom.t.peek", "csv": "classroom.t.csv",
-            "scores_csv": "classroom.t.scores_csv"}
+            "scores_csv": "classroom.t.scores_csv", "show_key": "classroom.t.show_key"}
 
 
 def active() -> bool:
@@ -492,19 +492,29 @@ def _results(store: Any, g: Any, info: Any) -> None:
                           file_name=f"{slug}-scores.csv", mime="text/csv", key=k["scores_csv"],
                           icon=":material/download:")
         if not info.ended:
-            with st.expander("Teacher key (to drive this class from another browser)"):
+            # Shown only on demand (never in the page otherwise): whoever has it drives the class.
+            if st.toggle("Show the teacher key", key=k["show_key"],
+                         help="To drive this class from another browser, or after this server went away "
+                              "(“Resume a class as its teacher”)."):
                 st.caption("Keep it to yourself and off the projector: whoever has it drives the class.")
-                st.code(g.key or "(you drive it with your login)", language=None)
+                st.code(g.key or "(you drive this class with your login)", language=None)
             e = st.container(horizontal=True, gap="small", vertical_alignment="center")
             e.button("Put the console aside", key=k["aside"], on_click=_aside, args=(True,), type="tertiary",
                      help="Use the rest of the teaching page; the class keeps running and you can come back.")
             confirm = e.checkbox("I am done", key=k["end_confirm"])
-            if e.button("End the class", key=k["end"], disabled=not confirm, icon=":material/stop_circle:"):
-                try:
-                    store.end_class(g)
-                except Exception as err:  # noqa: BLE001
-                    st.error(md_escape(f"Not ended: {err}"))
-                st.rerun()
+            e.button("End the class", key=k["end"], disabled=not confirm, icon=":material/stop_circle:",
+                     on_click=_end)
+
+
+def _end() -> None:
+    store, problem = classroom_db.get_store()
+    if store is None:
+        _say("warning", f"Not ended: {problem}")
+        return
+    try:
+        store.end_class(grant())
+    except Exception as e:  # noqa: BLE001 - the message says why; the class runs on
+        _say("error", f"Not ended: {e}")
 
 
 def _names() -> None:
