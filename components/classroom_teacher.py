@@ -226,10 +226,16 @@ def _go(ds: Any, info: Any, sid: int) -> None:
         _say("warning", f"The class will move when the database is back ({why}).")
 
 
-def _on_pick(ds: Any, info: Any) -> None:
-    sid = st.session_state.get(keys()["pick"])
-    if sid is not None:
-        _go(ds, info, int(sid))
+def _pick_key(hide: int | None) -> str:
+    """The picker's key changes with its labels (a study's class hidden during its question): Streamlit keeps a
+    selectbox's choice by its label, so new labels under the same key would not map back to a study id."""
+    return keys()["pick"] + ("" if hide is None else f".q{int(hide)}")
+
+
+def _on_pick(ds: Any, info: Any, key: str) -> None:
+    sid = st.session_state.get(key)
+    if isinstance(sid, int) and sid in info.study_ids:
+        _go(ds, info, sid)
 
 
 def _on_step(ds: Any, info: Any, delta: int) -> None:
@@ -280,14 +286,15 @@ def _stage(ds: Any, summary: pd.DataFrame, info: Any) -> None:
     hide = quiz_q.study_id if quiz_q is not None else None
     labels = _labels(info, summary, hide=hide)
     k = keys()
-    if st.session_state.get(_DRAWN) != sid or st.session_state.get(k["pick"]) not in labels:
-        st.session_state[k["pick"]] = sid             # the picker follows the presenter (buttons, other tabs)
-    st.session_state[_DRAWN] = sid
+    pick = _pick_key(hide)
+    if st.session_state.get(_DRAWN) != (sid, pick) or st.session_state.get(pick) not in labels:
+        st.session_state[pick] = sid                  # the picker follows the presenter (buttons, other tabs)
+    st.session_state[_DRAWN] = (sid, pick)
     row = st.container(horizontal=True, gap="small", vertical_alignment="bottom", key="classroom-stage-nav")
     row.button("Previous", key=k["prev"], icon=":material/chevron_left:", on_click=_on_step, args=(ds, info, -1),
                help="The class's previous study")
-    row.selectbox("Show the class", list(info.study_ids), key=k["pick"], format_func=lambda s: labels.get(s, str(s)),
-                  on_change=_on_pick, args=(ds, info), width=420)
+    row.selectbox("Show the class", list(info.study_ids), key=pick, format_func=lambda s: labels.get(s, str(s)),
+                  on_change=_on_pick, args=(ds, info, pick), width="stretch")
     row.button("Next", key=k["next"], icon=":material/chevron_right:", on_click=_on_step, args=(ds, info, 1),
                help="The class's next study")
     msg = st.session_state.pop(_MSG, None)
@@ -449,11 +456,12 @@ def _ask_box(ds: Any, summary: pd.DataFrame, info: Any, pres: Any) -> None:
         st.session_state[k["ask_study"]] = fresh[0] if fresh else ids[0]
     with st.container(border=True, key="classroom-t-askbox"):
         st.markdown("**Ask the class**")
-        st.selectbox("About the study", ids, key=k["ask_study"], format_func=lambda s: labels.get(s, str(s))
-                     + (" · shown to the class" if s in shown else ""))
+        st.selectbox("About the study", ids, key=k["ask_study"], format_func=lambda s: labels.get(s, str(s)))
         chosen = st.session_state.get(k["ask_study"])
         if chosen in shown:
             st.caption(":orange[The class has seen this study with its class label.]")
+        elif chosen in asked:
+            st.caption(":orange[Asked already in this class.]")
         st.button("Ask: which class is it?", key=k["ask"], type="primary", icon=":material/quiz:",
                   on_click=_ask, args=(ds, summary, info))
 

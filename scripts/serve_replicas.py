@@ -39,8 +39,10 @@ NGINX = Path(os.environ.get("MOSMED_NGINX", "/usr/sbin/nginx"))
 #: The header the test configuration adds to every response: which replica answered (never in deploy/).
 UPSTREAM_HEADER = "X-Mosmed-Upstream"
 
-__all__ = ["NGINX", "UPSTREAM_HEADER", "ReplicaSet", "render_config", "free_port", "nginx_unavailable_reason",
-           "main"]
+__all__ = ["NGINX", "UPSTREAM_HEADER", "COOKIE", "ReplicaSet", "render_config", "render_routing", "free_port",
+           "nginx_unavailable_reason", "main"]
+#: The sticky cookie nginx sets (its value names a replica: "r0", "r1" ...).
+COOKIE = "mosmed_replica"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -56,17 +58,40 @@ def nginx_unavailable_reason() -> str | None:
     return None
 
 
+def render_routing(ports: list[int], host: str = "127.0.0.1", indent: str = "    ") -> str:
+    """The routing of ``deploy/mosmed-proxy.conf`` for replicas on ``host:ports``: the cookie -> replica map,
+    the answering replica -> cookie map, and one upstream per replica with the others as its backups."""
+    names = [f"r{i}" for i in range(len(ports))]
+    addr = [f"{host}:{int(p)}" for p in ports]
+    esc = [a.replace(".", r"\.") for a in addr]
+    lines = ["# Which replica the browser's cookie names; no cookie (or an unknown one): any replica.",
+             "map $cookie_mosmed_replica $mosmed_route {", "    default mosmed_any;"]
+    lines += [f"    {n} mosmed_{n};" for n in names]
+    lines += ["}", "# The replica that answered (the last one tried), named for the cookie.",
+              "map $upstream_addr $mosmed_served {", '    default "";']
+    lines += [f'    "~{e}$" {n};' for e, n in zip(esc, names)]
+    lines += ["}", "upstream mosmed_any {"]
+    lines += [f"    server {a} max_fails=1 fail_timeout=5s;" for a in addr]
+    lines += ["}"]
+    for i, n in enumerate(names):
+        lines += [f"upstream mosmed_{n} {{", f"    server {addr[i]} max_fails=1 fail_timeout=5s;"]
+        # The others, starting with the next one, so a dead replica's browsers spread over the rest.
+        lines += [f"    server {addr[(i + k) % len(addr)]} backup;" for k in range(1, len(addr))]
+        lines += ["}"]
+    return "\n".join(indent + ln if ln else ln for ln in lines)
+
+
 def render_config(ports: list[int], listen_port: int, prefix: Path, *, listen_host: str = "127.0.0.1",
                   debug_headers: bool = False, as_root: bool | None = None) -> str:
     """The nginx configuration for replicas on ``ports`` (127.0.0.1), from ``deploy/nginx.conf.in``.
 
-    ``debug_headers`` adds :data:`UPSTREAM_HEADER` (the replica that answered) to every response, for tests.
+    ``debug_headers`` adds :data:`UPSTREAM_HEADER` (the replicas tried, the one that answered last) to every
+    response, for tests.
     """
     as_root = (os.geteuid() == 0) if as_root is None else as_root
-    ups = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;" for p in ports)
     debug = f"            add_header {UPSTREAM_HEADER} $upstream_addr always;" if debug_headers else ""
     text = TEMPLATE.read_text(encoding="utf-8")
-    for k, v in {"@@PREFIX@@": str(prefix), "@@DEPLOY@@": str(DEPLOY), "@@UPSTREAMS@@": ups,
+    for k, v in {"@@PREFIX@@": str(prefix), "@@DEPLOY@@": str(DEPLOY), "@@ROUTING@@": render_routing(ports),
                  "@@LISTEN@@": f"{listen_host}:{int(listen_port)}", "@@DEBUG@@": debug,
                  # As root the master would hand the workers to "nobody"; run them as the current user instead.
                  "@@USER@@": "user root;" if as_root else ""}.items():
@@ -273,7 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8600)), help="nginx's port")
     ap.add_argument("--host", default="127.0.0.1",
                     help="nginx's address (default 127.0.0.1: this machine only; see deploy/README.md first)")
+    ap.add_argument("--print-routing", metavar="FIRST_PORT", type=int, default=None,
+                    help="print the routing block (maps and upstreams) for --replicas replicas on 127.0.0.1 from "
+                         "FIRST_PORT up, for a real site (deploy/nginx-site.conf), and exit")
     args = ap.parse_args(argv)
+    if args.print_routing is not None:
+        print(render_routing([args.print_routing + i for i in range(max(1, args.replicas))], indent=""))
+        return 0
     if not 1 <= args.replicas <= 16:
         print("serve-replicas: N must be between 1 and 16", file=sys.stderr)
         return 2

@@ -39,18 +39,23 @@ def test_the_generated_configuration_is_valid_and_complete(tmp_path: Path) -> No
     conf.write_text(text)
     res = _nginx_t(conf, tmp_path)
     assert res.returncode == 0, res.stderr
-    assert "@@" not in text and text.count("server 127.0.0.1:86") == 3
-    assert "hash $mosmed_sticky consistent;" in text and "listen 127.0.0.1:8600;" in text
+    assert "@@" not in text and "listen 127.0.0.1:8600;" in text
+    # One upstream per replica, the others its backups; the cookie names replicas, never addresses.
+    for i, port in enumerate((8601, 8602, 8603)):
+        block = re.search(r"upstream mosmed_r%d \{([^}]*)\}" % i, text).group(1)
+        assert f"server 127.0.0.1:{port} max_fails=1" in block and block.count(" backup;") == 2
+        assert re.search(r"\br%d mosmed_r%d;" % (i, i), text)
     assert re.search(r"location /_stcore/stream \{[^}]*proxy_read_timeout 1d;", text)
     assert f"pid {tmp_path}/nginx.pid;" in text and "daemon off;" in text
     assert serve_replicas.UPSTREAM_HEADER in text
     assert serve_replicas.UPSTREAM_HEADER not in serve_replicas.render_config([1], 2, tmp_path)
     http = (REPO / "deploy" / "mosmed-http.conf").read_text()
     proxy = (REPO / "deploy" / "mosmed-proxy.conf").read_text()
-    assert "map $http_upgrade $connection_upgrade" in http and "$cookie_mosmed_replica" in http
+    assert "map $http_upgrade $connection_upgrade" in http
     for line in ("proxy_set_header Upgrade $http_upgrade;", "proxy_set_header Connection $connection_upgrade;",
                  "proxy_set_header Host $http_host;", "proxy_set_header X-Real-IP $remote_addr;",
-                 "proxy_http_version 1.1;", "proxy_next_upstream error timeout"):
+                 "proxy_http_version 1.1;", "proxy_next_upstream error timeout", "proxy_pass http://$mosmed_route;",
+                 'add_header Set-Cookie "mosmed_replica=$mosmed_served;'):
         assert line in proxy, line
 
 
@@ -63,6 +68,7 @@ def test_the_site_example_is_valid_with_tls_and_a_login(tmp_path: Path) -> None:
                     "-days", "1", "-subj", "/CN=mosmed.example.org"], check=True, capture_output=True, timeout=60)
     site = (REPO / "deploy" / "nginx-site.conf").read_text()
     assert "ssl_certificate " in site and "auth_basic " in site and "return 301 https://" in site
+    assert serve_replicas.render_routing([8601, 8602], indent="") in site      # the routing the script prints
     site = (site.replace("/etc/nginx/mosmed/mosmed-", f"{REPO / 'deploy'}/mosmed-")
             .replace("/etc/letsencrypt/live/mosmed.example.org/fullchain.pem", str(crt))
             .replace("/etc/letsencrypt/live/mosmed.example.org/privkey.pem", str(key))
