@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import re
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -152,7 +150,8 @@ def test_a_class_across_two_replicas_with_one_killed(browser, replicas) -> None:
         for p in (ana, ben):
             p.get_by_role("heading", name=re.compile(r"^Question 1: CT-\d")).wait_for(timeout=20_000)
             p.get_by_text("The paper's row for", exact=False).first.wait_for()
-        truth = re.search(r"CT-\d", ana.get_by_role("heading", name=re.compile(r"^Question 1: CT-\d")).inner_text()).group(0)
+        heading = ana.get_by_role("heading", name=re.compile(r"^Question 1: CT-\d")).inner_text()
+        truth = re.search(r"CT-\d", heading).group(0)
 
         # Question 2; Ana (replica 1) answers, then replica 1 is killed with SIGKILL.
         teacher.locator(".st-key-classroom-t-clear button").click()
