@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -218,3 +220,77 @@ def _truth(store, cid: int, number: int) -> str:
     with store.engine.connect() as conn:
         return conn.execute(text("SELECT truth FROM class_questions WHERE class_id = :c AND number = :n"),
                             {"c": cid, "n": number}).scalar_one()
+
+
+def test_a_small_class_load_through_nginx(replicas) -> None:
+    """5 simulated students (real sessions over Streamlit's protocol, the page's code path) on two replicas
+    answer 3 questions, every answer clicked twice: each is counted once and the teacher's counts are exact."""
+    import asyncio
+    import random
+
+    from classroom_sim import SimStudent, run_sync
+
+    from mosmed.classroom.model import View
+    from mosmed.classroom.store import ClassroomStore
+    from mosmed.registry import load_registry
+    from mosmed.reviews.db import open_database
+    from mosmed.reviews.identity import dataset_identity
+
+    rs = replicas
+    n_students, n_questions = 5, 3
+    store = ClassroomStore(open_database(rs.env["MOSMED_DB"]))
+    demo = Path(rs.env["MOSMED_CACHE"]) / "demo"
+    reg = load_registry(demo)
+    ident = dataset_identity(reg)
+    ids = [int(i) for i in reg.ids][:n_questions]
+    info, grant = store.create_class(title="small load", dataset_digest=ident.digest, dataset_label=ident.label,
+                                     dataset_root=str(demo), study_ids=ids,
+                                     start=View(ids[0], 3, -600.0, 1500.0, "lung", "axial", 60, 60))
+    seats = [store.join(info.code, f"sim {i}", client="c", browser=f"b{i}")[1] for i in range(n_students)]
+    students = [SimStudent(base=rs.url, code=info.join_code, token=s.token, name=s.name, cookie=f"r{i % 2}")
+                for i, s in enumerate(seats)]
+    rng = random.Random(13)
+    expect: dict[int, dict[str, int]] = {}
+
+    async def wait(cond, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not cond():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.05)
+
+    async def lesson(ss: list[SimStudent]) -> None:
+        await wait(lambda: all(s.viewer is not None and s.fragments for s in ss), 60, "every student's page")
+        # Follow: a move of the teacher reaches every student's page within a poll or two.
+        store.set_view(grant, View(ids[0], 5, 50.0, 350.0, "mediastinum", "axial", 61, 62))
+        await wait(lambda: all(s.viewer["nav"]["slice"] == 5 and tuple(s.viewer["cursor"]) == (61, 62)
+                               for s in ss), 20, "every student to follow")
+        for n, sid in enumerate(ids, 1):
+            q = store.open_question(grant, study_id=sid, truth="CT-2", involvement_pct=None, estimated_pct=12.0,
+                                    estimate_calibrated=False, has_mask=False)
+            await wait(lambda q=q: all(s.open_question() == q.id for s in ss), 20, f"question {n} on every page")
+            assert all(s.viewer["anonymous"] and s.viewer["study_id"] is None for s in ss)
+            expect[q.id] = {}
+            for s in rng.sample(ss, len(ss)):
+                choice = rng.choice(("CT-0", "CT-1", "CT-2", "CT-3", "CT-4"))
+                expect[q.id][choice] = expect[q.id].get(choice, 0) + 1
+                assert await s.answer(q.id, choice) is not None
+                await s.answer(q.id, choice)                      # a double click counts once
+            await wait(lambda q=q: store.teacher_question(grant, q.id).n_answers == n_students, 20, "all answers")
+            for s in ss:                                          # a later, different answer changes nothing
+                await s.answer(q.id, "CT-4")
+            await asyncio.sleep(1.0)
+            store.reveal(grant, q.id)
+            await wait(lambda n=n: all(_revealed(s, n) for s in ss), 20, f"the reveal of question {n} on every page")
+
+    def _revealed(s: SimStudent, n: int) -> bool:
+        return any(t.replace("\\", "").startswith(f"### Question {n}: CT-2") for t in s.texts)
+
+    run_sync(students, lesson)
+    try:
+        for qid, want in expect.items():
+            got = store.teacher_question(grant, qid).counts
+            assert {k: v for k, v in got.items() if v} == want, (qid, got, want)
+        assert store.answer_count(info.id) == n_students * n_questions
+        assert not [e for s in students for e in s.errors if "exception" in e], [s.errors for s in students]
+    finally:
+        store.db.dispose()
