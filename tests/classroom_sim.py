@@ -23,7 +23,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SimStudent", "run_students", "run_sync"]
+__all__ = ["SimStudent", "run_students", "run_sync", "class_load", "process_rss_mb"]
 
 
 @dataclass
@@ -45,6 +45,7 @@ class SimStudent:
     runs_finished: int = 0
     errors: list[str] = field(default_factory=list)
     messages: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)          # ForwardMsg type -> how many (diagnostics)
     bytes_in: int = 0
     connected: bool = False
     _ws: Any = None
@@ -148,6 +149,7 @@ class SimStudent:
                 msg = ForwardMsg()
                 msg.ParseFromString(raw)
                 kind = msg.WhichOneof("type")
+                self.kinds[kind] = self.kinds.get(kind, 0) + 1
                 if kind == "delta":
                     self._on_delta(msg)
                 elif kind == "auto_rerun":
@@ -185,6 +187,9 @@ class SimStudent:
             self.viewer, self.viewer_at = header, time.time()
         elif which == "markdown":
             self.texts.append(el.markdown.body)
+            del self.texts[:-60]
+        elif which == "alert":
+            self.texts.append(f"[alert] {el.alert.body}")
             del self.texts[:-60]
         elif which == "exception":
             self.errors.append(f"exception: {el.exception.message}")
@@ -226,3 +231,315 @@ def run_sync(students: list[SimStudent], coro_fn, *, stagger_s: float = 0.05, ti
     if "error" in out:
         raise out["error"]
     return out.get("value")
+
+
+# --------------------------------------------------------------------------------------------- a whole class
+
+#: In the teacher's page: every change of the "Answers" metric, with the wall-clock time it was drawn.
+ANSWERS_OBSERVER = """() => {
+  if (window.__clsAnswers) return;
+  window.__clsAnswers = [];
+  const read = () => {
+    const m = [...document.querySelectorAll('[data-testid="stMetric"]')].find((e) => e.innerText.includes('Answers'));
+    const v = m && m.querySelector('[data-testid="stMetricValue"]');
+    const text = v ? v.innerText.trim() : null;
+    if (text !== window.__clsLast) { window.__clsLast = text; window.__clsAnswers.push([text, Date.now()]); }
+  };
+  new MutationObserver(read).observe(document.body, {subtree: true, childList: true, characterData: true});
+  read();
+}"""
+
+#: In a student's page: every slice / window / crosshair the class viewer shows, with the wall-clock time.
+VIEW_OBSERVER = """() => {
+  if (window.__clsView) return;
+  window.__clsView = [];
+  // The viewer draws into an open shadow root under its Streamlit element: find its root there.
+  const find = () => {
+    const host = document.querySelector('.st-key-classroom-s-viewer');
+    const walk = (node) => {
+      if (!node) return null;
+      const hit = node.querySelector && node.querySelector('.msv');
+      if (hit) return hit;
+      for (const e of node.querySelectorAll ? node.querySelectorAll('*') : []) {
+        if (e.shadowRoot) { const got = walk(e.shadowRoot); if (got) return got; }
+      }
+      return null;
+    };
+    return walk(host);
+  };
+  const read = (v) => {
+    const key = [v.dataset.slice, v.dataset.level, v.dataset.row, v.dataset.col].join('|');
+    if (key !== window.__clsViewLast) { window.__clsViewLast = key; window.__clsView.push([key, Date.now()]); }
+  };
+  let watched = null;
+  const attach = () => {
+    const v = find();
+    if (!v || v === watched) return;
+    watched = v;
+    new MutationObserver(() => read(v)).observe(v, {attributes: true,
+        attributeFilter: ['data-slice', 'data-level', 'data-row', 'data-col']});
+    read(v);
+  };
+  attach();
+  setInterval(attach, 200);       // a remounted viewer gets its own observer
+}"""
+
+#: In the teacher's page: the wall-clock time of every key pressed in the presenter's viewer.
+KEY_OBSERVER = """() => {
+  if (window.__clsKeys) return;
+  window.__clsKeys = [];
+  window.addEventListener('keydown', (e) => window.__clsKeys.push([e.key, Date.now()]), true);
+}"""
+
+
+async def wait_page(page, timeout_s: float = 60.0) -> None:
+    """Streamlit connected and not running (the async twin of tests.e2e.wait_for_app_run)."""
+    await page.wait_for_timeout(250)
+    await page.wait_for_function("""() => { const a = document.querySelector('[data-testid="stApp"]');
+        return a && a.dataset.testConnectionState === 'CONNECTED' && a.dataset.testScriptState === 'notRunning'
+            && !document.querySelector('[data-testid="stSkeleton"]'); }""", timeout=timeout_s * 1000)
+
+
+async def until(cond, timeout_s: float, what: str, interval_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = cond()
+        if asyncio.iscoroutine(got):
+            got = await got
+        if got:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        await asyncio.sleep(interval_s)
+
+
+async def metric(page, label: str) -> str:
+    m = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return (await m.locator('[data-testid="stMetricValue"]').inner_text()).strip()
+
+
+def process_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (MB), from /proc."""
+    total = 0
+    stack = [pid]
+    seen = set()
+    while stack:
+        p = stack.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            with open(f"/proc/{p}/task/{p}/children") as fh:
+                stack += [int(x) for x in fh.read().split()]
+        except OSError:
+            continue
+    return round(total / 1024, 1)
+
+
+async def class_load(rs, *, db_url: str, n_students: int = 30, n_browsers: int = 2, n_questions: int = 10,
+                     n_moves: int = 10, answer_spread_s: float = 2.0, seed: int = 1, log=print,
+                     dataset_root: str | None = None, study_ids: list[int] | None = None,
+                     cache_root: str | None = None) -> dict:
+    """A whole class through nginx: a teacher and ``n_browsers`` students in Chromium, the rest simulated
+    (:class:`SimStudent`), spread evenly over the replicas. The teacher moves (follow latency, Chromium
+    student on another replica), asks ``n_questions`` questions that everyone answers at random moments within
+    ``answer_spread_s`` (answer -> teacher's count latency), reveals each; the replicas' memory is sampled.
+    Returns the figures (latencies in ms, counts, RSS per replica in MB)."""
+    import random
+
+    from playwright.async_api import async_playwright
+
+    from mosmed.classroom.store import ClassroomStore
+    from mosmed.reviews.db import open_database
+    from tests.e2e import CHROMIUM, CHROMIUM_ARGS
+
+    rng = random.Random(seed)
+    n_rep = rs.n
+    figures: dict = {"students": n_students, "browsers": n_browsers, "questions": n_questions, "replicas": n_rep}
+    store = ClassroomStore(open_database(db_url))
+    rss: dict[int, list[float]] = {i: [] for i in range(n_rep)}
+
+    async def sample_rss() -> None:
+        while True:
+            for i in range(n_rep):
+                if rs.alive(i):
+                    rss[i].append(process_rss_mb(rs.procs[i].pid))
+            await asyncio.sleep(1.0)
+
+    sampler = asyncio.create_task(sample_rss())
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=list(CHROMIUM_ARGS))
+
+        async def context(replica: int):
+            ctx = await browser.new_context(viewport={"width": 1440, "height": 900})
+            ctx.set_default_timeout(60_000)
+            await ctx.add_cookies([{"name": "mosmed_replica", "value": f"r{replica}", "url": rs.url}])
+            return ctx
+
+        tctx = await context(0)
+        teacher = await tctx.new_page()
+        await teacher.goto(f"{rs.url}/teaching", wait_until="domcontentloaded")
+        await wait_page(teacher)
+        await teacher.get_by_role("tab", name="Class session").click()
+        if study_ids:
+            # Given studies (cached ones, in the benchmark): the class is made as the start form would, and the
+            # teacher takes it over with "Resume a class as its teacher" (code and key typed into the page).
+            made, grant = _made_class(store, dataset_root, study_ids, cache_root)
+            await teacher.get_by_text("Resume a class as its teacher").click()
+            await teacher.locator(".st-key-classroom-w-resume-code input").fill(made.join_code)
+            await teacher.locator(".st-key-classroom-w-resume-key input").fill(grant.key)
+            await teacher.locator(".st-key-classroom-w-resume button").click()
+        else:
+            await teacher.locator(".st-key-classroom-w-title input").fill("Load test")
+            await teacher.get_by_text("A balanced random pick", exact=False).click()
+            await teacher.locator(".st-key-classroom-w-per_class input").fill(str(max(2, n_questions)))
+            await teacher.locator(".st-key-classroom-w-create button").click()
+        await teacher.locator(".st-key-classroom-t-viewer .msv").wait_for(state="visible")
+        text = await teacher.locator('[data-testid="stMain"]').inner_text()
+        code = re.search(r"\b([0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4})\b", text).group(1)
+        info = store.find_class(code)
+        # Browser students on the replicas other than the teacher's first, then the simulated ones.
+        pages = []
+        for k in range(n_browsers):
+            ctx = await context((k + 1) % n_rep)
+            p = await ctx.new_page()
+            await p.goto(f"{rs.url}/teaching?class={code}", wait_until="domcontentloaded")
+            await wait_page(p)
+            await p.locator(".st-key-classroom-w-name input").fill(f"browser {k}")
+            await p.locator(".st-key-classroom-w-join button").click()
+            await p.locator(".st-key-classroom-s-viewer .msv").wait_for(state="visible")
+            await p.evaluate(VIEW_OBSERVER)
+            pages.append(p)
+        sims = []
+        for k in range(n_students - n_browsers):
+            _, seat = store.join(code, f"sim {k}", client="load", browser=f"sim-{k}")
+            sims.append(SimStudent(base=rs.url, code=code, token=seat.token, name=seat.name,
+                                   cookie=f"r{(k + n_browsers + 1) % n_rep}"))
+        t0 = time.monotonic()
+        for s in sims:
+            await s.connect()
+            await asyncio.sleep(0.05)
+        await until(lambda: all(s.viewer is not None and s.fragments for s in sims), 120, "every simulated page")
+        await until(lambda: store.followers(info.id).present == n_students, 60, "every student present")
+        figures["join_all_s"] = round(time.monotonic() - t0, 1)
+        log(f"class {code}: {n_students} students present ({n_browsers} in Chromium) after {figures['join_all_s']} s")
+        await teacher.evaluate(ANSWERS_OBSERVER)
+        await teacher.evaluate(KEY_OBSERVER)
+
+        # ---- follow: the teacher steps through slices (and windows); the Chromium students' viewers follow.
+        tv = teacher.locator(".st-key-classroom-t-viewer .msv").first
+        follow, sim_follow = [], []
+        keys = ["ArrowUp", "ArrowUp", "2", "ArrowDown", "1"]
+        for m in range(n_moves):
+            await tv.focus()
+            key = keys[m % len(keys)]
+            n_keys = len(await teacher.evaluate("() => window.__clsKeys"))
+            await teacher.keyboard.press(key)
+            await until(lambda: teacher.evaluate(f"() => window.__clsKeys.length > {n_keys}"), 5, "the key")  # noqa: B023 - awaited at once
+            t_key = (await teacher.evaluate("() => window.__clsKeys"))[-1][1]
+            want = "|".join([await tv.get_attribute(a) or "" for a in ("data-slice", "data-level", "data-row",
+                                                                     "data-col")])
+            for p in pages:
+                js = f"() => window.__clsView.some(([k, t]) => k === '{want}' && t >= {t_key})"
+                try:
+                    await until(lambda p=p, js=js: p.evaluate(js), 15, f"a student to follow to {want}")
+                except AssertionError as e:
+                    seen = await p.evaluate("() => window.__clsView.slice(-6)")
+                    main = (await p.locator('[data-testid="stMain"]').inner_text())[:300]
+                    raise AssertionError(f"{e}; the student's viewer showed {seen}; page: {main!r}") from None
+                seen = await p.evaluate(f"() => window.__clsView.find(([k, t]) => k === '{want}' && t >= {t_key})")
+                follow.append(seen[1] - t_key)
+            slice_want = int(want.split("|")[0])
+            await until(lambda: all(s.viewer and s.viewer["nav"]["slice"] == slice_want for s in sims), 15,  # noqa: B023 - awaited at once
+                        "every simulated student to follow")
+            sim_follow += [max(0.0, 1000 * s.viewer_at - t_key) for s in sims]
+            await asyncio.sleep(0.6 + rng.random() * 0.6)
+        figures["follow_ms"] = follow
+        figures["follow_sim_ms"] = sim_follow
+
+        # ---- the quiz
+        answer_lat = []
+        expected_total = 0
+        for n in range(1, n_questions + 1):
+            await teacher.locator(".st-key-classroom-t-ask button").click()
+            try:
+                await until(lambda: store.presenter(info.id).question_id is not None, 20, f"question {n} to open")
+            except AssertionError as e:
+                main = (await teacher.locator('[data-testid="stMain"]').inner_text())[:1500]
+                raise AssertionError(f"{e}; the teacher's page: {main!r}") from None
+            qid = store.presenter(info.id).question_id
+            await until(lambda qid=qid: all(s.open_question() == qid for s in sims), 30, f"question {n} everywhere")
+            for p in pages:
+                await p.get_by_role("heading", name=f"Question {n}").wait_for(timeout=30_000)
+            base = len(await teacher.evaluate("() => window.__clsAnswers"))
+            sends: list[float] = []
+
+            async def answer_sim(s: SimStudent, delay: float) -> None:
+                await asyncio.sleep(delay)
+                t = await s.answer(qid, rng.choice(("CT-0", "CT-1", "CT-2", "CT-3", "CT-4")))  # noqa: B023 - awaited at once
+                if t is not None:
+                    sends.append(1000 * t)  # noqa: B023 - awaited at once
+
+            async def answer_page(p, delay: float) -> None:
+                await asyncio.sleep(delay)
+                btn = p.locator('[class*="st-key-classroom-s-answer-"]').filter(has_text="CT-1").locator("button")
+                sends.append(await p.evaluate("() => Date.now()"))  # noqa: B023 - awaited at once
+                await btn.first.click()
+
+            await asyncio.gather(*[answer_sim(s, rng.random() * answer_spread_s) for s in sims],
+                                 *[answer_page(p, rng.random() * answer_spread_s) for p in pages])
+            expected_total += n_students
+            target = f"{n_students} of"
+            await until(lambda: teacher.evaluate(f"() => (window.__clsLast || '').startsWith('{target}')"), 60,  # noqa: B023 - awaited at once
+                        f"the teacher to count all answers of question {n}")
+            seen = (await teacher.evaluate("() => window.__clsAnswers"))[base:]
+            # The k-th answer sent is counted at the latest when the teacher's count first shows k.
+            first_shown: dict[int, float] = {}
+            for text, t in seen:
+                mm = re.match(r"(\d+) of", text or "")
+                if mm:
+                    for k in range(1, int(mm.group(1)) + 1):
+                        first_shown.setdefault(k, t)
+            for k, t_send in enumerate(sorted(sends), 1):
+                if k in first_shown:
+                    answer_lat.append(max(0.0, first_shown[k] - t_send))
+            await teacher.locator(".st-key-classroom-t-reveal button").click()
+            await until(lambda n=n: all(any(t.replace("\\\\", "").startswith(f"### Question {n}:") for t in s.texts)
+                                        for s in sims), 30, f"the reveal of question {n}")
+            await teacher.locator(".st-key-classroom-t-clear button").click()
+            await wait_page(teacher)
+            log(f"question {n}: {n_students} answers counted")
+        figures["answer_to_teacher_ms"] = answer_lat
+        figures["answers_expected"] = expected_total
+        figures["answers_stored"] = store.answer_count(info.id)
+        figures["sim_errors"] = [e for s in sims for e in s.errors][:10]
+        figures["ws_messages_per_student"] = round(sum(s.messages for s in sims) / max(1, len(sims)), 1)
+        for s in sims:
+            await s.close()
+        await browser.close()
+    sampler.cancel()
+    figures["rss_mb"] = {i: (max(v) if v else None) for i, v in rss.items()}
+    figures["rss_mb_median"] = {i: (sorted(v)[len(v) // 2] if v else None) for i, v in rss.items()}
+    store.db.dispose()
+    return figures
+
+
+def _made_class(store, dataset_root: str, study_ids: list[int], cache_root: str | None = None):
+    """A class on ``dataset_root`` with these studies, made through the store as the start form makes one."""
+    from pathlib import Path
+
+    from mosmed.classroom.model import View
+    from mosmed.dataset import Dataset
+    from mosmed.reviews.identity import dataset_identity
+
+    ds = Dataset(Path(dataset_root), Path(cache_root) if cache_root else None)
+    ident = dataset_identity(ds.registry)
+    study = ds.open_study(int(study_ids[0]))
+    z, h, w = study.volume.shape
+    return store.create_class(title="Load test", dataset_digest=ident.digest, dataset_label=ident.label,
+                              dataset_root=str(ds.root), study_ids=[int(i) for i in study_ids],
+                              start=View(int(study_ids[0]), z // 2, -600.0, 1500.0, "lung", "axial", h // 2, w // 2))
