@@ -390,8 +390,8 @@ async def class_load(rs, *, db_url: str, n_students: int = 30, n_browsers: int =
             # teacher takes it over with "Resume a class as its teacher" (code and key typed into the page).
             made, grant = _made_class(store, dataset_root, study_ids, cache_root)
             await teacher.get_by_text("Resume a class as its teacher").click()
-            await teacher.locator(".st-key-classroom-w-resume-code input").fill(made.join_code)
-            await teacher.locator(".st-key-classroom-w-resume-key input").fill(grant.key)
+            await teacher.locator(".st-key-classroom-w-resume_code input").fill(made.join_code)
+            await teacher.locator(".st-key-classroom-w-resume_key input").fill(grant.key)
             await teacher.locator(".st-key-classroom-w-resume button").click()
         else:
             await teacher.locator(".st-key-classroom-w-title input").fill("Load test")
@@ -462,7 +462,7 @@ async def class_load(rs, *, db_url: str, n_students: int = 30, n_browsers: int =
         figures["follow_sim_ms"] = sim_follow
 
         # ---- the quiz
-        answer_lat = []
+        answer_lat, stored_lat = [], []
         expected_total = 0
         for n in range(1, n_questions + 1):
             await teacher.locator(".st-key-classroom-t-ask button").click()
@@ -490,6 +490,20 @@ async def class_load(rs, *, db_url: str, n_students: int = 30, n_browsers: int =
                 sends.append(await p.evaluate("() => Date.now()"))  # noqa: B023 - awaited at once
                 await btn.first.click()
 
+            # Meanwhile the database is read every 20 ms from here: when each answer was stored, to split the
+            # figure into the app's part (click -> row) and the teacher page's (row -> count drawn).
+            stored_at: list[tuple[int, float]] = []
+
+            async def watch_db(qid=qid, stored_at=stored_at) -> None:
+                last = 0
+                while last < n_students:
+                    got = await asyncio.to_thread(_answers_of, store, qid)
+                    if got != last:
+                        stored_at.append((got, 1000 * time.time()))
+                        last = got
+                    await asyncio.sleep(0.02)
+
+            watcher = asyncio.create_task(watch_db())
             await asyncio.gather(*[answer_sim(s, rng.random() * answer_spread_s) for s in sims],
                                  *[answer_page(p, rng.random() * answer_spread_s) for p in pages])
             expected_total += n_students
@@ -507,6 +521,17 @@ async def class_load(rs, *, db_url: str, n_students: int = 30, n_browsers: int =
             for k, t_send in enumerate(sorted(sends), 1):
                 if k in first_shown:
                     answer_lat.append(max(0.0, first_shown[k] - t_send))
+            try:
+                await asyncio.wait_for(watcher, 30)
+            except TimeoutError:
+                watcher.cancel()
+            first_stored: dict[int, float] = {}
+            for got, t in stored_at:
+                for k in range(1, got + 1):
+                    first_stored.setdefault(k, t)
+            for k, t_send in enumerate(sorted(sends), 1):
+                if k in first_stored:
+                    stored_lat.append(max(0.0, first_stored[k] - t_send))
             await teacher.locator(".st-key-classroom-t-reveal button").click()
             await until(lambda n=n: all(any(t.replace("\\\\", "").startswith(f"### Question {n}:") for t in s.texts)
                                         for s in sims), 30, f"the reveal of question {n}")
@@ -514,8 +539,10 @@ async def class_load(rs, *, db_url: str, n_students: int = 30, n_browsers: int =
             await wait_page(teacher)
             log(f"question {n}: {n_students} answers counted")
         figures["answer_to_teacher_ms"] = answer_lat
+        figures["answer_to_stored_ms"] = stored_lat
         figures["answers_expected"] = expected_total
         figures["answers_stored"] = store.answer_count(info.id)
+        figures["answers_distinct"] = _distinct_answers(store, info.id)
         figures["sim_errors"] = [e for s in sims for e in s.errors][:10]
         figures["ws_messages_per_student"] = round(sum(s.messages for s in sims) / max(1, len(sims)), 1)
         for s in sims:
@@ -543,3 +570,29 @@ def _made_class(store, dataset_root: str, study_ids: list[int], cache_root: str 
     return store.create_class(title="Load test", dataset_digest=ident.digest, dataset_label=ident.label,
                               dataset_root=str(ds.root), study_ids=[int(i) for i in study_ids],
                               start=View(int(study_ids[0]), z // 2, -600.0, 1500.0, "lung", "axial", h // 2, w // 2))
+
+
+def _distinct_answers(store, class_id: int) -> int:
+    """Distinct (question, student) pairs among the class's stored answers: with ``answers_stored`` it says
+    whether any answer was counted twice (the table's UNIQUE (question, participant) should make that
+    impossible; this checks it from the rows, not from the constraint)."""
+    from sqlalchemy import func, select
+
+    from mosmed.classroom import schema as t
+
+    a, q = t.answers, t.questions
+    pairs = (select(a.c.question_id, a.c.participant_id).select_from(a.join(q, q.c.id == a.c.question_id))
+             .where(q.c.class_id == int(class_id)).distinct().subquery())
+    with store.db.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(pairs)).scalar_one())
+
+
+def _answers_of(store, question_id: int) -> int:
+    """Answers stored for one question (read straight from the table, as an observer outside the app)."""
+    from sqlalchemy import func, select
+
+    from mosmed.classroom import schema as t
+
+    with store.db.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(t.answers)
+                                .where(t.answers.c.question_id == int(question_id))).scalar_one())

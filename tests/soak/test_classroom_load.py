@@ -61,9 +61,10 @@ def test_thirty_students_answer_ten_questions_on_two_replicas(figures, tmp_path)
     finally:
         rs.stop()
     figures.update({k: v for k, v in got.items() if not k.endswith("_ms")})
-    for k in ("follow_ms", "follow_sim_ms", "answer_to_teacher_ms"):
+    for k in ("follow_ms", "follow_sim_ms", "answer_to_teacher_ms", "answer_to_stored_ms"):
         figures[k] = _stats(got[k])
     figures["load_avg"] = [round(x, 2) for x in os.getloadavg()]
     assert got["answers_stored"] == got["answers_expected"] == N_STUDENTS * N_QUESTIONS     # none lost, none twice
+    assert got["answers_distinct"] == got["answers_stored"]                                  # none twice
     assert not [e for e in got["sim_errors"] if "exception" in e], got["sim_errors"]
     assert figures["follow_ms"]["n"] >= 10 and figures["answer_to_teacher_ms"]["n"] >= N_STUDENTS * N_QUESTIONS - 5
