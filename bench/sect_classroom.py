@@ -111,6 +111,7 @@ def run(res: dict, ctx: Context) -> None:
     res["classroom_rss_mb_per_replica_15_students"] = max(peaks) if peaks else None
     res["classroom_ws_messages_per_simulated_student"] = got["ws_messages_per_student"]
     res["classroom_sim_errors"] = got["sim_errors"]
+    res["classroom_teacher_ask_clicks_lost"] = got["teacher_ask_clicks_lost"]
     res["classroom_load_avg"] = {"before": load_before, "after": load_after}
     say(f"classroom: follow p95 {res['classroom_follow_p95_ms']} ms, answer->teacher p95 "
         f"{res['quiz_answer_to_teacher_p95_ms']} ms, answers {got['answers_stored']}/{got['answers_expected']}, "
