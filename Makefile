@@ -21,7 +21,7 @@ ST_ARGS ?=
 # repo's data_cache/), or another one: `make clean-cache CACHE_DIR=/path`.
 CACHE_DIR ?= $(or $(MOSMED_CACHE),data_cache)
 
-.PHONY: help run test bench soak screenshots clean-cache venv
+.PHONY: help run test bench soak screenshots clean-cache venv serve-replicas
 
 help:
 	@echo "make run          serve the app (opens on a generated demo set; MOSMED_DATA=/path selects a dataset)"
@@ -30,6 +30,7 @@ help:
 	@echo "make soak         long fault, load and fuzz runs (pytest -m soak)"
 	@echo "make screenshots  full-page PNGs of every page into docs/img/"
 	@echo "make clean-cache  empty $(CACHE_DIR)/ (derived data only; rebuilt on demand)"
+	@echo "make serve-replicas N=2 PORT=8600  N app processes behind nginx on 127.0.0.1:PORT (Ctrl-C stops all)"
 
 # The interpreter itself is the marker that the venv exists.
 $(BIN)/python:
@@ -60,6 +61,13 @@ bench: $(DEV_STAMP)
 # -m soak overrides pytest.ini's -m "not soak"; -s so the runs print their figures.
 soak: $(DEV_STAMP)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pytest -m soak -s --timeout=3600 $(PYTEST_ARGS)
+
+# Issue 13: N Streamlit processes (each on its own 127.0.0.1 port) behind Debian's nginx on 127.0.0.1:PORT,
+# generated config, pid and logs in a temporary folder; Ctrl-C stops them all (scripts/serve_replicas.py).
+N ?= 2
+PORT ?= 8600
+serve-replicas: $(RUN_STAMP)
+	$(BIN)/python scripts/serve_replicas.py --replicas $(N) --port $(PORT)
 
 screenshots: $(DEV_STAMP)
 	$(BIN)/python scripts/screenshots.py

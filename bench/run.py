@@ -34,7 +34,7 @@ from common import OUT, Context, prepare, say, sub_registry  # noqa: E402
 
 RESULTS = BENCH / "results.json"
 #: Section modules in the order they run.
-SECTIONS = ("sect_build", "sect_viewer", "sect_pages", "sect_review", "sect_demo")
+SECTIONS = ("sect_build", "sect_viewer", "sect_pages", "sect_review", "sect_demo", "sect_classroom")
 
 
 def _sections(only: set[str] | None):

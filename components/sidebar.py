@@ -173,6 +173,14 @@ def render() -> None:
         st.text_input("Dataset folder", key=ROOT_INPUT_KEY, placeholder="/data/MosMedData/COVID19_1110",
                       help="The folder holding dataset_registry.xlsx, studies/CT-0..CT-4 and masks/. "
                            "Applies to this browser session only.")
+        if state.served_beyond_localhost():
+            # Issue 13: served beyond this machine, whoever runs the server decides which folders open.
+            from mosmed.config import data_roots
+
+            roots = data_roots()
+            st.caption("This server opens only its own dataset, the demo"
+                       + (" and folders inside: " + md_escape(", ".join(str(r) for r in roots)) if roots else "")
+                       + " (" + md_escape("MOSMED_DATA_ROOTS") + ").")
         c1, c2 = st.columns(2)
         c1.button("Open", key=OPEN_KEY, on_click=_open_typed_root, width="stretch")
         c2.button("Default", key=DEFAULT_KEY, on_click=_use_default_root, width="stretch",

@@ -34,6 +34,7 @@ __all__ = [
     "PAGES_KEY",
     "cache_root",
     "check_root",
+    "served_beyond_localhost",
     "dataset_choice",
     "dataset_label",
     "get_dataset",
@@ -86,8 +87,36 @@ def cache_root() -> Path:
     return Path(default_cache_root())
 
 
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
+
+
+def served_beyond_localhost() -> bool:
+    """True when users may come from other machines: ``server.address`` is not a loopback address (unset means
+    every interface), ``MOSMED_DATA_ROOTS`` is set (``make serve-replicas``, ``deploy/``), or this request came
+    through a reverse proxy (it carries ``X-Forwarded-For`` / ``X-Real-IP``)."""
+    from mosmed.config import data_roots_configured
+
+    if data_roots_configured():
+        return True
+    try:
+        address = str(st.get_option("server.address") or "").strip().lower()
+    except Exception:  # noqa: BLE001
+        address = ""
+    if address not in _LOOPBACK and not address.startswith("127."):
+        return True
+    try:
+        headers = st.context.headers
+        return bool(headers.get("X-Forwarded-For") or headers.get("X-Real-Ip"))
+    except Exception:  # noqa: BLE001 - no request (a bare script, a test): this machine
+        return False
+
+
 def check_root(text: str) -> tuple[Path | None, str | None]:
     """Validate a dataset root typed by a user.
+
+    Served beyond this machine (:func:`served_beyond_localhost`) only the configured dataset, the demo and
+    folders inside ``MOSMED_DATA_ROOTS`` may be opened (:func:`mosmed.config.root_allowed`); the check is made
+    on the resolved path before anything in it is read.
 
     Returns
     -------
@@ -101,6 +130,12 @@ def check_root(text: str) -> tuple[Path | None, str | None]:
     if len(text) > 4096 or "\x00" in text:
         return None, "the dataset path is not a usable path"
     path = Path(os.path.expanduser(text))
+    if served_beyond_localhost():
+        from mosmed.config import root_allowed
+
+        if not root_allowed(path):
+            return None, (f"dataset folder {path} is not one this server lets browsers open: ask whoever runs it "
+                          "to add it to MOSMED_DATA_ROOTS")
     try:
         if not path.exists():
             return None, f"dataset folder {path} does not exist"
@@ -119,7 +154,12 @@ def dataset_choice() -> tuple[Path, bool]:
     """
     typed = st.session_state.get(ROOT_KEY)
     if typed:
-        return Path(typed), False
+        from mosmed.config import root_allowed
+
+        # Defence in depth: a typed root was checked when it was stored; served beyond this machine it is
+        # checked again here, so nothing but check_root's allow-list can ever put a folder in front of a page.
+        if not served_beyond_localhost() or root_allowed(Path(typed)):
+            return Path(typed), False
     from mosmed.config import default_data_root
 
     root, is_demo = default_data_root()

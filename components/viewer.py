@@ -3,7 +3,7 @@
 Why a custom component, and why our own rather than NiiVue: a viewer that reruns the script per slice is an
 order of magnitude too slow, and the measured alternative, NiiVue 0.6 (WebGL2), runs on SwiftShader in the
 GPU-less Chromium of these machines and CI: 46 ms per axial slice step, 176 ms per step in its multiplanar
-layout and about 2 s per window change on a 512 x 512 x 40 study (docs/readme/viewer.md has the figures and
+layout and about 2 s per window change on a 512 x 512 x 40 study (docs/viewer.md has the figures and
 the method). A canvas 2D renderer with a 65536-entry lookup table does the same steps in a few milliseconds
 on the CPU, and needs nothing that ``pip install`` does not bring.
 
@@ -130,12 +130,16 @@ class ViewerEvent:
         The plane of the large view the user chose in the browser, or ``None`` before any report.
     measures : tuple of dict
         The study's measurements (``kind``, ``plane``, ``index``, ``p0``, ``p1``), validated.
+    cursor : (int, int) or None
+        The crosshair's (row, column) as last reported, only when the viewer was mounted with
+        ``report_cursor=True`` (a class's presenter); ``None`` otherwise or before any report.
     """
 
     slice_index: int
     window: Window | None = None
     plane: str | None = None
     measures: tuple[dict, ...] = field(default_factory=tuple)
+    cursor: tuple[int, int] | None = None
 
 
 # --------------------------------------------------------------------------------------------- encoding
@@ -335,7 +339,8 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
                    with_mask: bool = True, with_lung: bool = True, measures: list[dict] | None = None,
                    cursor: tuple[int, int] | None = None, export_name: str | None = None,
                    plane_seq: int = 1, part: tuple[int, int] | None = None, data_url: str | None = None,
-                   data_seq: int = 0, poll_ms: int | None = None) -> bytes:
+                   data_seq: int = 0, poll_ms: int | None = None, cursor_seq: int = 0,
+                   report_cursor: bool = False, report_ms: int | None = None) -> bytes:
     """Everything the browser needs for one study, packed (see the module docstring).
 
     ``light=True`` leaves the data out (header only) for a rerun where the browser holds this study already;
@@ -384,11 +389,13 @@ def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_r
         "presets": {k: {"level": float(p.level), "width": float(p.width)} for k, p in PRESETS.items()},
         "nav": {"slice": int(min(max(nav_slice, 0), z - 1)), "seq": int(nav_seq)},
         "cursor": [int(min(max(cursor[0], 0), h - 1)), int(min(max(cursor[1], 0), w - 1))],
+        "cursor_seq": int(cursor_seq),
+        "report_cursor": bool(report_cursor),
         "layout": layout,
         "plane": plane,
         "plane_seq": int(plane_seq),
         "max_height": int(height),
-        "debounce_ms": REPORT_DEBOUNCE_MS,
+        "debounce_ms": REPORT_DEBOUNCE_MS if report_ms is None else int(min(max(report_ms, 50), 2000)),
         "link": link,
         # When given, the browser writes these, ``slice`` (1-based) and ``window`` into the address bar itself:
         # a fragment rerun's st.query_params change reaches the address bar only with a later message.
@@ -463,6 +470,18 @@ def _parse_view(raw: Any, token: str, n_slices: int) -> tuple[int | None, Window
     return k, win, plane
 
 
+def _parse_cursor(raw: Any, token: str, shape: tuple[int, int, int]) -> tuple[int, int] | None:
+    """The crosshair ``(row, column)`` of the browser's ``view`` report for this token (``report_cursor``
+    viewers only), or ``None`` when absent or malformed."""
+    if not isinstance(raw, dict) or raw.get("token") != token:
+        return None
+    r, c = raw.get("row"), raw.get("col")
+    ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (r, c))
+    if not ok or not (0 <= r < shape[1] and 0 <= c < shape[2]):
+        return None
+    return int(r), int(c)
+
+
 def _parse_measures(raw: Any, token: str, shape: tuple[int, int, int]) -> list[dict] | None:
     """Validated measurements from the browser (``None`` when the report is not for this token)."""
     if not isinstance(raw, dict) or raw.get("token") != token or not isinstance(raw.get("items"), list):
@@ -520,7 +539,8 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
               label: str | None = None, layout: str = "1+2", plane: str = "axial",
               url_params: dict[str, str] | None = None, anonymous: bool = False, with_mask: bool = True,
               with_lung: bool = True, cursor: tuple[int, int] | None = None,
-              poll_ms: int | None = None) -> ViewerEvent:
+              poll_ms: int | None = None, report_cursor: bool = False,
+              report_ms: int | None = None) -> ViewerEvent:
     """Mount the viewer for one study.
 
     Parameters
@@ -556,10 +576,16 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
     with_mask, with_lung : bool
         Send the lesion / lung labels (both only when the study has them).
     cursor : (int, int), optional
-        Initial (row, column) of the crosshair (default: through the lesions, else the right lung).
+        (row, column) of the crosshair (default: through the lesions, else the right lung): the initial one
+        for a new study, and a jump when it changes from one run to the next (a class following its presenter).
     poll_ms : int, optional
         While set, the browser reruns the enclosing fragment every ``poll_ms`` (its ``poll`` state value):
         the page uses it while a study's cache entry builds in the background, to move onto it when done.
+    report_cursor : bool
+        The browser reports the crosshair's row and column too (``ViewerEvent.cursor``): a class's presenter.
+    report_ms : int, optional
+        Pause (ms) before the browser reports its view (default :data:`REPORT_DEBOUNCE_MS`); a presenter
+        reports sooner so the class follows within a second.
 
     Returns
     -------
@@ -575,6 +601,11 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
     win_seq = _seq(f"{key}.__win", token, window_to_text(window),
                    window_to_text(rep_window) if rep_window is not None else None)
     plane_seq = _seq(f"{key}.__plane", "plane", (layout, plane), None if rep_plane is None else (layout, rep_plane))
+    shape = tuple(int(s) for s in study.volume.shape)
+    cursor_seq = 0
+    if cursor is not None:
+        cursor = (int(min(max(cursor[0], 0), shape[1] - 1)), int(min(max(cursor[1], 0), shape[2] - 1)))
+        cursor_seq = _seq(f"{key}.__cur", token, cursor, _parse_cursor(_state_value(key, "view"), token, shape))
     # Measurements: the browser's report for this study, kept per study for the session.
     store_key = f"{key}.__measures"
     kept = dict(st.session_state.get(store_key) or {})
@@ -608,7 +639,8 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
                              part=part, data_url=data_url, data_seq=data_seq, poll_ms=poll_ms,
                              height=height, link=link, label=label, layout=layout, plane=plane,
                              url_params=url_params, anonymous=anonymous, with_mask=with_mask,
-                             with_lung=with_lung, measures=measures, cursor=cursor, plane_seq=plane_seq)
+                             with_lung=with_lung, measures=measures, cursor=cursor, plane_seq=plane_seq,
+                             cursor_seq=cursor_seq, report_cursor=report_cursor, report_ms=report_ms)
     st.session_state[sent_state] = token
     if _PROFILE:
         print(f"msv: {mode} payload {len(payload)} B built in {1000 * (time.perf_counter() - _t0):.0f} ms",
@@ -616,8 +648,9 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
     _COMPONENT(key=key, data=payload, on_view_change=_noop, on_need_change=_noop, on_measures_change=_noop,
                on_poll_change=_noop)
     rep_slice, rep_window, rep_plane = _parse_view(_state_value(key, "view"), token, z)
+    rep_cursor = _parse_cursor(_state_value(key, "view"), token, shape) if report_cursor else None
     return ViewerEvent(slice_index=rep_slice if rep_slice is not None else slice_index, window=rep_window,
-                       plane=rep_plane, measures=tuple(measures))
+                       plane=rep_plane, measures=tuple(measures), cursor=rep_cursor)
 
 
 def _noop() -> None:

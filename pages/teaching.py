@@ -1,8 +1,13 @@
-"""Teaching: a severity quiz on studies of the current filter, two studies side by side, the severity scale.
+"""Teaching: a live class (follow the presenter, a class quiz), a severity quiz for one, two studies side by
+side, the severity scale.
 
 The quiz never shows anything that gives the class away before the answer: no study id (MosMedData numbers
 its studies class by class), no file path (it contains ``/CT-k/``), no mask overlay (only CT-1 studies have
 masks), no lesion statistics. Score and question live in this browser session only.
+
+A class session (issue 13) takes the whole page for its teacher (components.classroom_teacher) and its students
+(components.classroom_student); starting and joining one is the "Class session" tab (components.classroom_start).
+Its state is in the database, so its teacher and students may be served by different app processes.
 """
 
 from __future__ import annotations
@@ -10,11 +15,11 @@ from __future__ import annotations
 import math
 import random
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from components import paper, state
+from components.classroom_common import start_slice
 from components.markup import md_escape
 
 state.require_frame()  # a deep link on a fresh server must still get the frame (see state.require_frame)
@@ -97,11 +102,7 @@ def _reset_score() -> None:
 
 def _quiz_slice(study) -> int:
     """Where the quiz opens: the middle of the lungs (never the slice with most lesion: that would hint)."""
-    z = int(study.volume.shape[0])
-    la = study.stats.lung_area_mm2 if study.stats is not None else None
-    area = np.asarray(la, dtype=float) if la is not None else np.ones(z)
-    lungs = np.flatnonzero(np.nan_to_num(area) > 0) if area.shape == (z,) else np.arange(z)
-    return int(lungs[lungs.size // 2]) if lungs.size else z // 2
+    return start_slice(study)
 
 
 def _involvement_text(row: pd.Series) -> str:
@@ -150,7 +151,29 @@ def _default_pair(frame: pd.DataFrame) -> tuple[int, int]:
     return left, right
 
 
-quiz_tab, compare_tab, table_tab = st.tabs(["Quiz", "Compare two studies", "Severity scale"])
+# ------------------------------------------------------------------------------------------- class session
+from components import classroom_db, classroom_start, classroom_student, classroom_teacher  # noqa: E402
+from components.classroom_common import url_code  # noqa: E402
+
+if classroom_teacher.active() and not classroom_teacher.hidden():
+    if classroom_teacher.console(ds, summary):
+        st.stop()
+_restore_problem = classroom_student.restore_from_url()      # a student's own link, e.g. after a reconnect
+if classroom_student.has_seat() and not classroom_teacher.active():
+    classroom_student.student_view(ds)
+    st.stop()
+if classroom_teacher.active():
+    classroom_teacher.resume_banner(classroom_db.get_store()[0])
+if _restore_problem:
+    st.error(md_escape(_restore_problem), icon=":material/link_off:")
+
+CLASS_TAB = "Class session"
+quiz_tab, class_tab, compare_tab, table_tab = st.tabs(
+    ["Quiz", CLASS_TAB, "Compare two studies", "Severity scale"],
+    default=CLASS_TAB if url_code() is not None or _restore_problem else None)
+
+with class_tab:
+    classroom_start.start_panel(ds, usable, filter_ids, scope)
 
 # ----------------------------------------------------------------------------------------------------- quiz
 with quiz_tab:

@@ -182,7 +182,7 @@ def test_a_newer_database_is_refused_in_the_app(app_data: AppData, db: Path) -> 
 
     store = _store(db)
     with store.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0999' WHERE version_num = '0002'"))
     store.db.dispose()
     with app_env(app_data, "demo"):
         at = _viewer()

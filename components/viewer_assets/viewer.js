@@ -1179,11 +1179,16 @@ function scheduleReport(inst) {
     const h = inst.header;
     if (!h || inst.playing || inst.drag) { if (inst.drag) scheduleReport(inst); return; }
     const w = inst.win;
-    const key = `${h.token}|${inst.cursor.z}|${w.level}|${w.width}|${w.name}|${inst.main}`;
+    // The crosshair (row, column) is reported only when Python asks for it (a class's presenter): elsewhere a
+    // click that moves it alone must not rerun the page.
+    const rc = h.report_cursor ? `|${inst.cursor.r}|${inst.cursor.c}` : "";
+    const key = `${h.token}|${inst.cursor.z}|${w.level}|${w.width}|${w.name}|${inst.main}${rc}`;
     if (inst.lastReported === key) return;
     inst.lastReported = key;
-    inst.api.setStateValue("view", { token: h.token, study: h.study_id, slice: inst.cursor.z,
-                                     level: w.level, width: w.width, name: w.name || null, plane: inst.main });
+    const view = { token: h.token, study: h.study_id, slice: inst.cursor.z,
+                   level: w.level, width: w.width, name: w.name || null, plane: inst.main };
+    if (h.report_cursor) { view.row = inst.cursor.r; view.col = inst.cursor.c; }
+    inst.api.setStateValue("view", view);
   }, (inst.header && inst.header.debounce_ms) || 400);
 }
 
@@ -1579,6 +1584,13 @@ export default function (component) {
   } else if (inst.navSeq !== nav.seq) {
     inst.navSeq = nav.seq;
     setCursor(inst, nav.slice, cur.r, cur.c);
+  }
+  // A crosshair Python asks for (a class following its presenter) applies when its sequence changes.
+  if (newStudy) {
+    inst.cursorSeq = header.cursor_seq;
+  } else if (header.cursor_seq && inst.cursorSeq !== header.cursor_seq && header.cursor) {
+    inst.cursorSeq = header.cursor_seq;
+    setCursor(inst, inst.cursor.z, header.cursor[0], header.cursor[1]);
   }
   if (inst.planeSeq !== header.plane_seq) {
     inst.planeSeq = header.plane_seq;

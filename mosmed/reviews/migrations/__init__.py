@@ -30,7 +30,11 @@ __all__ = ["MIGRATIONS_DIR", "VERSION_LOCATIONS", "FIRST_REVISION", "alembic_con
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 #: Every folder of revisions the app knows (one per feature branch). Append a feature's folder here.
-VERSION_LOCATIONS: tuple[Path, ...] = (MIGRATIONS_DIR / "versions",)
+#: ``classroom``: the live teaching sessions of issue 13 (mosmed/classroom/migrations, its own base).
+VERSION_LOCATIONS: tuple[Path, ...] = (
+    MIGRATIONS_DIR / "versions",
+    MIGRATIONS_DIR.parents[1] / "classroom" / "migrations",
+)
 #: The first review schema; kept forever, the upgrade path from it is tested.
 FIRST_REVISION = "0001"
 
