@@ -44,7 +44,11 @@ _MSG = "classroom.t.message"
 _HIDDEN = "classroom.t.hidden"            # the console is put aside (the class keeps running)
 _DRAWN = "classroom.t.drawn_study"
 _ASKED = "classroom.t.asked"              # studies asked about in this session
-_FULL = "classroom.t.full_run"            # a callback of the live panel wants the whole page drawn again
+#: The console's fragments by key: an action of the live panel reruns these three, not the whole page. A
+#: full-app rerun there (as before) drew everything again and, worse, a click landing during it on a button
+#: of the 0.4 s live fragment was sometimes lost (the fragment's storage is cleared by a full run).
+STAGE_FRAGMENT, LIVE_FRAGMENT, RESULTS_FRAGMENT = "classroom-t-stage", "classroom-t-live", "classroom-t-results"
+_FULL = "classroom.t.full_run"            # an action of the results part changes the whole page (aside, end, names)
 
 
 def keys() -> dict[str, str]:
@@ -105,8 +109,10 @@ def stop_driving() -> None:
     st.query_params.pop("class", None)
 
 
-def _aside(on: bool) -> None:
+def _aside(on: bool, full: bool = False) -> None:
     st.session_state[_HIDDEN] = bool(on)
+    if full:
+        st.session_state[_FULL] = True
 
 
 def resume_banner(store: Any) -> None:
@@ -189,7 +195,7 @@ def console(ds: Any, summary: pd.DataFrame) -> bool:
     with right:
         _live(ds, summary, info)
     st.divider()
-    _results(store, g, info)
+    _results_part(g)
     return True
 
 
@@ -246,7 +252,7 @@ def _on_step(ds: Any, info: Any, delta: int) -> None:
     _go(ds, info, ids[k])
 
 
-@st.fragment
+@st.fragment(key=STAGE_FRAGMENT)
 def _stage(ds: Any, summary: pd.DataFrame, info: Any) -> None:
     """The presenter's viewer: what it shows is the presenter's view in the database; each move of the browser
     is written back as the new view (the students poll its version)."""
@@ -340,7 +346,6 @@ def _ask(ds: Any, summary: pd.DataFrame, info: Any) -> None:
         return
     sid = int(st.session_state.get(keys()["ask_study"]) or info.study_ids[0])
     row = _row(summary, sid)
-    _want_full_run()
     try:
         study = state.load_study(ds, sid)
         pres = st.session_state.get(_PRES)
@@ -352,8 +357,9 @@ def _ask(ds: Any, summary: pd.DataFrame, info: Any) -> None:
                             view=start_view(study, view_window(pres.view) if pres else None))
     except (ClassroomError, ReviewDatabaseError, MosmedError) as e:
         _say("error", f"Not asked: {e}")
-        return
-    st.session_state.setdefault(_ASKED, set()).add(sid)
+    else:
+        st.session_state.setdefault(_ASKED, set()).add(sid)
+    _rerun_console()          # a question opened: the presenter's viewer changes too (mask off, class hidden)
 
 
 def _opt_bool(v: Any) -> bool | None:
@@ -365,8 +371,9 @@ def _opt_bool(v: Any) -> bool | None:
         return None
 
 
-def _want_full_run() -> None:
-    st.session_state[_FULL] = True
+def _rerun_console() -> None:
+    """From a callback of the console: rerun its viewer, live panel and results (not the whole page)."""
+    st.rerun([STAGE_FRAGMENT, LIVE_FRAGMENT, RESULTS_FRAGMENT])
 
 
 def _act(fn_name: str, question_id: int) -> None:
@@ -384,16 +391,13 @@ def _act(fn_name: str, question_id: int) -> None:
             getattr(store, fn_name)(grant(), int(question_id))
     except (ClassroomError, ReviewDatabaseError) as e:
         _say("error", f"Not done: {e}")
-    _want_full_run()
+    _rerun_console()
 
 
-@st.fragment(run_every=TEACHER_POLL_S)
+@st.fragment(run_every=TEACHER_POLL_S, key=LIVE_FRAGMENT)
 def _live(ds: Any, summary: pd.DataFrame, info: Any) -> None:
     """Who is here and following, the current question and its answers as they arrive."""
     from mosmed.reviews.errors import ReviewDatabaseError
-
-    if st.session_state.pop(_FULL, False):
-        st.rerun()          # a question opened / revealed here: the presenter's viewer changes too
 
     store, problem = classroom_db.get_store()
     g = grant()
@@ -466,6 +470,27 @@ def _ask_box(ds: Any, summary: pd.DataFrame, info: Any, pres: Any) -> None:
                   on_click=_ask, args=(ds, summary, info))
 
 
+@st.fragment(key=RESULTS_FRAGMENT)
+def _results_part(g: Any) -> None:
+    """The results as a fragment the console's actions rerun (the class read again: its settings may change)."""
+    from mosmed.reviews.errors import ReviewDatabaseError
+
+    if st.session_state.pop(_FULL, False):
+        st.rerun()            # put aside, ended or the names setting changed: the whole page changes
+    store, problem = classroom_db.get_store()
+    try:
+        if store is None:
+            raise ReviewDatabaseError(str(problem))
+        info = store.check_teacher(g)
+    except ReviewDatabaseError as e:
+        st.warning(md_escape(f"Results unavailable right now: {e}"), icon=":material/cloud_off:")
+        return
+    except Exception as e:  # noqa: BLE001 - e.g. no longer the teacher: the next full run says so
+        st.warning(md_escape(f"Results unavailable: {e}"), icon=":material/block:")
+        return
+    _results(store, g, info)
+
+
 def _results(store: Any, g: Any, info: Any) -> None:
     """Leaderboard (as the students see it), the names setting, per-student scores, CSV export, key, end."""
     from mosmed.reviews.errors import ReviewDatabaseError
@@ -507,7 +532,7 @@ def _results(store: Any, g: Any, info: Any) -> None:
                 st.caption("Keep it to yourself and off the projector: whoever has it drives the class.")
                 st.code(g.key or "(you drive this class with your login)", language=None)
             e = st.container(horizontal=True, gap="small", vertical_alignment="center")
-            e.button("Put the console aside", key=k["aside"], on_click=_aside, args=(True,), type="tertiary",
+            e.button("Put the console aside", key=k["aside"], on_click=_aside, args=(True, True), type="tertiary",
                      help="Use the rest of the teaching page; the class keeps running and you can come back.")
             confirm = e.checkbox("I am done", key=k["end_confirm"])
             e.button("End the class", key=k["end"], disabled=not confirm, icon=":material/stop_circle:",
@@ -523,6 +548,7 @@ def _end() -> None:
         store.end_class(grant())
     except Exception as e:  # noqa: BLE001 - the message says why; the class runs on
         _say("error", f"Not ended: {e}")
+    st.session_state[_FULL] = True
 
 
 def _names() -> None:
@@ -534,3 +560,4 @@ def _names() -> None:
         store.set_names_public(grant(), bool(st.session_state.get(keys()["names"])))
     except Exception as e:  # noqa: BLE001
         _say("error", f"Not changed: {e}")
+    st.session_state[_FULL] = True
