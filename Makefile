@@ -25,7 +25,7 @@ CACHE_DIR ?= $(or $(MOSMED_CACHE),data_cache)
 
 help:
 	@echo "make run          serve the app (opens on a generated demo set; MOSMED_DATA=/path selects a dataset)"
-	@echo "make test         the whole pytest suite, browser tests included (Debian chromium)"
+	@echo "make test         ruff check, then the whole pytest suite (browser, PostgreSQL, nginx, Dask tests included)"
 	@echo "make bench        performance benchmarks -> bench/results.json"
 	@echo "make soak         long fault, load and fuzz runs (pytest -m soak)"
 	@echo "make screenshots  full-page PNGs of every page into docs/img/"
@@ -51,7 +51,9 @@ run: $(RUN_STAMP)
 	$(BIN)/streamlit run app.py $(ST_ARGS)
 
 # Browser tests run against Debian's /usr/bin/chromium; Playwright never downloads one.
+# Lint first (ruff, pyproject.toml's rules): seconds, and a lint error fails the run like a test.
 test: $(DEV_STAMP)
+	$(BIN)/ruff check --quiet .
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP)

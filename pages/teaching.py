@@ -220,7 +220,8 @@ with quiz_tab:
             st.caption("Scroll, window (keys 1-4, right-drag), zoom and measure as in the viewer; the patient's "
                        "right is on the left (radiological convention).")
         except MosmedError as e:
-            st.error(md_escape(f"This question's study could not be opened ({e}). It does not count; go to the next one."),
+            st.error(md_escape(f"This question's study could not be opened ({e}). It does not count; go to the "
+                               "next one."),
                      icon=":material/broken_image:")
 
         options = list(severity.CLASSES)

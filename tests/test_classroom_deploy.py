@@ -42,9 +42,9 @@ def test_the_generated_configuration_is_valid_and_complete(tmp_path: Path) -> No
     assert "@@" not in text and "listen 127.0.0.1:8600;" in text
     # One upstream per replica, the others its backups; the cookie names replicas, never addresses.
     for i, port in enumerate((8601, 8602, 8603)):
-        block = re.search(r"upstream mosmed_r%d \{([^}]*)\}" % i, text).group(1)
+        block = re.search(rf"upstream mosmed_r{i} \{{([^}}]*)\}}", text).group(1)
         assert f"server 127.0.0.1:{port} max_fails=1" in block and block.count(" backup;") == 2
-        assert re.search(r"\br%d mosmed_r%d;" % (i, i), text)
+        assert re.search(rf"\br{i} mosmed_r{i};", text)
     assert re.search(r"location /_stcore/stream \{[^}]*proxy_read_timeout 1d;", text)
     assert f"pid {tmp_path}/nginx.pid;" in text and "daemon off;" in text
     assert serve_replicas.UPSTREAM_HEADER in text

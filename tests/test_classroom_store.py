@@ -115,7 +115,8 @@ def test_a_class_from_creation_to_export(store: ClassroomStore) -> None:
     from mosmed.reviews.export import to_csv_bytes
 
     csv = to_csv_bytes(res).decode()
-    assert "javascript:1" in csv and ",=1+1" not in csv and "'=1+1" not in csv.replace("'<b>", "")              # text stays text, never a spreadsheet formula
+    # Text stays text, never a spreadsheet formula.
+    assert "javascript:1" in csv and ",=1+1" not in csv and "'=1+1" not in csv.replace("'<b>", "")
     q2 = ask(store, grant, 7, "CT-4")                           # the next question after a reveal
     assert q2.number == 2
     store.end_class(grant)

@@ -29,7 +29,8 @@ DS = DatasetIdentity(digest="a" * 64, label="test set", n_studies=50)
 OTHER = DatasetIdentity(digest="b" * 64, label="replica", n_studies=50)
 IDS = set(range(1, 51))
 HOSTILE_NAME = "<img src=x onerror=alert(1)> **Dr** 'O\"Brien'; DROP TABLE review_events;--"
-HOSTILE_NOTE = "# Heading\n<script>alert('x')</script>\n[link](javascript:alert(1)) =HYPERLINK(\"http://x\") ' OR 1=1 --"
+HOSTILE_NOTE = ("# Heading\n<script>alert('x')</script>\n[link](javascript:alert(1)) =HYPERLINK(\"http://x\") "
+                "' OR 1=1 --")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -101,7 +102,8 @@ def test_constraints_live_in_the_schema(store: ReviewStore) -> None:
         ("INSERT INTO review_events (dataset_id, study_id, reader_id, grade, note, action, source, created_at) "
          "VALUES (:d, 1, :r, NULL, :long, 'save', 'app', CURRENT_TIMESTAMP)"),
         "INSERT INTO review_event_flags (event_id, flag) VALUES (:e, 'bogus')",
-        "INSERT INTO review_readers (kind, subject, display_name, created_at) VALUES ('name', 'ana', 'Ana', CURRENT_TIMESTAMP)",
+        "INSERT INTO review_readers (kind, subject, display_name, created_at) "
+        "VALUES ('name', 'ana', 'Ana', CURRENT_TIMESTAMP)",
         ("INSERT INTO review_events (dataset_id, study_id, reader_id, grade, note, action, source, created_at) "
          "VALUES (:d, 1, 9999, NULL, '', 'save', 'app', CURRENT_TIMESTAMP)"),
     ]
@@ -317,6 +319,7 @@ def test_database_url_and_location_rules(tmp_path: Path, monkeypatch: pytest.Mon
 def test_an_unreachable_database_is_reported_quickly() -> None:
     t = time.perf_counter()
     with pytest.raises(ReviewDatabaseError, match=r"opening the reviews: the review database "
-                                                  r"postgresql\+psycopg://nobody:\*\*\*@127.0.0.1:1/x is not available"):
+                                                  r"postgresql\+psycopg://nobody:\*\*\*@127.0.0.1:1/x "
+                                                  r"is not available"):
         open_database("postgresql+psycopg://nobody:pw@127.0.0.1:1/x")
     assert time.perf_counter() - t < 10
