@@ -12,11 +12,13 @@ given and its real path (symlinks followed) must be allowed, so opening a link t
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -44,7 +46,9 @@ _SYSTEM_FILES = ("/etc/mime.types", "/etc/localtime", "/etc/timezone", "/etc/ssl
 
 
 class OpenRecorder:
-    """Record every path opened or listed by this process (all threads) while the ``with`` block runs.
+    """Record every path opened or listed while the ``with`` block runs by the thread that entered it and by
+    the threads it starts (and they start: a build's pool, an AppTest's script thread), not by other threads
+    (e.g. a background writer another test's app left running, whose files are not this block's doing).
 
     One audit hook is installed per process (hooks cannot be removed); it forwards to the recorders that are
     active at the time, so recorders nest and cost nothing when none is active.
@@ -56,6 +60,9 @@ class OpenRecorder:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, str]] = []     # (kind, absolute path as given)
+        # The threads whose opens count, as objects (an ident is reused once its thread has ended).
+        self.tracked: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+        self._start = None
 
     @classmethod
     def _hook(cls, event: str, args: tuple) -> None:
@@ -72,20 +79,36 @@ class OpenRecorder:
             path = os.path.abspath(path)
         except Exception:  # noqa: BLE001 - an audit hook must never raise into the audited code
             return
+        me = threading.current_thread()
         for rec in list(cls._active):
-            rec.events.append((kind, path))
+            if me in rec.tracked:
+                rec.events.append((kind, path))
 
     def __enter__(self) -> OpenRecorder:
+        # Finalizers of earlier tests' objects (e.g. a cache's clean-up of an abandoned temporary entry) would
+        # otherwise run in this thread at the next garbage collection, inside the block: run them now.
+        gc.collect()
         with self._lock:
             if not OpenRecorder._installed:
                 sys.addaudithook(OpenRecorder._hook)
                 OpenRecorder._installed = True
+            self.tracked = weakref.WeakSet([threading.current_thread()])
+            self._start = start = threading.Thread.start
+            rec = self
+
+            def tracking_start(thread: threading.Thread) -> None:
+                if threading.current_thread() in rec.tracked:   # started by a tracked thread: its opens count
+                    rec.tracked.add(thread)
+                start(thread)
+
+            threading.Thread.start = tracking_start
             OpenRecorder._active.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
         with self._lock:
             OpenRecorder._active.remove(self)
+            threading.Thread.start = self._start
 
     @property
     def paths(self) -> set[str]:

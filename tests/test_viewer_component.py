@@ -155,7 +155,7 @@ def test_bindings_are_one_table_every_action_implemented_in_the_js():
 
 
 def test_readme_binding_table_matches_the_data():
-    doc = (REPO / "docs" / "readme" / "viewer.md").read_text()
+    doc = (REPO / "docs" / "viewer.md").read_text()
     for inp, what in viewer.binding_rows():
         assert f"| {inp} | {what} |" in doc, (inp, what)
 
