@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from mosmed.dataset import Dataset, default_cache_root, default_data_root  # noqa: E402
+from mosmed.config import default_cache_root, default_data_root  # noqa: E402
+from mosmed.dataset import Dataset  # noqa: E402
 from mosmed.render import render_png  # noqa: E402
 from mosmed.windowing import PRESETS  # noqa: E402
 

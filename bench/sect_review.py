@@ -88,7 +88,7 @@ KEY_TIMER = """() => {
 async def bench_next(res: dict, server, quick: bool) -> None:
     from common import wait_app
     from playwright.async_api import async_playwright
-    from sect_viewer import INSTALL_CLICK_TIMER, open_viewer, wait_stack
+    from sect_viewer import INSTALL_CLICK_TIMER, open_viewer, wait_study
 
     from tests.e2e import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
 
@@ -111,7 +111,7 @@ async def bench_next(res: dict, server, quick: bool) -> None:
             await wait_app(page)
             before = await page.evaluate("() => performance.now()")
             await page.keyboard.press("Alt+N")
-            rec = await wait_stack(page, after=before, ready=False, timeout_s=60)
+            rec = await wait_study(page, after=before, ready=False, timeout_s=60)
             t0 = await page.evaluate("() => window.__reviewKeyT")
             lat.append(rec["firstPaintT"] - t0)
             server_ms.append(rec["renderT"] - t0)
@@ -121,12 +121,12 @@ async def bench_next(res: dict, server, quick: bool) -> None:
         res["review_next_key_to_payload"] = summary(server_ms)
         # The same page's plain "next study" button on the following studies, in the same conditions: what
         # opening a study costs without the review (the floor of the figure above).
-        from sect_viewer import click_and_time
+        from sect_viewer import click_open
 
         base = []
         nxt = page.locator(".st-key-viewer-next button").first
         for _ in range(steps):
-            r = await click_and_time(page, nxt, ready=False)
+            r = await click_open(page, nxt)
             base.append(r["first_paint_ms"])
         res["review_next_baseline_plain_next_click"] = summary(base)
         await ctx.close()
