@@ -51,9 +51,10 @@ run: $(RUN_STAMP)
 	$(BIN)/streamlit run app.py $(ST_ARGS)
 
 # Browser tests run against Debian's /usr/bin/chromium; Playwright never downloads one.
-# Lint first (ruff, pyproject.toml's rules): seconds, and a lint error fails the run like a test.
+# Lint and format check first (ruff, pyproject.toml's rules): seconds; either fails the run like a test.
 test: $(DEV_STAMP)
 	$(BIN)/ruff check --quiet .
+	$(BIN)/ruff format --check --quiet .
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP)

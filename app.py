@@ -31,26 +31,37 @@ def main() -> None:
     # page, and the st.navigation call below is what leaves that mode; only page files need the guard.
     # An emoji favicon: a ":material/..." page icon makes every browser fetch an SVG from a Google font host,
     # and nothing viewed here should reach out of the machine.
-    st.set_page_config(page_title="MosMed Explorer", page_icon="🫁", layout="wide",
-                       initial_sidebar_state="expanded")
+    st.set_page_config(page_title="MosMed Explorer", page_icon="🫁", layout="wide", initial_sidebar_state="expanded")
     pages_dir = _HERE / state.PAGES_DIR
     pages = {
-        "overview": st.Page(str(pages_dir / "overview.py"), title="Overview", icon=":material/dashboard:",
-                            default=True, url_path="overview"),
-        "registry": st.Page(str(pages_dir / "registry.py"), title="Registry", icon=":material/table_rows:",
-                            url_path="registry"),
-        "viewer": st.Page(str(pages_dir / "viewer.py"), title="Viewer", icon=":material/radiology:",
-                          url_path="viewer"),
-        "distributions": st.Page(str(pages_dir / "distributions.py"), title="Distributions",
-                                 icon=":material/bar_chart:", url_path="distributions"),
-        "teaching": st.Page(str(pages_dir / "teaching.py"), title="Teaching", icon=":material/school:",
-                            url_path="teaching"),
+        "overview": st.Page(
+            str(pages_dir / "overview.py"),
+            title="Overview",
+            icon=":material/dashboard:",
+            default=True,
+            url_path="overview",
+        ),
+        "registry": st.Page(
+            str(pages_dir / "registry.py"), title="Registry", icon=":material/table_rows:", url_path="registry"
+        ),
+        "viewer": st.Page(str(pages_dir / "viewer.py"), title="Viewer", icon=":material/radiology:", url_path="viewer"),
+        "distributions": st.Page(
+            str(pages_dir / "distributions.py"),
+            title="Distributions",
+            icon=":material/bar_chart:",
+            url_path="distributions",
+        ),
+        "teaching": st.Page(
+            str(pages_dir / "teaching.py"), title="Teaching", icon=":material/school:", url_path="teaching"
+        ),
     }
     state.register_pages(pages)
-    current = st.navigation({
-        "Explore": [pages["overview"], pages["registry"], pages["viewer"], pages["distributions"]],
-        "Teach": [pages["teaching"]],
-    })
+    current = st.navigation(
+        {
+            "Explore": [pages["overview"], pages["registry"], pages["viewer"], pages["distributions"]],
+            "Teach": [pages["teaching"]],
+        }
+    )
 
     # The demo (and its cache) must exist before the sidebar or a page reads it.
     sidebar.first_start()
@@ -62,8 +73,13 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001 - Streamlit's rerun/stop signals are BaseException and pass through
         # A bug in one page must not show a traceback (server paths, internals) nor take the other pages down.
         _LOG.exception("page %s failed", current.title)
-        st.error(md_escape(f"The {current.title} page failed: {type(e).__name__}: {e}. The other pages keep "
-                           "working; the server log has the details."), icon=":material/error:")
+        st.error(
+            md_escape(
+                f"The {current.title} page failed: {type(e).__name__}: {e}. The other pages keep "
+                "working; the server log has the details."
+            ),
+            icon=":material/error:",
+        )
 
 
 # Streamlit installs this script as ``__main__``; worker processes started with the "spawn" method (demo

@@ -54,8 +54,13 @@ def summary(values) -> dict:
     v = [float(x) for x in values if x is not None]
     if not v:
         return {"n": 0}
-    return {"n": len(v), "median": round(float(np.median(v)), 2), "p95": round(float(np.percentile(v, 95)), 2),
-            "min": round(min(v), 2), "max": round(max(v), 2)}
+    return {
+        "n": len(v),
+        "median": round(float(np.median(v)), 2),
+        "p95": round(float(np.percentile(v, 95)), 2),
+        "min": round(min(v), 2),
+        "max": round(max(v), 2),
+    }
 
 
 def sub_registry(reg, ids):

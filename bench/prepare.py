@@ -107,8 +107,10 @@ def prepare(progress: bool = True) -> dict:
     want = {f"study_{i:04d}.nii.gz" for i in ALL_IDS}
     have = {p.name for p in (FULL / "studies").glob("*/*.nii.gz")} if FULL.exists() else set()
     if not want <= have:
-        _say(f"generating {len(ALL_IDS)} full-size studies (1110-row registry; {FULL_SEEDS_PER_GROUP} seeds per group)"
-             f" into {FULL} ...")
+        _say(
+            f"generating {len(ALL_IDS)} full-size studies (1110-row registry; {FULL_SEEDS_PER_GROUP} seeds per group)"
+            f" into {FULL} ..."
+        )
         t = time.perf_counter()
         seeds, copy_of = _seeds(ALL_IDS, FULL_SEEDS_PER_GROUP)
         generate_demo(FULL, full_size=True, only_ids=seeds, workers=2, overwrite=True)
@@ -135,8 +137,9 @@ def prepare(progress: bool = True) -> dict:
     return spent
 
 
-def fabricate_registry(template_root: Path, template_cache: Path, root: Path, cache_root: Path, n_rows: int,
-                       seed: int = 20201110) -> dict:
+def fabricate_registry(
+    template_root: Path, template_cache: Path, root: Path, cache_root: Path, n_rows: int, seed: int = 20201110
+) -> dict:
     """A registry of ``n_rows`` rows at ``root`` with a complete cache at ``cache_root``, from a built template.
 
     Row ``i`` repeats template row ``(i - 1) % len(template) + 1`` (its class, its mask or not): its study and mask
@@ -164,7 +167,7 @@ def fabricate_registry(template_root: Path, template_cache: Path, root: Path, ca
         key = tpl.cache.key(src)
         doc = tpl.cache.read_stats(src.study_id, key) if key else None
         if doc is None or doc.get("status") != "ok":
-            continue    # a template row in error or not built is not repeated
+            continue  # a template row in error or not built is not repeated
         templates.append((src, doc, tpl.cache.thumbs_dir / f"{entry_stem(src.study_id, key)}.png"))
     if not templates:
         raise RuntimeError(f"{template_root} has no built study to repeat (build its cache first)")

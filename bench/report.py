@@ -42,15 +42,18 @@ def markdown(res: dict) -> str:
     for key, t in targets.items():
         v = res.get(key)
         shown = "—" if v is None else _fmt(v)
-        lines.append(f"| `{key}` | {t['what']} | {shown} | {t['op'].replace('<=', '≤').replace('>=', '≥')} "
-                     f"{_fmt(t['target'])} {t['unit']} | {verdict(v, t['op'], t['target'])} |")
+        lines.append(
+            f"| `{key}` | {t['what']} | {shown} | {t['op'].replace('<=', '≤').replace('>=', '≥')} "
+            f"{_fmt(t['target'])} {t['unit']} | {verdict(v, t['op'], t['target'])} |"
+        )
     runs = res.get("section_runs") or {}
     if runs:
         lines += ["", "Section runs (start time, seconds, load average 1/5/15 min at start and end, quick mode):", ""]
         for name, r in runs.items():
-            lines.append(f"- `{name}`: {r.get('at', '?')}, {r.get('seconds', '?')} s, load "
-                         f"{r.get('load_start', '?')} → {r.get('load_end', '?')}"
-                         + (", quick" if r.get("quick") else ""))
+            lines.append(
+                f"- `{name}`: {r.get('at', '?')}, {r.get('seconds', '?')} s, load "
+                f"{r.get('load_start', '?')} → {r.get('load_end', '?')}" + (", quick" if r.get("quick") else "")
+            )
     errs = res.get("errors") or []
     if errs:
         lines += ["", "Sections that failed in their last run: " + "; ".join(f"`{e}`" for e in errs)]
@@ -64,8 +67,8 @@ def write_readme(text: str, readme: Path = README) -> bool:
     m = pat.search(src)
     if not m:
         return False
-    head = src[m.start():src.index("-->", m.start()) + 4]
-    new = src[:m.start()] + head + text + END + src[m.end():]
+    head = src[m.start() : src.index("-->", m.start()) + 4]
+    new = src[: m.start()] + head + text + END + src[m.end() :]
     if new != src:
         tmp = readme.with_name(readme.name + ".tmp")
         tmp.write_text(new, encoding="utf-8")

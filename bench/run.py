@@ -57,8 +57,9 @@ def table(res: dict) -> str:
         v = res.get(key)
         ok = None if v is None else (v <= target if op == "<=" else v >= target)
         vs = "missing" if v is None else f"{v:g}"
-        lines.append(f"{key:40s} {vs:>10s}  {op}{target:g} {unit:3s} "
-                     f"{'PASS' if ok else ('FAIL' if ok is False else '-')}")
+        lines.append(
+            f"{key:40s} {vs:>10s}  {op}{target:g} {unit:3s} {'PASS' if ok else ('FAIL' if ok is False else '-')}"
+        )
     return "\n".join(lines)
 
 
@@ -73,8 +74,10 @@ def main(argv=None) -> int:
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     t_all = time.perf_counter()
-    res: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                             "platform": platform.platform()}, "quick": bool(args.quick)}
+    res: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "quick": bool(args.quick),
+    }
     res["load_avg_start"] = [round(x, 2) for x in os.getloadavg()]
     res["prepare"] = prepare.prepare()
 
@@ -88,22 +91,25 @@ def main(argv=None) -> int:
     rep = build_all(ds.cache, sub_registry(ds.registry, prepare.WARM_IDS), workers=2)
     res["warm_cache_build_s"] = round(time.perf_counter() - t, 1)
     res["warm_cache_built"] = rep.n_built
-    ctx = Context(quick=bool(args.quick), run_cache=run_cache, skip_floors=args.skip_floors,
-                  skip_browser=args.skip_browser)
+    ctx = Context(
+        quick=bool(args.quick), run_cache=run_cache, skip_floors=args.skip_floors, skip_browser=args.skip_browser
+    )
     runs = res.setdefault("section_runs", {})
     for name, mod in _sections(only):
         say(f"section {name} ...")
         t = time.perf_counter()
-        runs[name] = {"at": time.strftime("%Y-%m-%d %H:%M"), "quick": bool(args.quick),
-                      "load_start": [round(x, 2) for x in os.getloadavg()]}
+        runs[name] = {
+            "at": time.strftime("%Y-%m-%d %H:%M"),
+            "quick": bool(args.quick),
+            "load_start": [round(x, 2) for x in os.getloadavg()],
+        }
         try:
             mod.run(res, ctx)
         except Exception as e:  # noqa: BLE001 - keep the figures measured so far, say what failed
             res.setdefault("errors", []).append(f"{name}: {type(e).__name__}: {e}")
             say(f"section {name} failed: {type(e).__name__}: {e}")
         res.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t, 1)
-        runs[name].update(seconds=round(time.perf_counter() - t, 1),
-                          load_end=[round(x, 2) for x in os.getloadavg()])
+        runs[name].update(seconds=round(time.perf_counter() - t, 1), load_end=[round(x, 2) for x in os.getloadavg()])
     res["bench_seconds"] = round(time.perf_counter() - t_all, 1)
     res["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     res["targets"] = {k: {"op": op, "target": tv, "unit": u, "what": w} for k, (op, tv, u, w) in all_targets().items()}
@@ -130,8 +136,10 @@ def main(argv=None) -> int:
         report.write_readme(report.markdown(res))
     say("")
     say(table(res))
-    say(f"\nwhole run {res['bench_seconds']:.0f} s; load average (1, 5, 15 min) at start {res['load_avg_start']}, "
-        f"at end {res['load_avg_end']} on {os.cpu_count()} CPUs; details in {args.json}")
+    say(
+        f"\nwhole run {res['bench_seconds']:.0f} s; load average (1, 5, 15 min) at start {res['load_avg_start']}, "
+        f"at end {res['load_avg_end']} on {os.cpu_count()} CPUs; details in {args.json}"
+    )
     if max(res["load_avg_start"][0], res["load_avg_end"][0]) > 1.5 * (os.cpu_count() or 1):
         say("WARNING: the machine was busy with other work during this run: latencies are inflated.")
     return 0

@@ -49,7 +49,7 @@ def bench_cache_build(res: dict, quick: bool) -> None:
             dec.append(time.perf_counter() - t)
         t1, rep1 = _timed_build(ds1, ids, workers=1)
         ds2 = Dataset(prepare.FULL, tmp / "w2")
-        t2, rep2 = _timed_build(ds2, ids, workers=2)    # pool start-up (fork server, imports) included
+        t2, rep2 = _timed_build(ds2, ids, workers=2)  # pool start-up (fork server, imports) included
         assert rep1.n_built == len(ids) and rep2.n_built == len(ids), (rep1, rep2)
         per_study_bytes = dir_bytes(ds1.cache.dir) / len(ids)
         small = (dir_bytes(ds1.cache.stats_dir) + dir_bytes(ds1.cache.thumbs_dir)) / len(ids)
@@ -67,8 +67,14 @@ def bench_cache_build(res: dict, quick: bool) -> None:
         res["full_cache_build_1110_min_2_workers_extrapolated"] = round(1110 / (len(ids) / t2) / 60, 1)
         res["full_cache_disk_gb_1110_extrapolated"] = round(per_study_bytes * 1110 / 2**30, 2)
         res["cache_build_stages_s"] = build_stages(rows[len(rows) // 2])
-        bench_dask(res, ids, tmp, t2, valid_entry_files(prepare.FULL, tmp / "w2"),
-                   summary_doc(ds2.cache, sub_registry(ds2.registry, ids))["rows"])
+        bench_dask(
+            res,
+            ids,
+            tmp,
+            t2,
+            valid_entry_files(prepare.FULL, tmp / "w2"),
+            summary_doc(ds2.cache, sub_registry(ds2.registry, ids))["rows"],
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -85,8 +91,10 @@ def bench_dask(res: dict, ids: list[int], tmp: Path, t_pool: float, pool_files: 
         res.setdefault("errors", []).append(f"dask: {e}")
         return
     t = time.perf_counter()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
-            Client(lc) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
+        Client(lc) as client,
+    ):
         res["dask_localcluster_start_s"] = round(time.perf_counter() - t, 2)
         ds = Dataset(prepare.FULL, tmp / "dask")
         t_dask, rep = _timed_build(ds, ids, workers=2, executor=client.get_executor(pure=False))
@@ -94,8 +102,9 @@ def bench_dask(res: dict, ids: list[int], tmp: Path, t_pool: float, pool_files: 
     res["dask_build_s"] = round(t_dask, 2)
     res["dask_localcluster_vs_pool_ratio"] = round(t_dask / t_pool, 3)
     rows = summary_doc(ds.cache, sub_registry(ds.registry, ids))["rows"]
-    res["dask_summary_identical"] = bool(rows == pool_rows and valid_entry_files(prepare.FULL, tmp / "dask")
-                                         == pool_files)
+    res["dask_summary_identical"] = bool(
+        rows == pool_rows and valid_entry_files(prepare.FULL, tmp / "dask") == pool_files
+    )
 
 
 def build_stages(src) -> dict:
@@ -113,7 +122,7 @@ def build_stages(src) -> dict:
     seg = segmentation.segment(vol.data, vol.spacing)
     out["segment_lungs"] = time.perf_counter() - t
     t = time.perf_counter()
-    st = measurements.study_stats(vol.data, vol.spacing, seg.lung, mask)   # includes the density features
+    st = measurements.study_stats(vol.data, vol.spacing, seg.lung, mask)  # includes the density features
     out["study_stats"] = time.perf_counter() - t
     t = time.perf_counter()
     quality.assess(vol, seg, st)

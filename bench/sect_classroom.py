@@ -71,18 +71,33 @@ def run(res: dict, ctx: Context) -> None:
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     db = f"sqlite:///{base / 'class.db'}"
-    ids = [int(i) for i in prepare.WARM_IDS]    # cached studies: the class's list, the first is shown first
-    rs = serve_replicas.ReplicaSet(n=N_REPLICAS, workdir=base / "replicas",
-                                   env={"MOSMED_DATA": str(prepare.FULL), "MOSMED_CACHE": str(ctx.run_cache),
-                                        "MOSMED_DB": db})
-    say(f"classroom: {N_STUDENTS} students ({N_BROWSERS} in Chromium) on {N_REPLICAS} replicas behind nginx, "
-        f"{n_questions} questions ...")
+    ids = [int(i) for i in prepare.WARM_IDS]  # cached studies: the class's list, the first is shown first
+    rs = serve_replicas.ReplicaSet(
+        n=N_REPLICAS,
+        workdir=base / "replicas",
+        env={"MOSMED_DATA": str(prepare.FULL), "MOSMED_CACHE": str(ctx.run_cache), "MOSMED_DB": db},
+    )
+    say(
+        f"classroom: {N_STUDENTS} students ({N_BROWSERS} in Chromium) on {N_REPLICAS} replicas behind nginx, "
+        f"{n_questions} questions ..."
+    )
     load_before = [round(x, 2) for x in os.getloadavg()]
     rs.start()
     try:
-        got = asyncio.run(class_load(rs, db_url=db, n_students=N_STUDENTS, n_browsers=N_BROWSERS,
-                                     n_questions=n_questions, n_moves=n_moves, log=say,
-                                     dataset_root=str(prepare.FULL), study_ids=ids, cache_root=str(ctx.run_cache)))
+        got = asyncio.run(
+            class_load(
+                rs,
+                db_url=db,
+                n_students=N_STUDENTS,
+                n_browsers=N_BROWSERS,
+                n_questions=n_questions,
+                n_moves=n_moves,
+                log=say,
+                dataset_root=str(prepare.FULL),
+                study_ids=ids,
+                cache_root=str(ctx.run_cache),
+            )
+        )
     except Exception:
         say(rs.tail(n=2000))
         raise
@@ -113,6 +128,8 @@ def run(res: dict, ctx: Context) -> None:
     res["classroom_sim_errors"] = got["sim_errors"]
     res["classroom_teacher_ask_clicks_lost"] = got["teacher_ask_clicks_lost"]
     res["classroom_load_avg"] = {"before": load_before, "after": load_after}
-    say(f"classroom: follow p95 {res['classroom_follow_p95_ms']} ms, answer->teacher p95 "
+    say(
+        f"classroom: follow p95 {res['classroom_follow_p95_ms']} ms, answer->teacher p95 "
         f"{res['quiz_answer_to_teacher_p95_ms']} ms, answers {got['answers_stored']}/{got['answers_expected']}, "
-        f"RSS peak {got['rss_mb']} MB; load average {load_before} -> {load_after}")
+        f"RSS peak {got['rss_mb']} MB; load average {load_before} -> {load_after}"
+    )

@@ -125,8 +125,9 @@ RESOURCES_JS = r"""() => {
 }"""
 
 
-async def _load(ctx, url: str, kind: str, rows: int | None = None, charts: int = 6, timeout_s: float = 180,
-                count: int | None = None) -> dict:
+async def _load(
+    ctx, url: str, kind: str, rows: int | None = None, charts: int = 6, timeout_s: float = 180, count: int | None = None
+) -> dict:
     """Open ``url`` in a new tab of ``ctx``; the first-paint time (ms) and what the page received."""
     page = await ctx.new_page()
     ws = {"bytes": 0}
@@ -134,22 +135,28 @@ async def _load(ctx, url: str, kind: str, rows: int | None = None, charts: int =
     await page.goto(url, wait_until="commit")
     out = {}
     if kind == "distributions":
-        h = await page.wait_for_function(PAINTED_JS, arg=["first_chart", None, 0, None, False],
-                                         timeout=timeout_s * 1000, polling="raf")
+        h = await page.wait_for_function(
+            PAINTED_JS, arg=["first_chart", None, 0, None, False], timeout=timeout_s * 1000, polling="raf"
+        )
         out["first_chart_ms"] = float(await h.json_value())
         kind = "charts"
-    h = await page.wait_for_function(PAINTED_JS, arg=[kind, rows, charts, rows if count is None else count, False],
-                                     timeout=timeout_s * 1000, polling="raf")
+    h = await page.wait_for_function(
+        PAINTED_JS,
+        arg=[kind, rows, charts, rows if count is None else count, False],
+        timeout=timeout_s * 1000,
+        polling="raf",
+    )
     out["ms"] = float(await h.json_value())
-    await page.wait_for_timeout(800)   # late image requests of the rows in view
+    await page.wait_for_timeout(800)  # late image requests of the rows in view
     out["media"] = await page.evaluate(RESOURCES_JS)
     out["ws_bytes"] = ws["bytes"]
     out["page"] = page
     return out
 
 
-async def _loads(browser, ctx, url, kind, reps, res, name, rows=None, charts=6, cold_server=True,
-                 count=None) -> list[dict]:
+async def _loads(
+    browser, ctx, url, kind, reps, res, name, rows=None, charts=6, cold_server=True, count=None
+) -> list[dict]:
     from tests.e2e import VIEWPORT
 
     got = []
@@ -160,7 +167,7 @@ async def _loads(browser, ctx, url, kind, reps, res, name, rows=None, charts=6, 
             res[f"{name}_first_paint_cold_server_ms"] = round(r["ms"], 1)
             continue
         got.append(r)
-    fresh = await browser.new_context(viewport=VIEWPORT)   # a brand-new profile: no cached scripts
+    fresh = await browser.new_context(viewport=VIEWPORT)  # a brand-new profile: no cached scripts
     r = await _load(fresh, url, kind, rows, charts, count=count)
     await r.pop("page").close()
     await fresh.close()
@@ -182,15 +189,23 @@ async def _armed(page) -> None:
 
 
 async def _wait_rows(page, rows: int, timeout_s: float = 60, count: int | None = None) -> float:
-    h = await page.wait_for_function(PAINTED_JS, arg=["registry", rows, 0, rows if count is None else count, True],
-                                     timeout=timeout_s * 1000, polling="raf")
+    h = await page.wait_for_function(
+        PAINTED_JS,
+        arg=["registry", rows, 0, rows if count is None else count, True],
+        timeout=timeout_s * 1000,
+        polling="raf",
+    )
     done = float(await h.json_value())
     t0 = await page.evaluate("() => window.__t0")
     if t0 is None:
         raise RuntimeError("the input event was not seen")
     # The rows shown are the expected ones (glide's accessible table, which trails the paint): checked, not timed.
-    await page.wait_for_function("""(n) => { const g = document.querySelector('.st-key-registry-table [role="grid"]');
-        return g && Number(g.getAttribute('aria-rowcount')) === n + 1; }""", arg=rows, timeout=timeout_s * 1000)
+    await page.wait_for_function(
+        """(n) => { const g = document.querySelector('.st-key-registry-table [role="grid"]');
+        return g && Number(g.getAttribute('aria-rowcount')) === n + 1; }""",
+        arg=rows,
+        timeout=timeout_s * 1000,
+    )
     await page.evaluate("() => { window.__h0 = undefined; }")
     return done - float(t0)
 
@@ -248,8 +263,13 @@ def _counts(root) -> dict:
 
     df = load_registry(root).df
     ct1 = df[df["category"] == "CT-1"]
-    return {"all": len(df), "ids": int(df["study_id"].between(255, 304).sum()), "ct1": len(ct1),
-            "ct1_mask": int(ct1["has_mask"].sum()), "ct2": int((df["category"] == "CT-2").sum())}
+    return {
+        "all": len(df),
+        "ids": int(df["study_id"].between(255, 304).sum()),
+        "ct1": len(ct1),
+        "ct1_mask": int(ct1["has_mask"].sum()),
+        "ct2": int((df["category"] == "CT-2").sum()),
+    }
 
 
 async def bench_1110(res: dict, server, quick: bool) -> None:
@@ -350,7 +370,7 @@ def run(res: dict, ctx: Context) -> None:
     db_dir = OUT / "pages-bench-db"
     shutil.rmtree(db_dir, ignore_errors=True)
     db_dir.mkdir(parents=True)
-    env = {"MOSMED_DB": f"sqlite:///{db_dir / 'reviews.db'}"}   # an empty review database: the facets are on
+    env = {"MOSMED_DB": f"sqlite:///{db_dir / 'reviews.db'}"}  # an empty review database: the facets are on
     parts = (
         ("1110-row pages", bench_1110, dict(cache_dir=prepare.ROWS_CACHE, data_dir=prepare.ROWS)),
         ("100 000-row pages", bench_100k, dict(cache_dir=prepare.ROWS100K_CACHE, data_dir=prepare.ROWS100K)),

@@ -42,11 +42,14 @@ def _saves(url: str, n: int) -> list[float]:
     out = []
     try:
         for k in range(n + 10):
-            review = Review(rng.choice(GRADES), tuple(rng.sample(FLAGS, rng.choice((0, 0, 1, 2)))),
-                            "a note of a few words" if rng.random() < 0.3 else "")
+            review = Review(
+                rng.choice(GRADES),
+                tuple(rng.sample(FLAGS, rng.choice((0, 0, 1, 2)))),
+                "a note of a few words" if rng.random() < 0.3 else "",
+            )
             t = time.perf_counter()
             store.save(ident, rng.choice(ids), rng.choice(readers), review, valid_ids=set(ids))
-            if k >= 10:   # the first saves create the dataset and reader rows and warm the pool
+            if k >= 10:  # the first saves create the dataset and reader rows and warm the pool
                 out.append((time.perf_counter() - t) * 1000)
     finally:
         store.db.dispose()
@@ -144,8 +147,12 @@ def run(res: dict, ctx: Context) -> None:
     db_dir = OUT / "review-bench-app"
     shutil.rmtree(db_dir, ignore_errors=True)
     db_dir.mkdir(parents=True)
-    server = AppServer(cache_dir=ctx.run_cache, log_path=OUT / "server-review.log", data_dir=prepare.FULL,
-                       env={"MOSMED_DB": f"sqlite:///{db_dir / 'reviews.db'}"})
+    server = AppServer(
+        cache_dir=ctx.run_cache,
+        log_path=OUT / "server-review.log",
+        data_dir=prepare.FULL,
+        env={"MOSMED_DB": f"sqlite:///{db_dir / 'reviews.db'}"},
+    )
     server.start()
     try:
         asyncio.run(bench_next(res, server, ctx.quick))

@@ -58,8 +58,11 @@ async def viewer_state(page) -> dict:
 
 
 async def lat(page, kind: str, clear: bool = False) -> list[float]:
-    js = f"() => {{ const a = (window.__msvStats.lat['{kind}'] || []).slice(); " + \
-         (f"window.__msvStats.lat['{kind}'] = []; " if clear else "") + "return a; }"
+    js = (
+        f"() => {{ const a = (window.__msvStats.lat['{kind}'] || []).slice(); "
+        + (f"window.__msvStats.lat['{kind}'] = []; " if clear else "")
+        + "return a; }"
+    )
     return [float(x) for x in await page.evaluate(js)]
 
 
@@ -153,8 +156,10 @@ async def tool_latencies(page, quick: bool) -> dict[str, list[float]]:
     cor = await page.locator('canvas[data-testid="msv-coronal"]').first.bounding_box()
     await lat(page, "mpr", clear=True)
     for i in range(15 if quick else 40):
-        await page.mouse.click(cor["x"] + cor["width"] * (0.3 + 0.4 * ((i * 7) % 10) / 10),
-                               cor["y"] + cor["height"] * (0.2 + 0.6 * ((i * 3) % 10) / 10))
+        await page.mouse.click(
+            cor["x"] + cor["width"] * (0.3 + 0.4 * ((i * 7) % 10) / 10),
+            cor["y"] + cor["height"] * (0.2 + 0.6 * ((i * 3) % 10) / 10),
+        )
         await page.wait_for_timeout(60)
     await page.wait_for_timeout(100)
     out["mpr"] = await lat(page, "mpr", clear=True)
@@ -166,8 +171,12 @@ async def click_open(page, locator) -> dict:
     await locator.click()
     rec = await wait_study(page, after=before, ready=True)
     click = (await viewer_state(page))["click"]
-    out = {"first_paint_ms": rec["firstPaintT"] - click, "ready_ms": rec["readyT"] - click, "bytes": rec["bytes"],
-           "payload_ms": rec["renderT"] - click}
+    out = {
+        "first_paint_ms": rec["firstPaintT"] - click,
+        "ready_ms": rec["readyT"] - click,
+        "bytes": rec["bytes"],
+        "payload_ms": rec["renderT"] - click,
+    }
     await wait_app(page)
     return out
 
@@ -184,13 +193,18 @@ async def naive_scroll(base: str, browser, study: int, n_steps: int) -> list[flo
     out = []
     for i in range(n_steps):
         src0 = await page.locator('[data-testid="stImage"] img').first.get_attribute("src")
-        await page.evaluate("() => { window.__k = null; document.addEventListener('keydown', "
-                            "(e) => { window.__k = e.timeStamp; }, {once: true, capture: true}); }")
+        await page.evaluate(
+            "() => { window.__k = null; document.addEventListener('keydown', "
+            "(e) => { window.__k = e.timeStamp; }, {once: true, capture: true}); }"
+        )
         await page.keyboard.press("ArrowRight" if (i // 10) % 2 == 0 else "ArrowLeft")
         t = await page.wait_for_function(
             """(src0) => { const im = document.querySelector('[data-testid="stImage"] img');
                            return im && im.src !== src0 && im.complete && im.naturalWidth > 0 && window.__k !== null
-                                  ? performance.now() - window.__k : false; }""", arg=src0, timeout=30_000)
+                                  ? performance.now() - window.__k : false; }""",
+            arg=src0,
+            timeout=30_000,
+        )
         out.append(float(await t.json_value()))
     await ctx.close()
     return out
@@ -217,8 +231,12 @@ async def bench_viewer(res: dict, server, naive, quick: bool) -> None:
         res["scroll_key_p95_ms"] = round(p95(key_lat), 2)
         res["scroll_wheel_p95_ms"] = round(p95(wheel_lat), 2)
         tools = await tool_latencies(page, quick)
-        for kind, key in (("window", "window_change"), ("wl_frame", "wl_drag_frame"), ("hover", "hover_hu"),
-                          ("mpr", "mpr_click")):
+        for kind, key in (
+            ("window", "window_change"),
+            ("wl_frame", "wl_drag_frame"),
+            ("hover", "hover_hu"),
+            ("mpr", "mpr_click"),
+        ):
             res[key] = summary(tools[kind])
             res[f"{key}_p95_ms"] = round(p95(tools[kind]), 2) if tools[kind] else None
         await wait_app(page)
@@ -249,7 +267,8 @@ async def bench_viewer(res: dict, server, naive, quick: bool) -> None:
             # (a user reads the first image meanwhile) so the next click is not timed against it.
             t = time.perf_counter()
             await page.wait_for_function(
-                "() => !document.body.innerText.includes('Segmenting the lungs')", timeout=180_000)
+                "() => !document.body.innerText.includes('Segmenting the lungs')", timeout=180_000
+            )
             await wait_app(page)
             cold_done.append((time.perf_counter() - t) * 1000 + r["first_paint_ms"])
         res["study_open_uncached"] = summary(cold_open)
@@ -304,8 +323,12 @@ def run(res: dict, ctx: Context) -> None:
 
     say("browser: viewer on the full-size dataset, naive viewer beside it ...")
     server = AppServer(cache_dir=ctx.run_cache, log_path=OUT / "server-full.log", data_dir=prepare.FULL)
-    naive = AppServer(cache_dir=ctx.run_cache, log_path=OUT / "server-naive.log", data_dir=prepare.FULL,
-                      script=REPO / "bench" / "naive_viewer.py")
+    naive = AppServer(
+        cache_dir=ctx.run_cache,
+        log_path=OUT / "server-naive.log",
+        data_dir=prepare.FULL,
+        script=REPO / "bench" / "naive_viewer.py",
+    )
     server.start()
     naive.start()
     try:

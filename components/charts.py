@@ -104,16 +104,29 @@ def _cached_figure(build: Callable[..., go.Figure]) -> Callable[..., go.Figure]:
 def _layout(fig: go.Figure, title: str, height: int = 380, margin: dict | None = None, **kw) -> go.Figure:
     m = dict(l=10, r=10, t=50, b=10)
     m.update(margin or {})
-    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"), height=height,
-                      margin=m, legend=dict(orientation="h", yanchor="top", y=-0.22, traceorder="normal"),
-                      clickmode="event+select", dragmode=False, **kw)
+    fig.update_layout(
+        title=dict(text=title, x=0.0, xanchor="left"),
+        height=height,
+        margin=m,
+        legend=dict(orientation="h", yanchor="top", y=-0.22, traceorder="normal"),
+        clickmode="event+select",
+        dragmode=False,
+        **kw,
+    )
     return fig
 
 
 def _legend_key(fig: go.Figure, name: str, symbol: str, group: str) -> None:
     """A neutral legend entry for a trace coloured by class (plotly would show its first point's colour)."""
-    fig.add_scatter(x=[None], y=[None], mode="markers", name=name, legendgroup=group, hoverinfo="skip",
-                    marker=dict(color="#c8ccd2", symbol=symbol, size=8, line=dict(width=1.3, color="#c8ccd2")))
+    fig.add_scatter(
+        x=[None],
+        y=[None],
+        mode="markers",
+        name=name,
+        legendgroup=group,
+        hoverinfo="skip",
+        marker=dict(color="#c8ccd2", symbol=symbol, size=8, line=dict(width=1.3, color="#c8ccd2")),
+    )
 
 
 def _jitter(ids: Sequence[int], width: float = 0.28) -> np.ndarray:
@@ -134,10 +147,15 @@ def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
     label_font = dict(size=12, color="#e6e8eb")
     classes = [str(c) for c in counts["class"]]
     fig.add_bar(
-        x=classes, y=[float(v) for v in counts["percent"]], name="this dataset",
+        x=classes,
+        y=[float(v) for v in counts["percent"]],
+        name="this dataset",
         marker_color=[_color(c) for c in counts["class"]],
         text=[f"<b>{n}</b><br>{p:.1f}%" for n, p in zip(counts["studies"], counts["percent"])],
-        textposition="outside", textfont=label_font, constraintext="none", cliponaxis=False,
+        textposition="outside",
+        textfont=label_font,
+        constraintext="none",
+        cliponaxis=False,
         customdata=[[c] for c in classes],
         hovertext=[f"{n} studies" for n in counts["studies"]],
         hovertemplate="%{x}: %{hovertext}, %{y:.1f}% of this dataset<extra></extra>",
@@ -146,22 +164,34 @@ def class_counts_figure(counts: pd.DataFrame) -> go.Figure:
         pub = counts["published_percent"].astype(float)
         pub_n = ["" if pd.isna(n) else str(int(n)) for n in counts["published"]]
         fig.add_bar(
-            x=classes, y=[float(v) for v in pub], name="MosMedData (published)",
+            x=classes,
+            y=[float(v) for v in pub],
+            name="MosMedData (published)",
             marker=dict(color="rgba(200,204,210,0.10)", line=dict(color="#c8ccd2", width=1.5)),
             text=[("" if not n else f"{n}<br>{p:.1f}%") for n, p in zip(pub_n, pub)],
-            textposition="outside", textfont=dict(size=12, color="#aeb4bb"), constraintext="none",
+            textposition="outside",
+            textfont=dict(size=12, color="#aeb4bb"),
+            constraintext="none",
             cliponaxis=False,
             customdata=[[c] for c in classes],
             hovertext=[f"{n} of MosMedData's 1110 studies" if n else "not published" for n in pub_n],
             hovertemplate="%{x}: %{hovertext} (%{y:.1f}%)<extra></extra>",
         )
-    top = float(np.nanmax(np.r_[counts["percent"].to_numpy(dtype=float),
-                                counts.get("published_percent", pd.Series([0.0])).to_numpy(dtype=float), 1.0]))
+    top = float(
+        np.nanmax(
+            np.r_[
+                counts["percent"].to_numpy(dtype=float),
+                counts.get("published_percent", pd.Series([0.0])).to_numpy(dtype=float),
+                1.0,
+            ]
+        )
+    )
     fig.update_yaxes(title="% of studies", range=[0, top * 1.22], ticksuffix="%")
     fig.update_xaxes(title=None, type="category")
     # Room above the tallest bar for its two-line label (cliponaxis=False lets it use the top margin too).
-    return _layout(fig, "Studies per class", height=400, margin=dict(t=70), barmode="group",
-                   bargap=0.28, bargroupgap=0.12)
+    return _layout(
+        fig, "Studies per class", height=400, margin=dict(t=70), barmode="group", bargap=0.28, bargroupgap=0.12
+    )
 
 
 def involvement_figure(summary: pd.DataFrame, classes: tuple[str, ...], band_edges: tuple[float, ...]) -> go.Figure:
@@ -181,12 +211,25 @@ def involvement_figure(summary: pd.DataFrame, classes: tuple[str, ...], band_edg
         except KeyError:
             continue
         i = pos[c]
-        fig.add_shape(type="rect", x0=i - 0.42, x1=i + 0.42, y0=lo, y1=max(hi, 0.8), line_width=0,
-                      fillcolor=_color(c), opacity=0.13, layer="below")
+        fig.add_shape(
+            type="rect",
+            x0=i - 0.42,
+            x1=i + 0.42,
+            y0=lo,
+            y1=max(hi, 0.8),
+            line_width=0,
+            fillcolor=_color(c),
+            opacity=0.13,
+            layer="below",
+        )
     for edge in band_edges:
-        fig.add_hline(y=edge, line=dict(color="#9aa0a6", width=1, dash="dot"),
-                      annotation_text=f"{edge:g}%", annotation_position="right",
-                      annotation_font=dict(color="#9aa0a6", size=11))
+        fig.add_hline(
+            y=edge,
+            line=dict(color="#9aa0a6", width=1, dash="dot"),
+            annotation_text=f"{edge:g}%",
+            annotation_position="right",
+            annotation_font=dict(color="#9aa0a6", size=11),
+        )
     shown = sample_studies(summary)
     for source, column in (("estimated", "estimated_involvement_pct"), ("measured", "involvement_pct")):
         df = shown[pd.to_numeric(shown[column], errors="coerce").notna()]
@@ -195,14 +238,22 @@ def involvement_figure(summary: pd.DataFrame, classes: tuple[str, ...], band_edg
         style = SOURCE_STYLE[source]
         x = np.array([pos[str(c)] for c in df["category"]], dtype=float) + _jitter(df["study_id"])
         if source == "measured":
-            x = x + 0.04    # keep a measured point beside its estimate rather than on top of it
+            x = x + 0.04  # keep a measured point beside its estimate rather than on top of it
         fig.add_scatter(
-            x=x, y=df[column].astype(float), mode="markers", name=style["name"],
-            marker=dict(color=style["color"], symbol=style["symbol"], size=8 if source == "measured" else 7,
-                        line=dict(width=1.3, color=style["color"])),
+            x=x,
+            y=df[column].astype(float),
+            mode="markers",
+            name=style["name"],
+            marker=dict(
+                color=style["color"],
+                symbol=style["symbol"],
+                size=8 if source == "measured" else 7,
+                line=dict(width=1.3, color=style["color"]),
+            ),
             customdata=np.stack([df["study_id"].astype(int).astype(str), df["category"].astype(str)], axis=1),
-            hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>" + source
-                          + " involvement %{y:.1f}%<extra></extra>",
+            hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>"
+            + source
+            + " involvement %{y:.1f}%<extra></extra>",
         )
     fig.update_xaxes(tickvals=list(range(len(cats))), ticktext=cats, range=[-0.6, len(cats) - 0.4], title=None)
     fig.update_yaxes(title="lung involvement, %", range=[-3, 103])
@@ -224,13 +275,22 @@ def lesion_lung_figure(summary: pd.DataFrame) -> go.Figure:
         style = SOURCE_STYLE[source]
         _legend_key(fig, style["name"], style["symbol"], group=source)
         fig.add_scatter(
-            x=frame["lung_ml"].astype(float), y=frame[col].astype(float), mode="markers", name=style["name"],
-            legendgroup=source, showlegend=False,
-            marker=dict(color=[_color(c) for c in frame["category"]], symbol=style["symbol"], size=8,
-                        line=dict(width=1.3, color=[_color(c) for c in frame["category"]])),
+            x=frame["lung_ml"].astype(float),
+            y=frame[col].astype(float),
+            mode="markers",
+            name=style["name"],
+            legendgroup=source,
+            showlegend=False,
+            marker=dict(
+                color=[_color(c) for c in frame["category"]],
+                symbol=style["symbol"],
+                size=8,
+                line=dict(width=1.3, color=[_color(c) for c in frame["category"]]),
+            ),
             customdata=np.stack([frame["study_id"].astype(int).astype(str), frame["category"].astype(str)], axis=1),
-            hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>lung %{x:.0f} mL<br>" + source
-                          + " lesion %{y:.0f} mL<extra></extra>",
+            hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>lung %{x:.0f} mL<br>"
+            + source
+            + " lesion %{y:.0f} mL<extra></extra>",
         )
     fig.update_xaxes(title="lung volume, mL", rangemode="tozero")
     fig.update_yaxes(title="lesion volume, mL", rangemode="tozero")
@@ -248,20 +308,27 @@ def slices_figure(summary: pd.DataFrame, classes: tuple[str, ...]) -> go.Figure:
         if sub.empty:
             continue
         counts = sub["n_slices"].astype(int).value_counts().sort_index()
-        fig.add_bar(x=counts.index.to_numpy(), y=counts.to_numpy(), name=c, marker_color=_color(c),
-                    customdata=np.full((len(counts), 1), c),
-                    hovertemplate=c + ": %{y} studies with %{x} slices<extra></extra>")
+        fig.add_bar(
+            x=counts.index.to_numpy(),
+            y=counts.to_numpy(),
+            name=c,
+            marker_color=_color(c),
+            customdata=np.full((len(counts), 1), c),
+            hovertemplate=c + ": %{y} studies with %{x} slices<extra></extra>",
+        )
     fig.update_xaxes(title="axial slices", dtick=1 if len(ok) and ok["n_slices"].nunique() < 25 else None)
     # Counts of studies are whole numbers: no 0.5 ticks. Small stacks get a tick per study; taller ones
     # keep plotly's automatic (integer) ticks, forced to integers with tickformat.
     tallest = int(ok["n_slices"].astype(int).value_counts().max()) if len(ok) else 0
-    fig.update_yaxes(title="studies", tickformat=",d", rangemode="tozero",
-                     **({"dtick": 1, "tick0": 0} if tallest <= 10 else {}))
+    fig.update_yaxes(
+        title="studies", tickformat=",d", rangemode="tozero", **({"dtick": 1, "tick0": 0} if tallest <= 10 else {})
+    )
     return _layout(fig, "Slices per study", barmode="stack")
 
 
-def hu_histogram_figure(edges: np.ndarray, hist: pd.DataFrame, categories: pd.Series,
-                        classes: tuple[str, ...]) -> go.Figure:
+def hu_histogram_figure(
+    edges: np.ndarray, hist: pd.DataFrame, categories: pd.Series, classes: tuple[str, ...]
+) -> go.Figure:
     """Mean normalised lung HU histogram per class (each study's histogram sums to 1 before averaging)."""
     fig = go.Figure()
     edges = np.asarray(edges, dtype=float)
@@ -279,13 +346,25 @@ def hu_histogram_figure(edges: np.ndarray, hist: pd.DataFrame, categories: pd.Se
         if not rows.any():
             continue
         mean = np.nanmean(norm[rows], axis=0) * 100.0
-        fig.add_scatter(x=centres, y=mean, mode="lines", name=f"{c} (n={int(rows.sum())})",
-                        line=dict(color=_color(c), width=2),
-                        customdata=np.full((len(centres), 1), c),
-                        hovertemplate=c + ": %{y:.2f}% of lung voxels at %{x:.0f} HU<extra></extra>")
-    fig.add_vrect(x0=-700, x1=-130, fillcolor="#e3c94f", opacity=0.08, line_width=0,
-                  annotation_text="lesion HU range", annotation_position="top left",
-                  annotation_font_color="#9aa0a6")
+        fig.add_scatter(
+            x=centres,
+            y=mean,
+            mode="lines",
+            name=f"{c} (n={int(rows.sum())})",
+            line=dict(color=_color(c), width=2),
+            customdata=np.full((len(centres), 1), c),
+            hovertemplate=c + ": %{y:.2f}% of lung voxels at %{x:.0f} HU<extra></extra>",
+        )
+    fig.add_vrect(
+        x0=-700,
+        x1=-130,
+        fillcolor="#e3c94f",
+        opacity=0.08,
+        line_width=0,
+        annotation_text="lesion HU range",
+        annotation_position="top left",
+        annotation_font_color="#9aa0a6",
+    )
     fig.update_xaxes(title="HU inside the lungs")
     fig.update_yaxes(title="% of lung voxels per 16-HU bin")
     return _layout(fig, "Lung HU histogram by class (mean of normalised histograms)", hovermode="x unified")
@@ -293,25 +372,45 @@ def hu_histogram_figure(edges: np.ndarray, hist: pd.DataFrame, categories: pd.Se
 
 def agreement_figure(summary: pd.DataFrame) -> go.Figure:
     """Estimated against measured involvement where a mask exists, with the identity line and band edges."""
-    both = summary[pd.to_numeric(summary["involvement_pct"], errors="coerce").notna()
-                   & pd.to_numeric(summary["estimated_involvement_pct"], errors="coerce").notna()]
+    both = summary[
+        pd.to_numeric(summary["involvement_pct"], errors="coerce").notna()
+        & pd.to_numeric(summary["estimated_involvement_pct"], errors="coerce").notna()
+    ]
     fig = go.Figure()
-    top = float(max(5.0, both["involvement_pct"].max() if len(both) else 0.0,
-                    both["estimated_involvement_pct"].max() if len(both) else 0.0)) * 1.08
-    fig.add_scatter(x=[0, top], y=[0, top], mode="lines", name="estimate = measurement",
-                    line=dict(color="#9aa0a6", dash="dot", width=1), hoverinfo="skip")
+    top = (
+        float(
+            max(
+                5.0,
+                both["involvement_pct"].max() if len(both) else 0.0,
+                both["estimated_involvement_pct"].max() if len(both) else 0.0,
+            )
+        )
+        * 1.08
+    )
+    fig.add_scatter(
+        x=[0, top],
+        y=[0, top],
+        mode="lines",
+        name="estimate = measurement",
+        line=dict(color="#9aa0a6", dash="dot", width=1),
+        hoverinfo="skip",
+    )
     _legend_key(fig, "studies with a mask", "circle", group="studies")
     every = both
     both = sample_studies(both)
     fig.add_scatter(
-        x=both["involvement_pct"].astype(float), y=both["estimated_involvement_pct"].astype(float),
-        mode="markers", name="studies with a mask", legendgroup="studies", showlegend=False,
-        marker=dict(color=[_color(c) for c in both["category"]], size=9,
-                    line=dict(width=1, color="#0f1216")),
+        x=both["involvement_pct"].astype(float),
+        y=both["estimated_involvement_pct"].astype(float),
+        mode="markers",
+        name="studies with a mask",
+        legendgroup="studies",
+        showlegend=False,
+        marker=dict(color=[_color(c) for c in both["category"]], size=9, line=dict(width=1, color="#0f1216")),
         customdata=np.stack([both["study_id"].astype(int).astype(str), both["category"].astype(str)], axis=1)
-        if len(both) else None,
+        if len(both)
+        else None,
         hovertemplate="study %{customdata[0]} (%{customdata[1]})<br>measured %{x:.1f}%<br>"
-                      "estimated %{y:.1f}%<extra></extra>",
+        "estimated %{y:.1f}%<extra></extra>",
     )
     fig.update_xaxes(title="measured involvement (mask), %", range=[0, top])
     fig.update_yaxes(title="estimated involvement (HU), %", range=[0, top])
@@ -320,8 +419,9 @@ def agreement_figure(summary: pd.DataFrame) -> go.Figure:
 
 
 @_cached_figure
-def confusion_figure(matrix: tuple[tuple[int, ...], ...], categories: tuple[str, ...], label_a: str,
-                     label_b: str) -> go.Figure:
+def confusion_figure(
+    matrix: tuple[tuple[int, ...], ...], categories: tuple[str, ...], label_a: str, label_b: str
+) -> go.Figure:
     """Heat map of a confusion matrix (rows: rater A, columns: rater B), one clickable mark per cell.
 
     Plotly heat maps take no point selection, so each cell also carries an invisible square marker with
@@ -336,21 +436,36 @@ def confusion_figure(matrix: tuple[tuple[int, ...], ...], categories: tuple[str,
     cats = [str(c) for c in categories]
     a, b = html.escape(str(label_a)), html.escape(str(label_b))
     fig = go.Figure()
-    fig.add_heatmap(z=z, x=cats, y=cats, colorscale=[[0.0, "#1b2027"], [0.15, "#1f3b5c"], [1.0, "#4c9aff"]],
-                    zmin=0, zmax=max(1.0, float(z.max())), showscale=False, hoverinfo="skip", xgap=2, ygap=2)
+    fig.add_heatmap(
+        z=z,
+        x=cats,
+        y=cats,
+        colorscale=[[0.0, "#1b2027"], [0.15, "#1f3b5c"], [1.0, "#4c9aff"]],
+        zmin=0,
+        zmax=max(1.0, float(z.max())),
+        showscale=False,
+        hoverinfo="skip",
+        xgap=2,
+        ygap=2,
+    )
     ii, jj = np.indices((k, k))
     counts = z.astype(int)
     fig.add_scatter(
-        x=[cats[j] for j in jj.ravel()], y=[cats[i] for i in ii.ravel()], mode="markers+text",
-        text=[str(v) if v else "" for v in counts.ravel()], textfont=dict(size=14, color="#e8eaed"),
+        x=[cats[j] for j in jj.ravel()],
+        y=[cats[i] for i in ii.ravel()],
+        mode="markers+text",
+        text=[str(v) if v else "" for v in counts.ravel()],
+        textfont=dict(size=14, color="#e8eaed"),
         marker=dict(symbol="square", size=46, color="rgba(0,0,0,0.01)", line=dict(width=0)),
         customdata=np.stack([ii.ravel(), jj.ravel(), counts.ravel()], axis=1),
         hovertemplate=f"{a}: %{{y}}<br>{b}: %{{x}}<br>%{{customdata[2]}} studies<extra></extra>",
-        showlegend=False)
+        showlegend=False,
+    )
     fig.update_xaxes(title=b, type="category", side="bottom", categoryorder="array", categoryarray=cats)
     fig.update_yaxes(title=a, type="category", autorange="reversed", categoryorder="array", categoryarray=cats)
-    return _layout(fig, "Confusion matrix (click a cell to open its studies)", height=420,
-                   margin=dict(l=10, r=10, t=50, b=10))
+    return _layout(
+        fig, "Confusion matrix (click a cell to open its studies)", height=420, margin=dict(l=10, r=10, t=50, b=10)
+    )
 
 
 def to_json(fig: go.Figure) -> str:
@@ -368,8 +483,14 @@ def from_json(text: str) -> go.Figure:
     return go.Figure(json.loads(text), _validate=False)
 
 
-def page_figures(summary: pd.DataFrame, edges: np.ndarray, hist: pd.DataFrame, classes: tuple[str, ...],
-                 band_edges: tuple[float, ...], published: dict[str, int]) -> dict[str, str]:
+def page_figures(
+    summary: pd.DataFrame,
+    edges: np.ndarray,
+    hist: pd.DataFrame,
+    classes: tuple[str, ...],
+    band_edges: tuple[float, ...],
+    published: dict[str, int],
+) -> dict[str, str]:
     """Every figure of the distributions page as JSON text (:func:`to_json`), keyed by chart name.
 
     ``"classes"`` always; ``"involvement"``, ``"lesion_lung"`` and ``"slices"`` when a study is summarised;
@@ -430,7 +551,7 @@ def clicked(event) -> list[list[str]]:
         cd = p.get("customdata") if isinstance(p, dict) else None
         if cd is None:
             continue
-        if isinstance(cd, dict):   # a numeric customdata row arrives as {"0": .., "1": ..}
+        if isinstance(cd, dict):  # a numeric customdata row arrives as {"0": .., "1": ..}
             cd = [cd[k] for k in sorted(cd, key=lambda k: int(k) if str(k).isdigit() else 0)]
         out.append([str(v) for v in (cd if isinstance(cd, (list, tuple)) else [cd])])
     return out

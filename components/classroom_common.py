@@ -19,9 +19,24 @@ import streamlit as st
 from components.markup import md_escape
 
 __all__ = [
-    "TEACHER_KEY", "SEAT_KEY", "CODE_PARAM", "SEAT_PARAM", "FOLLOW_POLL_S", "TEACHER_POLL_S", "PRESENTER_REPORT_MS",
-    "start_slice", "default_cursor", "view_window", "start_view", "involvement_text", "reveal_card",
-    "leaderboard_table", "class_link", "url_code", "url_seat", "counts_frame",
+    "TEACHER_KEY",
+    "SEAT_KEY",
+    "CODE_PARAM",
+    "SEAT_PARAM",
+    "FOLLOW_POLL_S",
+    "TEACHER_POLL_S",
+    "PRESENTER_REPORT_MS",
+    "start_slice",
+    "default_cursor",
+    "view_window",
+    "start_view",
+    "involvement_text",
+    "reveal_card",
+    "leaderboard_table",
+    "class_link",
+    "url_code",
+    "url_seat",
+    "counts_frame",
 ]
 
 #: Session key of the teacher's grant: {"class_id", "key", "subject"} (never shown, never in a URL).
@@ -73,8 +88,16 @@ def start_view(study: Any, window=None):
 
     w = window or PRESETS["lung"]
     row, col = default_cursor(study)
-    return View(study_id=int(study.study_id), slice=start_slice(study), level=float(w.level), width=float(w.width),
-                window_name=w.name, plane="axial", row=int(row), col=int(col))
+    return View(
+        study_id=int(study.study_id),
+        slice=start_slice(study),
+        level=float(w.level),
+        width=float(w.width),
+        window_name=w.name,
+        plane="axial",
+        row=int(row),
+        col=int(col),
+    )
 
 
 def _num(v: Any) -> float | None:
@@ -86,7 +109,7 @@ def _num(v: Any) -> float | None:
 
 
 def involvement_text(measured: Any, estimated: Any, calibrated: bool | None) -> str:
-    """"measured 12.3% (expert mask)" and/or "estimated 30.1% (calibrated estimate from HU)"."""
+    """ "measured 12.3% (expert mask)" and/or "estimated 30.1% (calibrated estimate from HU)"."""
     from mosmed.involvement import estimate_label
 
     parts = []
@@ -115,8 +138,10 @@ def reveal_card(question: Any, *, study_id: int, answer: str | None = None, teac
         elif not teacher:
             st.info("You did not answer this question.", icon=":material/help:")
         inv = involvement_text(question.involvement_pct, question.estimated_pct, question.estimate_calibrated)
-        st.markdown(f"**Study {int(study_id):04d}**, class **{truth}**. Lung involvement: {md_escape(inv)}. "
-                    f"Band of {truth}: {md_escape(row.involvement)}.")
+        st.markdown(
+            f"**Study {int(study_id):04d}**, class **{truth}**. Lung involvement: {md_escape(inv)}. "
+            f"Band of {truth}: {md_escape(row.involvement)}."
+        )
         if question.has_mask:
             st.caption("The viewer now shows the expert lesion mask as an outline.")
         paper.severity_row_card(truth, title=f"The paper's row for {truth}")
@@ -126,8 +151,10 @@ def counts_frame(counts: dict, truth: str | None = None) -> pd.DataFrame:
     """Answer counts per class as a small table (the right answer marked once revealed)."""
     from mosmed import severity
 
-    rows = [{"answer": c, "students": int(counts.get(c, 0)),
-             "": ("✓ right answer" if truth == c else "")} for c in severity.CLASSES]
+    rows = [
+        {"answer": c, "students": int(counts.get(c, 0)), "": ("✓ right answer" if truth == c else "")}
+        for c in severity.CLASSES
+    ]
     return pd.DataFrame(rows)
 
 
@@ -137,10 +164,14 @@ def leaderboard_table(board: pd.DataFrame, *, names_public: bool) -> None:
         st.caption("No student yet.")
         return
     shown = board[["rank", "student", "correct", "answered"]].rename(
-        columns={"rank": "#", "student": "student", "correct": "right", "answered": "answered"})
+        columns={"rank": "#", "student": "student", "correct": "right", "answered": "answered"}
+    )
     st.dataframe(shown, hide_index=True, width="stretch", height=min(38 + 35 * len(shown), 400))
-    st.caption("Names as each student typed them." if names_public else
-               "Names are hidden: each student sees only their own row as \u201cYou\u201d.")
+    st.caption(
+        "Names as each student typed them."
+        if names_public
+        else "Names are hidden: each student sees only their own row as \u201cYou\u201d."
+    )
 
 
 def class_link(code: str) -> str:

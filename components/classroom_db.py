@@ -62,7 +62,7 @@ def _client_address() -> str:
             return str(real).strip()[:64]
         fwd = headers.get("X-Forwarded-For")
         if fwd:
-            return str(fwd).split(",")[-1].strip()[:64]    # the address our proxy appended, not the client's claim
+            return str(fwd).split(",")[-1].strip()[:64]  # the address our proxy appended, not the client's claim
     except Exception:  # noqa: BLE001
         pass
     return "local"

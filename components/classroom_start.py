@@ -29,10 +29,19 @@ _ERR = "classroom.start.error"
 
 def keys() -> dict[str, str]:
     """Widget keys of the start panel (tests drive them)."""
-    return {"title": "classroom.w.title", "source": "classroom.w.source", "per_class": "classroom.w.per_class",
-            "names": "classroom.w.names_public", "create": "classroom.w.create", "code": "classroom.w.code",
-            "name": "classroom.w.name", "join": "classroom.w.join", "r_code": "classroom.w.resume_code",
-            "r_key": "classroom.w.resume_key", "resume": "classroom.w.resume"}
+    return {
+        "title": "classroom.w.title",
+        "source": "classroom.w.source",
+        "per_class": "classroom.w.per_class",
+        "names": "classroom.w.names_public",
+        "create": "classroom.w.create",
+        "code": "classroom.w.code",
+        "name": "classroom.w.name",
+        "join": "classroom.w.join",
+        "r_code": "classroom.w.resume_code",
+        "r_key": "classroom.w.resume_key",
+        "resume": "classroom.w.resume",
+    }
 
 
 def pick_balanced(pool: pd.DataFrame, per_class: int, rng: random.Random) -> list[int]:
@@ -74,10 +83,15 @@ def _create(ds: Any, usable: pd.DataFrame, filter_ids: list[int] | None) -> None
         ident = review_db.identity(ds)
         r = reader.current_reader()
         info, grant = store.create_class(
-            title=st.session_state.get(k["title"]), dataset_digest=ident.digest, dataset_label=ident.label,
-            dataset_root=str(ds.root), study_ids=ids, start=start_view(first),
+            title=st.session_state.get(k["title"]),
+            dataset_digest=ident.digest,
+            dataset_label=ident.label,
+            dataset_root=str(ds.root),
+            study_ids=ids,
+            start=start_view(first),
             names_public=bool(st.session_state.get(k["names"])),
-            teacher_subject=r.subject if r is not None and r.verified else None)
+            teacher_subject=r.subject if r is not None and r.verified else None,
+        )
     except (ClassroomError, ReviewDatabaseError, MosmedError) as e:
         st.session_state[_ERR] = f"The class was not started: {e}"
         return
@@ -96,8 +110,9 @@ def _join() -> None:
         return
     client, browser = classroom_db.requester()
     try:
-        info, seat = store.join(st.session_state.get(k["code"]) or "", st.session_state.get(k["name"]),
-                                client=client, browser=browser)
+        info, seat = store.join(
+            st.session_state.get(k["code"]) or "", st.session_state.get(k["name"]), client=client, browser=browser
+        )
     except (ClassroomError, ReviewDatabaseError) as e:
         st.session_state[_ERR] = f"Not joined: {e}."
         return
@@ -116,13 +131,17 @@ def _resume(info_id: int | None = None) -> None:
         st.session_state[_ERR] = f"Not resumed: {problem}"
         return
     try:
-        if info_id is not None:              # a logged-in teacher's own class: the login is the proof
+        if info_id is not None:  # a logged-in teacher's own class: the login is the proof
             g = TeacherGrant(class_id=int(info_id), subject=classroom_teacher._login_subject())
             info = store.check_teacher(g)
         else:
             client, browser = classroom_db.requester()
-            info, g = store.resume_teacher(st.session_state.get(k["r_code"]) or "",
-                                           st.session_state.get(k["r_key"]) or "", client=client, browser=browser)
+            info, g = store.resume_teacher(
+                st.session_state.get(k["r_code"]) or "",
+                st.session_state.get(k["r_key"]) or "",
+                client=client,
+                browser=browser,
+            )
     except (ClassroomError, ReviewDatabaseError) as e:
         st.session_state[_ERR] = f"Not resumed: {e}."
         return
@@ -134,13 +153,15 @@ def start_panel(ds: Any, usable: pd.DataFrame, filter_ids: list[int] | None, sco
     k = keys()
     code = url_code()
     if code is not None and st.session_state.get("classroom.start.code_from") != code:
-        st.session_state[k["code"]] = f"{code[:4]}-{code[4:]}"   # a class link: the code filled in once
+        st.session_state[k["code"]] = f"{code[:4]}-{code[4:]}"  # a class link: the code filled in once
         st.session_state["classroom.start.code_from"] = code
     err = st.session_state.get(_ERR)
     if err:
         st.error(md_escape(err), icon=":material/error:")
-    st.caption("A live class: students follow your view of each study (slice, window, plane, crosshair) and answer "
-               "questions on them; several app processes can serve one class (README, \u201cTeaching a class\u201d).")
+    st.caption(
+        "A live class: students follow your view of each study (slice, window, plane, crosshair) and answer "
+        "questions on them; several app processes can serve one class (README, \u201cTeaching a class\u201d)."
+    )
     left, right = st.columns(2, gap="large")
     with left, st.container(border=True, key="classroom-start"):
         st.markdown("#### Start a class")
@@ -150,15 +171,32 @@ def start_panel(ds: Any, usable: pd.DataFrame, filter_ids: list[int] | None, sco
             st.text_input("Title", key=k["title"], max_chars=MAX_TITLE_CHARS, placeholder="e.g. COVID-19 CT, week 3")
             options = (["filter"] if filter_ids is not None else []) + ["balanced"]
             n_filter = 0 if filter_ids is None else len(filter_ids)
-            st.radio("Studies", options, key=k["source"], format_func={
-                "filter": f"The registry's current filter ({n_filter} studies, in its order)",
-                "balanced": f"A balanced random pick from {scope}: the same number of each class"}.get)
-            st.number_input("Studies of each class (balanced pick)", min_value=1, max_value=40, value=2, step=1,
-                            key=k["per_class"])
-            st.toggle("Show students' names on the leaderboard", value=False, key=k["names"],
-                      help="Off: each student sees only their own row, as \u201cYou\u201d. Can be changed later.")
-            st.form_submit_button("Start the class", type="primary", on_click=_create, args=(ds, usable, filter_ids),
-                                  icon=":material/cast_for_education:", key=k["create"])
+            st.radio(
+                "Studies",
+                options,
+                key=k["source"],
+                format_func={
+                    "filter": f"The registry's current filter ({n_filter} studies, in its order)",
+                    "balanced": f"A balanced random pick from {scope}: the same number of each class",
+                }.get,
+            )
+            st.number_input(
+                "Studies of each class (balanced pick)", min_value=1, max_value=40, value=2, step=1, key=k["per_class"]
+            )
+            st.toggle(
+                "Show students' names on the leaderboard",
+                value=False,
+                key=k["names"],
+                help="Off: each student sees only their own row, as \u201cYou\u201d. Can be changed later.",
+            )
+            st.form_submit_button(
+                "Start the class",
+                type="primary",
+                on_click=_create,
+                args=(ds, usable, filter_ids),
+                icon=":material/cast_for_education:",
+                key=k["create"],
+            )
         _my_classes()
     with right, st.container(border=True, key="classroom-join"):
         st.markdown("#### Join a class")

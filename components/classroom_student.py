@@ -46,13 +46,13 @@ from components.markup import md_escape
 __all__ = ["VIEWER_KEY", "has_seat", "restore_from_url", "student_view", "answer_keys", "leave"]
 
 VIEWER_KEY = "classroom.s.viewer"
-_LAST = "classroom.s.last"          # the last poll that answered (shown while the database is away)
-_OWN = "classroom.s.own"            # the student's own view while detached: plain dict of a View
-_SEEN = "classroom.s.seen_report"   # the browser's last view report already taken into account
+_LAST = "classroom.s.last"  # the last poll that answered (shown while the database is away)
+_OWN = "classroom.s.own"  # the student's own view while detached: plain dict of a View
+_SEEN = "classroom.s.seen_report"  # the browser's last view report already taken into account
 _MSG = "classroom.s.message"
-_INFO = "classroom.s.info"          # title, code, dataset digest / root / label of the class
+_INFO = "classroom.s.info"  # title, code, dataset digest / root / label of the class
 _DETACHED_NOTE = "classroom.s.detached_note"
-_BOARD = "classroom.s.board"         # (what it was read for, the leaderboard frame)
+_BOARD = "classroom.s.board"  # (what it was read for, the leaderboard frame)
 
 
 def answer_keys(question_id: int) -> dict[str, str]:
@@ -79,8 +79,14 @@ def take_seat(info: Any, seat: Any) -> None:
     box: dict = {}
     StudentSeat.start(box, seat)
     st.session_state[SEAT_KEY] = box
-    st.session_state[_INFO] = {"title": info.title, "code": info.join_code, "digest": info.dataset_digest,
-                               "root": info.dataset_root, "label": info.dataset_label, "class_id": info.id}
+    st.session_state[_INFO] = {
+        "title": info.title,
+        "code": info.join_code,
+        "digest": info.dataset_digest,
+        "root": info.dataset_root,
+        "label": info.dataset_label,
+        "class_id": info.id,
+    }
     for k in (_LAST, _OWN, _SEEN, _MSG, _DETACHED_NOTE, _BOARD):
         st.session_state.pop(k, None)
     st.query_params[CODE_PARAM] = info.join_code
@@ -121,7 +127,7 @@ def leave() -> None:
 def _set_following(on: bool) -> None:
     seat = _seat()
     seat.set_following(on)
-    raw = (st.session_state.get(VIEWER_KEY) or {})
+    raw = st.session_state.get(VIEWER_KEY) or {}
     st.session_state[_SEEN] = _report(raw)
     st.session_state.pop(_DETACHED_NOTE, None)
     if on:
@@ -146,15 +152,19 @@ def _give(question_id: int, choice: str) -> None:
         items = seat.pending()
         items.setdefault(int(question_id), (str(choice), utcnow().isoformat()))
         seat._set_pending(items)
-        st.session_state[_MSG] = ("warning", f"Your answer {choice} is kept in this browser session and sent when "
-                                             f"the class database is back ({problem}).")
+        st.session_state[_MSG] = (
+            "warning",
+            f"Your answer {choice} is kept in this browser session and sent when "
+            f"the class database is back ({problem}).",
+        )
         return
     out = seat.answer(store, int(question_id), str(choice))
     kind = {"stored": "success", "already": "info", "kept": "warning"}.get(out.status, "error")
-    text = {"stored": f"Answer {out.answer} received.",
-            "already": f"Your first answer ({out.answer}) is the one that counts.",
-            "kept": f"Your answer {out.answer} is {out.message}.",
-            }.get(out.status, f"Your answer was not counted: {out.message}.")
+    text = {
+        "stored": f"Answer {out.answer} received.",
+        "already": f"Your first answer ({out.answer}) is the one that counts.",
+        "kept": f"Your answer {out.answer} is {out.message}.",
+    }.get(out.status, f"Your answer was not counted: {out.message}.")
     st.session_state[_MSG] = (kind, text)
 
 
@@ -187,12 +197,21 @@ def _class_dataset(ds: Any, info: dict) -> Any:
             st.session_state[state.ROOT_KEY] = str(path)
             state.clear_data_caches()
             st.rerun()
-        st.error(md_escape(f"This class uses the dataset {info.get('label') or root}, which this server cannot "
-                           f"open for you: {problem}."), icon=":material/folder_off:")
+        st.error(
+            md_escape(
+                f"This class uses the dataset {info.get('label') or root}, which this server cannot "
+                f"open for you: {problem}."
+            ),
+            icon=":material/folder_off:",
+        )
         return None
-    st.error(md_escape(f"This class uses the dataset {info.get('label') or root}; the dataset open here is "
-                       "another one (or it changed since the class began). Ask your teacher."),
-             icon=":material/folder_off:")
+    st.error(
+        md_escape(
+            f"This class uses the dataset {info.get('label') or root}; the dataset open here is "
+            "another one (or it changed since the class began). Ask your teacher."
+        ),
+        icon=":material/folder_off:",
+    )
     return None
 
 
@@ -201,15 +220,23 @@ def student_view(ds: Any) -> None:
     info = st.session_state.get(_INFO) or {}
     seat = _seat()
     if st.query_params.get(SEAT_PARAM) != seat.seat.token or st.query_params.get(CODE_PARAM) != info.get("code"):
-        st.query_params[CODE_PARAM] = str(info.get("code", ""))     # the student's own link, to come back with
+        st.query_params[CODE_PARAM] = str(info.get("code", ""))  # the student's own link, to come back with
         st.query_params[SEAT_PARAM] = str(seat.seat.token)
     head, side = st.columns([4, 1], vertical_alignment="center")
     with head:
         st.subheader(md_escape(info.get("title", "Class")), anchor=False)
-        st.caption(f"You are **{md_escape(seat.seat.name)}** · class {md_escape(info.get('code', ''))} · "
-                   f"dataset {md_escape(info.get('label', ''))}")
-    side.button("Leave the class", key="classroom.s.leave", on_click=leave, type="tertiary",
-                icon=":material/logout:", help="Your answers stay; your link brings you back.")
+        st.caption(
+            f"You are **{md_escape(seat.seat.name)}** · class {md_escape(info.get('code', ''))} · "
+            f"dataset {md_escape(info.get('label', ''))}"
+        )
+    side.button(
+        "Leave the class",
+        key="classroom.s.leave",
+        on_click=leave,
+        type="tertiary",
+        icon=":material/logout:",
+        help="Your answers stay; your link brings you back.",
+    )
     cds = _class_dataset(ds, info)
     if cds is None:
         return
@@ -236,9 +263,13 @@ def _live(ds: Any) -> None:
         st.session_state[_LAST] = poll
     else:
         poll = st.session_state.get(_LAST)
-        st.warning(md_escape(f"The class is paused: {problem}. Your view stays as it is; everything resumes by "
-                             "itself when the class database is back, and answers you give meanwhile are kept."),
-                   icon=":material/cloud_off:")
+        st.warning(
+            md_escape(
+                f"The class is paused: {problem}. Your view stays as it is; everything resumes by "
+                "itself when the class database is back, and answers you give meanwhile are kept."
+            ),
+            icon=":material/cloud_off:",
+        )
         if poll is None:
             return
     if poll.ended:
@@ -287,12 +318,24 @@ def _live(ds: Any) -> None:
     bar = st.container(horizontal=True, gap="small", vertical_alignment="center", key="classroom-follow")
     if following:
         bar.markdown(":material/visibility: **Following the teacher**")
-        bar.button("Detach to explore", key="classroom.s.detach", on_click=_set_following, args=(False,),
-                   type="tertiary", help="Scroll, window and measure on your own; re-attach to follow again.")
+        bar.button(
+            "Detach to explore",
+            key="classroom.s.detach",
+            on_click=_set_following,
+            args=(False,),
+            type="tertiary",
+            help="Scroll, window and measure on your own; re-attach to follow again.",
+        )
     else:
         bar.markdown(":material/explore: **Exploring on your own**")
-        bar.button("Follow the teacher again", key="classroom.s.attach", on_click=_set_following, args=(True,),
-                   type="primary", icon=":material/visibility:")
+        bar.button(
+            "Follow the teacher again",
+            key="classroom.s.attach",
+            on_click=_set_following,
+            args=(True,),
+            type="primary",
+            icon=":material/visibility:",
+        )
         if st.session_state.get(_DETACHED_NOTE):
             bar.caption("You moved the view yourself, so it stopped following.")
     if quiz:
@@ -305,15 +348,31 @@ def _live(ds: Any) -> None:
 
         revealed = question is not None and question.revealed and question.study_id == sid
         style = OverlayStyle(show_mask=True, mode="outline", opacity=0.95)
-        ev = ct_viewer(study, window=view_window(view), style=style,
-                       slice_index=view.slice, key=VIEWER_KEY, height=520, dataset_root=str(ds.root),
-                       plane=view.plane, cursor=(view.row, view.col), anonymous=quiz, with_mask=not quiz,
-                       label=f"Question {question.number}" if quiz else None, layout="1+2")
+        ev = ct_viewer(
+            study,
+            window=view_window(view),
+            style=style,
+            slice_index=view.slice,
+            key=VIEWER_KEY,
+            height=520,
+            dataset_root=str(ds.root),
+            plane=view.plane,
+            cursor=(view.row, view.col),
+            anonymous=quiz,
+            with_mask=not quiz,
+            label=f"Question {question.number}" if quiz else None,
+            layout="1+2",
+        )
         if not following:
             w = ev.window or view_window(view)
-            st.session_state[_OWN] = {**view.__dict__, "slice": int(ev.slice_index),
-                                      "level": float(w.level), "width": float(w.width), "window_name": w.name,
-                                      "plane": ev.plane or view.plane}
+            st.session_state[_OWN] = {
+                **view.__dict__,
+                "slice": int(ev.slice_index),
+                "level": float(w.level),
+                "width": float(w.width),
+                "window_name": w.name,
+                "plane": ev.plane or view.plane,
+            }
         if revealed:
             st.caption("The class is revealed: the viewer now names the study and outlines its expert mask.")
     with right:
@@ -341,14 +400,21 @@ def _question_panel(question: Any, mine: str | None, seat: Any, sid: int) -> Non
         keys = answer_keys(question.id)
         row = st.container(horizontal=True, gap="small", key="classroom-answers")
         for c in severity.CLASSES:
-            row.button(f"{c} · {severity.severity_row(c).name}", key=keys[c], on_click=_give,
-                       args=(question.id, c), disabled=given is not None or not question.open,
-                       type="primary" if given == c else "secondary")
+            row.button(
+                f"{c} · {severity.severity_row(c).name}",
+                key=keys[c],
+                on_click=_give,
+                args=(question.id, c),
+                disabled=given is not None or not question.open,
+                type="primary" if given == c else "secondary",
+            )
         if msg:
             getattr(st, msg[0])(md_escape(msg[1]))
         if given is not None and mine is None:
-            st.warning(f"Your answer {given} is kept in this browser session and counted when the class database "
-                       "is back.", icon=":material/cloud_upload:")
+            st.warning(
+                f"Your answer {given} is kept in this browser session and counted when the class database is back.",
+                icon=":material/cloud_upload:",
+            )
         elif given is not None:
             st.caption(f"Your answer: **{given}**. Waiting for the teacher to reveal the class.")
         elif not question.open:
@@ -367,8 +433,7 @@ def _board(store: Any, poll: Any, seat: Any) -> None:
     got = st.session_state.get(_BOARD)
     if got is None or got[0] != ident:
         try:
-            board = store.leaderboard(seat.seat.class_id, names_public=poll.names_public,
-                                      me=seat.seat.participant_id)
+            board = store.leaderboard(seat.seat.class_id, names_public=poll.names_public, me=seat.seat.participant_id)
         except Exception:  # noqa: BLE001 - the outage warning above says why
             return
         got = (ident, board)

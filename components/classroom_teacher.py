@@ -37,28 +37,41 @@ from components.markup import md_escape
 __all__ = ["VIEWER_KEY", "active", "hidden", "grant", "console", "resume_banner", "keys"]
 
 VIEWER_KEY = "classroom.t.viewer"
-_PRES = "classroom.t.presenter"           # the last presenter read (kept for an outage)
-_PENDING = "classroom.t.pending_view"     # a move not written yet (database away): written on the next run
-_SHOWN = "classroom.t.shown"              # studies the class has seen with their class label
+_PRES = "classroom.t.presenter"  # the last presenter read (kept for an outage)
+_PENDING = "classroom.t.pending_view"  # a move not written yet (database away): written on the next run
+_SHOWN = "classroom.t.shown"  # studies the class has seen with their class label
 _MSG = "classroom.t.message"
-_HIDDEN = "classroom.t.hidden"            # the console is put aside (the class keeps running)
+_HIDDEN = "classroom.t.hidden"  # the console is put aside (the class keeps running)
 _DRAWN = "classroom.t.drawn_study"
-_ASKED = "classroom.t.asked"              # studies asked about in this session
+_ASKED = "classroom.t.asked"  # studies asked about in this session
 #: The console's fragments by key: an action of the live panel reruns these three, not the whole page. A
 #: full-app rerun there (as before) drew everything again and, worse, a click landing during it on a button
 #: of the 0.4 s live fragment was sometimes lost (the fragment's storage is cleared by a full run).
 STAGE_FRAGMENT, LIVE_FRAGMENT, RESULTS_FRAGMENT = "classroom-t-stage", "classroom-t-live", "classroom-t-results"
-_FULL = "classroom.t.full_run"            # an action of the results part changes the whole page (aside, end, names)
+_FULL = "classroom.t.full_run"  # an action of the results part changes the whole page (aside, end, names)
 
 
 def keys() -> dict[str, str]:
     """Widget keys of the console (tests drive them)."""
-    return {"pick": "classroom.t.pick", "prev": "classroom.t.prev", "next": "classroom.t.next",
-            "ask_study": "classroom.t.ask_study", "ask": "classroom.t.ask", "stop": "classroom.t.stop",
-            "reveal": "classroom.t.reveal", "clear": "classroom.t.clear", "names": "classroom.t.names",
-            "end": "classroom.t.end", "end_confirm": "classroom.t.end_confirm", "aside": "classroom.t.aside",
-            "back": "classroom.t.back", "peek": "classroom.t.peek", "csv": "classroom.t.csv",
-            "scores_csv": "classroom.t.scores_csv", "show_key": "classroom.t.show_key"}
+    return {
+        "pick": "classroom.t.pick",
+        "prev": "classroom.t.prev",
+        "next": "classroom.t.next",
+        "ask_study": "classroom.t.ask_study",
+        "ask": "classroom.t.ask",
+        "stop": "classroom.t.stop",
+        "reveal": "classroom.t.reveal",
+        "clear": "classroom.t.clear",
+        "names": "classroom.t.names",
+        "end": "classroom.t.end",
+        "end_confirm": "classroom.t.end_confirm",
+        "aside": "classroom.t.aside",
+        "back": "classroom.t.back",
+        "peek": "classroom.t.peek",
+        "csv": "classroom.t.csv",
+        "scores_csv": "classroom.t.scores_csv",
+        "show_key": "classroom.t.show_key",
+    }
 
 
 def active() -> bool:
@@ -100,7 +113,7 @@ def keep_grant(info: Any, g: Any) -> None:
     for k in (_PRES, _PENDING, _SHOWN, _MSG, _HIDDEN, _DRAWN, _ASKED, _FULL):
         st.session_state.pop(k, None)
     st.query_params.clear()
-    st.query_params["class"] = info.join_code       # the code only: a student with this link joins as a student
+    st.query_params["class"] = info.join_code  # the code only: a student with this link joins as a student
 
 
 def stop_driving() -> None:
@@ -159,8 +172,12 @@ def console(ds: Any, summary: pd.DataFrame) -> bool:
     g = grant()
     store, problem = classroom_db.get_store()
     if store is None:
-        st.warning(md_escape(f"The class is paused: {problem}. Nothing is lost; this page resumes when the "
-                             "class database is back."), icon=":material/cloud_off:")
+        st.warning(
+            md_escape(
+                f"The class is paused: {problem}. Nothing is lost; this page resumes when the class database is back."
+            ),
+            icon=":material/cloud_off:",
+        )
         return True
     try:
         info = store.check_teacher(g)
@@ -169,8 +186,10 @@ def console(ds: Any, summary: pd.DataFrame) -> bool:
         st.error(md_escape(f"You are not this class's teacher ({e})."), icon=":material/block:")
         return False
     except ReviewDatabaseError as e:
-        st.warning(md_escape(f"The class is paused: {e}. Nothing is lost; this page resumes when the class "
-                             "database is back."), icon=":material/cloud_off:")
+        st.warning(
+            md_escape(f"The class is paused: {e}. Nothing is lost; this page resumes when the class database is back."),
+            icon=":material/cloud_off:",
+        )
         return True
     if info.ended:
         st.info(md_escape(f"The class {info.title!r} has ended."), icon=":material/school:")
@@ -181,8 +200,10 @@ def console(ds: Any, summary: pd.DataFrame) -> bool:
     head, code_box, link_box = st.columns([3, 1.2, 2.4], vertical_alignment="center")
     with head:
         st.subheader(md_escape(info.title), anchor=False)
-        st.caption(f"{len(info.study_ids)} studies · dataset {md_escape(info.dataset_label)} · you drive this "
-                   "class: the students follow your view")
+        st.caption(
+            f"{len(info.study_ids)} studies · dataset {md_escape(info.dataset_label)} · you drive this "
+            "class: the students follow your view"
+        )
     with code_box:
         st.markdown("Class code")
         st.markdown(f"## `{info.join_code}`")
@@ -278,8 +299,10 @@ def _stage(ds: Any, summary: pd.DataFrame, info: Any) -> None:
             st.warning(md_escape(f"The class is paused: {problem}."), icon=":material/cloud_off:")
             return
     if problem:
-        st.warning(md_escape(f"The class is paused: {problem}. Your moves are kept and sent when the class "
-                             "database is back."), icon=":material/cloud_off:")
+        st.warning(
+            md_escape(f"The class is paused: {problem}. Your moves are kept and sent when the class database is back."),
+            icon=":material/cloud_off:",
+        )
     quiz_q = None
     if pres.question_id is not None and store is not None:
         try:
@@ -294,15 +317,34 @@ def _stage(ds: Any, summary: pd.DataFrame, info: Any) -> None:
     k = keys()
     pick = _pick_key(hide)
     if st.session_state.get(_DRAWN) != (sid, pick) or st.session_state.get(pick) not in labels:
-        st.session_state[pick] = sid                  # the picker follows the presenter (buttons, other tabs)
+        st.session_state[pick] = sid  # the picker follows the presenter (buttons, other tabs)
     st.session_state[_DRAWN] = (sid, pick)
     row = st.container(horizontal=True, gap="small", vertical_alignment="bottom", key="classroom-stage-nav")
-    row.button("Previous", key=k["prev"], icon=":material/chevron_left:", on_click=_on_step, args=(ds, info, -1),
-               help="The class's previous study")
-    row.selectbox("Show the class", list(info.study_ids), key=pick, format_func=lambda s: labels.get(s, str(s)),
-                  on_change=_on_pick, args=(ds, info, pick), width="stretch")
-    row.button("Next", key=k["next"], icon=":material/chevron_right:", on_click=_on_step, args=(ds, info, 1),
-               help="The class's next study")
+    row.button(
+        "Previous",
+        key=k["prev"],
+        icon=":material/chevron_left:",
+        on_click=_on_step,
+        args=(ds, info, -1),
+        help="The class's previous study",
+    )
+    row.selectbox(
+        "Show the class",
+        list(info.study_ids),
+        key=pick,
+        format_func=lambda s: labels.get(s, str(s)),
+        on_change=_on_pick,
+        args=(ds, info, pick),
+        width="stretch",
+    )
+    row.button(
+        "Next",
+        key=k["next"],
+        icon=":material/chevron_right:",
+        on_click=_on_step,
+        args=(ds, info, 1),
+        help="The class's next study",
+    )
     msg = st.session_state.pop(_MSG, None)
     if msg:
         getattr(st, msg[0])(md_escape(msg[1]))
@@ -315,24 +357,49 @@ def _stage(ds: Any, summary: pd.DataFrame, info: Any) -> None:
     from mosmed.render import OverlayStyle
 
     quiz_here = quiz_q is not None and quiz_q.study_id == sid
-    ev = ct_viewer(study, window=view_window(view), style=OverlayStyle(show_mask=True, mode="outline", opacity=0.95),
-                   slice_index=view.slice, key=VIEWER_KEY, height=560, dataset_root=str(ds.root), plane=view.plane,
-                   cursor=(view.row, view.col), report_cursor=True, report_ms=PRESENTER_REPORT_MS,
-                   with_mask=not quiz_here, label=f"Question {quiz_q.number}" if quiz_here else None)
+    ev = ct_viewer(
+        study,
+        window=view_window(view),
+        style=OverlayStyle(show_mask=True, mode="outline", opacity=0.95),
+        slice_index=view.slice,
+        key=VIEWER_KEY,
+        height=560,
+        dataset_root=str(ds.root),
+        plane=view.plane,
+        cursor=(view.row, view.col),
+        report_cursor=True,
+        report_ms=PRESENTER_REPORT_MS,
+        with_mask=not quiz_here,
+        label=f"Question {quiz_q.number}" if quiz_here else None,
+    )
     if not quiz_here:
         st.session_state.setdefault(_SHOWN, set()).add(int(sid))
     w = ev.window or view_window(view)
     row_, col_ = ev.cursor or (view.row, view.col)
-    new = View(study_id=sid, slice=int(ev.slice_index), level=float(w.level), width=float(w.width),
-               window_name=w.name, plane=ev.plane or view.plane, row=int(row_), col=int(col_))
+    new = View(
+        study_id=sid,
+        slice=int(ev.slice_index),
+        level=float(w.level),
+        width=float(w.width),
+        window_name=w.name,
+        plane=ev.plane or view.plane,
+        row=int(row_),
+        col=int(col_),
+    )
     if new != view and store is not None:
         _set_presenter(store, g, new)
     elif new != view:
         st.session_state[_PENDING] = new
-    st.caption("Scroll, window (keys 1-4, right-drag), change planes and click to move the crosshair: the class "
-               "follows within a second. " + ("During the question the lesion mask is off here too, and the class "
-                                              "is hidden on this screen (it may be on the projector)." if quiz_here
-                                              else ""))
+    st.caption(
+        "Scroll, window (keys 1-4, right-drag), change planes and click to move the crosshair: the class "
+        "follows within a second. "
+        + (
+            "During the question the lesion mask is off here too, and the class "
+            "is hidden on this screen (it may be on the projector)."
+            if quiz_here
+            else ""
+        )
+    )
 
 
 def _ask(ds: Any, summary: pd.DataFrame, info: Any) -> None:
@@ -349,17 +416,21 @@ def _ask(ds: Any, summary: pd.DataFrame, info: Any) -> None:
     try:
         study = state.load_study(ds, sid)
         pres = st.session_state.get(_PRES)
-        store.open_question(grant(), study_id=sid, truth=str(row.get("category") or study.category),
-                            involvement_pct=row.get("involvement_pct"),
-                            estimated_pct=row.get("estimated_involvement_pct"),
-                            estimate_calibrated=_opt_bool(row.get("estimate_calibrated")),
-                            has_mask=bool(row.get("has_mask")) and study.mask is not None,
-                            view=start_view(study, view_window(pres.view) if pres else None))
+        store.open_question(
+            grant(),
+            study_id=sid,
+            truth=str(row.get("category") or study.category),
+            involvement_pct=row.get("involvement_pct"),
+            estimated_pct=row.get("estimated_involvement_pct"),
+            estimate_calibrated=_opt_bool(row.get("estimate_calibrated")),
+            has_mask=bool(row.get("has_mask")) and study.mask is not None,
+            view=start_view(study, view_window(pres.view) if pres else None),
+        )
     except (ClassroomError, ReviewDatabaseError, MosmedError) as e:
         _say("error", f"Not asked: {e}")
     else:
         st.session_state.setdefault(_ASKED, set()).add(sid)
-    _rerun_console()          # a question opened: the presenter's viewer changes too (mask off, class hidden)
+    _rerun_console()  # a question opened: the presenter's viewer changes too (mask off, class hidden)
 
 
 def _opt_bool(v: Any) -> bool | None:
@@ -412,8 +483,7 @@ def _live(ds: Any, summary: pd.DataFrame, info: Any) -> None:
         st.warning(md_escape(f"Live counts paused: {e}"), icon=":material/cloud_off:")
         return
     m = st.columns(3)
-    m[0].metric("Students here", f"{fol.present}", help=f"{fol.joined} joined; here = seen in the last "
-                "20 seconds")
+    m[0].metric("Students here", f"{fol.present}", help=f"{fol.joined} joined; here = seen in the last 20 seconds")
     m[1].metric("Following you", f"{fol.following} of {fol.present}")
     m[2].metric("Answers", "—" if q is None or q.revealed else f"{q.n_answers} of {fol.present}")
     msg = st.session_state.pop(_MSG, None)
@@ -422,27 +492,43 @@ def _live(ds: Any, summary: pd.DataFrame, info: Any) -> None:
     if q is None or q.revealed:
         if q is not None:
             reveal_card(q, study_id=q.study_id, teacher=True)
-            st.dataframe(counts_frame(q.counts, q.truth), hide_index=True, width="stretch",
-                         column_config=_bars(max(1, fol.present, q.n_answers)))
-            st.button("Put the question away", key=k["clear"], icon=":material/done_all:", on_click=_act,
-                      args=("clear", q.id))
+            st.dataframe(
+                counts_frame(q.counts, q.truth),
+                hide_index=True,
+                width="stretch",
+                column_config=_bars(max(1, fol.present, q.n_answers)),
+            )
+            st.button(
+                "Put the question away", key=k["clear"], icon=":material/done_all:", on_click=_act, args=("clear", q.id)
+            )
         _ask_box(ds, summary, info, pres)
         return
     with st.container(border=True, key="classroom-t-question"):
         st.markdown(f"### Question {q.number} · {'answering' if q.state == 'open' else 'answers closed'}")
         st.caption(f"Study {q.study_id:04d}: the class sees it without id, class or mask.")
-        st.dataframe(counts_frame(q.counts), hide_index=True, width="stretch",
-                     column_config=_bars(max(1, fol.present, q.n_answers)))
+        st.dataframe(
+            counts_frame(q.counts),
+            hide_index=True,
+            width="stretch",
+            column_config=_bars(max(1, fol.present, q.n_answers)),
+        )
         with st.expander("The answer (for you; hidden here in case this screen is projected)"):
             from mosmed import severity
 
             st.markdown(f"**{q.truth}** · {md_escape(severity.severity_row(q.truth).name)}")
         b = st.container(horizontal=True, gap="small")
         if q.state == "open":
-            b.button("Stop answers", key=k["stop"], icon=":material/pause:", on_click=_act,
-                     args=("close_question", q.id))
-        b.button("Reveal", key=k["reveal"], type="primary", icon=":material/visibility:", on_click=_act,
-                 args=("reveal", q.id))
+            b.button(
+                "Stop answers", key=k["stop"], icon=":material/pause:", on_click=_act, args=("close_question", q.id)
+            )
+        b.button(
+            "Reveal",
+            key=k["reveal"],
+            type="primary",
+            icon=":material/visibility:",
+            on_click=_act,
+            args=("reveal", q.id),
+        )
 
 
 def _bars(n: int) -> dict:
@@ -466,8 +552,14 @@ def _ask_box(ds: Any, summary: pd.DataFrame, info: Any, pres: Any) -> None:
             st.caption(":orange[The class has seen this study with its class label.]")
         elif chosen in asked:
             st.caption(":orange[Asked already in this class.]")
-        st.button("Ask: which class is it?", key=k["ask"], type="primary", icon=":material/quiz:",
-                  on_click=_ask, args=(ds, summary, info))
+        st.button(
+            "Ask: which class is it?",
+            key=k["ask"],
+            type="primary",
+            icon=":material/quiz:",
+            on_click=_ask,
+            args=(ds, summary, info),
+        )
 
 
 @st.fragment(key=RESULTS_FRAGMENT)
@@ -476,7 +568,7 @@ def _results_part(g: Any) -> None:
     from mosmed.reviews.errors import ReviewDatabaseError
 
     if st.session_state.pop(_FULL, False):
-        st.rerun()            # put aside, ended or the names setting changed: the whole page changes
+        st.rerun()  # put aside, ended or the names setting changed: the whole page changes
     store, problem = classroom_db.get_store()
     try:
         if store is None:
@@ -510,8 +602,13 @@ def _results(store: Any, g: Any, info: Any) -> None:
         leaderboard_table(board, names_public=info.names_public)
     with c2:
         if not info.ended:
-            st.toggle("Show students' names on the leaderboard", value=info.names_public, key=k["names"],
-                      on_change=_names, help="Off: every student sees only their own row as \u201cYou\u201d.")
+            st.toggle(
+                "Show students' names on the leaderboard",
+                value=info.names_public,
+                key=k["names"],
+                on_change=_names,
+                help="Off: every student sees only their own row as \u201cYou\u201d.",
+            )
         with st.expander(f"Per-student scores ({len(scores)} students; names visible to you only)"):
             if scores.empty:
                 st.caption("No student yet.")
@@ -519,24 +616,43 @@ def _results(store: Any, g: Any, info: Any) -> None:
                 st.dataframe(scores[["name", "correct", "answered", "revealed"]], hide_index=True, width="stretch")
         b = st.container(horizontal=True, gap="small")
         slug = f"class-{info.join_code}"
-        b.download_button("Answers CSV", to_csv_bytes(results), file_name=f"{slug}-answers.csv", mime="text/csv",
-                          key=k["csv"], icon=":material/download:")
-        b.download_button("Scores CSV", to_csv_bytes(scores.drop(columns=["participant_id"])),
-                          file_name=f"{slug}-scores.csv", mime="text/csv", key=k["scores_csv"],
-                          icon=":material/download:")
+        b.download_button(
+            "Answers CSV",
+            to_csv_bytes(results),
+            file_name=f"{slug}-answers.csv",
+            mime="text/csv",
+            key=k["csv"],
+            icon=":material/download:",
+        )
+        b.download_button(
+            "Scores CSV",
+            to_csv_bytes(scores.drop(columns=["participant_id"])),
+            file_name=f"{slug}-scores.csv",
+            mime="text/csv",
+            key=k["scores_csv"],
+            icon=":material/download:",
+        )
         if not info.ended:
             # Shown only on demand (never in the page otherwise): whoever has it drives the class.
-            if st.toggle("Show the teacher key", key=k["show_key"],
-                         help="To drive this class from another browser, or after this server went away "
-                              "(“Resume a class as its teacher”)."):
+            if st.toggle(
+                "Show the teacher key",
+                key=k["show_key"],
+                help="To drive this class from another browser, or after this server went away "
+                "(“Resume a class as its teacher”).",
+            ):
                 st.caption("Keep it to yourself and off the projector: whoever has it drives the class.")
                 st.code(g.key or "(you drive this class with your login)", language=None)
             e = st.container(horizontal=True, gap="small", vertical_alignment="center")
-            e.button("Put the console aside", key=k["aside"], on_click=_aside, args=(True, True), type="tertiary",
-                     help="Use the rest of the teaching page; the class keeps running and you can come back.")
+            e.button(
+                "Put the console aside",
+                key=k["aside"],
+                on_click=_aside,
+                args=(True, True),
+                type="tertiary",
+                help="Use the rest of the teaching page; the class keeps running and you can come back.",
+            )
             confirm = e.checkbox("I am done", key=k["end_confirm"])
-            e.button("End the class", key=k["end"], disabled=not confirm, icon=":material/stop_circle:",
-                     on_click=_end)
+            e.button("End the class", key=k["end"], disabled=not confirm, icon=":material/stop_circle:", on_click=_end)
 
 
 def _end() -> None:

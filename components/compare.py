@@ -31,8 +31,15 @@ class CompareEvent:
     b: ViewerEvent
 
 
-def linked_index(k: int, n_from: int, n_to: int, mode: str = "relative", z_from=None, z_to=None,
-                 anchor: tuple[int, int] | None = None) -> int:
+def linked_index(
+    k: int,
+    n_from: int,
+    n_to: int,
+    mode: str = "relative",
+    z_from=None,
+    z_to=None,
+    anchor: tuple[int, int] | None = None,
+) -> int:
     """The slice of the other study that matches slice ``k`` (the rule the browser applies).
 
     Parameters
@@ -61,9 +68,19 @@ def linked_index(k: int, n_from: int, n_to: int, mode: str = "relative", z_from=
     return int(round(frac * (n_to - 1)))
 
 
-def compare_view(study_a: Any, study_b: Any, *, window: Window, style: OverlayStyle, key: str,
-                 link_mode: str = "mm", slice_a: int | None = None, labels: tuple[str, str] | None = None,
-                 dataset_root: str = "", height: int = 480) -> CompareEvent:
+def compare_view(
+    study_a: Any,
+    study_b: Any,
+    *,
+    window: Window,
+    style: OverlayStyle,
+    key: str,
+    link_mode: str = "mm",
+    slice_a: int | None = None,
+    labels: tuple[str, str] | None = None,
+    dataset_root: str = "",
+    height: int = 480,
+) -> CompareEvent:
     """Show two studies side by side with linked slice position and one shared window.
 
     Parameters
@@ -93,9 +110,29 @@ def compare_view(study_a: Any, study_b: Any, *, window: Window, style: OverlaySt
     la, lb = labels if labels is not None else (None, None)
     col_a, col_b = st.columns(2)
     with col_a:
-        ev_a = ct_viewer(study_a, window=window, style=style, slice_index=ka, key=f"{key}.a", height=height,
-                         dataset_root=dataset_root, link=link, label=la, layout="1")
+        ev_a = ct_viewer(
+            study_a,
+            window=window,
+            style=style,
+            slice_index=ka,
+            key=f"{key}.a",
+            height=height,
+            dataset_root=dataset_root,
+            link=link,
+            label=la,
+            layout="1",
+        )
     with col_b:
-        ev_b = ct_viewer(study_b, window=window, style=style, slice_index=kb, key=f"{key}.b", height=height,
-                         dataset_root=dataset_root, link=link, label=lb, layout="1")
+        ev_b = ct_viewer(
+            study_b,
+            window=window,
+            style=style,
+            slice_index=kb,
+            key=f"{key}.b",
+            height=height,
+            dataset_root=dataset_root,
+            link=link,
+            label=lb,
+            layout="1",
+        )
     return CompareEvent(ev_a, ev_b)

@@ -85,8 +85,10 @@ def severity_table(categories: Iterable[str] | None = None, *, show_source: bool
     st.table(_escaped(severity_frame(cats)), hide_index=True)
     notes = _grouped_notes(cats)
     if notes:
-        lines = [f"{_MARK}{i} " + "; ".join(f"{c} {severity.SEVERITY_COLUMNS[f]}" for c, f in cells) + f": {n}"
-                 for i, (cells, n) in enumerate(notes, 1)]
+        lines = [
+            f"{_MARK}{i} " + "; ".join(f"{c} {severity.SEVERITY_COLUMNS[f]}" for c, f in cells) + f": {n}"
+            for i, (cells, n) in enumerate(notes, 1)
+        ]
         st.caption(md_escape(f"Where P2 differs: {severity.SEVERITY_P2_NOTE}"))
         for line in lines:
             st.caption(md_escape(line))
@@ -100,8 +102,9 @@ def severity_row_card(category: str, *, title: str | None = None) -> None:
     try:
         r = severity.severity_row(str(category))
     except KeyError:
-        st.warning(md_escape(f"Class {category} is not in the paper's severity table (CT-0 to CT-4)."),
-                   icon=":material/help:")
+        st.warning(
+            md_escape(f"Class {category} is not in the paper's severity table (CT-0 to CT-4)."), icon=":material/help:"
+        )
         return
     with st.container(border=True):
         st.markdown(f"**{md_escape(title or f'{r.category} · {r.name}')}**")

@@ -83,15 +83,21 @@ def reader_box(key: str = "review.w.reader") -> object | None:
             st.button("Log out", key=f"{key}.logout", on_click=st.logout, type="tertiary")
         return reader
     if reader is not None:
-        st.markdown(f"**{md_escape(reader.display_name)}** · :orange[unverified]",
-                    help="A typed name: anyone can type the same one. Configure [auth] in .streamlit/secrets.toml "
-                         "for logins.")
+        st.markdown(
+            f"**{md_escape(reader.display_name)}** · :orange[unverified]",
+            help="A typed name: anyone can type the same one. Configure [auth] in .streamlit/secrets.toml for logins.",
+        )
         st.button("Change name", key=f"{key}.change", on_click=_forget_name, type="tertiary")
         return reader
     with st.form(key=f"{key}.form", border=False, enter_to_submit=True):
-        st.text_input("Your name (for reviews)", key=f"{key}.name", max_chars=MAX_NAME_CHARS,
-                      placeholder="e.g. Dr A. Ivanova", help="Typed once per browser session and shown as "
-                      "unverified. Your grades, flags and notes are saved under it.")
+        st.text_input(
+            "Your name (for reviews)",
+            key=f"{key}.name",
+            max_chars=MAX_NAME_CHARS,
+            placeholder="e.g. Dr A. Ivanova",
+            help="Typed once per browser session and shown as "
+            "unverified. Your grades, flags and notes are saved under it.",
+        )
         st.form_submit_button("Start reviewing", on_click=_use_name, args=(f"{key}.name",))
     if st.session_state.get(_ERROR_KEY):
         st.error(md_escape(st.session_state[_ERROR_KEY]))

@@ -24,16 +24,26 @@ def _k(v) -> float | None:
 
 def kappa_table(comps) -> pd.DataFrame:
     """One row per comparison: raters, n, kappa and interval, linear-weighted kappa and interval."""
+
     def ci(k) -> str:
         return "—" if k.kappa is None else f"{k.ci_low:.2f} to {k.ci_high:.2f}"
 
-    return pd.DataFrame([{
-        "rater_a": c.label_a, "rater_b": c.label_b, "n": c.n,
-        "kappa": _k(c.unweighted.kappa), "kappa_ci": ci(c.unweighted),
-        "kappa_linear": _k(c.linear.kappa), "kappa_linear_ci": ci(c.linear),
-        "note": c.unweighted.reason,
-    } for c in comps], columns=["rater_a", "rater_b", "n", "kappa", "kappa_ci", "kappa_linear", "kappa_linear_ci",
-                                "note"])
+    return pd.DataFrame(
+        [
+            {
+                "rater_a": c.label_a,
+                "rater_b": c.label_b,
+                "n": c.n,
+                "kappa": _k(c.unweighted.kappa),
+                "kappa_ci": ci(c.unweighted),
+                "kappa_linear": _k(c.linear.kappa),
+                "kappa_linear_ci": ci(c.linear),
+                "note": c.unweighted.reason,
+            }
+            for c in comps
+        ],
+        columns=["rater_a", "rater_b", "n", "kappa", "kappa_ci", "kappa_linear", "kappa_linear_ci", "note"],
+    )
 
 
 def agreement_section(ds: Any, *, draw_chart: bool = True) -> None:
@@ -57,22 +67,35 @@ def agreement_section(ds: Any, *, draw_chart: bool = True) -> None:
     cats = ds.registry.df.set_index("study_id")["category"].astype(str)
     comps = comparisons(latest, cats)
     if not comps:
-        st.info("No reader has graded a study of this dataset yet: grade studies in the viewer's review panel "
-                "(or with `python -m mosmed review add`).", icon=":material/rate_review:")
+        st.info(
+            "No reader has graded a study of this dataset yet: grade studies in the viewer's review panel "
+            "(or with `python -m mosmed review add`).",
+            icon=":material/rate_review:",
+        )
         return
-    st.caption("Cohen's kappa on the studies both raters graded CT-0..CT-4 (\"cannot grade\" left out), with "
-               "95 % intervals (Fleiss, Cohen & Everitt large-sample SE). Linear weights give partial credit to "
-               "near misses: w = 1 − |i − j| / 4 (one class apart counts 0.75).")
+    st.caption(
+        'Cohen\'s kappa on the studies both raters graded CT-0..CT-4 ("cannot grade" left out), with '
+        "95 % intervals (Fleiss, Cohen & Everitt large-sample SE). Linear weights give partial credit to "
+        "near misses: w = 1 − |i − j| / 4 (one class apart counts 0.75)."
+    )
     table = kappa_table(comps)
-    st.dataframe(table, hide_index=True, width="stretch", key="dist.kappa", placeholder="—", column_config={
-        "rater_a": st.column_config.TextColumn("Rater A"), "rater_b": st.column_config.TextColumn("Rater B"),
-        "n": st.column_config.NumberColumn("n", format="%d", help="Studies graded CT-0..CT-4 by both"),
-        "kappa": st.column_config.NumberColumn("κ", format="%.3f"),
-        "kappa_ci": st.column_config.TextColumn("κ 95 % CI"),
-        "kappa_linear": st.column_config.NumberColumn("κ linear", format="%.3f"),
-        "kappa_linear_ci": st.column_config.TextColumn("κ linear 95 % CI"),
-        "note": st.column_config.TextColumn("Note", width="medium"),
-    })
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        key="dist.kappa",
+        placeholder="—",
+        column_config={
+            "rater_a": st.column_config.TextColumn("Rater A"),
+            "rater_b": st.column_config.TextColumn("Rater B"),
+            "n": st.column_config.NumberColumn("n", format="%d", help="Studies graded CT-0..CT-4 by both"),
+            "kappa": st.column_config.NumberColumn("κ", format="%.3f"),
+            "kappa_ci": st.column_config.TextColumn("κ 95 % CI"),
+            "kappa_linear": st.column_config.NumberColumn("κ linear", format="%.3f"),
+            "kappa_linear_ci": st.column_config.TextColumn("κ linear 95 % CI"),
+            "note": st.column_config.TextColumn("Note", width="medium"),
+        },
+    )
     labels = [f"{c.label_a} × {c.label_b} (n={c.n})" for c in comps]
     if st.session_state.get(PICK_KEY) not in range(len(comps)):
         st.session_state[PICK_KEY] = 0
@@ -82,22 +105,38 @@ def agreement_section(ds: Any, *, draw_chart: bool = True) -> None:
         comp = comps[int(i)]
         cells = [(k, v) for k, v in sorted(comp.cells.items()) if v]
         cat = comp.categories
-        cell_labels = {f"{a}|{b}": f"{comp.label_a} {cat[a]} × {comp.label_b} {cat[b]} "
-                                   f"({len(v)} {'study' if len(v) == 1 else 'studies'})"
-                       for (a, b), v in cells}
-        pick = st.selectbox("Open the studies of a cell", ["—"] + list(cell_labels), key=CELL_KEY,
-                            format_func=lambda k: "—" if k == "—" else cell_labels[k])
-        st.caption(md_escape(f"Rows: {comp.label_a}; columns: {comp.label_b}. The diagonal is agreement. "
-                             "Click a cell (or pick it above) to list its studies in the registry."))
+        cell_labels = {
+            f"{a}|{b}": f"{comp.label_a} {cat[a]} × {comp.label_b} {cat[b]} "
+            f"({len(v)} {'study' if len(v) == 1 else 'studies'})"
+            for (a, b), v in cells
+        }
+        pick = st.selectbox(
+            "Open the studies of a cell",
+            ["—"] + list(cell_labels),
+            key=CELL_KEY,
+            format_func=lambda k: "—" if k == "—" else cell_labels[k],
+        )
+        st.caption(
+            md_escape(
+                f"Rows: {comp.label_a}; columns: {comp.label_b}. The diagonal is agreement. "
+                "Click a cell (or pick it above) to list its studies in the registry."
+            )
+        )
     with g1:
         ev = None
         if not draw_chart:
             st.skeleton(height=420)
         else:
-            fig = charts.confusion_figure(tuple(tuple(int(v) for v in row) for row in comp.matrix), tuple(cat),
-                                          comp.label_a, comp.label_b)
-            ev = st.plotly_chart(fig, key=f"dist.confusion.{int(i)}", on_select="rerun", selection_mode="points",
-                                 config={"displayModeBar": False})
+            fig = charts.confusion_figure(
+                tuple(tuple(int(v) for v in row) for row in comp.matrix), tuple(cat), comp.label_a, comp.label_b
+            )
+            ev = st.plotly_chart(
+                fig,
+                key=f"dist.confusion.{int(i)}",
+                on_select="rerun",
+                selection_mode="points",
+                config={"displayModeBar": False},
+            )
     for hit in charts.clicked(ev):
         try:
             a, b = int(float(hit[0])), int(float(hit[1]))

@@ -22,8 +22,7 @@ if TYPE_CHECKING:
     from mosmed.reviews.identity import DatasetIdentity
     from mosmed.reviews.store import ReviewStore
 
-__all__ = ["PENDING_KEY", "get_store", "identity", "valid_ids", "pending", "queue", "flush_pending",
-           "clear_caches"]
+__all__ = ["PENDING_KEY", "get_store", "identity", "valid_ids", "pending", "queue", "flush_pending", "clear_caches"]
 
 _LOG = logging.getLogger("mosmed.app")
 #: Session key: saves not yet written, oldest first (dicts: digest, label, n, study_id, reader, review).
@@ -53,8 +52,9 @@ def _open_problem(url_text: str, cache_root: str) -> str | None:
         _LOG.warning("review database unavailable: %s", e)
         from mosmed.errors import MosmedError
 
-        return (str(e) if isinstance(e, MosmedError)
-                else f"the review database cannot be opened ({type(e).__name__}: {e})")
+        return (
+            str(e) if isinstance(e, MosmedError) else f"the review database cannot be opened ({type(e).__name__}: {e})"
+        )
     return None
 
 
@@ -117,11 +117,25 @@ def pending() -> list[dict]:
 
 def queue(ident: DatasetIdentity, study_id: int, reader, review) -> None:
     """Keep a save for later; a newer save of the same study by the same reader replaces an older one."""
-    items = [p for p in pending() if not (p["digest"] == ident.digest and p["study_id"] == int(study_id)
-                                          and p["reader"] == (reader.kind, reader.subject, reader.display_name))]
-    items.append({"digest": ident.digest, "label": ident.label, "n": ident.n_studies, "study_id": int(study_id),
-                  "reader": (reader.kind, reader.subject, reader.display_name),
-                  "review": {"grade": review.grade, "flags": list(review.flags), "note": review.note}})
+    items = [
+        p
+        for p in pending()
+        if not (
+            p["digest"] == ident.digest
+            and p["study_id"] == int(study_id)
+            and p["reader"] == (reader.kind, reader.subject, reader.display_name)
+        )
+    ]
+    items.append(
+        {
+            "digest": ident.digest,
+            "label": ident.label,
+            "n": ident.n_studies,
+            "study_id": int(study_id),
+            "reader": (reader.kind, reader.subject, reader.display_name),
+            "review": {"grade": review.grade, "flags": list(review.flags), "note": review.note},
+        }
+    )
     st.session_state[PENDING_KEY] = items
 
 
@@ -137,12 +151,16 @@ def flush_pending(store: ReviewStore) -> tuple[int, str | None]:
     while items:
         p = items[0]
         try:
-            store.save(DatasetIdentity(p["digest"], p["label"], p["n"]), p["study_id"], Reader(*p["reader"]),
-                       Review(p["review"]["grade"], tuple(p["review"]["flags"]), p["review"]["note"]))
+            store.save(
+                DatasetIdentity(p["digest"], p["label"], p["n"]),
+                p["study_id"],
+                Reader(*p["reader"]),
+                Review(p["review"]["grade"], tuple(p["review"]["flags"]), p["review"]["note"]),
+            )
         except ReviewDatabaseError as e:
             problem = str(e)
             break
-        except ReviewError as e:       # can never be saved as it is: say so and drop it
+        except ReviewError as e:  # can never be saved as it is: say so and drop it
             problem = f"a waiting review of study {p['study_id']} could not be saved and was dropped: {e}"
             items.pop(0)
             continue

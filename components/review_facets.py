@@ -22,9 +22,17 @@ ID_SET_KEY = "registry.filter.id_set"
 #: Session flag: the registry page drops its facet widgets' state and re-reads every stored facet.
 APPLY_ALL_KEY = "registry.filter.apply_all"
 #: Stored facet keys the registry page reads (reset by open_in_registry so the id set is shown whole).
-FACET_STORES = ("registry.filter.class", "registry.filter.mask", "registry.filter.source", "registry.filter.range",
-                "registry.filter.ids", "registry.filter.status", "registry.filter.review", "registry.filter.flags",
-                "registry.filter.disagree")
+FACET_STORES = (
+    "registry.filter.class",
+    "registry.filter.mask",
+    "registry.filter.source",
+    "registry.filter.range",
+    "registry.filter.ids",
+    "registry.filter.status",
+    "registry.filter.review",
+    "registry.filter.flags",
+    "registry.filter.disagree",
+)
 
 
 def review_columns(ds: Any, reader) -> tuple[pd.DataFrame | None, pd.DataFrame | None, str | None]:

@@ -44,9 +44,9 @@ SHORTCUTS: tuple[tuple[str, str, str], ...] = (
 _SHORTCUT = {a: k for a, k, _ in SHORTCUTS}
 
 K = "review."
-_MSG = K + "message"            # (kind, text) shown once after a callback
-_TOAST = K + "toast"            # a short confirmation seen wherever the page is scrolled
-_MOVED = K + "_moved"           # save-and-next chose another study; cleared by the full run that shows it
+_MSG = K + "message"  # (kind, text) shown once after a callback
+_TOAST = K + "toast"  # a short confirmation seen wherever the page is scrolled
+_MOVED = K + "_moved"  # save-and-next chose another study; cleared by the full run that shows it
 _FRAGMENT_ID = K + "_fragment"
 
 
@@ -81,9 +81,14 @@ _KEYS_COMPONENT = st.components.v2.component("mosmed_review_keys", html="", js=_
 def panel_keys(study_id: int) -> dict[str, str]:
     """Widget keys of the panel for one study (tests drive them)."""
     sid = int(study_id)
-    return {"flags": f"{K}w.flags.{sid}", "note": f"{K}w.note.{sid}", "save": f"{K}w.save",
-            "save_next": f"{K}w.save_next", "clear": f"{K}w.clear",
-            **{f"grade:{g}": f"{K}w.grade.{g}" for g in ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4", "ungradable")}}
+    return {
+        "flags": f"{K}w.flags.{sid}",
+        "note": f"{K}w.note.{sid}",
+        "save": f"{K}w.save",
+        "save_next": f"{K}w.save_next",
+        "clear": f"{K}w.clear",
+        **{f"grade:{g}": f"{K}w.grade.{g}" for g in ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4", "ungradable")},
+    }
 
 
 def _draft_key(digest: str, sid: int) -> str:
@@ -107,8 +112,13 @@ def _load_draft(store, ident, sid: int, reader, latest=None) -> dict:
     if key in st.session_state:
         return st.session_state[key]
     draft = {"grade": None, "flags": [], "note": "", "saved": None, "dirty": False}
-    waiting = [p for p in review_db.pending() if p["digest"] == ident.digest and p["study_id"] == sid
-               and tuple(p["reader"])[:2] == (reader.kind, reader.subject)]
+    waiting = [
+        p
+        for p in review_db.pending()
+        if p["digest"] == ident.digest
+        and p["study_id"] == sid
+        and tuple(p["reader"])[:2] == (reader.kind, reader.subject)
+    ]
     if waiting:
         r = waiting[-1]["review"]
         draft.update(grade=r["grade"], flags=list(r["flags"]), note=r["note"], dirty=True)
@@ -130,7 +140,7 @@ def _sync_widgets(draft: dict, keys: dict[str, str]) -> None:
 
 def _set_grade(dkey: str, grade: str) -> None:
     d = st.session_state[dkey]
-    d["grade"] = grade          # idempotent: pressing a grade key twice never takes the grade away
+    d["grade"] = grade  # idempotent: pressing a grade key twice never takes the grade away
     d["dirty"] = True
 
 
@@ -146,7 +156,7 @@ def _save(ctx: dict, go_next: bool, clear: bool = False) -> None:
     from mosmed.reviews.errors import ReviewDatabaseError, ReviewError, ReviewInputError
     from mosmed.reviews.model import Review
 
-    reader = reader_mod.current_reader()        # from the session, never from the page's arguments
+    reader = reader_mod.current_reader()  # from the session, never from the page's arguments
     if reader is None:
         st.session_state[_MSG] = ("warning", "Type your name (sidebar, Reader) before saving a review.")
         return
@@ -173,8 +183,11 @@ def _save(ctx: dict, go_next: bool, clear: bool = False) -> None:
                 st.session_state[keys["note"]] = ""
             from mosmed.reviews.model import GRADE_LABELS
 
-            what = "cleared" if saved.action == "clear" else (GRADE_LABELS.get(review.grade or "", "")
-                                                              or "saved without a grade")
+            what = (
+                "cleared"
+                if saved.action == "clear"
+                else (GRADE_LABELS.get(review.grade or "", "") or "saved without a grade")
+            )
             st.session_state[_MSG] = ("success", f"Study {sid}: {what} (saved {saved.saved_at:%H:%M:%S} UTC).")
             st.session_state[_TOAST] = f"Study {sid}: {what}, saved."
         except ReviewDatabaseError as e:
@@ -185,11 +198,15 @@ def _save(ctx: dict, go_next: bool, clear: bool = False) -> None:
     if not saved_now:
         review_db.queue(ident, sid, reader, review)
         d["dirty"] = True
-        st.session_state[_MSG] = ("warning", f"Study {sid}: kept in this browser session, not yet in the database "
-                                  f"({problem}). It is saved as soon as the database answers.")
+        st.session_state[_MSG] = (
+            "warning",
+            f"Study {sid}: kept in this browser session, not yet in the database "
+            f"({problem}). It is saved as soon as the database answers.",
+        )
     if go_next:
-        reviewed = set(ctx["mine"]) | {sid} | {p["study_id"] for p in review_db.pending()
-                                              if p["digest"] == ident.digest}
+        reviewed = (
+            set(ctx["mine"]) | {sid} | {p["study_id"] for p in review_db.pending() if p["digest"] == ident.digest}
+        )
         nxt = next_unreviewed(ctx["candidates"], sid, reviewed)
         if nxt is None:
             st.session_state[_MSG] = ("success", "Every study in the current filter has your review.")
@@ -232,7 +249,7 @@ def review_panel(ds: Any, study: Any, *, candidates: Sequence[int] | None = None
     """
     if candidates is None:
         candidates = state.current_filter_ids() or [int(i) for i in ds.registry.ids]
-    st.session_state.pop(_MOVED, None)      # this full run shows the study save-and-next moved to
+    st.session_state.pop(_MOVED, None)  # this full run shows the study save-and-next moved to
     with st.container(border=True, key="review-panel"):
         # The grade, flag and note widgets are a fragment (a grade key reruns only them); Save and Save-and-next
         # are outside it, so their click is one full rerun that saves and (for "next") opens the next study.
@@ -270,9 +287,13 @@ def _editor(ds: Any, sid: int, category: str, candidates: list[int]) -> dict | N
         if left:
             problem = left
     if problem:
-        st.warning(md_escape(f"Reviews cannot be saved right now: {problem}. Viewing works; what you save "
-                             "is kept in this session and written when the database is back."),
-                   icon=":material/cloud_off:")
+        st.warning(
+            md_escape(
+                f"Reviews cannot be saved right now: {problem}. Viewing works; what you save "
+                "is kept in this session and written when the database is back."
+            ),
+            icon=":material/cloud_off:",
+        )
     mine: list[int] = []
     latest = None
     if store is not None:
@@ -288,24 +309,54 @@ def _editor(ds: Any, sid: int, category: str, candidates: list[int]) -> dict | N
 
     grades = st.container(horizontal=True, gap="small", key="review-grades", vertical_alignment="center")
     for g in ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4", "ungradable"):
-        grades.button(grade_labels[g], key=keys[f"grade:{g}"], shortcut=_SHORTCUT[f"grade:{g}"],
-                      type="primary" if draft.get("grade") == g else "secondary", on_click=_set_grade,
-                      args=(dkey, g), help=f"Registry class: {category}" if g == category else None)
+        grades.button(
+            grade_labels[g],
+            key=keys[f"grade:{g}"],
+            shortcut=_SHORTCUT[f"grade:{g}"],
+            type="primary" if draft.get("grade") == g else "secondary",
+            on_click=_set_grade,
+            args=(dkey, g),
+            help=f"Registry class: {category}" if g == category else None,
+        )
     if draft.get("dirty"):
         grades.caption(":orange[unsaved changes]")
     elif draft.get("saved") is not None:
         grades.caption(f"saved {draft['saved']:%Y-%m-%d %H:%M} UTC")
-    st.pills("Flags", list(flag_labels), key=keys["flags"], selection_mode="multi",
-             format_func=flag_labels.get, on_change=_edited, args=(dkey, keys))
+    st.pills(
+        "Flags",
+        list(flag_labels),
+        key=keys["flags"],
+        selection_mode="multi",
+        format_func=flag_labels.get,
+        on_change=_edited,
+        args=(dkey, keys),
+    )
     from mosmed.reviews.model import MAX_NOTE_CHARS
 
-    st.text_area("Note (plain text)", key=keys["note"], max_chars=MAX_NOTE_CHARS, height=68,
-                 on_change=_edited, args=(dkey, keys), placeholder="What you saw; kept as typed")
+    st.text_area(
+        "Note (plain text)",
+        key=keys["note"],
+        max_chars=MAX_NOTE_CHARS,
+        height=68,
+        on_change=_edited,
+        args=(dkey, keys),
+        placeholder="What you saw; kept as typed",
+    )
     others = None
     if latest is not None:
         others = latest[(latest["study_id"] == sid) & (latest["reader_key"] != reader.key)]
-    return {"ds": ds, "ident": ident, "sid": sid, "keys": keys, "dkey": dkey, "reader_key": reader.key,
-            "mine": mine, "candidates": candidates, "store": store, "others": others}
+    return {
+        "ds": ds,
+        "ident": ident,
+        "sid": sid,
+        "keys": keys,
+        "dkey": dkey,
+        "reader_key": reader.key,
+        "mine": mine,
+        "candidates": candidates,
+        "store": store,
+        "others": others,
+    }
 
 
 def _actions(ctx: dict) -> None:
@@ -313,15 +364,28 @@ def _actions(ctx: dict) -> None:
     keys, sid, draft = ctx["keys"], ctx["sid"], st.session_state.get(ctx["dkey"], {})
     args = {k: v for k, v in ctx.items() if k not in ("store", "others")}
     actions = st.container(horizontal=True, gap="small", vertical_alignment="center")
-    actions.button("Save", key=keys["save"], shortcut=_SHORTCUT["save"], on_click=_save, args=(args, False),
-                   icon=":material/save:")
-    actions.button("Save and next unreviewed", key=keys["save_next"], shortcut=_SHORTCUT["save_next"],
-                   on_click=_save, args=(args, True), type="primary", icon=":material/skip_next:")
-    actions.button("Clear my review", key=keys["clear"], on_click=_save, args=(args, False, True),
-                   type="tertiary", disabled=draft.get("saved") is None)
+    actions.button(
+        "Save", key=keys["save"], shortcut=_SHORTCUT["save"], on_click=_save, args=(args, False), icon=":material/save:"
+    )
+    actions.button(
+        "Save and next unreviewed",
+        key=keys["save_next"],
+        shortcut=_SHORTCUT["save_next"],
+        on_click=_save,
+        args=(args, True),
+        type="primary",
+        icon=":material/skip_next:",
+    )
+    actions.button(
+        "Clear my review",
+        key=keys["clear"],
+        on_click=_save,
+        args=(args, False, True),
+        type="tertiary",
+        disabled=draft.get("saved") is None,
+    )
     left = [c for c in ctx["candidates"] if c not in set(ctx["mine"]) and c != sid]
-    actions.caption(f"{len(left)} other {'study' if len(left) == 1 else 'studies'} of the filter not reviewed "
-                    "by you")
+    actions.caption(f"{len(left)} other {'study' if len(left) == 1 else 'studies'} of the filter not reviewed by you")
     toast = st.session_state.pop(_TOAST, None)
     if toast:
         st.toast(md_escape(toast), icon=":material/check_circle:")
@@ -330,10 +394,12 @@ def _actions(ctx: dict) -> None:
         getattr(st, msg[0])(md_escape(msg[1]))
     if draft.get("note") and not draft.get("dirty"):
         st.caption("Saved note, as stored:")
-        st.text(draft["note"])          # plain text: never Markdown, never HTML
+        st.text(draft["note"])  # plain text: never Markdown, never HTML
     _others_and_history(ctx["store"], ctx["ident"], sid, ctx["others"])
-    st.caption("Keys, all with Alt (Option on a Mac), also while typing the note: "
-               + " · ".join(f"{k.removeprefix('Alt+')} {short}" for k, short in _key_help()))
+    st.caption(
+        "Keys, all with Alt (Option on a Mac), also while typing the note: "
+        + " · ".join(f"{k.removeprefix('Alt+')} {short}" for k, short in _key_help())
+    )
     _KEYS_COMPONENT(key="review.keys", data={"codes": [_key_code(k) for _, k, _ in SHORTCUTS]})
 
 
@@ -351,14 +417,16 @@ def _others_and_history(store, ident, sid: int, others) -> None:
         from mosmed.reviews.model import FLAG_LABELS
 
         def fmt(df: pd.DataFrame, when: str) -> pd.DataFrame:
-            return pd.DataFrame({
-                "when": df[when].dt.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                "reader": [r if v else f"{r} (unverified)" for r, v in zip(df["reader"], df["verified"])],
-                "grade": df["grade"].fillna("—"),
-                "flags": [", ".join(FLAG_LABELS.get(f, f) for f in fl) for fl in df["flags"]],
-                "note": df["note"],
-                **({"action": df["action"]} if "action" in df else {}),
-            })
+            return pd.DataFrame(
+                {
+                    "when": df[when].dt.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                    "reader": [r if v else f"{r} (unverified)" for r, v in zip(df["reader"], df["verified"])],
+                    "grade": df["grade"].fillna("—"),
+                    "flags": [", ".join(FLAG_LABELS.get(f, f) for f in fl) for fl in df["flags"]],
+                    "note": df["note"],
+                    **({"action": df["action"]} if "action" in df else {}),
+                }
+            )
 
         if n_other:
             st.caption("Current reviews by other readers")

@@ -56,7 +56,7 @@ class _Progress:
 
     def __call__(self, done: int, total: int, label: str) -> None:
         now = time.monotonic()
-        if done < total and now - self.last < 0.2:   # a websocket message per study is wasteful for 1110 rows
+        if done < total and now - self.last < 0.2:  # a websocket message per study is wasteful for 1110 rows
             return
         self.last = now
         frac = 0.0 if total <= 0 else min(1.0, max(0.0, done / total))
@@ -74,8 +74,11 @@ def build_cache_with_progress(ds, where=None) -> object | None:
         bar.empty()
         where.error(md_escape(f"Building the cache of {ds.root} failed: {e}"))
         return None
-    bar.progress(1.0, text=f"Cache built: {report.n_built} computed, {report.n_cached} already cached, "
-                           f"{report.n_errors} with errors ({report.seconds:.1f} s)")
+    bar.progress(
+        1.0,
+        text=f"Cache built: {report.n_built} computed, {report.n_cached} already cached, "
+        f"{report.n_errors} with errors ({report.seconds:.1f} s)",
+    )
     state.clear_data_caches()
     return report
 
@@ -99,7 +102,7 @@ def first_start() -> None:
     if demo_exists:
         ds = state.get_dataset(show_error=False)
         if ds is None:
-            return      # the sidebar and the page show why
+            return  # the sidebar and the page show why
         try:
             if ds.status().complete or not ds.cache.writable:
                 return
@@ -170,21 +173,34 @@ def render() -> None:
         st.caption("Synthetic studies generated on this machine: not patient data.")
 
     with st.expander("Open another dataset", expanded=bool(st.session_state.get(ROOT_ERROR_KEY))):
-        st.text_input("Dataset folder", key=ROOT_INPUT_KEY, placeholder="/data/MosMedData/COVID19_1110",
-                      help="The folder holding dataset_registry.xlsx, studies/CT-0..CT-4 and masks/. "
-                           "Applies to this browser session only.")
+        st.text_input(
+            "Dataset folder",
+            key=ROOT_INPUT_KEY,
+            placeholder="/data/MosMedData/COVID19_1110",
+            help="The folder holding dataset_registry.xlsx, studies/CT-0..CT-4 and masks/. "
+            "Applies to this browser session only.",
+        )
         if state.served_beyond_localhost():
             # Issue 13: served beyond this machine, whoever runs the server decides which folders open.
             from mosmed.config import data_roots
 
             roots = data_roots()
-            st.caption("This server opens only its own dataset, the demo"
-                       + (" and folders inside: " + md_escape(", ".join(str(r) for r in roots)) if roots else "")
-                       + " (" + md_escape("MOSMED_DATA_ROOTS") + ").")
+            st.caption(
+                "This server opens only its own dataset, the demo"
+                + (" and folders inside: " + md_escape(", ".join(str(r) for r in roots)) if roots else "")
+                + " ("
+                + md_escape("MOSMED_DATA_ROOTS")
+                + ")."
+            )
         c1, c2 = st.columns(2)
         c1.button("Open", key=OPEN_KEY, on_click=_open_typed_root, width="stretch")
-        c2.button("Default", key=DEFAULT_KEY, on_click=_use_default_root, width="stretch",
-                  help="Back to MOSMED_DATA, or the demo when it is not set.")
+        c2.button(
+            "Default",
+            key=DEFAULT_KEY,
+            on_click=_use_default_root,
+            width="stretch",
+            help="Back to MOSMED_DATA, or the demo when it is not set.",
+        )
         if st.session_state.get(ROOT_ERROR_KEY):
             st.error(md_escape(st.session_state[ROOT_ERROR_KEY]), icon=":material/folder_off:")
 
@@ -203,26 +219,34 @@ def render() -> None:
 def _cache_panel(ds) -> None:
     st.subheader("Cache")
     try:
-        s = state.cache_status(ds)   # keyed by the freshness token: ~1 s at 100 000 rows, not on every run
+        s = state.cache_status(ds)  # keyed by the freshness token: ~1 s at 100 000 rows, not on every run
     except Exception as e:  # noqa: BLE001
         st.error(md_escape(f"Cannot read the cache state of {ds.root}: {e}"))
         return
     n = max(1, int(s.n_rows))
     st.progress(min(1.0, s.n_stats / n), text=f"{s.n_stats}/{s.n_rows} studies summarised")
-    st.caption(f"{s.n_arrays}/{s.n_rows} studies' arrays cached · {format_bytes(s.bytes_used)} of "
-               f"{format_bytes(s.budget)} budget · {s.n_errors} rows with errors")
+    st.caption(
+        f"{s.n_arrays}/{s.n_rows} studies' arrays cached · {format_bytes(s.bytes_used)} of "
+        f"{format_bytes(s.budget)} budget · {s.n_errors} rows with errors"
+    )
     if s.writable:
         st.caption(":material/check_circle: cache writable")
     else:
         st.warning("Cache is read-only: computing in memory. " + md_escape(s.reason or ""), icon=":material/lock:")
     label = "Refresh cache" if s.complete else "Build cache"
-    if st.button(label, key=BUILD_KEY, type="secondary" if s.complete else "primary", width="stretch",
-                 help="Summarise every study that is missing or changed since the last build."):
+    if st.button(
+        label,
+        key=BUILD_KEY,
+        type="secondary" if s.complete else "primary",
+        width="stretch",
+        help="Summarise every study that is missing or changed since the last build.",
+    ):
         report = build_cache_with_progress(ds)
         if report is not None:
             st.session_state[BUILD_REPORT_KEY] = (
                 f"{report.n_built} computed, {report.n_cached} cached, {report.n_errors} with errors "
-                f"in {report.seconds:.1f} s")
+                f"in {report.seconds:.1f} s"
+            )
             st.rerun()
     if st.session_state.get(BUILD_REPORT_KEY):
         st.caption(f"Last build: {st.session_state[BUILD_REPORT_KEY]}")

@@ -134,8 +134,10 @@ def check_root(text: str) -> tuple[Path | None, str | None]:
         from mosmed.config import root_allowed
 
         if not root_allowed(path):
-            return None, (f"dataset folder {path} is not one this server lets browsers open: ask whoever runs it "
-                          "to add it to MOSMED_DATA_ROOTS")
+            return None, (
+                f"dataset folder {path} is not one this server lets browsers open: ask whoever runs it "
+                "to add it to MOSMED_DATA_ROOTS"
+            )
     try:
         if not path.exists():
             return None, f"dataset folder {path} does not exist"
@@ -409,7 +411,7 @@ def goto_viewer(study_id: int, slice_index: int | None = None) -> None:
     st.query_params.clear()
     st.query_params["study"] = str(int(study_id))
     if slice_index is not None:
-        st.query_params["slice"] = str(int(slice_index) + 1)   # links are 1-based, as the viewer shows them
+        st.query_params["slice"] = str(int(slice_index) + 1)  # links are 1-based, as the viewer shows them
     st.switch_page(page("viewer"))
 
 
@@ -417,7 +419,7 @@ def goto_registry(categories: list[str] | None = None) -> None:
     """Open the registry page, filtered to the given classes when given."""
     if categories is not None:
         st.session_state[REGISTRY_CLASS_KEY] = [str(c) for c in categories]
-        st.session_state[REGISTRY_APPLY_KEY] = True     # the registry page re-reads its class filter
+        st.session_state[REGISTRY_APPLY_KEY] = True  # the registry page re-reads its class filter
     st.query_params.clear()
     st.switch_page(page("registry"))
 

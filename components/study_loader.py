@@ -102,8 +102,7 @@ def start_builder(ds: Dataset) -> None:
 
 
 @st.cache_resource(max_entries=256, show_spinner=False)
-def _build_future(root: str, cache_root: str, study_id: int, key: str, _ds: Dataset,
-                  _source: StudySource) -> Future:
+def _build_future(root: str, cache_root: str, study_id: int, key: str, _ds: Dataset, _source: StudySource) -> Future:
     # Keyed by (dataset, cache, study, source key): one build per study however many sessions open it.
     return _submit_build(_background_builder(), _ds, _source)
 

@@ -71,14 +71,14 @@ class RegistryFilter:
     """The registry page's facets. ``None`` / empty means "no restriction" for that facet."""
 
     classes: tuple[str, ...] | None = None
-    mask: str = "any"                      # "any" | "with" | "without"
-    source: str = "best"                   # see SOURCES
+    mask: str = "any"  # "any" | "with" | "without"
+    source: str = "best"  # see SOURCES
     involvement: tuple[float, float] = (0.0, 100.0)
     ids: frozenset[int] | None = None
     statuses: tuple[str, ...] | None = None
-    review: str = "any"                    # see REVIEW_STATES (needs the with_reviews columns)
-    flags: tuple[str, ...] | None = None   # flag ids (or ANY_FLAG): a study any reader flagged so
-    disagree: bool = False                 # only studies where a reader's grade differs from the class
+    review: str = "any"  # see REVIEW_STATES (needs the with_reviews columns)
+    flags: tuple[str, ...] | None = None  # flag ids (or ANY_FLAG): a study any reader flagged so
+    disagree: bool = False  # only studies where a reader's grade differs from the class
     quality: tuple[str, ...] | None = None  # quality-flag codes (mosmed.quality.CODES, QC_ANY, QC_NONE): any of
 
 
@@ -185,8 +185,9 @@ def filter_summary(summary: pd.DataFrame, f: RegistryFilter) -> pd.DataFrame:
         if f.review not in REVIEW_STATES:
             raise ValueError(f"unknown review facet {f.review!r}")
         mine, n = df["reviewed_by_me"].astype(bool).to_numpy(), df["n_readers"].astype(int).to_numpy()
-        keep &= {"any": np.ones(len(df), dtype=bool), "mine": mine, "not_mine": ~mine, "anyone": n > 0,
-                 "none": n == 0}[f.review]
+        keep &= {"any": np.ones(len(df), dtype=bool), "mine": mine, "not_mine": ~mine, "anyone": n > 0, "none": n == 0}[
+            f.review
+        ]
         if f.flags:
             want = set(f.flags)
             keep &= df["flags"].map(lambda fl: bool(fl) and (ANY_FLAG in want or bool(want & set(fl)))).to_numpy(bool)
@@ -217,7 +218,7 @@ def _quality_mask(df: pd.DataFrame, wanted: Iterable[str]) -> np.ndarray:
     for w in wanted:
         if w == QC_ANY:
             out |= qc.str.len().gt(0).to_numpy()
-        elif w == QC_NONE:      # checked and clean: a pending or failed study has no flags, it is not clean
+        elif w == QC_NONE:  # checked and clean: a pending or failed study has no flags, it is not clean
             built = df["status"].astype(str).eq("ok").to_numpy() if "status" in df.columns else True
             out |= qc.str.len().eq(0).to_numpy() & built
         elif w in CODES:
@@ -296,7 +297,7 @@ def with_reviews(summary: pd.DataFrame, per_study: pd.DataFrame | None, *, copy:
         return df
     sub = ps.iloc[pos[hit]]
 
-    def put(col: str, values) -> None:   # by position: the summary's index need not be unique
+    def put(col: str, values) -> None:  # by position: the summary's index need not be unique
         arr = df[col].to_numpy(copy=True)
         vals = np.empty(len(hit), dtype=object)
         for i, v in enumerate(values):
@@ -347,19 +348,29 @@ def outside_band(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     sub = frame[keep]
     e = est[keep].to_numpy(dtype=float)
     edges = [0.0, *BAND_EDGES]
-    suggests = np.select([e <= edges[0], e <= edges[1], e <= edges[2], e <= edges[3]],
-                         ["CT-0", "CT-1", "CT-2", "CT-3"], "CT-4")
+    suggests = np.select(
+        [e <= edges[0], e <= edges[1], e <= edges[2], e <= edges[3]], ["CT-0", "CT-1", "CT-2", "CT-3"], "CT-4"
+    )
     text = {c: (f"{band(c)[0]:g}–{band(c)[1]:g}%" if band(c)[1] > 0 else "0%") for c in CLASSES}
     measured = pd.to_numeric(sub["involvement_pct"], errors="coerce").astype(float)
-    return pd.DataFrame({
-        "study_id": sub["study_id"].astype(int).to_numpy(), "category": cat[keep].to_numpy(),
-        "band": cat[keep].map(text).to_numpy(), "estimated": e, "estimate_suggests": suggests,
-        "measured": measured.where(measured.notna(), None).to_numpy(dtype=object),
-    }, columns=OUTSIDE_COLUMNS)
+    return pd.DataFrame(
+        {
+            "study_id": sub["study_id"].astype(int).to_numpy(),
+            "category": cat[keep].to_numpy(),
+            "band": cat[keep].map(text).to_numpy(),
+            "estimated": e,
+            "estimate_suggests": suggests,
+            "measured": measured.where(measured.notna(), None).to_numpy(dtype=object),
+        },
+        columns=OUTSIDE_COLUMNS,
+    )
 
 
-def class_counts(summary: pd.DataFrame, classes: Sequence[str], published: dict[str, int] | None = None,
-                 ) -> pd.DataFrame:
+def class_counts(
+    summary: pd.DataFrame,
+    classes: Sequence[str],
+    published: dict[str, int] | None = None,
+) -> pd.DataFrame:
     """Counts and percentages per class (known classes first, then any other label), beside published ones."""
     counts = summary["category"].astype(str).value_counts() if len(summary) else pd.Series(dtype=int)
     labels = list(classes) + sorted(c for c in counts.index if c not in classes)
@@ -381,11 +392,19 @@ def severity_frame() -> pd.DataFrame:
     """The paper's severity table as a DataFrame (one row per class)."""
     from mosmed.severity import SEVERITY_TABLE
 
-    return pd.DataFrame([
-        {"Class": r.category, "Severity": r.name, "CT findings": r.ct_findings,
-         "Lung involvement": r.involvement, "Clinical data": r.clinical, "Routing": r.routing}
-        for r in SEVERITY_TABLE
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "Class": r.category,
+                "Severity": r.name,
+                "CT findings": r.ct_findings,
+                "Lung involvement": r.involvement,
+                "Clinical data": r.clinical,
+                "Routing": r.routing,
+            }
+            for r in SEVERITY_TABLE
+        ]
+    )
 
 
 def thumb_data_uri(png: bytes | None, size: int = 48) -> str | None:
@@ -412,10 +431,32 @@ def thumb_data_uri(png: bytes | None, size: int = 48) -> str | None:
 
 #: Columns exported (and their order); thumbnails are not exported.
 EXPORT_COLUMNS = (
-    "study_id", "category", "status", "error", "warnings", "has_mask", "involvement", "involvement_source",
-    "involvement_pct", "estimated_involvement_pct", "in_band", "estimate_in_band", "lung_ml", "lesion_ml",
-    "estimate_calibrated", "estimate_basis", "density_pct", "qc",
-    "n_slices", "rows", "cols", "spacing_x", "spacing_y", "spacing_z", "study_file", "mask_file",
+    "study_id",
+    "category",
+    "status",
+    "error",
+    "warnings",
+    "has_mask",
+    "involvement",
+    "involvement_source",
+    "involvement_pct",
+    "estimated_involvement_pct",
+    "in_band",
+    "estimate_in_band",
+    "lung_ml",
+    "lesion_ml",
+    "estimate_calibrated",
+    "estimate_basis",
+    "density_pct",
+    "qc",
+    "n_slices",
+    "rows",
+    "cols",
+    "spacing_x",
+    "spacing_y",
+    "spacing_z",
+    "study_file",
+    "mask_file",
 )
 
 

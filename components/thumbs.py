@@ -48,8 +48,9 @@ def new_full_run(memo_key: str) -> None:
     st.session_state[memo_key] = {}
 
 
-def thumbnail_urls(ds: Any, study_ids: Sequence[int], thumb_names: Sequence[Any], *,
-                   memo_key: str | None = None) -> list[str | None]:
+def thumbnail_urls(
+    ds: Any, study_ids: Sequence[int], thumb_names: Sequence[Any], *, memo_key: str | None = None
+) -> list[str | None]:
     """One URL per row (None where the study has no thumbnail), for the rows about to be shown.
 
     Parameters
@@ -81,7 +82,7 @@ def thumbnail_urls(ds: Any, study_ids: Sequence[int], thumb_names: Sequence[Any]
                 if path is not None:
                     url = mgr.add(str(path), "image/png", f"{COORD_PREFIX}{sid}")
                 else:
-                    data = ds.thumbnail(sid) if not ds.cache.writable else None   # a read-only cache's memory
+                    data = ds.thumbnail(sid) if not ds.cache.writable else None  # a read-only cache's memory
                     url = mgr.add(data, "image/png", f"{COORD_PREFIX}{sid}") if data else None
                 out.append(url.lstrip("/") if url else None)
                 if memo is not None and path is not None and url:

@@ -213,12 +213,25 @@ def _store() -> _EncodedStore:
 
 
 def _store_key(study: Any, dataset_root: str, with_mask: bool, with_lung: bool) -> tuple:
-    return (str(dataset_root), int(study.study_id), str(study.cache_key), tuple(int(s) for s in study.volume.shape),
-            bool(with_mask and study.mask is not None), bool(with_lung and study.lung is not None))
+    return (
+        str(dataset_root),
+        int(study.study_id),
+        str(study.cache_key),
+        tuple(int(s) for s in study.volume.shape),
+        bool(with_mask and study.mask is not None),
+        bool(with_lung and study.lung is not None),
+    )
 
 
-def encoded_study(study: Any, dataset_root: str = "", *, with_mask: bool = True, with_lung: bool = True,
-                  compact: bool = False, threads: int = 2) -> wire.EncodedStudy:
+def encoded_study(
+    study: Any,
+    dataset_root: str = "",
+    *,
+    with_mask: bool = True,
+    with_lung: bool = True,
+    compact: bool = False,
+    threads: int = 2,
+) -> wire.EncodedStudy:
     """The study's volume and labels encoded for the browser (from the shared store, else encoded now).
 
     ``compact`` (background prefetch) spends more time for fewer bytes; someone waiting gets the fast form.
@@ -226,12 +239,19 @@ def encoded_study(study: Any, dataset_root: str = "", *, with_mask: bool = True,
     key = _store_key(study, dataset_root, with_mask, with_lung)
 
     def make() -> wire.EncodedStudy:
-        enc = wire.encode_study(study.volume, study.mask if with_mask else None, study.lung if with_lung else None,
-                                compact=compact, threads=threads)
+        enc = wire.encode_study(
+            study.volume,
+            study.mask if with_mask else None,
+            study.lung if with_lung else None,
+            compact=compact,
+            threads=threads,
+        )
         # The crosshair's default cut, once per study (it reads the whole label volumes); never through the
         # lesions when the mask is withheld (the quiz): the cut would point at them.
-        enc.geometry["cursor"] = [reformat_index(study, "coronal", use_mask=with_mask),
-                                  reformat_index(study, "sagittal", use_mask=with_mask)]
+        enc.geometry["cursor"] = [
+            reformat_index(study, "coronal", use_mask=with_mask),
+            reformat_index(study, "sagittal", use_mask=with_mask),
+        ]
         _release_pages(study.volume, study.mask, study.lung)
         return enc
 
@@ -332,15 +352,37 @@ def _lesion_areas(study: Any) -> Any:
     return None if study.mask is None else study.lesion_area_mm2
 
 
-def viewer_payload(study: Any, *, window: Window, style: OverlayStyle, dataset_root: str = "", nav_slice: int = 0,
-                   nav_seq: int = 1, window_seq: int = 1, light: bool = False, height: int = 600,
-                   link: dict[str, Any] | None = None, label: str | None = None, layout: str = "1+2",
-                   plane: str = "axial", url_params: dict[str, str] | None = None, anonymous: bool = False,
-                   with_mask: bool = True, with_lung: bool = True, measures: list[dict] | None = None,
-                   cursor: tuple[int, int] | None = None, export_name: str | None = None,
-                   plane_seq: int = 1, part: tuple[int, int] | None = None, data_url: str | None = None,
-                   data_seq: int = 0, poll_ms: int | None = None, cursor_seq: int = 0,
-                   report_cursor: bool = False, report_ms: int | None = None) -> bytes:
+def viewer_payload(
+    study: Any,
+    *,
+    window: Window,
+    style: OverlayStyle,
+    dataset_root: str = "",
+    nav_slice: int = 0,
+    nav_seq: int = 1,
+    window_seq: int = 1,
+    light: bool = False,
+    height: int = 600,
+    link: dict[str, Any] | None = None,
+    label: str | None = None,
+    layout: str = "1+2",
+    plane: str = "axial",
+    url_params: dict[str, str] | None = None,
+    anonymous: bool = False,
+    with_mask: bool = True,
+    with_lung: bool = True,
+    measures: list[dict] | None = None,
+    cursor: tuple[int, int] | None = None,
+    export_name: str | None = None,
+    plane_seq: int = 1,
+    part: tuple[int, int] | None = None,
+    data_url: str | None = None,
+    data_seq: int = 0,
+    poll_ms: int | None = None,
+    cursor_seq: int = 0,
+    report_cursor: bool = False,
+    report_ms: int | None = None,
+) -> bytes:
     """Everything the browser needs for one study, packed (see the module docstring).
 
     ``light=True`` leaves the data out (header only) for a rerun where the browser holds this study already;
@@ -425,8 +467,9 @@ def _publish(blob: bytes, key: str) -> str | None:
             return None
         # "Downloadable" files outlive one more script run after they are no longer used, so a rerun between
         # this header and the browser's fetch does not delete the file under it.
-        return runtime.get_instance().media_file_mgr.add(blob, "application/octet-stream", f"msv.{key}",
-                                                         file_name="study.msv", is_for_static_download=True)
+        return runtime.get_instance().media_file_mgr.add(
+            blob, "application/octet-stream", f"msv.{key}", file_name="study.msv", is_for_static_download=True
+        )
     except Exception:  # noqa: BLE001 - any trouble: the data go inline, as before
         return None
 
@@ -458,8 +501,12 @@ def _parse_view(raw: Any, token: str, n_slices: int) -> tuple[int | None, Window
     k = k if isinstance(k, int) and not isinstance(k, bool) and 0 <= k < n_slices else None
     level, width = _finite(raw.get("level")), _finite(raw.get("width"))
     win = None
-    if (level is not None and width is not None and LEVEL_RANGE[0] <= level <= LEVEL_RANGE[1]
-            and WIDTH_RANGE[0] <= width <= WIDTH_RANGE[1]):
+    if (
+        level is not None
+        and width is not None
+        and LEVEL_RANGE[0] <= level <= LEVEL_RANGE[1]
+        and WIDTH_RANGE[0] <= width <= WIDTH_RANGE[1]
+    ):
         name = raw.get("name")
         p = PRESETS.get(name) if isinstance(name, str) else None
         if p is not None and (p.level, p.width) == (level, width):
@@ -534,13 +581,28 @@ def reported_view(key: str, study: Any, **flags: bool) -> tuple[Window | None, s
 # --------------------------------------------------------------------------------------------- mount
 
 
-def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: int, key: str,
-              height: int = 600, dataset_root: str | Path = "", link: dict[str, Any] | None = None,
-              label: str | None = None, layout: str = "1+2", plane: str = "axial",
-              url_params: dict[str, str] | None = None, anonymous: bool = False, with_mask: bool = True,
-              with_lung: bool = True, cursor: tuple[int, int] | None = None,
-              poll_ms: int | None = None, report_cursor: bool = False,
-              report_ms: int | None = None) -> ViewerEvent:
+def ct_viewer(
+    study: Any,
+    *,
+    window: Window,
+    style: OverlayStyle,
+    slice_index: int,
+    key: str,
+    height: int = 600,
+    dataset_root: str | Path = "",
+    link: dict[str, Any] | None = None,
+    label: str | None = None,
+    layout: str = "1+2",
+    plane: str = "axial",
+    url_params: dict[str, str] | None = None,
+    anonymous: bool = False,
+    with_mask: bool = True,
+    with_lung: bool = True,
+    cursor: tuple[int, int] | None = None,
+    poll_ms: int | None = None,
+    report_cursor: bool = False,
+    report_ms: int | None = None,
+) -> ViewerEvent:
     """Mount the viewer for one study.
 
     Parameters
@@ -598,8 +660,9 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
     slice_index = int(min(max(int(slice_index), 0), z - 1))
     rep_slice, rep_window, rep_plane = _parse_view(_state_value(key, "view"), token, z)
     nav_seq = _seq(f"{key}.__nav", token, slice_index, rep_slice)
-    win_seq = _seq(f"{key}.__win", token, window_to_text(window),
-                   window_to_text(rep_window) if rep_window is not None else None)
+    win_seq = _seq(
+        f"{key}.__win", token, window_to_text(window), window_to_text(rep_window) if rep_window is not None else None
+    )
     plane_seq = _seq(f"{key}.__plane", "plane", (layout, plane), None if rep_plane is None else (layout, rep_plane))
     shape = tuple(int(s) for s in study.volume.shape)
     cursor_seq = 0
@@ -634,23 +697,59 @@ def ct_viewer(study: Any, *, window: Window, style: OverlayStyle, slice_index: i
         if data_url is not None:
             data_seq += 1
             st.session_state[f"{key}.__dseq"] = data_seq
-    payload = viewer_payload(study, window=window, style=style, dataset_root=str(dataset_root),
-                             nav_slice=slice_index, nav_seq=nav_seq, window_seq=win_seq, light=mode == "light",
-                             part=part, data_url=data_url, data_seq=data_seq, poll_ms=poll_ms,
-                             height=height, link=link, label=label, layout=layout, plane=plane,
-                             url_params=url_params, anonymous=anonymous, with_mask=with_mask,
-                             with_lung=with_lung, measures=measures, cursor=cursor, plane_seq=plane_seq,
-                             cursor_seq=cursor_seq, report_cursor=report_cursor, report_ms=report_ms)
+    payload = viewer_payload(
+        study,
+        window=window,
+        style=style,
+        dataset_root=str(dataset_root),
+        nav_slice=slice_index,
+        nav_seq=nav_seq,
+        window_seq=win_seq,
+        light=mode == "light",
+        part=part,
+        data_url=data_url,
+        data_seq=data_seq,
+        poll_ms=poll_ms,
+        height=height,
+        link=link,
+        label=label,
+        layout=layout,
+        plane=plane,
+        url_params=url_params,
+        anonymous=anonymous,
+        with_mask=with_mask,
+        with_lung=with_lung,
+        measures=measures,
+        cursor=cursor,
+        plane_seq=plane_seq,
+        cursor_seq=cursor_seq,
+        report_cursor=report_cursor,
+        report_ms=report_ms,
+    )
     st.session_state[sent_state] = token
     if _PROFILE:
-        print(f"msv: {mode} payload {len(payload)} B built in {1000 * (time.perf_counter() - _t0):.0f} ms",
-              file=sys.stderr, flush=True)
-    _COMPONENT(key=key, data=payload, on_view_change=_noop, on_need_change=_noop, on_measures_change=_noop,
-               on_poll_change=_noop)
+        print(
+            f"msv: {mode} payload {len(payload)} B built in {1000 * (time.perf_counter() - _t0):.0f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
+    _COMPONENT(
+        key=key,
+        data=payload,
+        on_view_change=_noop,
+        on_need_change=_noop,
+        on_measures_change=_noop,
+        on_poll_change=_noop,
+    )
     rep_slice, rep_window, rep_plane = _parse_view(_state_value(key, "view"), token, z)
     rep_cursor = _parse_cursor(_state_value(key, "view"), token, shape) if report_cursor else None
-    return ViewerEvent(slice_index=rep_slice if rep_slice is not None else slice_index, window=rep_window,
-                       plane=rep_plane, measures=tuple(measures), cursor=rep_cursor)
+    return ViewerEvent(
+        slice_index=rep_slice if rep_slice is not None else slice_index,
+        window=rep_window,
+        plane=rep_plane,
+        measures=tuple(measures),
+        cursor=rep_cursor,
+    )
 
 
 def _noop() -> None:

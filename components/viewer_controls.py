@@ -15,8 +15,17 @@ from components.viewer_url import CUSTOM, LEVEL, PLANE, PRESET, WIDTH, K, set_wi
 from mosmed.render import OverlayStyle
 from mosmed.windowing import PRESET_LABELS, PRESETS, Window, window_to_text
 
-__all__ = ["SHOW_MASK", "MODE", "COLOR", "OPACITY", "SHOW_LUNG", "follow_browser", "overlay_controls",
-           "window_controls", "init_state"]
+__all__ = [
+    "SHOW_MASK",
+    "MODE",
+    "COLOR",
+    "OPACITY",
+    "SHOW_LUNG",
+    "follow_browser",
+    "overlay_controls",
+    "window_controls",
+    "init_state",
+]
 
 SHOW_MASK, MODE, COLOR, OPACITY, SHOW_LUNG = (K + s for s in ("show_mask", "mode", "color", "opacity", "show_lung"))
 _APPLIED = K + "_browser_applied"
@@ -60,18 +69,33 @@ def window_controls(cols: list | None = None) -> tuple[Window, str]:
     in session state.
     """
     c_win, c_lvl, c_wid = cols if cols is not None else st.columns([4, 1.1, 1.1], vertical_alignment="bottom")
-    c_win.segmented_control("Window", list(PRESETS) + [CUSTOM], key=PRESET, on_change=_on_preset,
-                            format_func=lambda n: _SHORT.get(n, "Custom"), selection_mode="single",
-                            help="Also keys 1-4 and right-drag on the image")
-    c_lvl.number_input("Level (HU)", min_value=-2000.0, max_value=5000.0, step=10.0, format="%.0f", key=LEVEL,
-                       on_change=_on_level_width)
-    c_wid.number_input("Width (HU)", min_value=1.0, max_value=10000.0, step=10.0, format="%.0f", key=WIDTH,
-                       on_change=_on_level_width)
+    c_win.segmented_control(
+        "Window",
+        list(PRESETS) + [CUSTOM],
+        key=PRESET,
+        on_change=_on_preset,
+        format_func=lambda n: _SHORT.get(n, "Custom"),
+        selection_mode="single",
+        help="Also keys 1-4 and right-drag on the image",
+    )
+    c_lvl.number_input(
+        "Level (HU)",
+        min_value=-2000.0,
+        max_value=5000.0,
+        step=10.0,
+        format="%.0f",
+        key=LEVEL,
+        on_change=_on_level_width,
+    )
+    c_wid.number_input(
+        "Width (HU)", min_value=1.0, max_value=10000.0, step=10.0, format="%.0f", key=WIDTH, on_change=_on_level_width
+    )
     if st.session_state.get(PRESET) is None:  # segmented control deselected: keep the level/width shown
         st.session_state[PRESET] = CUSTOM
     preset = st.session_state[PRESET]
-    window = PRESETS[preset] if preset in PRESETS else Window(float(st.session_state[LEVEL]),
-                                                              float(st.session_state[WIDTH]))
+    window = (
+        PRESETS[preset] if preset in PRESETS else Window(float(st.session_state[LEVEL]), float(st.session_state[WIDTH]))
+    )
     plane = st.session_state.get(PLANE)
     return window, plane if plane in query.PLANES else "axial"
 
@@ -82,14 +106,22 @@ _SHORT = {**PRESET_LABELS, "mediastinum": "Mediast.", "soft": "Soft"}
 def overlay_controls(has_mask: bool = True, has_lung: bool = True, where=None) -> OverlayStyle:
     """Lesion overlay (on/off, fill or outline, colour, opacity) and lung outline, in a popover."""
     box = (where or st).popover("Overlays", icon=":material/layers:", use_container_width=True)
-    show_mask = box.toggle("Lesions", value=True, key=SHOW_MASK, help="Expert lesion mask overlay",
-                           disabled=not has_mask)
-    mode = box.segmented_control("Draw", ["fill", "outline"], default="fill", key=MODE,
-                                 format_func=str.capitalize) or "fill"
+    show_mask = box.toggle(
+        "Lesions", value=True, key=SHOW_MASK, help="Expert lesion mask overlay", disabled=not has_mask
+    )
+    mode = (
+        box.segmented_control("Draw", ["fill", "outline"], default="fill", key=MODE, format_func=str.capitalize)
+        or "fill"
+    )
     color = box.color_picker("Colour", value="#ff3b30", key=COLOR)
     opacity = box.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key=OPACITY)
-    show_lung = box.toggle("Lungs", value=False, key=SHOW_LUNG, disabled=not has_lung,
-                           help="Outline of the segmented lungs" if has_lung else
-                           "The lung outline appears once the study is cached")
-    return OverlayStyle(show_mask=bool(show_mask), mode=mode, color=color, opacity=float(opacity),
-                        show_lung=bool(show_lung))
+    show_lung = box.toggle(
+        "Lungs",
+        value=False,
+        key=SHOW_LUNG,
+        disabled=not has_lung,
+        help="Outline of the segmented lungs" if has_lung else "The lung outline appears once the study is cached",
+    )
+    return OverlayStyle(
+        show_mask=bool(show_mask), mode=mode, color=color, opacity=float(opacity), show_lung=bool(show_lung)
+    )

@@ -34,9 +34,9 @@ class Facts:
     lesion_ml: float | None
     involvement_pct: float | None
     estimated_involvement_pct: float | None
-    estimate_calibrated: bool | None = None      # the dataset's calibration of the estimate (None: not known)
-    estimate_basis: str = ""                     # what the estimate is and how good (mosmed.involvement)
-    quality: tuple[str, ...] = ()                # quality flags, "code: reason" each (warnings, not errors)
+    estimate_calibrated: bool | None = None  # the dataset's calibration of the estimate (None: not known)
+    estimate_basis: str = ""  # what the estimate is and how good (mosmed.involvement)
+    quality: tuple[str, ...] = ()  # quality flags, "code: reason" each (warnings, not errors)
     extra: tuple[tuple[str, str], ...] = ()
 
 
@@ -64,15 +64,22 @@ def facts_of(study: Any, row: Mapping[str, Any] | None = None) -> Facts:
     calibrated = row.get("estimate_calibrated") if row else None
     if estimate is None:
         estimate = pick("estimated_involvement_pct")
-        calibrated = False if estimate is not None else None   # the study's own, uncalibrated figure
+        calibrated = False if estimate is not None else None  # the study's own, uncalibrated figure
     qc = str(row.get("qc") or summ.get("qc") or "")
-    return Facts(study_id=int(study.study_id), category=str(study.category),
-                 shape=tuple(int(s) for s in study.volume.shape), spacing=tuple(float(s) for s in study.spacing),
-                 has_mask=study.mask is not None, lung_ml=pick("lung_ml"), lesion_ml=pick("lesion_ml"),
-                 involvement_pct=pick("involvement_pct"), estimated_involvement_pct=estimate,
-                 estimate_calibrated=None if calibrated is None or _isna(calibrated) else bool(calibrated),
-                 estimate_basis=str(row.get("estimate_basis") or ""),
-                 quality=tuple(part.strip() for part in qc.split("|") if part.strip()))
+    return Facts(
+        study_id=int(study.study_id),
+        category=str(study.category),
+        shape=tuple(int(s) for s in study.volume.shape),
+        spacing=tuple(float(s) for s in study.spacing),
+        has_mask=study.mask is not None,
+        lung_ml=pick("lung_ml"),
+        lesion_ml=pick("lesion_ml"),
+        involvement_pct=pick("involvement_pct"),
+        estimated_involvement_pct=estimate,
+        estimate_calibrated=None if calibrated is None or _isna(calibrated) else bool(calibrated),
+        estimate_basis=str(row.get("estimate_basis") or ""),
+        quality=tuple(part.strip() for part in qc.split("|") if part.strip()),
+    )
 
 
 def _isna(v: Any) -> bool:
@@ -99,14 +106,19 @@ def facts_panel(facts: Facts) -> None:
     f4.metric("Lesion volume", _fmt(facts.lesion_ml, " mL", 1) if facts.has_mask else "no mask")
     measured, estimate = facts.involvement_pct, facts.estimated_involvement_pct
     label = estimate_label(facts.estimate_calibrated)
-    f5.metric("Involvement", _fmt(measured, " %") if measured is not None else f"≈ {_fmt(estimate, ' %')}",
-              help="Measured from the expert mask; '≈' marks the HU-based estimate when there is no mask "
-                   f"({label}). " + facts.estimate_basis)
+    f5.metric(
+        "Involvement",
+        _fmt(measured, " %") if measured is not None else f"≈ {_fmt(estimate, ' %')}",
+        help="Measured from the expert mask; '≈' marks the HU-based estimate when there is no mask "
+        f"({label}). " + facts.estimate_basis,
+    )
     if measured is None and estimate is not None:
         f5.caption(label)
     if facts.quality:
-        st.warning(md_escape("Quality flags (the study still opens; check before use): "
-                             + "; ".join(facts.quality)), icon=":material/report:")
+        st.warning(
+            md_escape("Quality flags (the study still opens; check before use): " + "; ".join(facts.quality)),
+            icon=":material/report:",
+        )
     for label, value in facts.extra:
         st.caption(md_escape(f"{label}: {value}"))
     try:
@@ -118,7 +130,8 @@ def facts_panel(facts: Facts) -> None:
     value, kind = (measured, "measured") if measured is not None else (estimate, f"estimated ({label})")
     fits = severity.in_band(facts.category, value) if value is not None else None
     verdict = "–" if fits is None else ("falls in" if fits else "falls OUTSIDE")
-    st.markdown(f"**{facts.category} band:** {band_text}. The {kind} involvement ({_fmt(value, ' %')}) "
-                f"**{verdict}** this band."
-                + ("" if measured is None else f" HU-based {label}: {_fmt(estimate, ' %')}."))
+    st.markdown(
+        f"**{facts.category} band:** {band_text}. The {kind} involvement ({_fmt(value, ' %')}) "
+        f"**{verdict}** this band." + ("" if measured is None else f" HU-based {label}: {_fmt(estimate, ' %')}.")
+    )
     st.caption(severity.severity_row(facts.category).ct_findings)

@@ -97,13 +97,35 @@ def picker(ch: StudyChoices, cols: list | None = None) -> int:
         st.session_state[STUDY] = st.session_state[PICK] = new
         _reset_view_of_study()
 
-    c_prev, c_pick, c_next = (cols if cols is not None
-                              else st.columns([0.6, 3, 0.6, 6.6], vertical_alignment="bottom")[:3])
-    c_prev.button("", icon=":material/chevron_left:", key=K + "prev", help="Previous study in the list",
-                  on_click=step, args=(-1,), disabled=len(options) < 2, use_container_width=True)
+    c_prev, c_pick, c_next = (
+        cols if cols is not None else st.columns([0.6, 3, 0.6, 6.6], vertical_alignment="bottom")[:3]
+    )
+    c_prev.button(
+        "",
+        icon=":material/chevron_left:",
+        key=K + "prev",
+        help="Previous study in the list",
+        on_click=step,
+        args=(-1,),
+        disabled=len(options) < 2,
+        use_container_width=True,
+    )
     where = "the registry filter" if ch.filtered else "the dataset"
-    c_pick.selectbox(f"Study ({len(ch.options)} in {where})", options, key=PICK,
-                     format_func=lambda sid: _label(ch.by_id, sid), on_change=on_pick)
-    c_next.button("", icon=":material/chevron_right:", key=K + "next", help="Next study in the list",
-                  on_click=step, args=(1,), disabled=len(options) < 2, use_container_width=True)
+    c_pick.selectbox(
+        f"Study ({len(ch.options)} in {where})",
+        options,
+        key=PICK,
+        format_func=lambda sid: _label(ch.by_id, sid),
+        on_change=on_pick,
+    )
+    c_next.button(
+        "",
+        icon=":material/chevron_right:",
+        key=K + "next",
+        help="Next study in the list",
+        on_click=step,
+        args=(1,),
+        disabled=len(options) < 2,
+        use_container_width=True,
+    )
     return int(st.session_state[STUDY])

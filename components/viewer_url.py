@@ -13,8 +13,23 @@ import streamlit as st
 from components import query, state
 from mosmed.windowing import PRESETS, Window, window_to_text
 
-__all__ = ["CUSTOM", "K", "LEVEL", "PENDING_SLICE", "PLANE", "PRESET", "SLICE", "STUDY", "URL_SIG", "WIDTH",
-           "apply_link", "current_params", "resolve_pending_slice", "sync_url", "mark_synced"]
+__all__ = [
+    "CUSTOM",
+    "K",
+    "LEVEL",
+    "PENDING_SLICE",
+    "PLANE",
+    "PRESET",
+    "SLICE",
+    "STUDY",
+    "URL_SIG",
+    "WIDTH",
+    "apply_link",
+    "current_params",
+    "resolve_pending_slice",
+    "sync_url",
+    "mark_synced",
+]
 
 K = "viewer."  # session-state namespace of the viewer page
 STUDY, SLICE = state.VIEWER_STUDY_KEY, state.VIEWER_SLICE_KEY

@@ -27,12 +27,35 @@ __all__ = ["SUMMARY_COLUMNS", "StudyAnalysis", "analyze", "stats_from_doc", "ban
 
 #: Columns of the summary table, one row per registry row (the Dataset facade adds ``has_thumb``).
 SUMMARY_COLUMNS = (
-    "study_id", "category", "has_mask", "status", "error", "warnings", "n_slices", "rows", "cols",
-    "spacing_mm", "spacing_x", "spacing_y", "spacing_z", "lung_ml", "lesion_ml", "involvement_pct",
-    "estimated_involvement_pct", "in_band", "estimate_in_band", "study_file", "mask_file",
+    "study_id",
+    "category",
+    "has_mask",
+    "status",
+    "error",
+    "warnings",
+    "n_slices",
+    "rows",
+    "cols",
+    "spacing_mm",
+    "spacing_x",
+    "spacing_y",
+    "spacing_z",
+    "lung_ml",
+    "lesion_ml",
+    "involvement_pct",
+    "estimated_involvement_pct",
+    "in_band",
+    "estimate_in_band",
+    "study_file",
+    "mask_file",
     # The raw density measures (mosmed.involvement.DENSITY_COLUMNS), the estimate's calibration label
     # (mosmed.involvement.ESTIMATE_COLUMNS, set per dataset by mosmed.cache.summary) and the quality flags.
-    "density_pct", "density_pct_750", "density_pct_600", "estimate_calibrated", "estimate_basis", "qc",
+    "density_pct",
+    "density_pct_750",
+    "density_pct_600",
+    "estimate_calibrated",
+    "estimate_basis",
+    "qc",
 )
 
 ArrayFn = Callable[[str, "np.ndarray | None"], None]
@@ -80,11 +103,11 @@ def analyze(source: StudySource, on_array: ArrayFn | None = None) -> StudyAnalys
     hu = vol.data
     emit("volume", hu)
     emit("mask", mask)
-    seg = segmentation.segment(hu, vol.spacing)   # kept for the quality flags (border contact, air HU)
+    seg = segmentation.segment(hu, vol.spacing)  # kept for the quality flags (border contact, air HU)
     lung = seg.lung
     emit("lung", lung)
     st = measurements.study_stats(hu, vol.spacing, lung, mask)
-    flags = quality.assess(vol, seg, st)          # warnings with a reason, never errors
+    flags = quality.assess(vol, seg, st)  # warnings with a reason, never errors
     thumb = render.thumbnail(hu, mask, vol.spacing)
 
     category = source.category
@@ -142,5 +165,5 @@ def stats_from_doc(doc: dict) -> measurements.StudyStats:
                 v = v.astype(np.int64)
         kwargs[f.name] = v
     if kwargs.get("density") is None:
-        kwargs["density"] = {}                    # a document written without density features
+        kwargs["density"] = {}  # a document written without density features
     return measurements.StudyStats(**kwargs)

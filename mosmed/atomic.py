@@ -146,7 +146,7 @@ def publish_dir(tmp: Path, target: Path, *, replace: bool = False) -> bool:
     except OSError:
         if not target.exists():
             raise
-        shutil.rmtree(tmp, ignore_errors=True)   # another process renamed its copy in between: it won
+        shutil.rmtree(tmp, ignore_errors=True)  # another process renamed its copy in between: it won
         return False
     finally:
         if old is not None:

@@ -21,6 +21,7 @@ from mosmed.errors import MosmedError
 
 __all__ = ["main", "build_parser"]
 
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
         raise UsageError(f"{self.prog}: {message} (see --help)")
@@ -61,9 +62,16 @@ class ProgressBar:
             # No monitor thread: a single-threaded command line forks its build workers (mosmed.cache.executors).
             tqdm.monitor_interval = 0
             tty = bool(getattr(self.stream, "isatty", lambda: False)())
-            self._bar = tqdm(desc=self.title, total=max(0, int(total)), unit="study", leave=True,
-                             file=self.stream if tty else _Lines(self.stream), dynamic_ncols=tty,
-                             ncols=None if tty else 100, mininterval=0.5)
+            self._bar = tqdm(
+                desc=self.title,
+                total=max(0, int(total)),
+                unit="study",
+                leave=True,
+                file=self.stream if tty else _Lines(self.stream),
+                dynamic_ncols=tty,
+                ncols=None if tty else 100,
+                mininterval=0.5,
+            )
         if self._bar.total != total:
             self._bar.reset(total=max(0, int(total)))
         self._bar.set_postfix_str(label[:60], refresh=False)
@@ -108,8 +116,9 @@ def _ensure_built(ds, quiet: bool = False) -> None:
 def _agreement_line(frame) -> str:
     from mosmed.involvement import agreement
 
-    both = frame[(frame["status"] == "ok") & frame["involvement_pct"].notna()
-                 & frame["estimated_involvement_pct"].notna()]
+    both = frame[
+        (frame["status"] == "ok") & frame["involvement_pct"].notna() & frame["estimated_involvement_pct"].notna()
+    ]
     if both.empty:
         return "estimate vs mask: no study has both a mask and an estimate"
     a = agreement(both["involvement_pct"].tolist(), both["estimated_involvement_pct"].tolist())
@@ -120,9 +129,11 @@ def _agreement_line(frame) -> str:
             return "n/a"
         return format(v, spec)
 
-    return (f"estimate vs mask-based involvement over {a.get('n', len(both))} studies with masks: "
-            f"mean |difference| {fmt('mean_abs_diff', '.1f')} points, Pearson r {fmt('pearson_r', '.2f')}, "
-            f"same class band {fmt('class_agreement', '.0%')}")
+    return (
+        f"estimate vs mask-based involvement over {a.get('n', len(both))} studies with masks: "
+        f"mean |difference| {fmt('mean_abs_diff', '.1f')} points, Pearson r {fmt('pearson_r', '.2f')}, "
+        f"same class band {fmt('class_agreement', '.0%')}"
+    )
 
 
 def _calibration_line(frame) -> str:
@@ -207,16 +218,19 @@ def cmd_build_cache(args) -> int:
             _err(f"building on {where}; every worker must see {ds.root} and {ds.cache.cache_root}")
         bar = ProgressBar("building cache")
         try:
-            rep = build_all(ds.cache, ds.registry, workers=workers, progress=bar, arrays=not args.stats_only,
-                            executor=executor)
+            rep = build_all(
+                ds.cache, ds.registry, workers=workers, progress=bar, arrays=not args.stats_only, executor=executor
+            )
         finally:
             bar.close()
     st = ds.status()
     where = "Dask" if args.executor == "dask" else f"{rep.workers} worker(s)"
-    _err(f"cache {st.cache_dir}: {rep.n_total} rows, {rep.n_built} built, {rep.n_cached} already cached, "
-         f"{rep.n_errors} in error, {rep.n_arrays_written} arrays written, {rep.n_evicted} evicted; "
-         f"arrays {st.bytes_used / 1e9:.2f} of {st.budget / 1e9:.2f} GB; {rep.seconds:.1f} s "
-         f"with {where}" + (f"; {rep.retried} task(s) retried after a worker died" if rep.retried else ""))
+    _err(
+        f"cache {st.cache_dir}: {rep.n_total} rows, {rep.n_built} built, {rep.n_cached} already cached, "
+        f"{rep.n_errors} in error, {rep.n_arrays_written} arrays written, {rep.n_evicted} evicted; "
+        f"arrays {st.bytes_used / 1e9:.2f} of {st.budget / 1e9:.2f} GB; {rep.seconds:.1f} s "
+        f"with {where}" + (f"; {rep.retried} task(s) retried after a worker died" if rep.retried else "")
+    )
     for sid, reason in rep.errors[:20]:
         _err(f"  study {sid}: {reason}")
     if len(rep.errors) > 20:
@@ -240,7 +254,7 @@ def cmd_summary(args) -> int:
         sys.stdout.write(buf.getvalue())
     sys.stdout.flush()
     _err(_agreement_line(frame))
-    _err(_calibration_line(frame))   # realct
+    _err(_calibration_line(frame))  # realct
     return EXIT_OK
 
 
@@ -260,18 +274,20 @@ def cmd_validate(args) -> int:
         if r.status == "ok" and r.warnings:
             lines.append(f"study {r.study_id}: warning: {r.warnings}")
     n_qc = 0
-    for r in frame.itertuples(index=False):   # realct: quality flags are warnings (the study still opens)
+    for r in frame.itertuples(index=False):  # realct: quality flags are warnings (the study still opens)
         if r.status == "ok" and getattr(r, "qc", ""):
             n_qc += 1
-            lines.append(f"study {r.study_id} quality: {r.qc}")   # no "study N: ": that form is a problem
+            lines.append(f"study {r.study_id} quality: {r.qc}")  # no "study N: ": that form is a problem
     for line in lines:
         print(line)
     n_err = int((frame["status"] != "ok").sum()) + len(ds.registry.problems)
     n_ok = int((frame["status"] == "ok").sum())
-    print(f"{len(frame)} registry rows: {n_ok} ok, {int((frame['status'] != 'ok').sum())} in error, "
-          f"{len(ds.registry.problems)} registry rows dropped, {n_qc} with quality flags")  # realct: flags
+    print(
+        f"{len(frame)} registry rows: {n_ok} ok, {int((frame['status'] != 'ok').sum())} in error, "
+        f"{len(ds.registry.problems)} registry rows dropped, {n_qc} with quality flags"
+    )  # realct: flags
     print(_agreement_line(frame))
-    print(_calibration_line(frame))   # realct
+    print(_calibration_line(frame))  # realct
     return EXIT_DATA if n_err else EXIT_OK
 
 
@@ -297,13 +313,22 @@ def cmd_render(args) -> int:
     n = render.n_slices(study.volume.shape, args.plane)
     index = n // 2 if args.slice is None else args.slice
     if not 0 <= index < n:
-        raise UsageError(f"render: study {study_id}: --slice {index} is out of range 0..{n - 1} "
-                         f"for the {args.plane} plane")
-    style = render.OverlayStyle(show_mask=bool(args.overlay and study.mask is not None),
-                                mode=args.overlay_mode, show_lung=args.lung)
-    png = render.render_png(study.volume, study.spacing, args.plane, index, window,
-                            mask=study.mask if args.overlay else None,
-                            lung=study.lung if args.lung else None, style=style)
+        raise UsageError(
+            f"render: study {study_id}: --slice {index} is out of range 0..{n - 1} for the {args.plane} plane"
+        )
+    style = render.OverlayStyle(
+        show_mask=bool(args.overlay and study.mask is not None), mode=args.overlay_mode, show_lung=args.lung
+    )
+    png = render.render_png(
+        study.volume,
+        study.spacing,
+        args.plane,
+        index,
+        window,
+        mask=study.mask if args.overlay else None,
+        lung=study.lung if args.lung else None,
+        style=style,
+    )
     from mosmed.atomic import atomic_write_bytes
 
     try:
@@ -320,10 +345,13 @@ def cmd_render(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m mosmed", description="MosMed Explorer: datasets, cache and rendering.",
-                epilog="Environment: MOSMED_DATA (dataset root), MOSMED_CACHE (cache root, default data_cache/), "
-                       "MOSMED_CACHE_BUDGET_GB (disk budget for cached volumes, default 8). Exit codes: 0 ok, "
-                       "1 data problem, 2 usage mistake.")
+    p = _Parser(
+        prog="python -m mosmed",
+        description="MosMed Explorer: datasets, cache and rendering.",
+        epilog="Environment: MOSMED_DATA (dataset root), MOSMED_CACHE (cache root, default data_cache/), "
+        "MOSMED_CACHE_BUDGET_GB (disk budget for cached volumes, default 8). Exit codes: 0 ok, "
+        "1 data problem, 2 usage mistake.",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def data_args(sp):
@@ -340,19 +368,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("replica", help="replica of the real dataset: real registry and masks, synthetic studies")
     sp.add_argument("--source", required=True, metavar="DIR", help="folder with the real registry and masks/")
     sp.add_argument("--out", required=True, metavar="DIR")
-    sp.add_argument("--per-class", type=_nonneg_int, default=2, metavar="N",
-                    help="extra studies per class besides the 50 masked ones (default 2)")
+    sp.add_argument(
+        "--per-class",
+        type=_nonneg_int,
+        default=2,
+        metavar="N",
+        help="extra studies per class besides the 50 masked ones (default 2)",
+    )
     sp.set_defaults(func=cmd_replica)
 
     sp = sub.add_parser("build-cache", help="build the data cache (progress on stderr)")
     data_args(sp)
-    sp.add_argument("--workers", type=_positive_int, default=1, metavar="N",
-                    help="worker processes (local pool, or the workers of a LocalCluster started for --executor dask)")
-    sp.add_argument("--executor", choices=("local", "dask"), default="local",
-                    help="where studies are built: this machine's process pool, or a Dask cluster")
-    sp.add_argument("--scheduler", metavar="ADDRESS",
-                    help="with --executor dask: a running scheduler (tcp://host:8786); without it a LocalCluster "
-                         "is started")
+    sp.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes (local pool, or the workers of a LocalCluster started for --executor dask)",
+    )
+    sp.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="where studies are built: this machine's process pool, or a Dask cluster",
+    )
+    sp.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --executor dask: a running scheduler (tcp://host:8786); without it a LocalCluster is started",
+    )
     sp.add_argument("--stats-only", action="store_true", help="summaries and thumbnails, no volume arrays")
     sp.set_defaults(func=cmd_build_cache)
 
@@ -370,8 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--study", required=True, metavar="ID")
     sp.add_argument("--plane", choices=("axial", "coronal", "sagittal"), default="axial")
     sp.add_argument("--slice", type=_nonneg_int, metavar="K", help="slice index (default: the middle)")
-    sp.add_argument("--window", default="lung", metavar="PRESET|LEVEL,WIDTH",
-                    help="lung, mediastinum, soft, bone, or LEVEL,WIDTH (default lung)")
+    sp.add_argument(
+        "--window",
+        default="lung",
+        metavar="PRESET|LEVEL,WIDTH",
+        help="lung, mediastinum, soft, bone, or LEVEL,WIDTH (default lung)",
+    )
     sp.add_argument("--overlay", action="store_true", help="draw the lesion mask")
     sp.add_argument("--overlay-mode", choices=("fill", "outline"), default="fill")
     sp.add_argument("--lung", action="store_true", help="draw the lung outline")
@@ -405,8 +453,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(_join_negative_window(list(sys.argv[1:] if argv is None else argv)))
         if not getattr(args, "command", None):
-            raise UsageError("python -m mosmed: a command is needed: demo, replica, build-cache, summary, "
-                             "validate, render or review (see --help)")
+            raise UsageError(
+                "python -m mosmed: a command is needed: demo, replica, build-cache, summary, "
+                "validate, render or review (see --help)"
+            )
         return int(args.func(args))
     except UsageError as e:
         _err(f"error: {e}")

@@ -38,13 +38,16 @@ def data_root(args) -> Path:
     if is_demo:
         root = demo_root(cache_root(args))
         if not root.exists():
-            raise UsageError("no dataset given: pass --data DIR or set MOSMED_DATA "
-                             "(or generate the demo first with 'python -m mosmed demo')")
+            raise UsageError(
+                "no dataset given: pass --data DIR or set MOSMED_DATA "
+                "(or generate the demo first with 'python -m mosmed demo')"
+            )
     return root
 
 
 def int_at_least(minimum: int, rule: str):
     """An argparse type: a whole number >= ``minimum``; ``rule`` says the bound in the error."""
+
     def parse(text: str) -> int:
         try:
             v = int(text)
@@ -53,4 +56,5 @@ def int_at_least(minimum: int, rule: str):
         if v < minimum:
             raise argparse.ArgumentTypeError(f"{text!r} {rule}")
         return v
+
     return parse

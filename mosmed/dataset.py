@@ -61,8 +61,7 @@ class Dataset:
             raise RegistryError(f"dataset path {root} is not a folder", path=root)
         self.root = root.resolve()
         self.registry: Registry = load_registry(self.root)
-        self.cache = StudyCache(self.root, cache_root if cache_root is not None else default_cache_root(),
-                                budget_bytes)
+        self.cache = StudyCache(self.root, cache_root if cache_root is not None else default_cache_root(), budget_bytes)
         self.is_mosmed = self._looks_like_mosmed()
 
     def __repr__(self) -> str:
@@ -98,13 +97,13 @@ class Dataset:
         except OSError:
             thumbs = set()
         has, names = [], []
-        for src, key in zip(self.registry.rows(), tables.keys):   # the keys the summary was made with
+        for src, key in zip(self.registry.rows(), tables.keys):  # the keys the summary was made with
             name = f"{entry_stem(src.study_id, key)}.png" if key else None
             if not key:
                 has.append(False)
             elif self.cache.writable:
                 has.append(name in thumbs)
-            else:   # read-only cache: thumbnails may sit on disk or in memory
+            else:  # read-only cache: thumbnails may sit on disk or in memory
                 has.append(self.cache.get_thumb(src) is not None)
             names.append(name if name in thumbs else None)
         ok = len(frame) == len(has)
@@ -177,7 +176,7 @@ class Dataset:
         src = self.source(study_id)
         if not src.ok:
             raise MosmedError(src.error or "registry row is in error", study_id=src.study_id)
-        src = src.opened(self.root)   # containment re-checked now; only the checked paths are opened
+        src = src.opened(self.root)  # containment re-checked now; only the checked paths are opened
         if not src.ok or src.study_path is None:
             raise MosmedError(src.error or "study file is not available", study_id=src.study_id)
         vol = volume.read_volume(src.study_path, study_id=src.study_id)
@@ -185,11 +184,20 @@ class Dataset:
         if src.mask_path is not None:
             mask, more = volume.read_mask(src.mask_path, vol, study_id=src.study_id)
             warnings += more
-        return Study(study_id=src.study_id, category=src.category, volume=vol.data, mask=mask, lung=None,
-                     spacing=tuple(float(v) for v in vol.spacing),  # type: ignore[arg-type]
-                     slice_z_mm=np.asarray(vol.slice_z_mm, dtype=float), stats=None, warnings=warnings,
-                     source_axcodes=tuple(vol.source_axcodes), cache_key=f"{source_key(src)}-quick",
-                     from_cache=False)
+        return Study(
+            study_id=src.study_id,
+            category=src.category,
+            volume=vol.data,
+            mask=mask,
+            lung=None,
+            spacing=tuple(float(v) for v in vol.spacing),  # type: ignore[arg-type]
+            slice_z_mm=np.asarray(vol.slice_z_mm, dtype=float),
+            stats=None,
+            warnings=warnings,
+            source_axcodes=tuple(vol.source_axcodes),
+            cache_key=f"{source_key(src)}-quick",
+            from_cache=False,
+        )
 
     def is_measured(self, study_id: int) -> bool:
         """Whether the study's stats are cached (opening it then needs no measuring)."""

@@ -49,15 +49,17 @@ def ensure_demo(progress: ProgressFn | None = None, root: Path | None = None, n_
         parent.mkdir(parents=True, exist_ok=True)
         lock_fh = open(parent / f".{target.name}.lock", "a+b")
     except OSError as e:
-        raise CacheError(f"cannot create the demo dataset in {parent} ({e.strerror or e}); "
-                         "set MOSMED_CACHE to a writable folder or MOSMED_DATA to a dataset") from None
+        raise CacheError(
+            f"cannot create the demo dataset in {parent} ({e.strerror or e}); "
+            "set MOSMED_CACHE to a writable folder or MOSMED_DATA to a dataset"
+        ) from None
     try:
         try:
             fcntl.flock(lock_fh.fileno(), fcntl.LOCK_EX)
         except OSError:
-            pass                            # no locking here: the rename below still keeps one copy
+            pass  # no locking here: the rename below still keeps one copy
         if target.exists():
-            return target                   # another process finished while we waited
+            return target  # another process finished while we waited
         _sweep_debris(parent, target.name)
         from mosmed import synthetic
 
@@ -67,7 +69,7 @@ def ensure_demo(progress: ProgressFn | None = None, root: Path | None = None, n_
             if n_studies is not None:
                 kwargs["n_studies"] = n_studies
             synthetic.generate_demo(tmp, **kwargs)
-            publish_dir(tmp, target)        # False: another process won, theirs is kept
+            publish_dir(tmp, target)  # False: another process won, theirs is kept
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

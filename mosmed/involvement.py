@@ -60,9 +60,9 @@ __all__ = [
     "uncalibrated_estimate",
 ]
 
-LESION_HU: tuple[int, int] = (-700, -130)   # mean density of the marked regions in the masks [P2]
-DENSE_HU = -700               # lung this dense that is thinner than ~9 mm is a vessel or a wall, not a lesion
-SOLID_MAX_HU = 100            # smoothed density above this is bone or contrast, never lesion
+LESION_HU: tuple[int, int] = (-700, -130)  # mean density of the marked regions in the masks [P2]
+DENSE_HU = -700  # lung this dense that is thinner than ~9 mm is a vessel or a wall, not a lesion
+SOLID_MAX_HU = 100  # smoothed density above this is bone or contrast, never lesion
 #: Feature name -> smoothed-density threshold (HU). The primary one is reported as ``density_pct``.
 FEATURES: Mapping[str, int] = {"density_pct_750": -750, "density_pct": -700, "density_pct_600": -600}
 PRIMARY_FEATURE = "density_pct"
@@ -70,12 +70,12 @@ PRIMARY_FEATURE = "density_pct"
 #: crop of ../shared/realct (6.8 / 3.7 / 3.0 % at -750 / -700 / -600 HU: central lung, 1.5 mm voxels) and the
 #: normal full-size phantoms with real texture (11-12 / 6-9.4 / 4.4-7.1 %: whole lungs, bases and apices).
 DEFAULT_BASELINE: Mapping[str, float] = {"density_pct_750": 9.0, "density_pct": 5.0, "density_pct_600": 3.5}
-MIN_BASELINE_STUDIES = 3      # CT-0 studies needed for a dataset baseline
-MIN_MASKED_STUDIES = 3        # masked studies needed to fit the slope (and report a leave-one-out error)
-MIN_SELECT_STUDIES = 8        # masked studies needed to choose the feature by leave-one-out error ...
-SELECT_MIN_SPREAD = 25.0      # ... and the involvement range (points) they must span
-PRIOR_WEIGHT = 0.04           # the slope's prior counts like one extra study at 20 % involvement (0.2 ** 2)
-SLOPE_RANGE = (0.3, 1.5)      # a fitted slope outside this is not physical; clipped
+MIN_BASELINE_STUDIES = 3  # CT-0 studies needed for a dataset baseline
+MIN_MASKED_STUDIES = 3  # masked studies needed to fit the slope (and report a leave-one-out error)
+MIN_SELECT_STUDIES = 8  # masked studies needed to choose the feature by leave-one-out error ...
+SELECT_MIN_SPREAD = 25.0  # ... and the involvement range (points) they must span
+PRIOR_WEIGHT = 0.04  # the slope's prior counts like one extra study at 20 % involvement (0.2 ** 2)
+SLOPE_RANGE = (0.3, 1.5)  # a fitted slope outside this is not physical; clipped
 #: Summary columns this module fills: the density measures (per study) ...
 DENSITY_COLUMNS = tuple(FEATURES)
 #: ... and the estimate's label (per dataset, at summary time).
@@ -107,8 +107,9 @@ def density_features(hu: np.ndarray, spacing: Sequence[float], lung: np.ndarray)
     """
     dz, dy, dx = check_volume(hu, spacing)
     if tuple(lung.shape) != tuple(hu.shape):
-        raise ValueError(f"density_features needs equal (Z, H, W) shapes, got {tuple(hu.shape)} and "
-                         f"{tuple(lung.shape)}")
+        raise ValueError(
+            f"density_features needs equal (Z, H, W) shapes, got {tuple(hu.shape)} and {tuple(lung.shape)}"
+        )
     out = {name: 0.0 for name in FEATURES}
     out.update(core_pct=0.0, median_hu=None)
     f = coarse_factor((dz, dy, dx))
@@ -133,7 +134,7 @@ def density_features(hu: np.ndarray, spacing: Sequence[float], lung: np.ndarray)
     valid = core.astype(np.float32)
     num = ndimage.uniform_filter(dm * valid, size=(1, 3, 3), mode="constant")
     den = ndimage.uniform_filter(valid, size=(1, 3, 3), mode="constant")
-    smooth = num[core] / den[core]           # den >= 1/9 on every core voxel (the voxel itself)
+    smooth = num[core] / den[core]  # den >= 1/9 on every core voxel (the voxel itself)
     for name, thr in FEATURES.items():
         out[name] = 100.0 * float(np.count_nonzero((smooth >= thr) & (smooth < SOLID_MAX_HU))) / n
     out["median_hu"] = float(np.median(smooth))
@@ -221,14 +222,25 @@ class Calibration:
 
     def describe(self) -> str:
         """One line for the UI: what the estimate is and how good it is."""
-        base = (f"baseline {self.baseline:.1f} % from {self.baseline_n} CT-0 studies" if self.baseline_n
-                else f"default baseline {self.baseline:.1f} %")
-        slope = (f"slope {self.slope:.2f} fitted on {self.slope_n} masked studies" if self.slope_n
-                 else f"no-loss slope {self.slope:.2f}")
-        err = (f"; leave-one-out error {self.loo_error:.1f} points (max {self.loo_max:.1f})"
-               if self.loo_error is not None else "")
-        return (f"{self.label} HU estimate from {self.feature} ({FEATURES[self.feature]} HU): {base}, "
-                f"{slope}{err}. {self.reason}")
+        base = (
+            f"baseline {self.baseline:.1f} % from {self.baseline_n} CT-0 studies"
+            if self.baseline_n
+            else f"default baseline {self.baseline:.1f} %"
+        )
+        slope = (
+            f"slope {self.slope:.2f} fitted on {self.slope_n} masked studies"
+            if self.slope_n
+            else f"no-loss slope {self.slope:.2f}"
+        )
+        err = (
+            f"; leave-one-out error {self.loo_error:.1f} points (max {self.loo_max:.1f})"
+            if self.loo_error is not None
+            else ""
+        )
+        return (
+            f"{self.label} HU estimate from {self.feature} ({FEATURES[self.feature]} HU): {base}, "
+            f"{slope}{err}. {self.reason}"
+        )
 
     @classmethod
     def from_dict(cls, d: Mapping | None) -> Calibration:
@@ -239,19 +251,33 @@ class Calibration:
             feature = str(d["feature"])
             if feature not in FEATURES:
                 raise KeyError(feature)
-            return cls(feature=feature, baseline=float(d["baseline"]), slope=float(d["slope"]),
-                       baseline_n=int(d["baseline_n"]), slope_n=int(d["slope_n"]),
-                       loo_error=None if d.get("loo_error") is None else float(d["loo_error"]),
-                       loo_max=None if d.get("loo_max") is None else float(d["loo_max"]),
-                       reason=str(d.get("reason", "")))
+            return cls(
+                feature=feature,
+                baseline=float(d["baseline"]),
+                slope=float(d["slope"]),
+                baseline_n=int(d["baseline_n"]),
+                slope_n=int(d["slope_n"]),
+                loo_error=None if d.get("loo_error") is None else float(d["loo_error"]),
+                loo_max=None if d.get("loo_max") is None else float(d["loo_max"]),
+                reason=str(d.get("reason", "")),
+            )
         except (KeyError, TypeError, ValueError):
             return cls()
 
     def as_dict(self) -> dict:
-        return {"feature": self.feature, "baseline": self.baseline, "slope": self.slope,
-                "baseline_n": self.baseline_n, "slope_n": self.slope_n, "calibrated": self.calibrated,
-                "label": self.label, "loo_error": self.loo_error, "loo_max": self.loo_max,
-                "reason": self.reason, "description": self.describe()}
+        return {
+            "feature": self.feature,
+            "baseline": self.baseline,
+            "slope": self.slope,
+            "baseline_n": self.baseline_n,
+            "slope_n": self.slope_n,
+            "calibrated": self.calibrated,
+            "label": self.label,
+            "loo_error": self.loo_error,
+            "loo_max": self.loo_max,
+            "reason": self.reason,
+            "description": self.describe(),
+        }
 
 
 def _fit_slope(v: np.ndarray, d: np.ndarray, baseline: float) -> float:
@@ -279,8 +305,15 @@ def _fit_feature(name: str, normal: np.ndarray, masked_v: np.ndarray, masked_d: 
         loo, loo_max = float(np.mean(errs)), float(np.max(errs))
     else:
         k, kn, loo, loo_max = 1.0 - bf, 0, None, None
-    return {"feature": name, "baseline": b, "baseline_n": bn, "slope": k, "slope_n": kn,
-            "loo_error": loo, "loo_max": loo_max}
+    return {
+        "feature": name,
+        "baseline": b,
+        "baseline_n": bn,
+        "slope": k,
+        "slope_n": kn,
+        "loo_error": loo,
+        "loo_max": loo_max,
+    }
 
 
 def fit_calibration(summary) -> Calibration:
@@ -308,8 +341,11 @@ def fit_calibration(summary) -> Calibration:
     ok = df["status"].astype(str).eq("ok") if "status" in df.columns else pd.Series(True, index=df.index)
     df = df[ok]
     cat = df["category"].astype(str) if "category" in df.columns else pd.Series("", index=df.index)
-    inv = (pd.to_numeric(df["involvement_pct"], errors="coerce") if "involvement_pct" in df.columns
-           else pd.Series(np.nan, index=df.index))
+    inv = (
+        pd.to_numeric(df["involvement_pct"], errors="coerce")
+        if "involvement_pct" in df.columns
+        else pd.Series(np.nan, index=df.index)
+    )
     fits = {}
     for name in FEATURES:
         if name not in df.columns:
@@ -341,14 +377,24 @@ def fit_calibration(summary) -> Calibration:
     if n_mask and inv.notna().any():
         top = float(inv.max())
         if top < 25.0:
-            reasons.append(f"masked studies reach only {top:.0f} % involvement: above that the slope is "
-                           "mostly the prior (extrapolated)")
+            reasons.append(
+                f"masked studies reach only {top:.0f} % involvement: above that the slope is "
+                "mostly the prior (extrapolated)"
+            )
     reason = "; ".join(reasons) if reasons else "dataset baseline and slope"
     if best["baseline_n"] == 0 and best["slope_n"] == 0:
         reason = "no dataset calibration: " + reason
-    return Calibration(feature=best["feature"], baseline=best["baseline"], slope=best["slope"],
-                       baseline_n=best["baseline_n"], slope_n=best["slope_n"], loo_error=best["loo_error"],
-                       loo_max=best["loo_max"], reason=reason, by_feature=fits)
+    return Calibration(
+        feature=best["feature"],
+        baseline=best["baseline"],
+        slope=best["slope"],
+        baseline_n=best["baseline_n"],
+        slope_n=best["slope_n"],
+        loo_error=best["loo_error"],
+        loo_max=best["loo_max"],
+        reason=reason,
+        by_feature=fits,
+    )
 
 
 def estimate_label(calibrated: bool | None) -> str:

@@ -140,8 +140,9 @@ def slice_positions_mm(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return world[:, 2].copy()
 
 
-def affine_from_axcodes(axcodes: Sequence[str], spacing_xyz: Sequence[float] = (1.0, 1.0, 1.0),
-                        origin: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+def affine_from_axcodes(
+    axcodes: Sequence[str], spacing_xyz: Sequence[float] = (1.0, 1.0, 1.0), origin: Sequence[float] = (0.0, 0.0, 0.0)
+) -> np.ndarray:
     """A simple axis-aligned affine whose voxel axes have the given codes (e.g. ``('L','A','S')``).
 
     ``spacing_xyz[i]`` is the voxel size of stored axis ``i``. Handy for tests and the synthetic generator.
@@ -153,4 +154,3 @@ def affine_from_axcodes(axcodes: Sequence[str], spacing_xyz: Sequence[float] = (
     a[:3, 3] = np.asarray(origin, dtype=float)
     a[3, 3] = 1.0
     return a
-

@@ -136,7 +136,7 @@ def shorten(text: str, limit: int = 120) -> str:
     """``text`` cut to about ``limit`` characters for a message (a hostile 5000-character name stays readable)."""
     if len(text) <= limit:
         return text
-    return f"{text[:limit // 2]}…{text[-limit // 3:]} ({len(text)} characters)"
+    return f"{text[: limit // 2]}…{text[-limit // 3 :]} ({len(text)} characters)"
 
 
 def check_file(root: Path, rel: str, what: str) -> tuple[Path | None, str | None]:
@@ -212,15 +212,15 @@ class FileChecker:
             real_head = self._dirs[head] = os.path.realpath(head)
         path = os.path.join(real_head, name)
         try:
-            st = os.lstat(path)     # lstat(real head / name) is lexists(candidate): the head's links followed
+            st = os.lstat(path)  # lstat(real head / name) is lexists(candidate): the head's links followed
         except OSError:
-            st = None                                   # missing (or unexaminable): check_file says which
+            st = None  # missing (or unexaminable): check_file says which
             if text.startswith("/") and not given_inside and os.path.lexists(text):
-                return check_file(self.root, rel, what)     # an absolute path outside: refused there
+                return check_file(self.root, rel, what)  # an absolute path outside: refused there
         if st is not None and stat.S_ISLNK(st.st_mode):
             path, st = os.path.realpath(path), None
         if not self._within(path, self._root_s):
-            return check_file(self.root, rel, what)     # a link leading out: refused there
+            return check_file(self.root, rel, what)  # a link leading out: refused there
         if st is not None and stat.S_ISREG(st.st_mode):
             return Path(path), None
         return _locate(Path(path), what, rel)
@@ -243,7 +243,10 @@ def recheck(root: Path, path: str | Path, shown: str, what: str, study_id: int |
     except UnsafePathError:
         raise UnsafePathError(
             f"unsafe {what} path: {shown or Path(str(path)).name} now leads outside the dataset root (the file "
-            f"was replaced after the registry was checked); not opened", study_id=study_id, path=str(path)) from None
+            f"was replaced after the registry was checked); not opened",
+            study_id=study_id,
+            path=str(path),
+        ) from None
 
 
 def study_rel_path(study_id: int, category: str) -> str:

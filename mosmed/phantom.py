@@ -48,18 +48,30 @@ from scipy import ndimage
 from threadpoolctl import threadpool_limits
 
 __all__ = [
-    "Phantom", "build_phantom", "draw_target", "TARGET_RANGES", "CONSOLIDATION_SHARE", "CRAZY_PAVING_SHARE",
-    "EFFUSION_CLASSES", "HU", "SLICE_MM", "PSF_SIGMA_MM", "NOISE_SD_HU", "NOISE_NPS",
+    "Phantom",
+    "build_phantom",
+    "draw_target",
+    "TARGET_RANGES",
+    "CONSOLIDATION_SHARE",
+    "CRAZY_PAVING_SHARE",
+    "EFFUSION_CLASSES",
+    "HU",
+    "SLICE_MM",
+    "PSF_SIGMA_MM",
+    "NOISE_SD_HU",
+    "NOISE_NPS",
 ]
 
 # Where each class's involvement is drawn from: the middle of its band with some spread (per cent of lung).
-TARGET_RANGES = MappingProxyType({
-    "CT-0": (0.0, 0.0),
-    "CT-1": (5.0, 20.0),
-    "CT-2": (30.0, 45.0),
-    "CT-3": (55.0, 70.0),
-    "CT-4": (80.0, 92.0),
-})
+TARGET_RANGES = MappingProxyType(
+    {
+        "CT-0": (0.0, 0.0),
+        "CT-1": (5.0, 20.0),
+        "CT-2": (30.0, 45.0),
+        "CT-3": (55.0, 70.0),
+        "CT-4": (80.0, 92.0),
+    }
+)
 # Share of the lesion volume that is consolidation rather than ground glass: more in the severe classes.
 CONSOLIDATION_SHARE = MappingProxyType({"CT-0": 0.0, "CT-1": 0.08, "CT-2": 0.15, "CT-3": 0.3, "CT-4": 0.4})
 # Share of the ground glass overlaid by thickened interlobular septa ("crazy paving"): CT-2 .. CT-4 (paper).
@@ -68,21 +80,40 @@ CRAZY_PAVING_SHARE = MappingProxyType({"CT-0": 0.0, "CT-1": 0.0, "CT-2": 0.3, "C
 EFFUSION_CLASSES = frozenset({"CT-4"})
 
 # Unenhanced tissue densities at 120 kV (HU).
-HU = MappingProxyType({
-    "air": -1000.0, "fat": -102.0, "skin": 25.0, "muscle": 48.0, "blood": 40.0, "myocardium": 44.0,
-    "liver": 58.0, "spleen": 47.0, "kidney": 31.0, "fluid": 9.0, "csf": 7.0, "cord": 33.0, "disc": 82.0,
-    "cartilage": 115.0, "cancellous": 210.0, "cortical": 1250.0, "thyroid": 95.0, "node": 34.0,
-    "stool": 25.0, "effusion": 12.0, "marrow_fat": -55.0,
-})
-SLICE_MM = 1.0          # reconstructed thickness of each kept image (MosMedData: 1 mm, every 8th kept)
-PSF_SIGMA_MM = 0.6      # in-plane point spread of a soft-tissue kernel (FWHM ~1.4 mm)
+HU = MappingProxyType(
+    {
+        "air": -1000.0,
+        "fat": -102.0,
+        "skin": 25.0,
+        "muscle": 48.0,
+        "blood": 40.0,
+        "myocardium": 44.0,
+        "liver": 58.0,
+        "spleen": 47.0,
+        "kidney": 31.0,
+        "fluid": 9.0,
+        "csf": 7.0,
+        "cord": 33.0,
+        "disc": 82.0,
+        "cartilage": 115.0,
+        "cancellous": 210.0,
+        "cortical": 1250.0,
+        "thyroid": 95.0,
+        "node": 34.0,
+        "stool": 25.0,
+        "effusion": 12.0,
+        "marrow_fat": -55.0,
+    }
+)
+SLICE_MM = 1.0  # reconstructed thickness of each kept image (MosMedData: 1 mm, every 8th kept)
+PSF_SIGMA_MM = 0.6  # in-plane point spread of a soft-tissue kernel (FWHM ~1.4 mm)
 # Quantum noise: white noise shaped by NPS(f) ~ f^a exp(-(f/fc)^2) (cycles/mm), standard deviation NOISE_SD_HU.
 # With a = 0.5 and fc = 0.22 the spectrum peaks near 0.11 cycles/mm, like a smooth FBP kernel. Calibrated so the
 # texture statistic of mosmed.texture (MAD of the 3x3-median residual in soft tissue) of the 256-px demo is
 # that of the real chest crop, 20.8 HU (see scripts/texture_report.py).
 NOISE_SD_HU = 29.0
 NOISE_NPS = MappingProxyType({"a": 0.5, "fc": 0.22})
-_BIG = np.float32(1e4)   # "far outside" for signed distances
+_BIG = np.float32(1e4)  # "far outside" for signed distances
 
 
 @dataclass
@@ -137,8 +168,9 @@ def _unit(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], spacing: Sequence[float],
-                  scale_mm: float) -> np.ndarray:
+def _smooth_noise(
+    rng: np.random.Generator, shape: tuple[int, int, int], spacing: Sequence[float], scale_mm: float
+) -> np.ndarray:
     """Band-limited 3D noise of unit spread with features of about ``scale_mm``, on the full grid (float32).
 
     Drawn on a coarse in-plane grid (cells of about half the feature size), smoothed there, and brought up by
@@ -165,16 +197,16 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], spacing
     return _unit(out)
 
 
-def _fine_noise(rng: np.random.Generator, shape: tuple[int, int, int], spacing: Sequence[float],
-                sigma_mm: float) -> np.ndarray:
+def _fine_noise(
+    rng: np.random.Generator, shape: tuple[int, int, int], spacing: Sequence[float], sigma_mm: float
+) -> np.ndarray:
     """2D noise per slice, white noise blurred in-plane by ``sigma_mm`` (bone marrow, stool, lung speckle)."""
     g = rng.standard_normal(shape, dtype=np.float32)
     sig = (0.0, max(sigma_mm / spacing[1], 0.3), max(sigma_mm / spacing[2], 0.3))
     return _unit(ndimage.gaussian_filter(g, sig, mode="reflect", truncate=3.0))
 
 
-def _spectral_noise(rng: np.random.Generator, shape: tuple[int, int, int], spacing: Sequence[float],
-                    nps) -> np.ndarray:
+def _spectral_noise(rng: np.random.Generator, shape: tuple[int, int, int], spacing: Sequence[float], nps) -> np.ndarray:
     """2D noise per slice with power spectrum ``nps(f)`` (f in cycles/mm), unit standard deviation (float32).
 
     Slices are independent: kept images are 8 mm apart, far beyond the noise correlation length. The filter is
@@ -196,7 +228,7 @@ def _spectral_noise(rng: np.random.Generator, shape: tuple[int, int, int], spaci
 
 def _kernel_nps(f):
     a, fc = NOISE_NPS["a"], NOISE_NPS["fc"]
-    return np.power(f, a) * np.exp(-(f / fc) ** 2)
+    return np.power(f, a) * np.exp(-((f / fc) ** 2))
 
 
 class _Grid:
@@ -253,7 +285,7 @@ def _ell(X, Y, xc: float, yc: float, a: float, b: float, p: float = 2.0, ang: fl
         g = np.sqrt(u * u + v * v)
         gr = np.sqrt((u / a) ** 2 + (v / b) ** 2) + 1e-6
         return (g - 1.0) * g / gr
-    up, vp = u ** p, v ** p
+    up, vp = u**p, v**p
     f = up + vp + 1e-12
     g = f ** (1.0 / p)
     # |grad g| = f^(1/p - 1) * |(u^(p-1)/a, v^(p-1)/b)|
@@ -384,8 +416,15 @@ def _caps_cov(grid: _Grid, caps: np.ndarray, out: np.ndarray) -> None:
 _TREE_AXIS_WEIGHT = np.array([0.5, 1.0, 1.0])
 
 
-def _tree(rng: np.random.Generator, root: np.ndarray, pts: np.ndarray, r_root: float, r_min: float,
-          max_depth: int, first_len: float) -> np.ndarray:
+def _tree(
+    rng: np.random.Generator,
+    root: np.ndarray,
+    pts: np.ndarray,
+    r_root: float,
+    r_min: float,
+    max_depth: int,
+    first_len: float,
+) -> np.ndarray:
     """A branching tree that fills a point cloud: each node splits its points in two along their main axis.
 
     Space-filling by recursive partition gives vessels that reach every part of the lung and taper with the
@@ -539,8 +578,9 @@ def _draw_params(rng: np.random.Generator, grid: _Grid, category: str, fit: dict
         B = float(max(B, (y_post_need + post_wall - (y_ant_need - ant_wall)) / 2))
         B = min(B, 0.46 * fov_y)
         Ba, Bp = B, B
-        cy = float(np.clip((y_ant_need - ant_wall + y_post_need + post_wall) / 2, -0.5 * fov_y + B + 2,
-                           0.5 * fov_y - B - 2))
+        cy = float(
+            np.clip((y_ant_need - ant_wall + y_post_need + post_wall) / 2, -0.5 * fov_y + B + 2, 0.5 * fov_y - B - 2)
+        )
     y_front = cy - Ba + ant_wall
     y_back = cy + Bp - post_wall
     cyc, ryc = (y_front + y_back) / 2, (y_back - y_front) / 2
@@ -576,32 +616,62 @@ def _draw_params(rng: np.random.Generator, grid: _Grid, category: str, fit: dict
     y_back_skin = cy + Bp * 0.96
     pad = float(rng.uniform(6.0, 16.0))
     return _P(
-        female=female, age=age, A=A, Ba=Ba, Bp=Bp, cy=cy, cx=cx, fat=fat, muscle=muscle, cyc=cyc, ryc=ryc,
-        rxc=rxc, apex=apex, dome_r=dome_r, dome_l=dome_l, dome_drop=dome_drop, carina=carina, zh=zh, yh=yh,
-        xh=xh, hz=hz, ha=float(rng.uniform(0.44, 0.50)) * rxc, hb=float(rng.uniform(0.50, 0.58)) * ryc,
-        hang=float(np.deg2rad(rng.uniform(28.0, 42.0))), yv=yv,
-        rib_z1=apex + float(rng.uniform(4.0, 12.0)), rib_gap=float(rng.uniform(21.0, 25.0)) * min(1.0, height / 210.0),
+        female=female,
+        age=age,
+        A=A,
+        Ba=Ba,
+        Bp=Bp,
+        cy=cy,
+        cx=cx,
+        fat=fat,
+        muscle=muscle,
+        cyc=cyc,
+        ryc=ryc,
+        rxc=rxc,
+        apex=apex,
+        dome_r=dome_r,
+        dome_l=dome_l,
+        dome_drop=dome_drop,
+        carina=carina,
+        zh=zh,
+        yh=yh,
+        xh=xh,
+        hz=hz,
+        ha=float(rng.uniform(0.44, 0.50)) * rxc,
+        hb=float(rng.uniform(0.50, 0.58)) * ryc,
+        hang=float(np.deg2rad(rng.uniform(28.0, 42.0))),
+        yv=yv,
+        rib_z1=apex + float(rng.uniform(4.0, 12.0)),
+        rib_gap=float(rng.uniform(21.0, 25.0)) * min(1.0, height / 210.0),
         rib_drop=float(rng.uniform(85.0, 105.0)) * min(1.0, height / 210.0),
-        vert_period=float(rng.uniform(24.0, 28.0)) * min(1.0, height / 210.0), vert_phase=float(rng.uniform(0, 30)),
-        lung_base=lung_base, lung_grad=lung_grad,
-        fis_slope_r=float(rng.uniform(0.9, 1.3)), fis_slope_l=float(rng.uniform(0.9, 1.3)),
-        fis_z_r=dome_r + 0.55 * height, fis_z_l=dome_r + 0.58 * height, minor_z=dome_r + 0.42 * height,
-        eff_r=eff_r, eff_l=eff_l,
-        stomach_gas=float(rng.uniform(0.25, 0.6)), colon_gas=float(rng.uniform(0.3, 0.8)),
+        vert_period=float(rng.uniform(24.0, 28.0)) * min(1.0, height / 210.0),
+        vert_phase=float(rng.uniform(0, 30)),
+        lung_base=lung_base,
+        lung_grad=lung_grad,
+        fis_slope_r=float(rng.uniform(0.9, 1.3)),
+        fis_slope_l=float(rng.uniform(0.9, 1.3)),
+        fis_z_r=dome_r + 0.55 * height,
+        fis_z_l=dome_r + 0.58 * height,
+        minor_z=dome_r + 0.42 * height,
+        eff_r=eff_r,
+        eff_l=eff_l,
+        stomach_gas=float(rng.uniform(0.25, 0.6)),
+        colon_gas=float(rng.uniform(0.3, 0.8)),
         kidney_top_r=dome_r - float(rng.uniform(95.0, 120.0)) * scale,
         kidney_top_l=dome_r - float(rng.uniform(80.0, 100.0)) * scale,
-        y_table=y_back_skin + pad, pad=pad,
+        y_table=y_back_skin + pad,
+        pad=pad,
     )
 
 
 def _tubes(p: _P, L: float, rng: np.random.Generator) -> dict[str, list[tuple]]:
     """3D tubes (mm, z from the bottom): great vessels, airways, oesophagus, liver veins, coronaries, nodes."""
     z_arch = min(p.carina + 22.0, p.apex - 25.0)
-    ya, xa = p.yh - 0.12 * p.ryc, p.cx - 0.10 * p.rxc                # ascending aorta
-    yd, xd = p.yv - 22.0, p.cx + 24.0                                # descending aorta, left of the spine
+    ya, xa = p.yh - 0.12 * p.ryc, p.cx - 0.10 * p.rxc  # ascending aorta
+    yd, xd = p.yv - 22.0, p.cx + 24.0  # descending aorta, left of the spine
     heart_top = p.zh + 0.6 * p.hz
-    yt = p.yv - 36.0                                                 # trachea, in front of the oesophagus
-    ra = 13.0 + 0.05 * (p.age - 40.0)                                # the aorta widens with age
+    yt = p.yv - 36.0  # trachea, in front of the oesophagus
+    ra = 13.0 + 0.05 * (p.age - 40.0)  # the aorta widens with age
     aorta = [
         (heart_top, ya, xa, z_arch, ya, xa, ra, ra + 1.0),
         (z_arch, ya, xa, z_arch + 12.0, (ya + yd) / 2 - 6.0, (xa + xd) / 2, ra + 1.0, ra),
@@ -611,18 +681,30 @@ def _tubes(p: _P, L: float, rng: np.random.Generator) -> dict[str, list[tuple]]:
     ]
     top = L + 20.0
     branches = [
-        (z_arch + 8.0, ya + 4.0, xa + 2.0, top, ya + 4.0, xa - 16.0, 6.5, 5.5),     # brachiocephalic -> R carotid
+        (z_arch + 8.0, ya + 4.0, xa + 2.0, top, ya + 4.0, xa - 16.0, 6.5, 5.5),  # brachiocephalic -> R carotid
         (z_arch + 10.0, (ya + yd) / 2 - 4, p.cx + 6.0, top, (ya + yd) / 2 - 2, p.cx + 16.0, 4.5, 4.0),
-        (z_arch + 8.0, yd - 6.0, xd - 4.0, top, yd - 10.0, xd + 14.0, 5.5, 5.0),     # left subclavian
-        (z_arch + 40.0, ya + 6.0, xa - 30.0, top, ya + 10.0, xa - 34.0, 7.0, 6.0),   # right jugular
+        (z_arch + 8.0, yd - 6.0, xd - 4.0, top, yd - 10.0, xd + 14.0, 5.5, 5.0),  # left subclavian
+        (z_arch + 40.0, ya + 6.0, xa - 30.0, top, ya + 10.0, xa - 34.0, 7.0, 6.0),  # right jugular
         (z_arch + 40.0, ya + 2.0, p.cx + 28.0, top, ya + 8.0, p.cx + 30.0, 6.5, 6.0),  # left jugular
         (z_arch + 40.0, ya + 2.0, p.cx + 28.0, z_arch + 16.0, ya - 2.0, xa - 10.0, 5.5, 5.5),  # brachiocephalic v.
     ]
     svc = [(z_arch + 40.0, ya + 6.0, xa - 30.0, heart_top - 6.0, ya + 8.0, xa - 24.0, 9.0, 11.0)]
-    ivc = [(-20.0, p.yv - 22.0, p.cx - 0.22 * p.rxc, p.zh - 0.55 * p.hz, p.yh + 0.25 * p.hb, p.cx - 0.2 * p.rxc,
-            12.0, 13.0)]
-    azygos = [(-20.0, p.yv - 6.0, p.cx - 12.0, p.carina - 4.0, p.yv - 8.0, p.cx - 13.0, 4.0, 4.5),
-              (p.carina - 4.0, p.yv - 8.0, p.cx - 13.0, p.carina + 6.0, ya + 6.0, xa - 22.0, 4.5, 5.0)]
+    ivc = [
+        (
+            -20.0,
+            p.yv - 22.0,
+            p.cx - 0.22 * p.rxc,
+            p.zh - 0.55 * p.hz,
+            p.yh + 0.25 * p.hb,
+            p.cx - 0.2 * p.rxc,
+            12.0,
+            13.0,
+        )
+    ]
+    azygos = [
+        (-20.0, p.yv - 6.0, p.cx - 12.0, p.carina - 4.0, p.yv - 8.0, p.cx - 13.0, 4.0, 4.5),
+        (p.carina - 4.0, p.yv - 8.0, p.cx - 13.0, p.carina + 6.0, ya + 6.0, xa - 22.0, 4.5, 5.0),
+    ]
     pa_split = (p.carina - 14.0, ya + 16.0, p.cx + 14.0)
     pulm = [
         (heart_top - 4.0, p.yh - 0.45 * p.hb, p.xh + 8.0, *pa_split, 13.0, 13.0),
@@ -631,28 +713,53 @@ def _tubes(p: _P, L: float, rng: np.random.Generator) -> dict[str, list[tuple]]:
     ]
     # Pulmonary veins into the left atrium (behind the heart's centre).
     la = (p.zh + 0.15 * p.hz, p.yh + 0.5 * p.hb, p.cx + 4.0)
-    pveins = [(*la, la[0] + s * 6.0, la[1] + 4.0, p.cx + side * 0.36 * p.rxc, 7.0, 6.0)
-              for side in (-1.0, 1.0) for s in (-1.0, 1.0)]
+    pveins = [
+        (*la, la[0] + s * 6.0, la[1] + 4.0, p.cx + side * 0.36 * p.rxc, 7.0, 6.0)
+        for side in (-1.0, 1.0)
+        for s in (-1.0, 1.0)
+    ]
     trachea = [(top, yt - 10.0, p.cx, p.carina, yt, p.cx, 9.0, 9.0)]
     bronchi = [
         (p.carina, yt, p.cx, p.carina - 22.0, yt + 6.0, p.cx - 30.0, 7.0, 6.0),
         (p.carina, yt, p.cx, p.carina - 34.0, yt + 10.0, p.cx + 42.0, 6.5, 5.5),
     ]
-    esoph = [(top, p.yv - 20.0, p.cx + 4.0, p.dome_l - 8.0, p.yv - 24.0, p.cx + 14.0, 7.5, 7.5),
-             (p.dome_l - 8.0, p.yv - 24.0, p.cx + 14.0, p.dome_l - 30.0, p.cyc - 0.1 * p.ryc, p.cx + 0.3 * p.rxc,
-              7.5, 8.0)]
+    esoph = [
+        (top, p.yv - 20.0, p.cx + 4.0, p.dome_l - 8.0, p.yv - 24.0, p.cx + 14.0, 7.5, 7.5),
+        (p.dome_l - 8.0, p.yv - 24.0, p.cx + 14.0, p.dome_l - 30.0, p.cyc - 0.1 * p.ryc, p.cx + 0.3 * p.rxc, 7.5, 8.0),
+    ]
     # Hepatic veins converge on the IVC under the right dome (unenhanced: a little darker than liver).
     ivc_top = (p.dome_r - 12.0, p.yv - 22.0, p.cx - 0.22 * p.rxc)
-    hepatic = [(*ivc_top, ivc_top[0] - 55.0, p.cyc + dy, p.cx + dx, 5.0, 2.0)
-               for dy, dx in ((-0.6 * p.ryc, -0.1 * p.rxc), (-0.2 * p.ryc, -0.65 * p.rxc),
-                              (-0.55 * p.ryc, 0.2 * p.rxc))]
-    portal = [(p.dome_r - 90.0, p.cyc - 0.1 * p.ryc, p.cx - 0.05 * p.rxc, p.dome_r - 60.0, p.cyc, p.cx - 0.4 * p.rxc,
-               6.0, 4.0)]
+    hepatic = [
+        (*ivc_top, ivc_top[0] - 55.0, p.cyc + dy, p.cx + dx, 5.0, 2.0)
+        for dy, dx in ((-0.6 * p.ryc, -0.1 * p.rxc), (-0.2 * p.ryc, -0.65 * p.rxc), (-0.55 * p.ryc, 0.2 * p.rxc))
+    ]
+    portal = [
+        (
+            p.dome_r - 90.0,
+            p.cyc - 0.1 * p.ryc,
+            p.cx - 0.05 * p.rxc,
+            p.dome_r - 60.0,
+            p.cyc,
+            p.cx - 0.4 * p.rxc,
+            6.0,
+            4.0,
+        )
+    ]
     # Coronary arteries in the atrioventricular groove, lymph nodes in the mediastinal fat.
     cor = []
     for side in (-1.0, 1.0):
-        cor.append((heart_top - 8.0, ya + 10.0, xa + side * 10.0, p.zh - 0.4 * p.hz, p.yh + side * 0.2 * p.hb,
-                    p.xh + side * 0.8 * p.ha, 2.0, 1.5))
+        cor.append(
+            (
+                heart_top - 8.0,
+                ya + 10.0,
+                xa + side * 10.0,
+                p.zh - 0.4 * p.hz,
+                p.yh + side * 0.2 * p.hb,
+                p.xh + side * 0.8 * p.ha,
+                2.0,
+                1.5,
+            )
+        )
     nodes = []
     for _ in range(int(rng.integers(3, 7))):
         zc = float(rng.uniform(p.carina - 25.0, p.carina + 25.0))
@@ -660,9 +767,22 @@ def _tubes(p: _P, L: float, rng: np.random.Generator) -> dict[str, list[tuple]]:
         xc = p.cx + float(rng.uniform(-25.0, 25.0))
         r = float(rng.uniform(2.5, 4.5))
         nodes.append((zc - r, yc, xc, zc + r, yc, xc + 2.0, r, r * 0.9))
-    return {"aorta": aorta, "branches": branches, "svc": svc, "ivc": ivc, "azygos": azygos, "pulm": pulm,
-            "pveins": pveins, "trachea": trachea, "bronchi": bronchi, "esoph": esoph, "hepatic": hepatic,
-            "portal": portal, "coronary": cor, "nodes": nodes}
+    return {
+        "aorta": aorta,
+        "branches": branches,
+        "svc": svc,
+        "ivc": ivc,
+        "azygos": azygos,
+        "pulm": pulm,
+        "pveins": pveins,
+        "trachea": trachea,
+        "bronchi": bronchi,
+        "esoph": esoph,
+        "hepatic": hepatic,
+        "portal": portal,
+        "coronary": cor,
+        "nodes": nodes,
+    }
 
 
 def _arr(rows: list[tuple]) -> np.ndarray:
@@ -672,8 +792,14 @@ def _arr(rows: list[tuple]) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ drawing
 
 
-def build_phantom(shape_zyx: Sequence[int], spacing: Sequence[float], category: str, rng: np.random.Generator,
-                  target_involvement: float | None = None, lesion_mask: np.ndarray | None = None) -> Phantom:
+def build_phantom(
+    shape_zyx: Sequence[int],
+    spacing: Sequence[float],
+    category: str,
+    rng: np.random.Generator,
+    target_involvement: float | None = None,
+    lesion_mask: np.ndarray | None = None,
+) -> Phantom:
     """Draw one synthetic chest CT in display orientation.
 
     Parameters
@@ -701,8 +827,14 @@ def build_phantom(shape_zyx: Sequence[int], spacing: Sequence[float], category: 
         return _build(shape_zyx, spacing, category, rng, target_involvement, lesion_mask)
 
 
-def _build(shape_zyx: Sequence[int], spacing: Sequence[float], category: str, rng: np.random.Generator,
-           target_involvement: float | None, lesion_mask: np.ndarray | None) -> Phantom:
+def _build(
+    shape_zyx: Sequence[int],
+    spacing: Sequence[float],
+    category: str,
+    rng: np.random.Generator,
+    target_involvement: float | None,
+    lesion_mask: np.ndarray | None,
+) -> Phantom:
     shape = tuple(int(s) for s in shape_zyx)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"shape must be (Z, H, W) with positive sizes, got {tuple(shape_zyx)}")
@@ -717,9 +849,13 @@ def _build(shape_zyx: Sequence[int], spacing: Sequence[float], category: str, rn
             raise ValueError(f"lesion mask shape {lesion_mask.shape} differs from the grid {shape}")
         if lesion_mask.any():
             zi, yi, xi = np.nonzero(lesion_mask)
-            fit = {"zmin": float(grid.z[zi.min()]), "zmax": float(grid.z[zi.max()]),
-                   "ymin": float(grid.y[yi.min()]), "ymax": float(grid.y[yi.max()]),
-                   "xmax": float(np.abs(grid.x[[xi.min(), xi.max()]]).max())}
+            fit = {
+                "zmin": float(grid.z[zi.min()]),
+                "zmax": float(grid.z[zi.max()]),
+                "ymin": float(grid.y[yi.min()]),
+                "ymax": float(grid.y[yi.max()]),
+                "xmax": float(np.abs(grid.x[[xi.min(), xi.max()]]).max()),
+            }
     p = _draw_params(rng, grid, category, fit)
     tubes = _tubes(p, grid.length, rng)
     anatomy = _Anatomy(grid, p, tubes, rng)
@@ -734,8 +870,9 @@ def _build(shape_zyx: Sequence[int], spacing: Sequence[float], category: str, rn
     extras["tex"] = anatomy.tex
     extras["ves"], extras["bw"], extras["bl"] = _vessel_trees(grid, p, lung, rng)
     lungimg = _lung_image(grid, p, lung, lung_cov, extras, rng)
-    lesion, target, lungimg = _lesions(grid, p, category, lung, lungimg, wall_depth, extras, rng,
-                                       target_involvement, lesion_mask)
+    lesion, target, lungimg = _lesions(
+        grid, p, category, lung, lungimg, wall_depth, extras, rng, target_involvement, lesion_mask
+    )
     _airways_in_lung(lungimg, extras)
     hu += lung_cov * (lungimg - hu)
     del lungimg
@@ -747,8 +884,14 @@ def _build(shape_zyx: Sequence[int], spacing: Sequence[float], category: str, rn
     out = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
     n_lung = int(lung.sum())
     inv = 100.0 * float((lesion & lung).sum()) / max(n_lung, 1)
-    return Phantom(hu=out, lesion=lesion.astype(np.uint8), lung=lung.astype(np.uint8), involvement_pct=inv,
-                   target_pct=float(target), effusion=effusion.astype(np.uint8) if effusion.any() else None)
+    return Phantom(
+        hu=out,
+        lesion=lesion.astype(np.uint8),
+        lung=lung.astype(np.uint8),
+        involvement_pct=inv,
+        target_pct=float(target),
+        effusion=effusion.astype(np.uint8) if effusion.any() else None,
+    )
 
 
 class _Anatomy:
@@ -770,8 +913,15 @@ class _Anatomy:
         self.table_img, self.table_cov = self._table()
         self._cav: np.ndarray | None = None
         self._msdf: np.ndarray | None = None
-        self.solid = _arr(tubes["aorta"] + tubes["branches"] + tubes["svc"] + tubes["ivc"] + tubes["azygos"]
-                          + tubes["pulm"] + tubes["pveins"])
+        self.solid = _arr(
+            tubes["aorta"]
+            + tubes["branches"]
+            + tubes["svc"]
+            + tubes["ivc"]
+            + tubes["azygos"]
+            + tubes["pulm"]
+            + tubes["pveins"]
+        )
         self.esoph = _arr(tubes["esoph"])
         self.airway = _arr(tubes["trachea"] + tubes["bronchi"])
         self.hepatic = _arr(tubes["hepatic"] + tubes["portal"])
@@ -784,10 +934,10 @@ class _Anatomy:
         self.rib_end = np.array([0.22, 0.26, 0.28, 0.3, 0.3, 0.32, 0.33, 0.36, 0.4, 0.45, 0.55, 0.62]) * np.pi
         self.cart_end = np.array([0.1, 0.11, 0.12, 0.12, 0.13, 0.14, 0.15, 0.2, 0.27, 0.34, 0.55, 0.62]) * np.pi
         self.calcified = p.age > 55 and rng.random() < (p.age - 45) / 50.0
-        self.tex = _smooth_noise(rng, grid.shape, (grid.dz, grid.dy, grid.dx), 5.0)   # organ texture
+        self.tex = _smooth_noise(rng, grid.shape, (grid.dz, grid.dy, grid.dx), 5.0)  # organ texture
         # Low-frequency warp of outlines (mm per unit): no body, lung or organ contour is a true ellipse.
         self.warp = _smooth_noise(rng, grid.shape, (grid.dz, grid.dy, grid.dx), 45.0)
-        self.fine = _fine_noise(rng, grid.shape, (grid.dz, grid.dy, grid.dx), 0.8)   # bone marrow, stool
+        self.fine = _fine_noise(rng, grid.shape, (grid.dz, grid.dy, grid.dx), 0.8)  # bone marrow, stool
 
     # ----------------------------------------------------------------------------------- fixed parts
 
@@ -798,7 +948,7 @@ class _Anatomy:
         img = np.full(g.shape[1:], HU["air"], np.float32)
         # A cradle: the table top rises toward its edges; a foam pad between it and the patient's back. Both
         # foams (~50 kg/m3) are nearly air, about -950 HU.
-        yt = p.y_table - 0.00055 * X ** 2
+        yt = p.y_table - 0.00055 * X**2
         side = np.abs(X) - 215.0
         pad = np.maximum(np.maximum((yt - p.pad) - Y, Y - yt), np.abs(X) - 190.0)
         _paint(img, pad, -935.0, g.px)
@@ -846,7 +996,7 @@ class _Anatomy:
 
         # ---- body outline: chest, narrowing to the neck above the apex; breasts; arms beside the head.
         nt = float(_smoothstep(p.apex - 10.0, p.apex + 45.0, z))
-        at = float(_smoothstep(p.dome_r - 60.0, p.dome_r - 160.0, z))       # upper abdomen: rounder
+        at = float(_smoothstep(p.dome_r - 60.0, p.dome_r - 160.0, z))  # upper abdomen: rounder
         A = p.A * (1.0 - 0.52 * nt) * (1.0 - 0.04 * at)
         Ba, Bp = p.Ba * (1.0 - 0.32 * nt), p.Bp * (1.0 - 0.22 * nt)
         y_back = p.cy + Bp * 0.96
@@ -895,7 +1045,7 @@ class _Anatomy:
         notch = _ell(X, Y, p.cx, p.yv + 18.0, 24.0, 30.0)
         cav = np.maximum(cav, -notch)
         if nt > 0.6:
-            cav = cav + (nt - 0.6) * 60.0                                   # the neck has no pleural cavity
+            cav = cav + (nt - 0.6) * 60.0  # the neck has no pleural cavity
         self._ribs(sl, cav, z, k)
         self._cav, self._msdf = cav, msdf
         # Extrapleural and mediastinal fat; at the root of the neck, muscle (scalenes, longus colli, straps).
@@ -913,7 +1063,7 @@ class _Anatomy:
         # Abdominal cavity (< 0 inside), clear of the vertebra.
         below = np.maximum(np.maximum(cav, (z - dome) / gd), -(spine_sdf - 2.0))
         if (below < 2 * px).any():
-            _paint(sl, np.maximum(cav, (z - dome - 4.0) / gd), HU["muscle"], px)     # diaphragm
+            _paint(sl, np.maximum(cav, (z - dome - 4.0) / gd), HU["muscle"], px)  # diaphragm
             _paint(sl, below, HU["fat"] + 5.0 * tex, px)
             self._abdomen(sl, z, k, below, cav, rxc, ryc)
 
@@ -952,8 +1102,9 @@ class _Anatomy:
         q_l = ((Xc - 0.42 * r) / (0.55 * r)) ** 2 + ((Yv + 0.1 * p.ryc) / (1.25 * p.ryc)) ** 2
         dome = np.where(Xc < 0, p.dome_r - p.dome_drop * q_r, p.dome_l - p.dome_drop * q_l)
         # |grad dome| in mm/mm: steep at the sides, flat at the top (clamped: the slab cuts the top tangentially).
-        gr = np.where(Xc < 0, p.dome_drop * 2.0 * np.sqrt(q_r) / (0.8 * r),
-                      p.dome_drop * 2.0 * np.sqrt(q_l) / (0.8 * r))
+        gr = np.where(
+            Xc < 0, p.dome_drop * 2.0 * np.sqrt(q_r) / (0.8 * r), p.dome_drop * 2.0 * np.sqrt(q_l) / (0.8 * r)
+        )
         return dome.astype(np.float32), np.maximum(gr, 0.25).astype(np.float32)
 
     def _ribs(self, sl: np.ndarray, cav: np.ndarray, z: float, k: int) -> None:
@@ -980,7 +1131,7 @@ class _Anatomy:
             zp, dr = self.rib_post[r], self.rib_drop[r]
             if not (zp - dr - 12.0 < z < zp + 12.0):
                 continue
-            zk = zp - dr * gpost ** 1.2
+            zk = zp - dr * gpost**1.2
             # Near the spine the rib runs almost level; its cut is kept to a few cm (neck, then the angle).
             slope = np.maximum(dr * 1.2 * np.maximum(gpost, 1e-3) ** 0.2 / np.pi / rh, 0.16)
             hr = 9.5 if r > 0 else 12.0
@@ -1011,18 +1162,26 @@ class _Anatomy:
         # with the arms raised they reach further out and up.
         zt, zb = p.apex + 25.0, p.carina - 75.0
         if zb < z < zt and self._cav is not None:
-            u = (z - zb) / (zt - zb)                                    # 0 inferior angle .. 1 spine of scapula
+            u = (z - zb) / (zt - zb)  # 0 inferior angle .. 1 spine of scapula
             cav = self._cav
-            ph0 = (0.93 - 0.05 * u) * np.pi                             # medial border
-            ph1 = (0.80 - 0.22 * min(1.0, 2.0 * u)) * np.pi             # lateral border
-            off = 11.0 + 5.0 + 4.0 * u                                  # outside the ribs
+            ph0 = (0.93 - 0.05 * u) * np.pi  # medial border
+            ph1 = (0.80 - 0.22 * min(1.0, 2.0 * u)) * np.pi  # lateral border
+            off = 11.0 + 5.0 + 4.0 * u  # outside the ribs
             thick = 1.6 + 2.4 * u + 2.5 * np.clip((ph0 - self.phi) / max(ph0 - ph1, 1e-3), 0, 1) ** 4
             d = np.maximum(np.abs(cav - off) - thick, np.maximum((self.phi - ph0), (ph1 - self.phi)) * self.rho)
-            d = np.maximum(d, self._msdf + 2.0)                         # inside the muscle layer, never the skin
-            _paint(sl, np.maximum(np.maximum(np.abs(cav - off) - thick - 9.0,
-                                             np.maximum((self.phi - ph0 - 0.03 * np.pi),
-                                                        (ph1 - 0.05 * np.pi - self.phi))
-                                             * self.rho), self._msdf + 0.5), HU["muscle"] + 3.0 * self.tex[k], px)
+            d = np.maximum(d, self._msdf + 2.0)  # inside the muscle layer, never the skin
+            _paint(
+                sl,
+                np.maximum(
+                    np.maximum(
+                        np.abs(cav - off) - thick - 9.0,
+                        np.maximum((self.phi - ph0 - 0.03 * np.pi), (ph1 - 0.05 * np.pi - self.phi)) * self.rho,
+                    ),
+                    self._msdf + 0.5,
+                ),
+                HU["muscle"] + 3.0 * self.tex[k],
+                px,
+            )
             v = HU["cancellous"] + (HU["cortical"] * 0.9 - HU["cancellous"]) * np.clip(1.0 + d / 1.2, 0, 1)
             _paint(sl, d, v, px)
         # Clavicles at the top, from the manubrium laterally and back.
@@ -1051,8 +1210,11 @@ class _Anatomy:
         if bx is None:
             return
         d = _ell(g.X[bx], g.Y[bx], p.cx, y0 - 6.5, ws, 6.0 if z > z_man else 5.5, p=3.0)
-        v = HU["cancellous"] + 30.0 * self.fine[k][bx] + (HU["cortical"] * 0.85 - HU["cancellous"]) * np.clip(
-            1.0 + d / 1.0, 0, 1)
+        v = (
+            HU["cancellous"]
+            + 30.0 * self.fine[k][bx]
+            + (HU["cortical"] * 0.85 - HU["cancellous"]) * np.clip(1.0 + d / 1.0, 0, 1)
+        )
         _paint(sl[bx], d, v, px)
 
     def _spine(self, sl: np.ndarray, z: float, k: int, y_back: float) -> np.ndarray:
@@ -1073,8 +1235,12 @@ class _Anatomy:
         # Paraspinal muscles (erector spinae) from the laminae back to the fascia, a fat stripe between them.
         for s in (-1.0, 1.0):
             e = _ell(X, Y, p.cx + s * 26.0, canal_y + 14.0, 24.0, 24.0 + 4.0 * lumb, p=2.2, ang=-s * 0.3)
-            _paint(sub, np.maximum(e, Y - (y_back - 0.45 * p.fat - 3.5)),
-                   HU["muscle"] + 2.0 + 3.0 * tex - 60.0 * np.clip(tex - 1.3, 0, 1), px)
+            _paint(
+                sub,
+                np.maximum(e, Y - (y_back - 0.45 * p.fat - 3.5)),
+                HU["muscle"] + 2.0 + 3.0 * tex - 60.0 * np.clip(tex - 1.3, 0, 1),
+                px,
+            )
         u = ((z - p.vert_phase) % p.vert_period) / p.vert_period
         disc = u < 0.2
         body = _ell(X, Y, p.cx, yv, aw, ad, p=2.3)
@@ -1095,8 +1261,12 @@ class _Anatomy:
         arch = np.minimum(arch, spin)
         if u > 0.35:
             for s in (-1.0, 1.0):
-                arch = np.minimum(arch, _seg_sdf(X, Y, canal_y - 1.0, p.cx + s * 9.0, canal_y + 5.0,
-                                                 p.cx + s * (27.0 + 3.0 * lumb), 4.2, 3.6))
+                arch = np.minimum(
+                    arch,
+                    _seg_sdf(
+                        X, Y, canal_y - 1.0, p.cx + s * 9.0, canal_y + 5.0, p.cx + s * (27.0 + 3.0 * lumb), 4.2, 3.6
+                    ),
+                )
         v = HU["cancellous"] + 40.0 * fine + (HU["cortical"] - HU["cancellous"]) * np.clip(1.0 + arch / 1.2, 0, 1)
         _paint(sub, arch, v, px)
         # Canal: epidural fat, CSF, cord.
@@ -1128,13 +1298,14 @@ class _Anatomy:
             v = HU["marrow_fat"] + (HU["cortical"] + 150.0 - HU["marrow_fat"]) * np.clip((dh - 7.0) / 1.0, 0, 1)
             _paint(sub, dh - 11.0, v, px)
 
-    def _abdomen(self, sl: np.ndarray, z: float, k: int, below: np.ndarray, cav: np.ndarray, rxc: float,
-                 ryc: float) -> None:
+    def _abdomen(
+        self, sl: np.ndarray, z: float, k: int, below: np.ndarray, cav: np.ndarray, rxc: float, ryc: float
+    ) -> None:
         """Liver, gallbladder, spleen, stomach, colon, kidneys, adrenals, crura under the diaphragm."""
         g, p, px = self.g, self.p, self.g.px
         X, Y, Yv = g.X, g.Y, self.Yv
         tex, fine = self.tex[k], self.fine[k]
-        dr = p.dome_r - z                                             # depth below the right dome's top
+        dr = p.dome_r - z  # depth below the right dome's top
         # Kidneys (upper poles in the lowest slices) in perirenal fat, adrenals above them.
         for s, ztop in ((-1.0, p.kidney_top_r), (1.0, p.kidney_top_l)):
             xk, yk = p.cx + s * 0.48 * rxc, p.yv + 2.0
@@ -1149,15 +1320,19 @@ class _Anatomy:
                 xa_, ya_ = xk - s * 12.0, yk - 18.0
                 bx = g.box(xa_ - 25, xa_ + 25, ya_ - 25, ya_ + 25)
                 if bx is not None:
-                    d = np.minimum(_seg_sdf(g.X[bx], g.Y[bx], ya_, xa_, ya_ + 16.0, xa_ + s * 8.0, 2.2, 1.5),
-                                   _seg_sdf(g.X[bx], g.Y[bx], ya_, xa_, ya_ + 14.0, xa_ - s * 6.0, 2.0, 1.4))
+                    d = np.minimum(
+                        _seg_sdf(g.X[bx], g.Y[bx], ya_, xa_, ya_ + 16.0, xa_ + s * 8.0, 2.2, 1.5),
+                        _seg_sdf(g.X[bx], g.Y[bx], ya_, xa_, ya_ + 14.0, xa_ - s * 6.0, 2.0, 1.4),
+                    )
                     _paint(sl[bx], np.maximum(d, below[bx]), HU["muscle"] - 10.0, px)
         # Liver: under the right dome, its left lobe across the midline in front; narrower further down.
         lobe = float(np.clip(1.0 - dr / 130.0, 0.0, 1.0))
         x_div = p.cx + rxc * (-0.05 + (0.15 + 0.45 * lobe) * np.clip((-Yv) / ryc + 0.2, 0, 1.2))
         inf = float(np.clip((dr - 60.0) / 120.0, 0.0, 1.0))
-        liv = np.maximum(np.maximum(below, X - x_div),
-                         _ell(X, Y, p.cx - 0.35 * rxc, p.cyc, rxc * (1.0 - 0.35 * inf), ryc * (1.1 - 0.3 * inf)))
+        liv = np.maximum(
+            np.maximum(below, X - x_div),
+            _ell(X, Y, p.cx - 0.35 * rxc, p.cyc, rxc * (1.0 - 0.35 * inf), ryc * (1.1 - 0.3 * inf)),
+        )
         liv = liv - 4.0 * self.warp[k] * (liv > -15.0)
         _paint(sl, liv, HU["liver"] + 3.0 * tex, px)
         hep = np.full(sl.shape, _BIG, np.float32)
@@ -1182,7 +1357,7 @@ class _Anatomy:
             a, b = 0.3 * rxc * f + 3, 0.36 * ryc * f + 3
             e = np.maximum(_ell(X, Y, xs, ys, a, b, ang=0.4), below)
             _paint(sl, e, HU["muscle"] - 5.0, px)
-            inner = e + 4.0 + 1.5 * tex                                # wall with folds
+            inner = e + 4.0 + 1.5 * tex  # wall with folds
             level = ys + b * (1.0 - 2.0 * p.stomach_gas)
             _paint(sl, np.maximum(inner, level - Y), HU["fluid"] + 12.0 + 8.0 * tex, px)
             _paint(sl, np.maximum(inner, Y - level), HU["air"], px)
@@ -1205,7 +1380,7 @@ class _Anatomy:
             inner = e + 2.0
             level = yc + r * (1.0 - 2.0 * p.colon_gas) + 4.0 * tex[bx]
             f = fine[bx]
-            stool = np.where(f > 0.7, -850.0 + 150.0 * f, HU["stool"] - 40.0 + 50.0 * f)   # gas mottling
+            stool = np.where(f > 0.7, -850.0 + 150.0 * f, HU["stool"] - 40.0 + 50.0 * f)  # gas mottling
             _paint(sub, np.maximum(inner, level - Ys), stool, px)
             _paint(sub, np.maximum(inner, Ys - level), HU["air"], px)
         # Crura of the diaphragm around the aorta in front of the spine.
@@ -1214,12 +1389,14 @@ class _Anatomy:
                 bx = g.box(p.cx - 40, p.cx + 40, p.yv - 45, p.yv)
                 if bx is None:
                     continue
-                d = _seg_sdf(g.X[bx], g.Y[bx], p.yv - 12.0, p.cx + s * 14.0, p.yv - 40.0, p.cx + s * 4.0 + 14.0,
-                             4.0, 3.0)
+                d = _seg_sdf(
+                    g.X[bx], g.Y[bx], p.yv - 12.0, p.cx + s * 14.0, p.yv - 40.0, p.cx + s * 4.0 + 14.0, 4.0, 3.0
+                )
                 _paint(sl[bx], np.maximum(d, below[bx]), HU["muscle"], px)
 
-    def _mediastinum(self, sl: np.ndarray, z: float, k: int, cav: np.ndarray, ryc: float, dome: np.ndarray,
-                     gd: np.ndarray) -> np.ndarray:
+    def _mediastinum(
+        self, sl: np.ndarray, z: float, k: int, cav: np.ndarray, ryc: float, dome: np.ndarray, gd: np.ndarray
+    ) -> np.ndarray:
         """Heart, great vessels, airways, oesophagus, nodes, thyroid; returns the signed distance of what the
         lungs cannot enter."""
         g, p, px = self.g, self.p, self.g.px
@@ -1235,7 +1412,7 @@ class _Anatomy:
         med = np.abs(Xc - 3.0 - 3.0 * self.warp[k]) - band_w
         # Heart in its pericardial fat, on the diaphragm.
         dzh = (z - p.zh) / p.hz
-        above = (dome + 2.0 - z) / gd                                   # < 0 above the diaphragm
+        above = (dome + 2.0 - z) / gd  # < 0 above the diaphragm
         if abs(dzh) < 1.2:
             f = math.sqrt(max(1e-3, 1.0 - min(dzh * dzh, 0.999)))
             a, b = p.ha * f, p.hb * f
@@ -1244,8 +1421,12 @@ class _Anatomy:
             heart = np.maximum(heart, above)
             peri = heart - (3.0 + 5.0 * np.clip(hu_v / max(a, 1.0), 0, 1))
             _paint(sl, np.maximum(peri, inside), HU["fat"] + 4.0 * tex, px)
-            _paint(sl, np.maximum(np.abs(heart - 1.8 + 0.5 * (peri - heart + 3.0)) - 0.6, np.maximum(peri, inside)),
-                   HU["skin"], px)                                        # pericardium
+            _paint(
+                sl,
+                np.maximum(np.abs(heart - 1.8 + 0.5 * (peri - heart + 3.0)) - 0.6, np.maximum(peri, inside)),
+                HU["skin"],
+                px,
+            )  # pericardium
             _paint(sl, np.maximum(heart, inside), HU["blood"] + 2.0 * tex, px)
             # Left ventricular wall a touch denser; the atrioventricular groove's fat with the coronaries.
             lv = np.maximum(heart, -(heart + 9.0))
@@ -1261,8 +1442,9 @@ class _Anatomy:
         # Great vessels (lungs keep a fat margin from them), oesophagus, nodes.
         solid = np.full(sl.shape, _BIG, np.float32)
         _caps_sdf(g, _slab_caps(self.solid, z, half), solid)
-        _paint(sl, np.maximum(solid, np.minimum(inside, 0.0) + (inside > 2.0) * 40.0 - 1.0), HU["blood"] + 2.0 * tex,
-               px)
+        _paint(
+            sl, np.maximum(solid, np.minimum(inside, 0.0) + (inside > 2.0) * 40.0 - 1.0), HU["blood"] + 2.0 * tex, px
+        )
         if self.calcified:
             ring = np.maximum(np.abs(solid + 0.8) - 0.6, self.fine[k] * 3.0 - 4.5)
             _paint(sl, ring, 500.0, px)
@@ -1276,7 +1458,7 @@ class _Anatomy:
         _paint(sl, nd, HU["node"], px)
         aw = np.full(sl.shape, _BIG, np.float32)
         _caps_sdf(g, _slab_caps(self.airway, z, half), aw)
-        _paint(sl, aw - 1.8, HU["skin"] + 5.0, px)                       # tracheal and bronchial wall
+        _paint(sl, aw - 1.8, HU["skin"] + 5.0, px)  # tracheal and bronchial wall
         _paint(sl, aw, HU["air"], px)
         med = np.minimum(med, np.minimum(np.minimum(solid - 3.0, es - 3.0), np.minimum(aw - 2.5, nd - 1.0)))
         # Thyroid beside the trachea at the top (unenhanced, iodine makes it dense).
@@ -1305,7 +1487,7 @@ class _Anatomy:
         F = _fissure_fields(p, z, X, Y)
         c = np.zeros(idx.size, np.float32)
         for d in F["lines"]:
-            c = np.maximum(c, amp * np.exp(-(d / w) ** 2))
+            c = np.maximum(c, amp * np.exp(-((d / w) ** 2)))
         out.ravel()[idx] = c
         return out
 
@@ -1328,8 +1510,11 @@ def _fissure_fields(p: _P, z, X, Y) -> dict:
     g_l = p.fis_slope_l * np.sqrt(1.0 + (0.45 - 0.003 * np.abs(X - xl)) ** 2)
     g_m = np.maximum(0.0044 * np.sqrt(rm), 0.35)
     far = np.float32(1e3)
-    lines = [np.where(right, F_r / g_r, far), np.where(~right, F_l / g_l, far),
-             np.where(right & (F_r > 0), G / g_m, far)]
+    lines = [
+        np.where(right, F_r / g_r, far),
+        np.where(~right, F_l / g_l, far),
+        np.where(right & (F_r > 0), G / g_m, far),
+    ]
     return {"F_r": F_r, "F_l": F_l, "G": G, "right": right, "lines": lines}
 
 
@@ -1398,15 +1583,16 @@ def _vessel_trees(grid: _Grid, p: _P, lung: np.ndarray, rng: np.random.Generator
     return ves, bwall, blum
 
 
-def _lung_image(grid: _Grid, p: _P, lung: np.ndarray, lung_cov: np.ndarray, extras: dict,
-                rng: np.random.Generator) -> np.ndarray:
+def _lung_image(
+    grid: _Grid, p: _P, lung: np.ndarray, lung_cov: np.ndarray, extras: dict, rng: np.random.Generator
+) -> np.ndarray:
     """The HU inside the lungs before lesions: gravity gradient, lobular texture, sub-resolution vessels'
     speckle, vessel trees, fissures."""
     shape = grid.shape
     sp = (grid.dz, grid.dy, grid.dx)
     yf, yb = extras["yfront"][:, None], extras["yback"][:, None]
-    yrel = np.clip((grid.y[None, :] - yf) / np.maximum(yb - yf, 1.0), 0.0, 1.0)       # (Z, H)
-    img = (p.lung_base + p.lung_grad * yrel ** 1.6).astype(np.float32)[:, :, None] + np.zeros(shape, np.float32)
+    yrel = np.clip((grid.y[None, :] - yf) / np.maximum(yb - yf, 1.0), 0.0, 1.0)  # (Z, H)
+    img = (p.lung_base + p.lung_grad * yrel**1.6).astype(np.float32)[:, :, None] + np.zeros(shape, np.float32)
     img += 9.0 * _smooth_noise(rng, shape, sp, 10.0)
     micro = _fine_noise(rng, shape, sp, 0.7)
     # Vessels below the resolution: a speckle skewed toward dense (exp of Gaussian noise, mean removed).
@@ -1418,9 +1604,18 @@ def _lung_image(grid: _Grid, p: _P, lung: np.ndarray, lung_cov: np.ndarray, extr
     return img
 
 
-def _lesions(grid: _Grid, p: _P, category: str, lung: np.ndarray, img: np.ndarray, wall_depth: np.ndarray,
-             extras: dict, rng: np.random.Generator, target_involvement: float | None,
-             lesion_mask: np.ndarray | None):
+def _lesions(
+    grid: _Grid,
+    p: _P,
+    category: str,
+    lung: np.ndarray,
+    img: np.ndarray,
+    wall_depth: np.ndarray,
+    extras: dict,
+    rng: np.random.Generator,
+    target_involvement: float | None,
+    lesion_mask: np.ndarray | None,
+):
     """Ground glass with consolidation cores, crazy paving (CT-2..CT-4), painted into the lung image.
 
     Returns ``(lesion mask, target per cent, image)``.
@@ -1474,7 +1669,7 @@ def _lesions(grid: _Grid, p: _P, category: str, lung: np.ndarray, img: np.ndarra
     f = field.ravel()[idx]
     tex = extras["tex"].ravel()[idx]
     g = np.clip((f - lo) / max(hi_q - lo if np.isfinite(hi_q) else span, 1e-3), 0, 1)
-    ggo = -700.0 + 330.0 * g ** 0.8 + 18.0 * tex
+    ggo = -700.0 + 330.0 * g**0.8 + 18.0 * tex
     cons = -45.0 + 70.0 * np.clip((f - hi_q) / (0.3 * span), 0, 1) + 10.0 * tex if np.isfinite(hi_q) else ggo
     wc = _smoothstep(hi_q - 0.04 * span, hi_q + 0.04 * span, f) if np.isfinite(hi_q) else np.zeros_like(f)
     les = (1 - wc) * ggo + wc * cons
@@ -1485,12 +1680,12 @@ def _lesions(grid: _Grid, p: _P, category: str, lung: np.ndarray, img: np.ndarra
         inl = lesion.ravel()[idx]
         cq = np.quantile(cp[inl], 1.0 - share) if inl.any() else np.inf
         # Septal lines: the zero crossings of band-pass noise (~6 mm cells) form a polygonal network.
-        net = _spectral_noise(rng, shape, sp, lambda fr: np.exp(-((fr - 0.085) / 0.03) ** 2)).ravel()[idx]
-        lines = np.exp(-(net / 0.22) ** 2) * _smoothstep(cq - 0.2, cq + 0.2, cp) * (1 - wc)
+        net = _spectral_noise(rng, shape, sp, lambda fr: np.exp(-(((fr - 0.085) / 0.03) ** 2))).ravel()[idx]
+        lines = np.exp(-((net / 0.22) ** 2)) * _smoothstep(cq - 0.2, cq + 0.2, cp) * (1 - wc)
         les = les + 240.0 * lines
     w = _smoothstep(lo - delta, lo + delta, f)
     if lesion_mask is not None:
-        w = np.where(lesion.ravel()[idx], 1.0, 0.35 * w)   # full density inside the mask, a faint rim outside
+        w = np.where(lesion.ravel()[idx], 1.0, 0.35 * w)  # full density inside the mask, a faint rim outside
     cur = img.ravel()[idx]
     img.ravel()[idx] = np.maximum(cur, cur + w * (les - cur))
     return lesion, target, img
@@ -1512,6 +1707,7 @@ def _add_noise(hu: np.ndarray, grid: _Grid, p: _P, body: np.ndarray, rng: np.ran
     for k0 in range(0, nz, step):
         k1 = min(nz, k0 + step)
         n = _spectral_noise(rng, (k1 - k0, grid.shape[1], grid.shape[2]), (grid.dz, grid.dy, grid.dx), _kernel_nps)
-        amp = (np.where(body[k0:k1], np.float32(sd), np.float32(0.55 * sd))
-               * shoulder[k0:k1, None, None].astype(np.float32))
+        amp = np.where(body[k0:k1], np.float32(sd), np.float32(0.55 * sd)) * shoulder[k0:k1, None, None].astype(
+            np.float32
+        )
         hu[k0:k1] += amp * n

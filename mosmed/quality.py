@@ -45,16 +45,16 @@ CODES: dict[str, str] = {
     "spacing": "irregular slice spacing",
     "grid": "grid unlike MosMedData",
 }
-LUNG_ML_RANGE = (1500.0, 9000.0)     # both lungs of an adult at deep inspiration, with margin
-CHEST_MIN_FRACTION = 0.4             # a chest CT's lungs span at least this share of its z extent
-AIR_REF_HU = -1000.0                 # air ...
-AIR_TOLERANCE_HU = 100.0             # ... read within this (scanner calibration is within about +-10 HU)
-PADDING_BELOW_HU = -1200             # nothing physical reads below air: lower values are padding
-PADDING_MIN_FRACTION = 1e-4          # ignore a few noisy voxels
-SPACING_TOLERANCE = 0.02             # relative spread of the slice steps that counts as irregular
-MOSMED_SLICE_MM = (7.5, 8.5)         # every 10th image of 0.8 mm steps
-MOSMED_SLICES = (30, 60)             # 33-53 in the dataset, with margin
-MOSMED_FOV_MM = (250.0, 600.0)       # display field of view 350-500 mm, with margin
+LUNG_ML_RANGE = (1500.0, 9000.0)  # both lungs of an adult at deep inspiration, with margin
+CHEST_MIN_FRACTION = 0.4  # a chest CT's lungs span at least this share of its z extent
+AIR_REF_HU = -1000.0  # air ...
+AIR_TOLERANCE_HU = 100.0  # ... read within this (scanner calibration is within about +-10 HU)
+PADDING_BELOW_HU = -1200  # nothing physical reads below air: lower values are padding
+PADDING_MIN_FRACTION = 1e-4  # ignore a few noisy voxels
+SPACING_TOLERANCE = 0.02  # relative spread of the slice steps that counts as irregular
+MOSMED_SLICE_MM = (7.5, 8.5)  # every 10th image of 0.8 mm steps
+MOSMED_SLICES = (30, 60)  # 33-53 in the dataset, with margin
+MOSMED_FOV_MM = (250.0, 600.0)  # display field of view 350-500 mm, with margin
 
 
 @dataclass(frozen=True)
@@ -112,36 +112,60 @@ def assess(volume, seg, stats) -> list[QualityFlag]:
     else:
         if seg.touches_border:
             lung = np.asarray(seg.lung)
-            edge = (lung[:, 0, :].any(axis=1) | lung[:, -1, :].any(axis=1) | lung[:, :, 0].any(axis=1)
-                    | lung[:, :, -1].any(axis=1))
-            flags.append(QualityFlag(
-                "border", f"lungs touch the edge of the image on {int(edge.sum())} of {z} slices: the field of "
-                          "view is cropped, so lung volume and involvement cover only what is in view"))
+            edge = (
+                lung[:, 0, :].any(axis=1)
+                | lung[:, -1, :].any(axis=1)
+                | lung[:, :, 0].any(axis=1)
+                | lung[:, :, -1].any(axis=1)
+            )
+            flags.append(
+                QualityFlag(
+                    "border",
+                    f"lungs touch the edge of the image on {int(edge.sum())} of {z} slices: the field of "
+                    "view is cropped, so lung volume and involvement cover only what is in view",
+                )
+            )
         lo, hi = LUNG_ML_RANGE
         if not lo <= lung_ml <= hi:
-            flags.append(QualityFlag(
-                "lung_volume", f"lung volume {lung_ml:,.0f} mL is outside {lo:,.0f}-{hi:,.0f} mL, the range of an "
-                               "adult chest CT at deep inspiration"))
+            flags.append(
+                QualityFlag(
+                    "lung_volume",
+                    f"lung volume {lung_ml:,.0f} mL is outside {lo:,.0f}-{hi:,.0f} mL, the range of an "
+                    "adult chest CT at deep inspiration",
+                )
+            )
         span = (int(lung_slices[-1]) - int(lung_slices[0]) + 1) / z
         if z >= 3 and span < CHEST_MIN_FRACTION:
-            where = ("top" if lung_slices[0] >= z / 2 else "bottom" if lung_slices[-1] < z / 2 else "middle")
-            flags.append(QualityFlag(
-                "not_chest", f"lungs span only slices {int(lung_slices[0])}-{int(lung_slices[-1])} of {z} "
-                             f"({100 * span:.0f} % of the scan, in its {where} part): probably not a chest CT"))
+            where = "top" if lung_slices[0] >= z / 2 else "bottom" if lung_slices[-1] < z / 2 else "middle"
+            flags.append(
+                QualityFlag(
+                    "not_chest",
+                    f"lungs span only slices {int(lung_slices[0])}-{int(lung_slices[-1])} of {z} "
+                    f"({100 * span:.0f} % of the scan, in its {where} part): probably not a chest CT",
+                )
+            )
 
     pad = int(np.count_nonzero(data < PADDING_BELOW_HU))
     if pad > PADDING_MIN_FRACTION * data.size:
         vals, counts = np.unique(data[data < PADDING_BELOW_HU], return_counts=True)
         top = vals[np.argsort(counts)[::-1][:3]]
-        flags.append(QualityFlag(
-            "padding", f"{pad:,} voxels ({100 * pad / data.size:.1f} %) read below {PADDING_BELOW_HU} HU "
-                       f"(most often {', '.join(str(int(v)) for v in top)}): scanner padding outside the "
-                       "reconstruction circle, taken as air"))
+        flags.append(
+            QualityFlag(
+                "padding",
+                f"{pad:,} voxels ({100 * pad / data.size:.1f} %) read below {PADDING_BELOW_HU} HU "
+                f"(most often {', '.join(str(int(v)) for v in top)}): scanner padding outside the "
+                "reconstruction circle, taken as air",
+            )
+        )
     air = _air_reference(data, seg.outside_air_hu)
     if air is not None and abs(air - AIR_REF_HU) > AIR_TOLERANCE_HU:
-        flags.append(QualityFlag(
-            "air_hu", f"air reads {air:.0f} HU instead of about {AIR_REF_HU:.0f}: the rescale (slope and "
-                      "intercept) may be missing or wrong, so every HU figure is suspect"))
+        flags.append(
+            QualityFlag(
+                "air_hu",
+                f"air reads {air:.0f} HU instead of about {AIR_REF_HU:.0f}: the rescale (slope and "
+                "intercept) may be missing or wrong, so every HU figure is suspect",
+            )
+        )
 
     zpos = np.asarray(getattr(volume, "slice_z_mm", []), dtype=float)
     if zpos.size >= 3:
@@ -150,9 +174,13 @@ def assess(volume, seg, stats) -> list[QualityFlag]:
         if not (np.all(steps > 0) or np.all(steps < 0)):
             flags.append(QualityFlag("spacing", "slice positions are not ordered along z"))
         elif med > 0 and float(np.max(np.abs(np.abs(steps) - med))) > SPACING_TOLERANCE * med:
-            flags.append(QualityFlag(
-                "spacing", f"slice steps range {float(np.min(np.abs(steps))):.2f}-"
-                           f"{float(np.max(np.abs(steps))):.2f} mm around {med:.2f} mm"))
+            flags.append(
+                QualityFlag(
+                    "spacing",
+                    f"slice steps range {float(np.min(np.abs(steps))):.2f}-"
+                    f"{float(np.max(np.abs(steps))):.2f} mm around {med:.2f} mm",
+                )
+            )
 
     unlike = []
     if not MOSMED_SLICE_MM[0] <= dz <= MOSMED_SLICE_MM[1]:

@@ -71,7 +71,6 @@ def is_missing(value: Any) -> bool:
     return False
 
 
-
 # --------------------------------------------------------------------------------------------- structures
 
 
@@ -196,13 +195,24 @@ class Registry:
 
 
 def _frame(sources: tuple[StudySource, ...]) -> pd.DataFrame:
-    df = pd.DataFrame([{
-        "study_id": s.study_id, "category": s.category, "study_file": s.study_file,
-        "mask_file": s.mask_file if s.mask_file is not None else np.nan,
-        "study_path": str(s.study_path) if s.study_path is not None else None,
-        "mask_path": str(s.mask_path) if s.mask_path is not None else None,
-        "has_mask": s.has_mask, "status": s.status, "error": s.error, "row": s.row,
-    } for s in sources], columns=list(FRAME_COLUMNS))
+    df = pd.DataFrame(
+        [
+            {
+                "study_id": s.study_id,
+                "category": s.category,
+                "study_file": s.study_file,
+                "mask_file": s.mask_file if s.mask_file is not None else np.nan,
+                "study_path": str(s.study_path) if s.study_path is not None else None,
+                "mask_path": str(s.mask_path) if s.mask_path is not None else None,
+                "has_mask": s.has_mask,
+                "status": s.status,
+                "error": s.error,
+                "row": s.row,
+            }
+            for s in sources
+        ],
+        columns=list(FRAME_COLUMNS),
+    )
     df["study_id"] = df["study_id"].astype("int64")
     df["has_mask"] = df["has_mask"].astype(bool)
     df["row"] = df["row"].astype("int64")
@@ -258,16 +268,19 @@ def _read_xlsx(path: Path) -> pd.DataFrame:
     with open(path, "rb") as fh:
         head = fh.read(4)
     if head != _ZIP_MAGIC:
-        raise RegistryError(f"registry {path.name} is not a spreadsheet "
-                            "(an .xlsx file is a zip archive; this one is not)", path=path)
+        raise RegistryError(
+            f"registry {path.name} is not a spreadsheet (an .xlsx file is a zip archive; this one is not)", path=path
+        )
     try:
         wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, KeyError, OSError, ValueError, TypeError, EOFError) as exc:
-        raise RegistryError(f"registry {path.name} could not be read as a spreadsheet ({type(exc).__name__}: {exc})",
-                            path=path) from None
+        raise RegistryError(
+            f"registry {path.name} could not be read as a spreadsheet ({type(exc).__name__}: {exc})", path=path
+        ) from None
     except Exception as exc:  # zipfile.BadZipFile and parser errors from a damaged workbook
-        raise RegistryError(f"registry {path.name} could not be read as a spreadsheet ({type(exc).__name__}: {exc})",
-                            path=path) from None
+        raise RegistryError(
+            f"registry {path.name} could not be read as a spreadsheet ({type(exc).__name__}: {exc})", path=path
+        ) from None
     try:
         sheets = wb.sheetnames
         if not sheets:
@@ -288,8 +301,9 @@ def _read_xlsx(path: Path) -> pd.DataFrame:
     except RegistryError:
         raise
     except Exception as exc:
-        raise RegistryError(f"registry {path.name} could not be read as a spreadsheet ({type(exc).__name__}: {exc})",
-                            path=path) from None
+        raise RegistryError(
+            f"registry {path.name} could not be read as a spreadsheet ({type(exc).__name__}: {exc})", path=path
+        ) from None
     finally:
         wb.close()
 
@@ -303,8 +317,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise RegistryError(f"registry {path.name} is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV",
-                            path=path) from None
+        raise RegistryError(
+            f"registry {path.name} is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV", path=path
+        ) from None
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     # Spreadsheets in many locales export CSV with ';' (or tabs); pick the delimiter from the header line.
     delim = max((",", ";", "\t"), key=first.count) if first else ","
@@ -444,8 +459,14 @@ def scan_registry(root: Path) -> pd.DataFrame:
                 mask = masks.get(sid) if sid is not None else None
                 if mask is not None:
                     used_masks.add(sid)  # type: ignore[arg-type]
-                records.append({"study_id": sid if sid is not None else p.name, "category": d.name,
-                                "study_file": f"/studies/{d.name}/{p.name}", "mask_file": mask})
+                records.append(
+                    {
+                        "study_id": sid if sid is not None else p.name,
+                        "category": d.name,
+                        "study_file": f"/studies/{d.name}/{p.name}",
+                        "mask_file": mask,
+                    }
+                )
     for sid, rel in masks.items():
         if sid not in used_masks:
             records.append({"study_id": sid, "category": None, "study_file": None, "mask_file": rel})
@@ -465,24 +486,24 @@ def scan_registry(root: Path) -> pd.DataFrame:
 # -------------------------------------------------------------------------------------------- validation
 
 
-def _validate(root: Path, raw: pd.DataFrame, scanned: bool
-              ) -> tuple[list[StudySource], list[StudySource], list[RowProblem]]:
+def _validate(
+    root: Path, raw: pd.DataFrame, scanned: bool
+) -> tuple[list[StudySource], list[StudySource], list[RowProblem]]:
     root = Path(root)
     problems: list[RowProblem] = []
     seen: dict[int, int] = {}
     out: list[StudySource] = []
     dups: list[StudySource] = []
-    checker = FileChecker(root)   # the root and each directory resolved once for the whole registry
+    checker = FileChecker(root)  # the root and each directory resolved once for the whole registry
     for rec in raw.to_dict("records"):
         rown = int(rec.get("row", 0))
         sid = parse_study_id(rec["study_id"])
         if sid is None:
             shown = _text(rec["study_id"])
             if scanned:
-                reason = (f"file {shown!r} has no study number in its name"
-                          if shown else "study id is empty")
+                reason = f"file {shown!r} has no study number in its name" if shown else "study id is empty"
             else:
-                reason = (f"study id {shown!r} is not a whole number" if shown else "study id is empty")
+                reason = f"study id {shown!r} is not a whole number" if shown else "study id is empty"
             problems.append(RowProblem(rown, None, reason))
             continue
         duplicate_of = seen.get(sid)
@@ -524,11 +545,19 @@ def _validate(root: Path, raw: pd.DataFrame, scanned: bool
             problems.append(RowProblem(rown, sid, reason))
             dups.append(StudySource(sid, category, study_file, mask_file, None, None, "error", reason, rown))
             continue
-        out.append(StudySource(
-            study_id=sid, category=category, study_file=study_file, mask_file=mask_file,
-            study_path=study_path, mask_path=mask_path,
-            status="error" if errors else "ok", error="; ".join(errors), row=rown,
-        ))
+        out.append(
+            StudySource(
+                study_id=sid,
+                category=category,
+                study_file=study_file,
+                mask_file=mask_file,
+                study_path=study_path,
+                mask_path=mask_path,
+                status="error" if errors else "ok",
+                error="; ".join(errors),
+                row=rown,
+            )
+        )
     return out, dups, problems
 
 
@@ -557,8 +586,8 @@ def load_registry(root: Path) -> Registry:
         if raw.empty:
             raise RegistryError(
                 f"dataset folder {root} has no {REGISTRY_XLSX}, no {REGISTRY_CSV} and no studies "
-                f"(expected studies/CT-0..CT-4/study_NNNN.nii.gz)", path=root)
+                f"(expected studies/CT-0..CT-4/study_NNNN.nii.gz)",
+                path=root,
+            )
     sources, dups, problems = _validate(root, raw, scanned)
     return Registry(root=root, source=source, sources=tuple(sources), duplicates=tuple(dups), problems=problems)
-
-

@@ -22,12 +22,14 @@ def _records_for_writing(df: pd.DataFrame) -> list[tuple[Any, ...]]:
     out = []
     for sid, cat, sf, mf in df[list(REGISTRY_COLUMNS)].itertuples(index=False, name=None):
         sid_v = parse_study_id(sid)
-        out.append((
-            sid_v if sid_v is not None else (None if is_missing(sid) else str(sid)),
-            None if is_missing(cat) else str(cat),
-            None if is_missing(sf) else str(sf),
-            None if is_missing(mf) else str(mf),
-        ))
+        out.append(
+            (
+                sid_v if sid_v is not None else (None if is_missing(sid) else str(sid)),
+                None if is_missing(cat) else str(cat),
+                None if is_missing(sf) else str(sf),
+                None if is_missing(mf) else str(mf),
+            )
+        )
     return out
 
 

@@ -65,37 +65,37 @@ __all__ = [
     "upsample",
 ]
 
-AIR_HU = -320                 # lung parenchyma is about -850, soft tissue above -150; -320 is the classic cut
-GAS_HU = -950                 # pure gas (outside air, stomach, bowel, trachea) reads below this; lung rarely
-PADDING_HU = -1200            # below air: scanner padding (-2048, -3024), not counted as air for its HU
-COARSE_PX_MM = 3.0            # in-plane pixel of the working grid: lungs are 10 cm objects
-BONE_HU = 200                 # additions never take bone (ribs, spine)
-TRACHEA_MAX_MM2 = 900.0       # trachea ~ 2.5 cm2, main bronchi smaller ...
-TRACHEA_OFF_MID_MM = 20.0     # ... and centred within this of the midline; a small apex lung lies further out
-GAS_MAX_MM2 = 10000.0         # a pure-gas slice component larger than this is a whole emphysematous lung
-OUTSIDE_BOUNDED_MAX = 0.5     # border air with fewer bounded voxels than this is outside the body
-LUNG_GAS_MAX = 0.15           # a 3D component with more pure-gas voxels than this is bowel or stomach ...
-EMPHYSEMA_ML = 300.0          # ... unless this large (a whole emphysematous lung)
-MIN_LUNG_ML = 5.0             # 3D air pockets smaller than this are not a lung
-ISLAND_FRACTION = 0.05        # other 3D components this large (vs the largest) are lung split off by consolidation
-MIDLINE_BAND = 0.12           # fraction of the body width either side of the midline treated as mediastinum
-CLOSING_MM = 8.0              # per-slice closing radius: vessels and small lesions at the lung surface
-THIN_MM = 8.0                 # a lung no thicker than twice this in a slice gets no hull or ellipse additions
-HULL_REACH_MM = 30.0          # hull and ellipse additions stay this close to aerated lung
-HULL_DIRECTIONS = 16          # supporting lines of the convex polygon standing in for the convex hull
-ELLIPSE_MAX_GROWTH = 1.6      # an ellipse much larger than the aerated lung is a bad fit, not a lesion
-ELLIPSE_MIN_POINTS = 12       # fewer outline points on the hull than this: no ellipse for that slice
-CONTACT_HU = -750            # lung this dense along an addition's edge is ground glass around a lesion ...
-CONTACT_GGO_MIN = 0.6        # ... over this share of the contact ...
-CONTACT_MIN_RATIO = 0.25     # ... which is at least this long against the addition's area (pixels),
-CONTACT_LONG_RATIO = 0.5     # ... or, for a sharp-edged consolidation, this long (a cap along the lung),
-CONSOLIDATION_HU = -30       # ... or this dense on average (solid consolidation, not fat)
-ORGAN_HU = 30.0               # additions denser than this are organ (heart, liver, muscle), not lesion ...
-ORGAN_MIN_MM2 = 600.0         # ... and so is a hole this large and mostly that dense (a dome ringed by lung)
-Z_GAP = 2                     # up to this many consecutive near-solid slices are bridged from their neighbours
+AIR_HU = -320  # lung parenchyma is about -850, soft tissue above -150; -320 is the classic cut
+GAS_HU = -950  # pure gas (outside air, stomach, bowel, trachea) reads below this; lung rarely
+PADDING_HU = -1200  # below air: scanner padding (-2048, -3024), not counted as air for its HU
+COARSE_PX_MM = 3.0  # in-plane pixel of the working grid: lungs are 10 cm objects
+BONE_HU = 200  # additions never take bone (ribs, spine)
+TRACHEA_MAX_MM2 = 900.0  # trachea ~ 2.5 cm2, main bronchi smaller ...
+TRACHEA_OFF_MID_MM = 20.0  # ... and centred within this of the midline; a small apex lung lies further out
+GAS_MAX_MM2 = 10000.0  # a pure-gas slice component larger than this is a whole emphysematous lung
+OUTSIDE_BOUNDED_MAX = 0.5  # border air with fewer bounded voxels than this is outside the body
+LUNG_GAS_MAX = 0.15  # a 3D component with more pure-gas voxels than this is bowel or stomach ...
+EMPHYSEMA_ML = 300.0  # ... unless this large (a whole emphysematous lung)
+MIN_LUNG_ML = 5.0  # 3D air pockets smaller than this are not a lung
+ISLAND_FRACTION = 0.05  # other 3D components this large (vs the largest) are lung split off by consolidation
+MIDLINE_BAND = 0.12  # fraction of the body width either side of the midline treated as mediastinum
+CLOSING_MM = 8.0  # per-slice closing radius: vessels and small lesions at the lung surface
+THIN_MM = 8.0  # a lung no thicker than twice this in a slice gets no hull or ellipse additions
+HULL_REACH_MM = 30.0  # hull and ellipse additions stay this close to aerated lung
+HULL_DIRECTIONS = 16  # supporting lines of the convex polygon standing in for the convex hull
+ELLIPSE_MAX_GROWTH = 1.6  # an ellipse much larger than the aerated lung is a bad fit, not a lesion
+ELLIPSE_MIN_POINTS = 12  # fewer outline points on the hull than this: no ellipse for that slice
+CONTACT_HU = -750  # lung this dense along an addition's edge is ground glass around a lesion ...
+CONTACT_GGO_MIN = 0.6  # ... over this share of the contact ...
+CONTACT_MIN_RATIO = 0.25  # ... which is at least this long against the addition's area (pixels),
+CONTACT_LONG_RATIO = 0.5  # ... or, for a sharp-edged consolidation, this long (a cap along the lung),
+CONSOLIDATION_HU = -30  # ... or this dense on average (solid consolidation, not fat)
+ORGAN_HU = 30.0  # additions denser than this are organ (heart, liver, muscle), not lesion ...
+ORGAN_MIN_MM2 = 600.0  # ... and so is a hole this large and mostly that dense (a dome ringed by lung)
+Z_GAP = 2  # up to this many consecutive near-solid slices are bridged from their neighbours
 
 _S2D = np.zeros((3, 3, 3), bool)
-_S2D[1] = ndimage.generate_binary_structure(2, 1)   # 4-connectivity inside each slice, every slice at once
+_S2D[1] = ndimage.generate_binary_structure(2, 1)  # 4-connectivity inside each slice, every slice at once
 _S2D.setflags(write=False)
 _CONTACT_OFFSETS = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if dy * dy + dx * dx <= 5]
 
@@ -194,8 +194,12 @@ def upsample(arr: np.ndarray, f: int, shape: Sequence[int]) -> np.ndarray:
 
 def _disk_offsets(radius_px: float) -> list[tuple[int, int]]:
     r = max(1, math.floor(radius_px))
-    return [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)
-            if dy * dy + dx * dx <= radius_px * radius_px + 1e-9]
+    return [
+        (dy, dx)
+        for dy in range(-r, r + 1)
+        for dx in range(-r, r + 1)
+        if dy * dy + dx * dx <= radius_px * radius_px + 1e-9
+    ]
 
 
 def _shifted(m: np.ndarray, offsets: list[tuple[int, int]], op, pad_value) -> np.ndarray:
@@ -230,7 +234,7 @@ def _box_dilate(m: np.ndarray, r: int) -> np.ndarray:
     for axis in (1, 2):
         done = 0
         while done < r:
-            s = min(done + 1, r - done)      # reach grows 1, 2, 4 ... then the remainder
+            s = min(done + 1, r - done)  # reach grows 1, 2, 4 ... then the remainder
             a = out
             b = np.zeros_like(a)
             if axis == 1:
@@ -244,8 +248,8 @@ def _box_dilate(m: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
-N4 = [(-1, 0), (1, 0), (0, -1), (0, 1)]                      # 4-neighbourhood offsets
-SQ3 = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]     # 3x3 square offsets
+N4 = [(-1, 0), (1, 0), (0, -1), (0, 1)]  # 4-neighbourhood offsets
+SQ3 = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # 3x3 square offsets
 _N4, _SQ3 = N4, SQ3
 _CROSS = N4 + [(0, 0)]
 
@@ -284,8 +288,9 @@ def outside_air(air: np.ndarray) -> np.ndarray:
     lab, n = ndimage.label(a2)
     if n == 0:
         return np.zeros_like(air)
-    border = np.unique(np.concatenate([lab[:, 0, :].ravel(), lab[:, -1, :].ravel(),
-                                       lab[:, :, 0].ravel(), lab[:, :, -1].ravel()]))
+    border = np.unique(
+        np.concatenate([lab[:, 0, :].ravel(), lab[:, -1, :].ravel(), lab[:, :, 0].ravel(), lab[:, :, -1].ravel()])
+    )
     border = border[border > 0]
     if border.size == 0:
         return np.zeros_like(air)
@@ -305,8 +310,9 @@ def _voxel_stats(lab: np.ndarray, mask: np.ndarray, n: int, *weights: np.ndarray
     return out
 
 
-def _drop_gas(cand: np.ndarray, gas: np.ndarray, midline: np.ndarray, px_mm2: float, px_x_mm: float
-              ) -> tuple[np.ndarray, int]:
+def _drop_gas(
+    cand: np.ndarray, gas: np.ndarray, midline: np.ndarray, px_mm2: float, px_x_mm: float
+) -> tuple[np.ndarray, int]:
     """Drop per-slice air components that are pure gas or a small midline tube; returns (kept, dropped voxels)."""
     _z, _h, w = cand.shape
     lab, n = ndimage.label(cand, structure=_S2D)
@@ -349,7 +355,7 @@ def _keep_lungs(cand: np.ndarray, gas: np.ndarray, midline: np.ndarray, voxel_ml
         return np.zeros_like(cand)
     first = int(np.argmax(size))
     keep[first] = True
-    if not 0.15 < frac_right[first] < 0.85:   # else one component holds both lungs (anterior junction, bronchi)
+    if not 0.15 < frac_right[first] < 0.85:  # else one component holds both lungs (anterior junction, bronchi)
         other = (frac_right < 0.5) if frac_right[first] >= 0.5 else (frac_right >= 0.5)
         other &= big
         other[first] = other[0] = False
@@ -375,10 +381,13 @@ def _fill_holes_sides(closed: np.ndarray, dense: np.ndarray, px_mm2: float) -> t
     if n == 0:
         return closed, np.zeros(closed.shape, bool)
     edge = np.zeros(n + 1, bool)
-    edge[np.unique(np.concatenate([lab[:, 0, :].ravel(), lab[:, -1, :].ravel(),
-                                   lab[:, :, 0].ravel(), lab[:, :, -1].ravel()]))] = True
+    edge[
+        np.unique(
+            np.concatenate([lab[:, 0, :].ravel(), lab[:, -1, :].ravel(), lab[:, :, 0].ravel(), lab[:, :, -1].ravel()])
+        )
+    ] = True
     edge[0] = True
-    holes = ~edge[lab]                              # background not reaching the box's edge: few voxels
+    holes = ~edge[lab]  # background not reaching the box's edge: few voxels
     if not holes.any():
         return closed, np.zeros(closed.shape, bool)
     # Which lungs border each hole: the bits of its voxels' 4-neighbours.
@@ -405,8 +414,8 @@ def _ellipses(ky: np.ndarray, kx: np.ndarray, g: np.ndarray, n_groups: int) -> t
     y = ky - my[g]
     x = kx - mx[g]
 
-    def s(a: int, b: int) -> np.ndarray:           # sum of x^a y^b per group
-        return np.bincount(g, weights=(x ** a) * (y ** b), minlength=n_groups)
+    def s(a: int, b: int) -> np.ndarray:  # sum of x^a y^b per group
+        return np.bincount(g, weights=(x**a) * (y**b), minlength=n_groups)
 
     m = {(a, b): s(a, b) for a in range(5) for b in range(5 - a) if a + b >= 1}
     m[(0, 0)] = cnt
@@ -427,10 +436,10 @@ def _ellipses(ky: np.ndarray, kx: np.ndarray, g: np.ndarray, n_groups: int) -> t
     M = np.where(ok[:, None, None] & np.isfinite(M), M, np.eye(3))
     _, v = np.linalg.eig(M)
     v = np.real(v)
-    cond = 4 * v[:, 0] * v[:, 2] - v[:, 1] ** 2          # (G, 3): one per eigenvector
+    cond = 4 * v[:, 0] * v[:, 2] - v[:, 1] ** 2  # (G, 3): one per eigenvector
     pick = np.argmax(cond > 0, axis=1)
     ok &= (cond > 0).any(axis=1)
-    a1 = v[np.arange(n_groups), :, pick]                 # (G, 3)
+    a1 = v[np.arange(n_groups), :, pick]  # (G, 3)
     rest = np.einsum("gij,gj->gi", T, a1)
     coef = np.concatenate([a1, rest, mx[:, None], my[:, None]], axis=1)
     return coef, ok
@@ -439,7 +448,7 @@ def _ellipses(ky: np.ndarray, kx: np.ndarray, g: np.ndarray, n_groups: int) -> t
 def _ellipse_rows(coef: np.ndarray, ok: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
     """Per slice and row, the column interval ``[lo, hi]`` inside the slice's ellipse (empty: lo > hi)."""
     a, b, c, d, e, f, mx, my = (coef[:, i][:, None] for i in range(8))
-    y = np.arange(h, dtype=np.float64)[None, :] - my                         # (Z, H)
+    y = np.arange(h, dtype=np.float64)[None, :] - my  # (Z, H)
     bb = b * y + d
     cc = c * y * y + e * y + f
     disc = bb * bb - 4 * a * cc
@@ -457,8 +466,8 @@ def _ellipse_rows(coef: np.ndarray, ok: np.ndarray, h: int) -> tuple[np.ndarray,
 
 def _hull_rows(sup: np.ndarray, cs: np.ndarray, sn: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
     """Per slice and row, the column interval inside the polygon ``y cos + x sin <= sup`` (+ half a pixel)."""
-    y = np.arange(h, dtype=np.float64)[None, :, None]                         # (1, H, 1)
-    rhs = sup[:, None, :] + 0.5 - y * cs                                      # (Z, H, K)
+    y = np.arange(h, dtype=np.float64)[None, :, None]  # (1, H, 1)
+    rhs = sup[:, None, :] + 0.5 - y * cs  # (Z, H, K)
     pos, neg, flat = sn > 1e-9, sn < -1e-9, np.abs(sn) <= 1e-9
     with np.errstate(invalid="ignore"):
         hi = np.min(rhs[..., pos] / sn[pos], axis=-1)
@@ -471,8 +480,9 @@ def _hull_rows(sup: np.ndarray, cs: np.ndarray, sn: np.ndarray, h: int) -> tuple
 
 def _ellipse_area(coef: np.ndarray) -> np.ndarray:
     a, b, c, d, e, f = (coef[:, i] for i in range(6))
-    m0 = np.stack([np.stack([a, b / 2, d / 2], -1), np.stack([b / 2, c, e / 2], -1),
-                   np.stack([d / 2, e / 2, f], -1)], -2)
+    m0 = np.stack(
+        [np.stack([a, b / 2, d / 2], -1), np.stack([b / 2, c, e / 2], -1), np.stack([d / 2, e / 2, f], -1)], -2
+    )
     dm = a * c - b * b / 4
     with np.errstate(invalid="ignore", divide="ignore"):
         area = np.pi * np.abs(np.linalg.det(m0)) / np.abs(dm) ** 1.5
@@ -498,7 +508,7 @@ def _additions(filled: np.ndarray, ok_px: np.ndarray) -> np.ndarray:
         kz, ky, kx = np.nonzero(edge)
         if kz.size == 0:
             continue
-        proj = ky[:, None] * cs + kx[:, None] * sn                     # (P, K)
+        proj = ky[:, None] * cs + kx[:, None] * sn  # (P, K)
         # Support of each slice's outline in each direction (np.nonzero sorts the points by slice).
         starts = np.flatnonzero(np.r_[True, kz[1:] != kz[:-1]])
         sup = np.full((z, HULL_DIRECTIONS), -np.inf)
@@ -537,12 +547,12 @@ def _lesion_contact(add: np.ndarray, lung: np.ndarray, dm: np.ndarray, edge_hu: 
     ids = np.zeros(rz.size, lab.dtype)
     for dy, dx in _CONTACT_OFFSETS:
         np.maximum(ids, p[rz, ry + 2 + dy, rx + 2 + dx], out=ids)
-    v = edge_hu[rz, ry, rx]          # not smoothed across the lung's edge: its partial volume is not ground glass
+    v = edge_hu[rz, ry, rx]  # not smoothed across the lung's edge: its partial volume is not ground glass
     contact = np.bincount(ids, minlength=n + 1)
     ggo_n = np.bincount(ids, weights=(v >= CONTACT_HU) & (v < AIR_HU), minlength=n + 1)
     inside = lab > 0
     area = np.bincount(lab[inside], minlength=n + 1)
-    core = inside & erode(inside, N4, border_value=True)        # the density of the core, not of the rim
+    core = inside & erode(inside, N4, border_value=True)  # the density of the core, not of the rim
     core_n = np.bincount(lab[core], minlength=n + 1)
     mean_hu = np.bincount(lab[core], weights=dm[core], minlength=n + 1) / np.maximum(core_n, 1)
     mean_hu[core_n == 0] = -1000.0
@@ -567,7 +577,7 @@ def _mediastinum(sides: np.ndarray, band: np.ndarray) -> np.ndarray:
     cols = np.arange(w)
     right = (sides & 1) > 0
     left = (sides & 2) > 0
-    r_edge = np.where(right.any(axis=2), w - 1 - np.argmax(right[:, :, ::-1], axis=2), -1)      # (Z, H)
+    r_edge = np.where(right.any(axis=2), w - 1 - np.argmax(right[:, :, ::-1], axis=2), -1)  # (Z, H)
     l_edge = np.where(left.any(axis=2), np.argmax(left, axis=2), w)
     both = (r_edge >= 0) & (l_edge < w)
     between = (cols > r_edge[..., None]) & (cols < l_edge[..., None]) & both[..., None]
@@ -617,8 +627,11 @@ def bounding_box(mask: np.ndarray, pad: int) -> tuple[slice, slice, slice]:
     ys = np.flatnonzero(mask.any(axis=(0, 2)))
     xs = np.flatnonzero(mask.any(axis=(0, 1)))
     h, w = mask.shape[1:]
-    return (slice(int(zs[0]), int(zs[-1]) + 1), slice(max(0, int(ys[0]) - pad), min(h, int(ys[-1]) + 1 + pad)),
-            slice(max(0, int(xs[0]) - pad), min(w, int(xs[-1]) + 1 + pad)))
+    return (
+        slice(int(zs[0]), int(zs[-1]) + 1),
+        slice(max(0, int(ys[0]) - pad), min(h, int(ys[-1]) + 1 + pad)),
+        slice(max(0, int(xs[0]) - pad), min(w, int(xs[-1]) + 1 + pad)),
+    )
 
 
 # ------------------------------------------------------------------------------------------ the entry
@@ -659,7 +672,7 @@ def segment(hu: np.ndarray, spacing: Sequence[float]) -> LungSegmentation:
     if not inside.any():
         return LungSegmentation(np.zeros(hu.shape, np.uint8), f, False, outside_hu, 0.0)
     # The body's midline and width per slice, from everything that is not outside air.
-    body_cols = np.count_nonzero(~outside, axis=1)                                  # (Z, W)
+    body_cols = np.count_nonzero(~outside, axis=1)  # (Z, W)
     body_n = body_cols.sum(axis=1)
     ww_full = ds.shape[2]
     midline_full = np.where(body_n > 0, body_cols @ np.arange(ww_full) / np.maximum(body_n, 1), ww_full / 2.0)
@@ -675,7 +688,7 @@ def segment(hu: np.ndarray, spacing: Sequence[float]) -> LungSegmentation:
     midline = midline_full[bz] - bx.start
     width = width_full[bz]
     dm = subsample_mean(hu[bz, by.start * f : by.stop * f, bx.start * f : bx.stop * f], f)
-    gas = (dm if f > 1 else ds) < GAS_HU       # the 3x3 mean of f == 1 would blur small gas pockets into lung
+    gas = (dm if f > 1 else ds) < GAS_HU  # the 3x3 mean of f == 1 would blur small gas pockets into lung
     zz, _hh, ww = ds.shape
 
     cand, n_gas = _drop_gas(cand, gas, midline, px_mm2, px)
@@ -686,7 +699,7 @@ def segment(hu: np.ndarray, spacing: Sequence[float]) -> LungSegmentation:
     sides = _sides(kept, midline)
     allowed = body & (dm < BONE_HU)
     dense = dm >= ORGAN_HU
-    band = np.abs(np.arange(ww)[None, :] - midline[:, None]) < MIDLINE_BAND * width[:, None]   # (Z, W)
+    band = np.abs(np.arange(ww)[None, :] - midline[:, None]) < MIDLINE_BAND * width[:, None]  # (Z, W)
     mediast = _mediastinum(sides, band)
     disk = _disk_offsets(CLOSING_MM / px_mm)
     closed = _erode(_dilate(sides, disk), disk, border_value=3)

@@ -51,9 +51,7 @@ __all__ = [
 ]
 
 CLASSES: tuple[str, ...] = ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4")
-PUBLISHED_COUNTS: Mapping[str, int] = MappingProxyType(
-    {"CT-0": 254, "CT-1": 684, "CT-2": 125, "CT-3": 45, "CT-4": 2}
-)
+PUBLISHED_COUNTS: Mapping[str, int] = MappingProxyType({"CT-0": 254, "CT-1": 684, "CT-2": 125, "CT-3": 45, "CT-4": 2})
 PUBLISHED_TOTAL = 1110
 PUBLISHED_MASKS = 50  # CT-1 studies 255..304
 BAND_EDGES: tuple[float, float, float] = (25.0, 50.0, 75.0)
@@ -91,16 +89,22 @@ class SeverityRow:
         return None
 
 
-_P2_FINDINGS = ("P2 adds \u201cwith or without consolidation, crazy paving\u201d and a qualitative amount of "
-                "involvement (minimal / average / significant, over CT-1 to CT-3).")
+_P2_FINDINGS = (
+    "P2 adds \u201cwith or without consolidation, crazy paving\u201d and a qualitative amount of "
+    "involvement (minimal / average / significant, over CT-1 to CT-3)."
+)
 
-SEVERITY_TABLE_TITLE = ("Classification of the severity of lung tissue abnormalities with COVID-19 and routing "
-                        "rules")
+SEVERITY_TABLE_TITLE = "Classification of the severity of lung tissue abnormalities with COVID-19 and routing rules"
 # Column headers as in the paper, keyed by SeverityRow field.
-SEVERITY_COLUMNS: Mapping[str, str] = MappingProxyType({
-    "category": "class", "name": "severity", "ct_findings": "CT findings", "clinical": "clinical data",
-    "routing": "decision (routing)",
-})
+SEVERITY_COLUMNS: Mapping[str, str] = MappingProxyType(
+    {
+        "category": "class",
+        "name": "severity",
+        "ct_findings": "CT findings",
+        "clinical": "clinical data",
+        "routing": "decision (routing)",
+    }
+)
 
 SEVERITY_TABLE: tuple[SeverityRow, ...] = (
     SeverityRow(
@@ -117,7 +121,7 @@ SEVERITY_TABLE: tuple[SeverityRow, ...] = (
         category="CT-1",
         name="Mild",
         ct_findings="Ground glass opacities. Pulmonary parenchymal involvement \u2264 25 %, OR absence of CT signs "
-                    "in typical clinical manifestations and relevant epidemiological history.",
+        "in typical clinical manifestations and relevant epidemiological history.",
         involvement="\u2264 25 %",
         band=(0.0, 25.0),
         clinical="A. t\u00b0 < 38.0 \u00b0C; B. RR < 20/min; C. SpO2 > 95 %",
@@ -132,36 +136,39 @@ SEVERITY_TABLE: tuple[SeverityRow, ...] = (
         band=(25.0, 50.0),
         clinical="A. t\u00b0 > 38.5 \u00b0C; B. RR 20\u201330/min; C. SpO2 95 %",
         routing="Follow-up at home by a primary care physician.",
-        p2_differs=(("ct_findings", _P2_FINDINGS),
-                    ("clinical", "P2 reads t\u00b0 < 38.5 \u00b0C and SpO2 \u2265 95 %.")),
+        p2_differs=(
+            ("ct_findings", _P2_FINDINGS),
+            ("clinical", "P2 reads t\u00b0 < 38.5 \u00b0C and SpO2 \u2265 95 %."),
+        ),
     ),
     SeverityRow(
         category="CT-3",
         name="Severe",
         ct_findings="Ground glass opacities. Pulmonary consolidation. Pulmonary parenchymal involvement 50\u201375 %. "
-                    "Lung involvement increased in 24\u201348 hours by 50 % in respiratory impairment per "
-                    "follow-up studies.",
+        "Lung involvement increased in 24\u201348 hours by 50 % in respiratory impairment per "
+        "follow-up studies.",
         involvement="50\u201375 %",
         band=(50.0, 75.0),
         clinical="One or more signs on the background of fever: A. t\u00b0 > 38.5 \u00b0C; B. RR \u2265 30/min; "
-                 "C. SpO2 \u2264 95 %; D. PaO2/FiO2 \u2264 300 mmHg (1 mmHg = 0.133 kPa)",
+        "C. SpO2 \u2264 95 %; D. PaO2/FiO2 \u2264 300 mmHg (1 mmHg = 0.133 kPa)",
         routing="Immediate admission to a COVID-specialised hospital. In a hospital setting: immediate transfer "
-                "to the intensive care and resuscitation unit. Emergency CT (if not done before).",
-        p2_differs=(("ct_findings", _P2_FINDINGS),
-                    ("clinical", "P2 reads \u201c\u2265 2 signs on the background of fever\u201d and SpO2 "
-                                 "\u2264 93 %.")),
+        "to the intensive care and resuscitation unit. Emergency CT (if not done before).",
+        p2_differs=(
+            ("ct_findings", _P2_FINDINGS),
+            ("clinical", "P2 reads \u201c\u2265 2 signs on the background of fever\u201d and SpO2 \u2264 93 %."),
+        ),
     ),
     SeverityRow(
         category="CT-4",
         name="Critical",
         ct_findings="Diffuse ground glass opacities with consolidations and reticular changes. Hydrothorax "
-                    "(bilateral, more on the left). Pulmonary parenchymal involvement \u2265 75 %.",
+        "(bilateral, more on the left). Pulmonary parenchymal involvement \u2265 75 %.",
         involvement="\u2265 75 %",
         band=(75.0, 100.0),
         clinical="Signs of shock, multiple organ failure, respiratory failure.",
         routing="Emergency medical care. Immediate admission to a specialised hospital for patients diagnosed "
-                "with COVID-19. In a hospital setting: immediate transfer to the intensive care and "
-                "resuscitation unit. Emergency CT (if not done before and when the patient's status allows it).",
+        "with COVID-19. In a hospital setting: immediate transfer to the intensive care and "
+        "resuscitation unit. Emergency CT (if not done before and when the patient's status allows it).",
     ),
 )
 
@@ -170,7 +177,7 @@ SEVERITY_SOURCE_NOTE = (
     "Where P2 (Digital Diagnostics 2020;1(1):49-59, DOI 10.17816/DD46826, Table 1) reads otherwise, it is "
     "noted under the table."
 )
-SEVERITY_P2_NOTE = ("P2's Table 1 (Digital Diagnostics) differs in these cells; everything else reads as in P1.")
+SEVERITY_P2_NOTE = "P2's Table 1 (Digital Diagnostics) differs in these cells; everything else reads as in P1."
 
 MOSMED_CLASS_NOTES: tuple[str, ...] = CLASS_NOTES
 

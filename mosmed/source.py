@@ -27,7 +27,6 @@ class FileIdentity:
     mtime_ns: int
 
 
-
 @dataclass(frozen=True, slots=True)
 class StudySource:
     """A registry row, checked.
@@ -103,8 +102,10 @@ class StudySource:
             return self.failed("study file is not available")
         found: list[Path | None] = []
         idents: list[FileIdentity | None] = []
-        for what, path, shown in (("study", self.study_path, self.study_file), ("mask", self.mask_path,
-                                                                                  self.mask_file or "")):
+        for what, path, shown in (
+            ("study", self.study_path, self.study_file),
+            ("mask", self.mask_path, self.mask_file or ""),
+        ):
             if path is None:
                 found.append(None)
                 idents.append(None)

@@ -38,12 +38,23 @@ from mosmed.phantom import Phantom, build_phantom
 from mosmed.registry_write import write_registry_xlsx
 
 __all__ = [
-    "DEMO_SEED", "DEMO_SIZE", "FULL_SIZE", "REAL_COUNTS", "REAL_MASK_IDS", "make_phantom", "study_phantom",
-    "study_grid", "plan_registry", "generate_demo", "generate_replica", "write_nifti", "StudySpec",
+    "DEMO_SEED",
+    "DEMO_SIZE",
+    "FULL_SIZE",
+    "REAL_COUNTS",
+    "REAL_MASK_IDS",
+    "make_phantom",
+    "study_phantom",
+    "study_grid",
+    "plan_registry",
+    "generate_demo",
+    "generate_replica",
+    "write_nifti",
+    "StudySpec",
 ]
 
 DEMO_SEED = 20200428
-DEMO_SIZE = 256          # in-plane size of the default demo (fits the 30 s budget on 2 cores)
+DEMO_SIZE = 256  # in-plane size of the default demo (fits the 30 s budget on 2 cores)
 FULL_SIZE = 512
 REAL_COUNTS = (("CT-0", 254), ("CT-1", 684), ("CT-2", 125), ("CT-3", 45), ("CT-4", 2))
 REAL_MASK_IDS = tuple(range(255, 305))
@@ -56,8 +67,13 @@ _SHEET = "MosMedData COVID19_1110"
 Progress = Callable[[int, int, str], None]
 
 
-def make_phantom(shape_zyx: Sequence[int], spacing: Sequence[float], category: str, rng: np.random.Generator,
-                 target_involvement: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+def make_phantom(
+    shape_zyx: Sequence[int],
+    spacing: Sequence[float],
+    category: str,
+    rng: np.random.Generator,
+    target_involvement: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """One synthetic chest CT in display orientation.
 
     Parameters
@@ -161,8 +177,15 @@ def plan_registry(n_studies: int = 20, full_size: bool = False) -> list[StudySpe
 
 def registry_frame(specs: Iterable[StudySpec]) -> pd.DataFrame:
     """The registry table for ``specs``: study_id, category, study_file, mask_file (NaN where no mask)."""
-    rows = [(s.study_id, s.category, study_rel_path(s.study_id, s.category),
-             mask_rel_path(s.study_id) if s.with_mask else np.nan) for s in specs]
+    rows = [
+        (
+            s.study_id,
+            s.category,
+            study_rel_path(s.study_id, s.category),
+            mask_rel_path(s.study_id) if s.with_mask else np.nan,
+        )
+        for s in specs
+    ]
     df = pd.DataFrame(rows, columns=["study_id", "category", "study_file", "mask_file"])
     df["study_id"] = df["study_id"].astype(int)
     return df
@@ -173,8 +196,9 @@ def study_rng(seed: int, study_id: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(study_id)]))
 
 
-def study_grid(rng: np.random.Generator, full_size: bool,
-               size: int | None = None) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+def study_grid(
+    rng: np.random.Generator, full_size: bool, size: int | None = None
+) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     """Display shape and spacing of a study: Z 33-53 slices of 8 mm, pixels 0.66-0.875 mm at 512.
 
     The field of view, 338-448 mm, is the paper's display FOV (350-500 mm, at least 1 cm beyond the ribs) as far
@@ -187,8 +211,9 @@ def study_grid(rng: np.random.Generator, full_size: bool,
     return (z, n, n), (8.0, dx, dx)
 
 
-def study_phantom(seed: int, study_id: int, category: str, full_size: bool = False, size: int | None = None
-                  ) -> tuple[Phantom, np.ndarray, tuple[float, float, float]]:
+def study_phantom(
+    seed: int, study_id: int, category: str, full_size: bool = False, size: int | None = None
+) -> tuple[Phantom, np.ndarray, tuple[float, float, float]]:
     """Rebuild exactly the phantom the generator writes for a study: (phantom, affine, spacing).
 
     Tests and benchmarks use it for the ground truth (lung mask, involvement) of a generated file.
@@ -250,9 +275,18 @@ def _layout(tmp: Path) -> None:
 # ------------------------------------------------------------------------------------------------ public
 
 
-def generate_demo(out: Path, n_studies: int = 20, seed: int = DEMO_SEED, full_size: bool = False,
-                  progress: Progress | None = None, *, only_ids: Collection[int] | None = None,
-                  workers: int = 2, size: int | None = None, overwrite: bool = False) -> Path:
+def generate_demo(
+    out: Path,
+    n_studies: int = 20,
+    seed: int = DEMO_SEED,
+    full_size: bool = False,
+    progress: Progress | None = None,
+    *,
+    only_ids: Collection[int] | None = None,
+    workers: int = 2,
+    size: int | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write a synthetic dataset in the published MosMedData layout.
 
     Parameters
@@ -281,8 +315,9 @@ def generate_demo(out: Path, n_studies: int = 20, seed: int = DEMO_SEED, full_si
     try:
         _layout(tmp)
         write_registry_xlsx(registry_frame(specs), tmp / "dataset_registry.xlsx", sheet_name=_SHEET)
-        tasks = [(str(tmp), s, int(seed), bool(full_size), size) for s in specs
-                 if wanted is None or s.study_id in wanted]
+        tasks = [
+            (str(tmp), s, int(seed), bool(full_size), size) for s in specs if wanted is None or s.study_id in wanted
+        ]
         _run(tasks, workers, progress, "generating studies")
         return _publish(tmp, out, overwrite)
     except BaseException:
@@ -311,9 +346,17 @@ def _make_replica_study(args: tuple) -> tuple[int, float, float]:
     return spec.study_id, ph.involvement_pct, time.perf_counter() - t0
 
 
-def generate_replica(source: Path, out: Path, per_class: int = 2, seed: int = DEMO_SEED,
-                     progress: Progress | None = None, *, mask_ids: Collection[int] | None = None,
-                     workers: int = 2, overwrite: bool = False) -> Path:
+def generate_replica(
+    source: Path,
+    out: Path,
+    per_class: int = 2,
+    seed: int = DEMO_SEED,
+    progress: Progress | None = None,
+    *,
+    mask_ids: Collection[int] | None = None,
+    workers: int = 2,
+    overwrite: bool = False,
+) -> Path:
     """A dataset root with the real registry and masks and synthetic studies on the masks' exact grids.
 
     Parameters

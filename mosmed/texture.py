@@ -44,10 +44,10 @@ __all__ = [
     "texture_stats",
 ]
 
-MAD_TO_SD = 1.4826            # MAD of a Gaussian times this is its standard deviation
+MAD_TO_SD = 1.4826  # MAD of a Gaussian times this is its standard deviation
 SOFT_BAND_HU: tuple[float, float] = (0.0, 100.0)
 LUNG_CUT_HU = -500.0
-GAS_MEDIAN_HU = -950.0        # a component of pure gas (outside air, trachea, stomach) has its median below this
+GAS_MEDIAN_HU = -950.0  # a component of pure gas (outside air, trachea, stomach) has its median below this
 MIN_COMPONENT_FRACTION = 0.01  # of the largest lung-like component: smaller air pockets are not lung
 _PLANE3 = np.ones((1, 3, 3), bool)
 
@@ -188,7 +188,14 @@ def texture_stats(hu: np.ndarray, spacing: Sequence[float], lung: np.ndarray | N
         p10 = p50 = p90 = float("nan")
         source = "none"
     return TextureStats(
-        noise_mad_hu=noise, noise_voxels=int(soft.sum()), noise_lag1_corr=corr,
-        lung_median_hu=p50, lung_p10_hu=p10, lung_p90_hu=p90, lung_p10_p90_hu=p90 - p10,
-        lung_ml=float(vals.size * dz * dy * dx / 1000.0), lung_source=source, pixel_mm=(dy + dx) / 2.0,
+        noise_mad_hu=noise,
+        noise_voxels=int(soft.sum()),
+        noise_lag1_corr=corr,
+        lung_median_hu=p50,
+        lung_p10_hu=p10,
+        lung_p90_hu=p90,
+        lung_p10_p90_hu=p90 - p10,
+        lung_ml=float(vals.size * dz * dy * dx / 1000.0),
+        lung_source=source,
+        pixel_mm=(dy + dx) / 2.0,
     )

@@ -116,15 +116,23 @@ def _affine_text(affine: np.ndarray) -> str:
 def _shape3(shape: Sequence[int], what: str, study_id: int | None, path: Path) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in shape)
     if len(shape) < 3:
-        raise _fail(what, f"{path.name} holds a {len(shape)}D image (shape {shape}); a CT study needs a 3D volume",
-                    study_id, path)
+        raise _fail(
+            what,
+            f"{path.name} holds a {len(shape)}D image (shape {shape}); a CT study needs a 3D volume",
+            study_id,
+            path,
+        )
     if any(s <= 0 for s in shape):
         raise _fail(what, f"{path.name} has an empty dimension in its header (shape {shape})", study_id, path)
     extra = shape[3:]
     if any(s != 1 for s in extra):
         n = int(np.prod(extra))
-        raise _fail(what, f"{path.name} holds a {len(shape)}D image with {n} volumes (shape {shape}); "
-                          "expected one 3D volume", study_id, path)
+        raise _fail(
+            what,
+            f"{path.name} holds a {len(shape)}D image with {n} volumes (shape {shape}); expected one 3D volume",
+            study_id,
+            path,
+        )
     return shape[:3]  # type: ignore[return-value]
 
 
@@ -169,8 +177,7 @@ def check_header(path: Path, study_id: int | None = None, *, what: str = "study"
         hint = ""
         if head[:4] in ((348).to_bytes(4, "little"), (348).to_bytes(4, "big")):
             hint = " (it looks like an uncompressed NIfTI: name it .nii)"
-        raise _fail(what, f"{path.name} is not gzip-compressed although its name ends in .gz{hint}",
-                    study_id, path)
+        raise _fail(what, f"{path.name} is not gzip-compressed although its name ends in .gz{hint}", study_id, path)
     if is_gz:
         # Read the header bytes through gzip ourselves: a stream cut inside the header, or bytes that are not
         # NIfTI, get a precise message instead of nibabel's generic one.
@@ -183,19 +190,22 @@ def check_header(path: Path, study_id: int | None = None, *, what: str = "study"
         with open(path, "rb") as fh:
             hdr_bytes = fh.read(352)
     if len(hdr_bytes) < 348:
-        raise _fail(what, f"{path.name} is too short to be NIfTI ({len(hdr_bytes)} bytes of header, need 348)",
-                    study_id, path)
+        raise _fail(
+            what, f"{path.name} is too short to be NIfTI ({len(hdr_bytes)} bytes of header, need 348)", study_id, path
+        )
     sizeof = int.from_bytes(hdr_bytes[:4], "little")
     sizeof_be = int.from_bytes(hdr_bytes[:4], "big")
     if sizeof not in (348, 540) and sizeof_be not in (348, 540):
-        raise _fail(what, f"{path.name} is not a NIfTI image (its header does not start with size 348 or 540)",
-                    study_id, path)
+        raise _fail(
+            what, f"{path.name} is not a NIfTI image (its header does not start with size 348 or 540)", study_id, path
+        )
 
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for a damaged header
-        raise _fail(what, f"{path.name} is not a readable NIfTI image ({type(exc).__name__}: {exc})",
-                    study_id, path) from None
+        raise _fail(
+            what, f"{path.name} is not a readable NIfTI image ({type(exc).__name__}: {exc})", study_id, path
+        ) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise _fail(what, f"{path.name} is a {type(img).__name__}, not a NIfTI image", study_id, path)
 
@@ -203,27 +213,44 @@ def check_header(path: Path, study_id: int | None = None, *, what: str = "study"
     shape = _shape3(img.shape, what, study_id, path)
     n_vox = int(np.prod([int(s) for s in img.shape], dtype=object))
     if n_vox > MAX_VOXELS:
-        raise _fail(what, f"{path.name} header claims dimensions {tuple(int(s) for s in img.shape)} "
-                          f"({n_vox:,} voxels), more than the {MAX_VOXELS:,} a real CT study can have", study_id, path)
+        raise _fail(
+            what,
+            f"{path.name} header claims dimensions {tuple(int(s) for s in img.shape)} "
+            f"({n_vox:,} voxels), more than the {MAX_VOXELS:,} a real CT study can have",
+            study_id,
+            path,
+        )
 
     try:
         dtype = hdr.get_data_dtype()
     except Exception as exc:
         raise _fail(what, f"{path.name} has an unknown voxel data type ({exc})", study_id, path) from None
     if dtype.fields is not None or dtype.kind not in "iuf":
-        kind = {"c": "complex", "V": "RGB/structured", "b": "boolean", "O": "object", "S": "text",
-                "U": "text"}.get(dtype.kind, dtype.kind)
-        raise _fail(what, f"{path.name} has voxel data type {dtype} ({kind}), which is not a plain number; "
-                          "expected integer or float intensities", study_id, path)
+        kind = {"c": "complex", "V": "RGB/structured", "b": "boolean", "O": "object", "S": "text", "U": "text"}.get(
+            dtype.kind, dtype.kind
+        )
+        raise _fail(
+            what,
+            f"{path.name} has voxel data type {dtype} ({kind}), which is not a plain number; "
+            "expected integer or float intensities",
+            study_id,
+            path,
+        )
 
     need = int(float(hdr["vox_offset"]) or 352) + n_vox * dtype.itemsize
     if is_gz and need > size * _MAX_GZIP_RATIO:
-        raise _fail(what, f"{path.name} header claims {tuple(int(s) for s in img.shape)} {dtype} voxels "
-                          f"({need / 1e6:,.1f} MB) but a {size:,}-byte gzip file cannot hold that much; "
-                          "the header is wrong or the file is cut", study_id, path)
+        raise _fail(
+            what,
+            f"{path.name} header claims {tuple(int(s) for s in img.shape)} {dtype} voxels "
+            f"({need / 1e6:,.1f} MB) but a {size:,}-byte gzip file cannot hold that much; "
+            "the header is wrong or the file is cut",
+            study_id,
+            path,
+        )
     if not is_gz and need > size:
-        raise _fail(what, f"{path.name} is truncated: the header needs {need:,} bytes, the file has {size:,}",
-                    study_id, path)
+        raise _fail(
+            what, f"{path.name} is truncated: the header needs {need:,} bytes, the file has {size:,}", study_id, path
+        )
 
     try:
         display_ornt(img.affine)
@@ -248,7 +275,8 @@ def _spacing(img: nib.Nifti1Image) -> tuple[tuple[float, float, float], list[str
     if len(zooms) == 3 and not np.allclose(zooms, aff_zooms, rtol=0.01, atol=1e-3):
         warnings.append(
             f"header voxel size {tuple(round(z, 4) for z in zooms)} mm differs from the affine's "
-            f"{tuple(round(z, 4) for z in aff_zooms)} mm; the affine is used")
+            f"{tuple(round(z, 4) for z in aff_zooms)} mm; the affine is used"
+        )
     return display_spacing(aff_zooms, img.affine), warnings
 
 
@@ -261,18 +289,18 @@ def _read_array(img: nib.Nifti1Image, what: str, study_id: int | None, path: Pat
     """
     if path.name.lower().endswith(".gz"):
         try:
-            with _gzip_read.open(path, "rb") as gz:       # realct: the fast reader (see the import)
+            with _gzip_read.open(path, "rb") as gz:  # realct: the fast reader (see the import)
                 raw = gz.read()
         except (EOFError, zlib.error, _InflateError, gzip.BadGzipFile) as exc:
-            raise _fail(what, f"{path.name} is a truncated or corrupt gzip stream ({exc})", study_id,
-                        path) from None
+            raise _fail(what, f"{path.name} is a truncated or corrupt gzip stream ({exc})", study_id, path) from None
         except OSError as exc:
             raise _fail(what, f"{path.name} cannot be read ({exc})", study_id, path) from None
         try:
             img = type(img).from_bytes(raw)
         except Exception as exc:
-            raise _fail(what, f"{path.name} is not a readable NIfTI image ({type(exc).__name__}: {exc})",
-                        study_id, path) from None
+            raise _fail(
+                what, f"{path.name} is not a readable NIfTI image ({type(exc).__name__}: {exc})", study_id, path
+            ) from None
         del raw
     proxy = img.dataobj
     slope = getattr(proxy, "slope", 1.0)
@@ -285,8 +313,9 @@ def _read_array(img: nib.Nifti1Image, what: str, study_id: int | None, path: Pat
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise _fail(what, f"{path.name} is a truncated or corrupt gzip stream ({exc})", study_id, path) from None
     except (ValueError, OSError) as exc:
-        raise _fail(what, f"{path.name} is truncated or damaged: its data cannot be read ({exc})",
-                    study_id, path) from None
+        raise _fail(
+            what, f"{path.name} is truncated or damaged: its data cannot be read ({exc})", study_id, path
+        ) from None
     except MemoryError:
         raise _fail(what, f"{path.name} is too large to load into memory", study_id, path) from None
     shape3 = tuple(int(s) for s in img.shape[:3])
@@ -367,13 +396,20 @@ def read_volume(path: Path, study_id: int | None = None) -> Volume:
     if vmin == vmax:
         warnings.append(f"every voxel has the same value ({vmin} HU): the image is blank")
     elif vmin >= 0 and vmax > 1000:
-        warnings.append(f"no voxel is below 0 (values {vmin}..{vmax}): the file may not be in Hounsfield "
-                        "units (missing rescale intercept?)")
+        warnings.append(
+            f"no voxel is below 0 (values {vmin}..{vmax}): the file may not be in Hounsfield "
+            "units (missing rescale intercept?)"
+        )
     return _volume(data, spacing, affine, shape3, warnings)
 
 
-def _volume(data: np.ndarray, spacing: tuple[float, float, float], affine: np.ndarray,
-            shape3: tuple[int, int, int], warnings: list[str]) -> Volume:
+def _volume(
+    data: np.ndarray,
+    spacing: tuple[float, float, float],
+    affine: np.ndarray,
+    shape3: tuple[int, int, int],
+    warnings: list[str],
+) -> Volume:
     """A :class:`Volume` whose orientation fields are derived from the source affine and shape in one place."""
     return Volume(
         data=data,
@@ -400,8 +436,7 @@ def volume_grid(path: Path, study_id: int | None = None, *, what: str = "study")
     return _volume(np.broadcast_to(np.int16(0), zyx), spacing, affine, shape3, warnings)
 
 
-def read_mask(path: Path, ref: Volume, study_id: int | None = None,
-              atol: float = 1e-3) -> tuple[np.ndarray, list[str]]:
+def read_mask(path: Path, ref: Volume, study_id: int | None = None, atol: float = 1e-3) -> tuple[np.ndarray, list[str]]:
     """Read a lesion mask on its study's grid, in display orientation.
 
     Parameters
@@ -439,8 +474,7 @@ def read_mask(path: Path, ref: Volume, study_id: int | None = None,
     m_disp = display_shape(shape3, affine)
     r_disp = display_shape(ref_shape, ref_aff)
     if m_disp != r_disp:
-        raise MaskMismatchError(f"mask grid {shape3} differs from study grid {ref_shape}",
-                                study_id=study_id, path=path)
+        raise MaskMismatchError(f"mask grid {shape3} differs from study grid {ref_shape}", study_id=study_id, path=path)
     a_m = display_affine(affine, shape3)
     a_r = display_affine(ref_aff, ref_shape)
     if not np.allclose(a_m, a_r, rtol=1e-5, atol=atol):
@@ -448,7 +482,9 @@ def read_mask(path: Path, ref: Volume, study_id: int | None = None,
         raise MaskMismatchError(
             f"mask affine differs from the study affine by up to {diff:.4g} mm "
             f"(mask {shape3} {_affine_text(affine)}; study {ref_shape} {_affine_text(ref_aff)})",
-            study_id=study_id, path=path)
+            study_id=study_id,
+            path=path,
+        )
 
     arr = _read_array(img, "mask", study_id, path)
     warnings: list[str] = []

@@ -59,8 +59,9 @@ class Window:
     def __post_init__(self) -> None:
         # A NaN level would silently render an all-black image; refuse it where it is made.
         if not (math.isfinite(self.level) and math.isfinite(self.width)):
-            raise ValueError(f"window level and width must be finite numbers, "
-                             f"got level={self.level}, width={self.width}")
+            raise ValueError(
+                f"window level and width must be finite numbers, got level={self.level}, width={self.width}"
+            )
 
     @property
     def lower(self) -> float:
@@ -226,4 +227,3 @@ def apply_window(hu: np.ndarray, window: Window) -> np.ndarray:
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"cannot window an array of dtype {arr.dtype}: expected integer or float HU")
     return _window_float(arr, float(window.level), float(window.width))
-

@@ -126,7 +126,7 @@ def _split(a: np.ndarray) -> tuple[bytes, bytes]:
 
 def _low_stream(lo: bytes, level: int, compact: bool) -> tuple[bytes, bool]:
     n = len(lo)
-    sample = lo[n // 2 - min(n // 2, 8192): n // 2 + min(n // 2, 8192)]
+    sample = lo[n // 2 - min(n // 2, 8192) : n // 2 + min(n // 2, 8192)]
     if compact or (sample and len(zlib.compress(sample, level)) < LOW_ZLIB_BELOW * len(sample)):
         packed = zlib.compress(lo, level)
         if len(packed) < len(lo):
@@ -144,8 +144,15 @@ def _join(lo: bytes, hi: bytes, shape: tuple[int, int]) -> np.ndarray:
     return out.view("<i2").reshape(shape).astype(np.int16)
 
 
-def encode_study(volume: np.ndarray, mask: np.ndarray | None = None, lung: np.ndarray | None = None, *,
-                 level: int = ZLIB_LEVEL, threads: int = _THREADS, compact: bool = False) -> EncodedStudy:
+def encode_study(
+    volume: np.ndarray,
+    mask: np.ndarray | None = None,
+    lung: np.ndarray | None = None,
+    *,
+    level: int = ZLIB_LEVEL,
+    threads: int = _THREADS,
+    compact: bool = False,
+) -> EncodedStudy:
     """Compress a display volume (``(Z, H, W)`` int16 HU) and its labels for the browser.
 
     Parameters
@@ -216,7 +223,9 @@ def encode_study(volume: np.ndarray, mask: np.ndarray | None = None, lung: np.nd
             chunks.append(lab)
             offset += len(lab)
     geometry = {
-        "n": z, "height": h, "width": w,
+        "n": z,
+        "height": h,
+        "width": w,
         "crop": [r0, r1, c0, c1],
         "fill": fill,
         "slices": slices,
@@ -236,12 +245,12 @@ def subset(geometry: dict[str, Any], blob: bytes, lo: int, hi: int) -> tuple[lis
     parts, off = [], 0
     for k in range(max(0, lo), min(n - 1, hi) + 1):
         o, n_lo, n_hi, lz = geometry["slices"][k]
-        parts.append(blob[o: o + n_lo + n_hi])
+        parts.append(blob[o : o + n_lo + n_hi])
         slices[k] = [off, n_lo, n_hi, lz]
         off += n_lo + n_hi
         ref = geometry["labels"][k]
         if ref is not None:
-            parts.append(blob[ref[0]: ref[0] + ref[1]])
+            parts.append(blob[ref[0] : ref[0] + ref[1]])
             labels[k] = [off, ref[1]]
             off += ref[1]
     return slices, labels, b"".join(parts)
@@ -277,9 +286,9 @@ def decode_volume(geometry: dict[str, Any], blob: bytes) -> np.ndarray:
         if ref is None:  # a partial payload (see subset): that slice is not in it
             continue
         off, n_lo, n_hi, lo_zlib = ref
-        lo = blob[off: off + n_lo]
+        lo = blob[off : off + n_lo]
         lo = zlib.decompress(lo) if lo_zlib else lo
-        hi = zlib.decompress(blob[off + n_lo: off + n_lo + n_hi])
+        hi = zlib.decompress(blob[off + n_lo : off + n_lo + n_hi])
         out[k, r0:r1, c0:c1] = _join(lo, hi, (r1 - r0, c1 - c0))
     return out
 

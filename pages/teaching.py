@@ -39,12 +39,17 @@ filter_ids = state.current_filter_ids()
 usable = summary[summary["status"] != "error"]
 if filter_ids is not None:
     usable = usable[usable["study_id"].astype(int).isin(filter_ids)]
-scope = ("the registry's current filter" if filter_ids is not None else "the whole dataset")
+scope = "the registry's current filter" if filter_ids is not None else "the whole dataset"
 
 # Session keys of the quiz.
 Q_STUDY, Q_NUMBER, Q_ANSWER, Q_SCORE, Q_SEEN, Q_SEED = (
-    "teaching.quiz.study", "teaching.quiz.number", "teaching.quiz.answer", "teaching.quiz.score",
-    "teaching.quiz.seen", "teaching.quiz.seed")
+    "teaching.quiz.study",
+    "teaching.quiz.number",
+    "teaching.quiz.answer",
+    "teaching.quiz.score",
+    "teaching.quiz.seen",
+    "teaching.quiz.seed",
+)
 W_BALANCED, W_WINDOW = "teaching.w.balanced", "teaching.w.quiz_window"
 
 
@@ -61,10 +66,10 @@ def _pick(pool: pd.DataFrame, balanced: bool) -> int | None:
     rng = random.Random(seed * 1_000_003 + number)
     seen = set(st.session_state.get(Q_SEEN, []))
     fresh = pool[~pool["study_id"].astype(int).isin(seen)]
-    if fresh.empty:                       # every study asked once: start over
+    if fresh.empty:  # every study asked once: start over
         st.session_state[Q_SEEN] = []
         fresh = pool
-    if balanced:                          # a class first, then a study of it: CT-1 must not be 60 % of questions
+    if balanced:  # a class first, then a study of it: CT-1 must not be 60 % of questions
         cats = sorted(set(fresh["category"].astype(str)))
         fresh = fresh[fresh["category"].astype(str) == rng.choice(cats)]
     ids = sorted(int(i) for i in fresh["study_id"])
@@ -128,10 +133,12 @@ def _default_pair(frame: pd.DataFrame) -> tuple[int, int]:
     ids = [int(i) for i in frame["study_id"]]
     if len(ids) < 2:
         return ids[0], ids[0]
-    df = frame.assign(_id=frame["study_id"].astype(int),
-                      _meas=pd.to_numeric(frame["involvement_pct"], errors="coerce"),
-                      _est=pd.to_numeric(frame["estimated_involvement_pct"], errors="coerce"),
-                      _rank=frame["category"].astype(str).map({c: i for i, c in enumerate(severity.CLASSES)}))
+    df = frame.assign(
+        _id=frame["study_id"].astype(int),
+        _meas=pd.to_numeric(frame["involvement_pct"], errors="coerce"),
+        _est=pd.to_numeric(frame["estimated_involvement_pct"], errors="coerce"),
+        _rank=frame["category"].astype(str).map({c: i for i, c in enumerate(severity.CLASSES)}),
+    )
     df["_best"] = df["_meas"].fillna(df["_est"])
     masked = df[df["_meas"].notna() & (df["_meas"] > 0)]
     if not masked.empty:
@@ -142,8 +149,7 @@ def _default_pair(frame: pd.DataFrame) -> tuple[int, int]:
             ranked = df
         else:
             ranked = ranked[ranked["_rank"] == ranked["_rank"].max()]
-        right = int(ranked.sort_values(["_best", "_id"], ascending=[False, True], na_position="last")
-                    .iloc[0]["_id"])
+        right = int(ranked.sort_values(["_best", "_id"], ascending=[False, True], na_position="last").iloc[0]["_id"])
     rest = df[df["_id"] != right]
     normal = rest[rest["category"].astype(str) == severity.CLASSES[0]]
     pool = normal if not normal.empty else rest
@@ -158,7 +164,7 @@ from components.classroom_common import url_code  # noqa: E402
 if classroom_teacher.active() and not classroom_teacher.hidden():
     if classroom_teacher.console(ds, summary):
         st.stop()
-_restore_problem = classroom_student.restore_from_url()      # a student's own link, e.g. after a reconnect
+_restore_problem = classroom_student.restore_from_url()  # a student's own link, e.g. after a reconnect
 if classroom_student.has_seat() and not classroom_teacher.active():
     classroom_student.student_view(ds)
     st.stop()
@@ -170,7 +176,8 @@ if _restore_problem:
 CLASS_TAB = "Class session"
 quiz_tab, class_tab, compare_tab, table_tab = st.tabs(
     ["Quiz", CLASS_TAB, "Compare two studies", "Severity scale"],
-    default=CLASS_TAB if url_code() is not None or _restore_problem else None)
+    default=CLASS_TAB if url_code() is not None or _restore_problem else None,
+)
 
 with class_tab:
     classroom_start.start_panel(ds, usable, filter_ids, scope)
@@ -181,8 +188,12 @@ with quiz_tab:
     top = st.columns([2, 2, 2, 2], vertical_alignment="center")
     top[0].metric("Score", f"{sc['correct']} / {sc['answered']}")
     top[1].metric("Accuracy", f"{100.0 * sc['correct'] / sc['answered']:.0f}%" if sc["answered"] else "—")
-    top[2].toggle("Classes evenly", value=True, key=W_BALANCED,
-                  help="Pick a class at random first, then a study of it (otherwise CT-1 dominates)")
+    top[2].toggle(
+        "Classes evenly",
+        value=True,
+        key=W_BALANCED,
+        help="Pick a class at random first, then a study of it (otherwise CT-1 dominates)",
+    )
     top[3].button("Reset score", key="teaching.w.reset", on_click=_reset_score, type="tertiary")
     st.caption(f"Questions come from {scope} ({len(usable)} studies that can be shown).")
 
@@ -199,8 +210,14 @@ with quiz_tab:
         answered = st.session_state.get(Q_ANSWER)
 
         st.subheader(f"Question {sc['answered'] + (0 if answered else 1)}")
-        window_name = st.segmented_control("Window", ["lung", "mediastinum"], default="lung", key=W_WINDOW,
-                                           format_func=lambda k: PRESET_LABELS.get(k, k), required=True)
+        window_name = st.segmented_control(
+            "Window",
+            ["lung", "mediastinum"],
+            default="lung",
+            key=W_WINDOW,
+            format_func=lambda k: PRESET_LABELS.get(k, k),
+            required=True,
+        )
         shown = False
         try:
             study = state.load_study(ds, sid)
@@ -210,36 +227,64 @@ with quiz_tab:
             from components.viewer import ct_viewer
             from mosmed.render import OverlayStyle
 
-            ct_viewer(study, window=PRESETS[window_name or "lung"],
-                      style=OverlayStyle(show_mask=True, mode="outline", opacity=0.95),
-                      slice_index=_quiz_slice(study), key=f"teaching.quiz.viewer.{qn}", height=520,
-                      dataset_root=str(ds.root), anonymous=not answered, with_mask=bool(answered),
-                      label=f"Question {sc['answered'] + (0 if answered else 1)}" if not answered
-                      else f"study {sid} · {truth}")
+            ct_viewer(
+                study,
+                window=PRESETS[window_name or "lung"],
+                style=OverlayStyle(show_mask=True, mode="outline", opacity=0.95),
+                slice_index=_quiz_slice(study),
+                key=f"teaching.quiz.viewer.{qn}",
+                height=520,
+                dataset_root=str(ds.root),
+                anonymous=not answered,
+                with_mask=bool(answered),
+                label=f"Question {sc['answered'] + (0 if answered else 1)}"
+                if not answered
+                else f"study {sid} · {truth}",
+            )
             shown = True
-            st.caption("Scroll, window (keys 1-4, right-drag), zoom and measure as in the viewer; the patient's "
-                       "right is on the left (radiological convention).")
+            st.caption(
+                "Scroll, window (keys 1-4, right-drag), zoom and measure as in the viewer; the patient's "
+                "right is on the left (radiological convention)."
+            )
         except MosmedError as e:
-            st.error(md_escape(f"This question's study could not be opened ({e}). It does not count; go to the "
-                               "next one."),
-                     icon=":material/broken_image:")
+            st.error(
+                md_escape(f"This question's study could not be opened ({e}). It does not count; go to the next one."),
+                icon=":material/broken_image:",
+            )
 
         options = list(severity.CLASSES)
-        st.segmented_control("Your answer", options, key=f"teaching.w.answer.{qn}", disabled=bool(answered),
-                             format_func=lambda c: f"{c} · {severity.severity_row(c).name}")
+        st.segmented_control(
+            "Your answer",
+            options,
+            key=f"teaching.w.answer.{qn}",
+            disabled=bool(answered),
+            format_func=lambda c: f"{c} · {severity.severity_row(c).name}",
+        )
         buttons = st.container(horizontal=True, gap="small")
-        buttons.button("Check answer", key="teaching.w.check", type="primary", disabled=bool(answered) or not shown,
-                  on_click=_check, args=(qn, sid, truth))
-        buttons.button("Next question", key="teaching.w.next", on_click=_next_question,
-                  type="primary" if answered or not shown else "secondary")
+        buttons.button(
+            "Check answer",
+            key="teaching.w.check",
+            type="primary",
+            disabled=bool(answered) or not shown,
+            on_click=_check,
+            args=(qn, sid, truth),
+        )
+        buttons.button(
+            "Next question",
+            key="teaching.w.next",
+            on_click=_next_question,
+            type="primary" if answered or not shown else "secondary",
+        )
 
         if answered:
             if answered == truth:
                 st.success(f"Correct: {truth} ({severity.severity_row(truth).name}).", icon=":material/check:")
             else:
                 st.error(f"Not quite: you chose {answered}; this study is {truth}.", icon=":material/close:")
-            st.markdown(f"**Study {sid}**, class **{truth}**. Lung involvement: {_involvement_text(row)}. "
-                        f"Band of {truth}: {severity.severity_row(truth).involvement}.")
+            st.markdown(
+                f"**Study {sid}**, class **{truth}**. Lung involvement: {_involvement_text(row)}. "
+                f"Band of {truth}: {severity.severity_row(truth).involvement}."
+            )
             if row.get("has_mask"):
                 st.caption("The viewer above now shows the expert lesion mask as an outline.")
             # The paper's row of this study's class, and of the answer chosen when it differs, to compare.
@@ -249,8 +294,9 @@ with quiz_tab:
             if st.button("Open this study in the viewer", key="teaching.w.open"):
                 state.goto_viewer(sid)
         if sc["by_class"]:
-            per = pd.DataFrame([{"class": k, "asked": v[0], "correct": v[1]}
-                                for k, v in sorted(sc["by_class"].items())])
+            per = pd.DataFrame(
+                [{"class": k, "asked": v[0], "correct": v[1]} for k, v in sorted(sc["by_class"].items())]
+            )
             with st.expander("Score by class"):
                 st.dataframe(per, hide_index=True)
 
@@ -264,14 +310,17 @@ with compare_tab:
         label = {int(r.study_id): f"study {int(r.study_id)} · {r.category}" for r in ok.itertuples()}
         left_id, right_id = _default_pair(ok)
         c1, c2, c3, c4, c5 = st.columns([2, 2, 1.6, 1.6, 1], vertical_alignment="bottom")
-        a = c1.selectbox("Left study", ids, index=ids.index(left_id), key="teaching.w.cmp_a",
-                         format_func=label.get)
-        b = c2.selectbox("Right study", ids, index=ids.index(right_id), key="teaching.w.cmp_b",
-                         format_func=label.get)
-        wname = c3.selectbox("Window", list(PRESETS), key="teaching.w.cmp_window",
-                             format_func=lambda k: PRESET_LABELS.get(k, k))
-        link_mode = c4.selectbox("Link scrolling", ["mm", "relative"], key="teaching.w.cmp_link",
-                                 format_func={"mm": "by position (mm)", "relative": "by relative height"}.get)
+        a = c1.selectbox("Left study", ids, index=ids.index(left_id), key="teaching.w.cmp_a", format_func=label.get)
+        b = c2.selectbox("Right study", ids, index=ids.index(right_id), key="teaching.w.cmp_b", format_func=label.get)
+        wname = c3.selectbox(
+            "Window", list(PRESETS), key="teaching.w.cmp_window", format_func=lambda k: PRESET_LABELS.get(k, k)
+        )
+        link_mode = c4.selectbox(
+            "Link scrolling",
+            ["mm", "relative"],
+            key="teaching.w.cmp_link",
+            format_func={"mm": "by position (mm)", "relative": "by relative height"}.get,
+        )
         show_mask = c5.toggle("Lesions", value=True, key="teaching.w.cmp_mask")
         try:
             from components.compare import compare_view
@@ -288,13 +337,21 @@ with compare_tab:
             if len(studies) == 2:
                 from mosmed.render import OverlayStyle
 
-                compare_view(studies[0], studies[1], window=PRESETS[wname],
-                             style=OverlayStyle(show_mask=bool(show_mask)), key="teaching.compare",
-                             link_mode=link_mode or "mm", dataset_root=str(ds.root))
-                st.caption("Scrolling either side moves the other by the same distance in mm (or to the same "
-                           "relative height); a window set in either (keys 1-4, right-drag) applies to both. "
-                           "The first pair shown is a normal (CT-0) study beside the study with the most lesion "
-                           "on an expert mask; pick any two above.")
+                compare_view(
+                    studies[0],
+                    studies[1],
+                    window=PRESETS[wname],
+                    style=OverlayStyle(show_mask=bool(show_mask)),
+                    key="teaching.compare",
+                    link_mode=link_mode or "mm",
+                    dataset_root=str(ds.root),
+                )
+                st.caption(
+                    "Scrolling either side moves the other by the same distance in mm (or to the same "
+                    "relative height); a window set in either (keys 1-4, right-drag) applies to both. "
+                    "The first pair shown is a normal (CT-0) study beside the study with the most lesion "
+                    "on an expert mask; pick any two above."
+                )
 
 # -------------------------------------------------------------------------------------------------- table
 with table_tab:

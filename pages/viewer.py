@@ -52,8 +52,7 @@ def _open_or_report(sid: int):
         viewer_url.mark_synced({"study": str(sid)})
     except Exception as e:  # noqa: BLE001 - anything unexpected still names the study, never a traceback
         viewer_picker.picker(studies)
-        st.error(md_escape(f"study {sid}: cannot be opened ({type(e).__name__}: {e})"),
-                 icon=":material/broken_image:")
+        st.error(md_escape(f"study {sid}: cannot be opened ({type(e).__name__}: {e})"), icon=":material/broken_image:")
     return None
 
 
@@ -84,19 +83,30 @@ def study_view() -> None:
     if viewer_picker.picker(studies, row[:3]) != sid:
         st.rerun(scope="fragment")  # the picker chose another study in this run: show it
     window, plane = viewer_controls.window_controls(row[3:6])
-    style = viewer_controls.overlay_controls(has_mask=study.mask is not None, has_lung=study.lung is not None,
-                                             where=row[6])
+    style = viewer_controls.overlay_controls(
+        has_mask=study.mask is not None, has_lung=study.lung is not None, where=row[6]
+    )
     for w in study.warnings or []:
         st.caption(md_escape(f"Note: {w}"))
     if opened.quick:
-        st.caption("Segmenting the lungs and measuring this study (first opening); the lung outline and the "
-                   "figures below appear when it is done.")
+        st.caption(
+            "Segmenting the lungs and measuring this study (first opening); the lung outline and the "
+            "figures below appear when it is done."
+        )
     # While the study's cache entry builds, the viewer reruns this fragment now and then (poll_ms), which
     # then opens the cached study.
-    event = ct_viewer(study, window=window, style=style, slice_index=int(st.session_state[viewer_url.SLICE]),
-                      key=VIEWER_KEY, height=540, dataset_root=str(ds.root), plane=plane,
-                      url_params={"study": str(study.study_id), "plane": plane},
-                      poll_ms=700 if opened.quick else None)
+    event = ct_viewer(
+        study,
+        window=window,
+        style=style,
+        slice_index=int(st.session_state[viewer_url.SLICE]),
+        key=VIEWER_KEY,
+        height=540,
+        dataset_root=str(ds.root),
+        plane=plane,
+        url_params={"study": str(study.study_id), "plane": plane},
+        poll_ms=700 if opened.quick else None,
+    )
     st.session_state[viewer_url.SLICE] = event.slice_index
     viewer_url.sync_url(int(study.study_id), event.slice_index, window, plane)
     if not opened.quick:

@@ -31,8 +31,13 @@ sys.path.insert(0, str(REPO))
 from mosmed import involvement, measurements, quality, segmentation, synthetic, volume  # noqa: E402
 
 # Study ids of the full-size registry per class (CT-4 has only two real ids: the third is a seed like any other).
-IDS = {"CT-0": (1, 2, 3), "CT-1": (255, 256, 257), "CT-2": (939, 940, 941), "CT-3": (1064, 1065, 1066),
-       "CT-4": (1109, 1110, 1111)}
+IDS = {
+    "CT-0": (1, 2, 3),
+    "CT-1": (255, 256, 257),
+    "CT-2": (939, 940, 941),
+    "CT-3": (1064, 1065, 1066),
+    "CT-4": (1109, 1110, 1111),
+}
 REALCT = REPO.parent / "shared" / "realct"
 
 
@@ -60,19 +65,30 @@ def phantom_table(per_class: int, compare) -> pd.DataFrame:
             seg = segmentation.segment_lungs(ph.hu, sp)
             t_seg = time.process_time() - t
             st = measurements.study_stats(ph.hu, sp, seg, ph.lesion if ph.lesion.any() else None)
-            row = {"study_id": sid, "category": cat, "status": "ok", "shape": "x".join(map(str, ph.hu.shape)),
-                   "dice": dice(seg, ph.lung), "vol_ratio": seg.sum() / max(1, ph.lung.sum()),
-                   "seg_cpu_s": t_seg, "truth_pct": ph.involvement_pct,
-                   "involvement_pct": st.involvement_pct if cat != "CT-0" else np.nan,
-                   "uncalibrated": st.estimated_involvement_pct, **st.density}
+            row = {
+                "study_id": sid,
+                "category": cat,
+                "status": "ok",
+                "shape": "x".join(map(str, ph.hu.shape)),
+                "dice": dice(seg, ph.lung),
+                "vol_ratio": seg.sum() / max(1, ph.lung.sum()),
+                "seg_cpu_s": t_seg,
+                "truth_pct": ph.involvement_pct,
+                "involvement_pct": st.involvement_pct if cat != "CT-0" else np.nan,
+                "uncalibrated": st.estimated_involvement_pct,
+                **st.density,
+            }
             if compare is not None:
                 t = time.process_time()
                 old = compare(ph.hu, sp)
                 row["compare_cpu_s"] = time.process_time() - t
                 row["compare_dice"] = dice(old, ph.lung)
             rows.append(row)
-            print(f"  {cat} {sid}: Dice {row['dice']:.4f}" + (f" (compare {row['compare_dice']:.4f})"
-                                                          if compare is not None else ""), flush=True)
+            print(
+                f"  {cat} {sid}: Dice {row['dice']:.4f}"
+                + (f" (compare {row['compare_dice']:.4f})" if compare is not None else ""),
+                flush=True,
+            )
     return pd.DataFrame(rows)
 
 
@@ -92,17 +108,24 @@ def mild_extrapolation(df: pd.DataFrame, n: int) -> None:
     test = df[df["category"] != "CT-0"]
     err = (cal.apply(test) - test["truth_pct"]).abs()
     print(f"\ncalibration on {len(rows) - n} CT-0 + {n} mild masks (1-5 %): {cal.describe()}")
-    print(f"  applied to the CT-1..CT-4 phantoms: |error| mean {err.mean():.2f}, max {err.max():.2f} points; "
-          + ", ".join(f"{c} {e:.1f}" for c, e in zip(test["category"], cal.apply(test) - test["truth_pct"])))
+    print(
+        f"  applied to the CT-1..CT-4 phantoms: |error| mean {err.mean():.2f}, max {err.max():.2f} points; "
+        + ", ".join(f"{c} {e:.1f}" for c, e in zip(test["category"], cal.apply(test) - test["truth_pct"]))
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-class", type=int, default=3, choices=(1, 2, 3))
     ap.add_argument("--compare", metavar="FILE.py", help="a module file with segment_lungs(hu, spacing)")
-    ap.add_argument("--mild", type=int, default=0, metavar="N",
-                    help="also fit the calibration on CT-0 and N CT-1 phantoms of 1-5 %% involvement only (as the "
-                         "50 real masks are) and report its error on the CT-1..CT-4 phantoms (extrapolation)")
+    ap.add_argument(
+        "--mild",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also fit the calibration on CT-0 and N CT-1 phantoms of 1-5 %% involvement only (as the "
+        "50 real masks are) and report its error on the CT-1..CT-4 phantoms (extrapolation)",
+    )
     args = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} on {os.cpu_count()} CPUs")
     compare = _load_compare(args.compare)
@@ -111,20 +134,33 @@ def main() -> int:
     df["calibrated"] = cal.apply(df)
     df["err_cal"] = (df["calibrated"] - df["truth_pct"]).abs()
     df["err_uncal"] = (df["uncalibrated"] - df["truth_pct"]).abs()
-    cols = ["category", "study_id", "shape", "dice", "vol_ratio", "seg_cpu_s", "truth_pct", "density_pct",
-            "uncalibrated", "calibrated"] + (["compare_dice", "compare_cpu_s"] if compare is not None else [])
+    cols = [
+        "category",
+        "study_id",
+        "shape",
+        "dice",
+        "vol_ratio",
+        "seg_cpu_s",
+        "truth_pct",
+        "density_pct",
+        "uncalibrated",
+        "calibrated",
+    ] + (["compare_dice", "compare_cpu_s"] if compare is not None else [])
     pd.set_option("display.width", 200)
     print(df[cols].round(4).to_string(index=False))
     print("\nDice per class (min-max):")
     for cat, g in df.groupby("category"):
-        extra = (f"   compare {g['compare_dice'].min():.4f}-{g['compare_dice'].max():.4f}"
-                 if compare is not None else "")
+        extra = f"   compare {g['compare_dice'].min():.4f}-{g['compare_dice'].max():.4f}" if compare is not None else ""
         print(f"  {cat}: {g['dice'].min():.4f}-{g['dice'].max():.4f}{extra}")
-    print(f"segmentation CPU per study: median {df['seg_cpu_s'].median() * 1000:.0f} ms"
-          + (f" (compare {df['compare_cpu_s'].median() * 1000:.0f} ms)" if compare is not None else ""))
-    print(f"estimate |error| vs truth, points: calibrated mean {df['err_cal'].mean():.2f}"
-          f" max {df['err_cal'].max():.2f};"
-          f" uncalibrated mean {df['err_uncal'].mean():.2f} max {df['err_uncal'].max():.2f}")
+    print(
+        f"segmentation CPU per study: median {df['seg_cpu_s'].median() * 1000:.0f} ms"
+        + (f" (compare {df['compare_cpu_s'].median() * 1000:.0f} ms)" if compare is not None else "")
+    )
+    print(
+        f"estimate |error| vs truth, points: calibrated mean {df['err_cal'].mean():.2f}"
+        f" max {df['err_cal'].max():.2f};"
+        f" uncalibrated mean {df['err_uncal'].mean():.2f} max {df['err_uncal'].max():.2f}"
+    )
     print(f"calibration on these phantoms: {cal.describe()}")
     if args.mild:
         mild_extrapolation(df, args.mild)
@@ -143,10 +179,12 @@ def main() -> int:
         slices = np.flatnonzero(st.lung_area_mm2 > 0)
         flags = quality.assess(vol, seg, st)
         span = f"slices {slices.min()}-{slices.max()} of {vol.shape[0]}" if slices.size else "no lung"
-        print(f"  {name}: lung {st.lung_ml:.1f} mL ({span}), density {st.density['density_pct']:.1f} %, "
-              f"estimate {st.estimated_involvement_pct:.1f} % (uncalibrated), with the phantom calibration "
-              f"{cal.estimate(st.density):.1f} %; excluded gas {seg.excluded_gas_ml:.0f} mL; "
-              f"{t_seg * 1000:.0f} ms; flags: {quality.qc_codes(flags) or 'none'}")
+        print(
+            f"  {name}: lung {st.lung_ml:.1f} mL ({span}), density {st.density['density_pct']:.1f} %, "
+            f"estimate {st.estimated_involvement_pct:.1f} % (uncalibrated), with the phantom calibration "
+            f"{cal.estimate(st.density):.1f} %; excluded gas {seg.excluded_gas_ml:.0f} mL; "
+            f"{t_seg * 1000:.0f} ms; flags: {quality.qc_codes(flags) or 'none'}"
+        )
         if compare is not None:
             old = compare(vol.data, vol.spacing)
             print(f"    compare: lung {old.sum() * vol.voxel_ml:.1f} mL")

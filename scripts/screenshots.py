@@ -68,7 +68,7 @@ def pick_viewer_query() -> dict[str, str]:
         areas = study.stats.lesion_area_mm2
         query = {"study": str(int(best["study_id"])), "window": "lung"}
         if areas is not None and len(areas):
-            query["slice"] = str(int(areas.argmax()) + 1)   # links are 1-based
+            query["slice"] = str(int(areas.argmax()) + 1)  # links are 1-based
         return query
     except Exception as exc:  # only a nicer default; the page itself still gets its shot
         print(f"screenshots: no viewer study picked ({exc}); using the viewer's default", file=sys.stderr)
@@ -125,10 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1440)
     parser.add_argument("--height", type=int, default=900)
     parser.add_argument("--max-height", type=int, default=3200, help="cap for full-page shots")
-    parser.add_argument("--viewer-states", type=Path, default=None,
-                        help="also photograph more viewer states (MinIP, coronal) into this folder")
-    parser.add_argument("--settle-ms", type=int, default=1500,
-                        help="extra wait after each run, for components and charts to paint")
+    parser.add_argument(
+        "--viewer-states",
+        type=Path,
+        default=None,
+        help="also photograph more viewer states (MinIP, coronal) into this folder",
+    )
+    parser.add_argument(
+        "--settle-ms", type=int, default=1500, help="extra wait after each run, for components and charts to paint"
+    )
     args = parser.parse_args(argv)
 
     reason = browser_unavailable_reason()
@@ -175,14 +180,17 @@ def main(argv: list[str] | None = None) -> int:
                 errors = exception_texts(page)
                 # A page showing an exception never replaces a good picture in docs/.
                 out_dir = FAILED_DIR if errors else args.out
-                path = save_screenshot(page, f"{name}-FAILED" if errors else name, out_dir,
-                                       full_page=True, max_height=args.max_height)
+                path = save_screenshot(
+                    page, f"{name}-FAILED" if errors else name, out_dir, full_page=True, max_height=args.max_height
+                )
                 took = time.monotonic() - started
                 if errors:
                     failures += 1
                     print(f"screenshots: {name}: EXCEPTION on page: {errors[0][:300]}", file=sys.stderr)
-                print(f"screenshots: {name:<14} {path.relative_to(REPO) if path.is_relative_to(REPO) else path}"
-                      f"  ({took:.1f} s{', query ' + str(query) if query else ''})")
+                print(
+                    f"screenshots: {name:<14} {path.relative_to(REPO) if path.is_relative_to(REPO) else path}"
+                    f"  ({took:.1f} s{', query ' + str(query) if query else ''})"
+                )
             browser.close()
     finally:
         if server is not None:

@@ -39,8 +39,17 @@ NGINX = Path(os.environ.get("MOSMED_NGINX", "/usr/sbin/nginx"))
 #: The header the test configuration adds to every response: which replica answered (never in deploy/).
 UPSTREAM_HEADER = "X-Mosmed-Upstream"
 
-__all__ = ["NGINX", "UPSTREAM_HEADER", "COOKIE", "ReplicaSet", "render_config", "render_routing", "free_port",
-           "nginx_unavailable_reason", "main"]
+__all__ = [
+    "NGINX",
+    "UPSTREAM_HEADER",
+    "COOKIE",
+    "ReplicaSet",
+    "render_config",
+    "render_routing",
+    "free_port",
+    "nginx_unavailable_reason",
+    "main",
+]
 #: The sticky cookie nginx sets (its value names a replica: "r0", "r1" ...).
 COOKIE = "mosmed_replica"
 
@@ -64,11 +73,18 @@ def render_routing(ports: list[int], host: str = "127.0.0.1", indent: str = "   
     names = [f"r{i}" for i in range(len(ports))]
     addr = [f"{host}:{int(p)}" for p in ports]
     esc = [a.replace(".", r"\.") for a in addr]
-    lines = ["# Which replica the browser's cookie names; no cookie (or an unknown one): any replica.",
-             "map $cookie_mosmed_replica $mosmed_route {", "    default mosmed_any;"]
+    lines = [
+        "# Which replica the browser's cookie names; no cookie (or an unknown one): any replica.",
+        "map $cookie_mosmed_replica $mosmed_route {",
+        "    default mosmed_any;",
+    ]
     lines += [f"    {n} mosmed_{n};" for n in names]
-    lines += ["}", "# The replica that answered (the last one tried), named for the cookie.",
-              "map $upstream_addr $mosmed_served {", '    default "";']
+    lines += [
+        "}",
+        "# The replica that answered (the last one tried), named for the cookie.",
+        "map $upstream_addr $mosmed_served {",
+        '    default "";',
+    ]
     lines += [f'    "~{e}$" {n};' for e, n in zip(esc, names)]
     lines += ["}", "upstream mosmed_any {"]
     lines += [f"    server {a} max_fails=1 fail_timeout=5s;" for a in addr]
@@ -81,8 +97,15 @@ def render_routing(ports: list[int], host: str = "127.0.0.1", indent: str = "   
     return "\n".join(indent + ln if ln else ln for ln in lines)
 
 
-def render_config(ports: list[int], listen_port: int, prefix: Path, *, listen_host: str = "127.0.0.1",
-                  debug_headers: bool = False, as_root: bool | None = None) -> str:
+def render_config(
+    ports: list[int],
+    listen_port: int,
+    prefix: Path,
+    *,
+    listen_host: str = "127.0.0.1",
+    debug_headers: bool = False,
+    as_root: bool | None = None,
+) -> str:
     """The nginx configuration for replicas on ``ports`` (127.0.0.1), from ``deploy/nginx.conf.in``.
 
     ``debug_headers`` adds :data:`UPSTREAM_HEADER` (the replicas tried, the one that answered last) to every
@@ -91,10 +114,15 @@ def render_config(ports: list[int], listen_port: int, prefix: Path, *, listen_ho
     as_root = (os.geteuid() == 0) if as_root is None else as_root
     debug = f"            add_header {UPSTREAM_HEADER} $upstream_addr always;" if debug_headers else ""
     text = TEMPLATE.read_text(encoding="utf-8")
-    for k, v in {"@@PREFIX@@": str(prefix), "@@DEPLOY@@": str(DEPLOY), "@@ROUTING@@": render_routing(ports),
-                 "@@LISTEN@@": f"{listen_host}:{int(listen_port)}", "@@DEBUG@@": debug,
-                 # As root the master would hand the workers to "nobody"; run them as the current user instead.
-                 "@@USER@@": "user root;" if as_root else ""}.items():
+    for k, v in {
+        "@@PREFIX@@": str(prefix),
+        "@@DEPLOY@@": str(DEPLOY),
+        "@@ROUTING@@": render_routing(ports),
+        "@@LISTEN@@": f"{listen_host}:{int(listen_port)}",
+        "@@DEBUG@@": debug,
+        # As root the master would hand the workers to "nobody"; run them as the current user instead.
+        "@@USER@@": "user root;" if as_root else "",
+    }.items():
         text = text.replace(k, v)
     return text
 
@@ -160,13 +188,35 @@ class ReplicaSet:
         return env
 
     def _start_replica(self, i: int, env: dict) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
-               "--server.port", str(self.ports[i]), "--server.address", "127.0.0.1",
-               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false", *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(REPO / "app.py"),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(self.ports[i]),
+            "--server.address",
+            "127.0.0.1",
+            "--server.fileWatcherType",
+            "none",
+            "--browser.gatherUsageStats",
+            "false",
+            *self.extra_args,
+        ]
         fh = self.log(i).open("ab")
         try:
-            return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            return subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         finally:
             fh.close()
 
@@ -188,14 +238,21 @@ class ReplicaSet:
         for i in range(self.n):
             self._wait(self.replica_url(i), deadline, lambda i=i: self.procs[i], f"replica {i}")
         conf = self.workdir / "nginx.conf"
-        conf.write_text(render_config(self.ports, self.port, self.workdir, listen_host=self.listen_host,
-                                      debug_headers=self.debug_headers), encoding="utf-8")
+        conf.write_text(
+            render_config(
+                self.ports, self.port, self.workdir, listen_host=self.listen_host, debug_headers=self.debug_headers
+            ),
+            encoding="utf-8",
+        )
         fh = self.log("nginx-stdout").open("ab")
         try:
-            self.nginx = subprocess.Popen([str(NGINX), "-p", str(self.workdir), "-c", str(conf),
-                                           "-e", str(self.workdir / "error.log")],
-                                          stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True)
+            self.nginx = subprocess.Popen(
+                [str(NGINX), "-p", str(self.workdir), "-c", str(conf), "-e", str(self.workdir / "error.log")],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         finally:
             fh.close()
         self._wait(self.url, deadline, lambda: self.nginx, "nginx")
@@ -296,11 +353,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", "--replicas", type=int, default=int(os.environ.get("N", 2)), help="number of replicas")
     ap.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8600)), help="nginx's port")
-    ap.add_argument("--host", default="127.0.0.1",
-                    help="nginx's address (default 127.0.0.1: this machine only; see deploy/README.md first)")
-    ap.add_argument("--print-routing", metavar="FIRST_PORT", type=int, default=None,
-                    help="print the routing block (maps and upstreams) for --replicas replicas on 127.0.0.1 from "
-                         "FIRST_PORT up, for a real site (deploy/nginx-site.conf), and exit")
+    ap.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="nginx's address (default 127.0.0.1: this machine only; see deploy/README.md first)",
+    )
+    ap.add_argument(
+        "--print-routing",
+        metavar="FIRST_PORT",
+        type=int,
+        default=None,
+        help="print the routing block (maps and upstreams) for --replicas replicas on 127.0.0.1 from "
+        "FIRST_PORT up, for a real site (deploy/nginx-site.conf), and exit",
+    )
     args = ap.parse_args(argv)
     if args.print_routing is not None:
         print(render_routing([args.print_routing + i for i in range(max(1, args.replicas))], indent=""))
@@ -330,10 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         print(f"serve-replicas: {e}", file=sys.stderr)
         return 1
-    print(f"serve-replicas: {args.replicas} replicas on 127.0.0.1:{', '.join(map(str, rs.ports))} behind nginx\n"
-          f"  open {rs.url}/  (the teaching page: {rs.url}/teaching)\n"
-          f"  logs and nginx's files: {rs.workdir}\n"
-          "  Ctrl-C stops them all.", flush=True)
+    print(
+        f"serve-replicas: {args.replicas} replicas on 127.0.0.1:{', '.join(map(str, rs.ports))} behind nginx\n"
+        f"  open {rs.url}/  (the teaching page: {rs.url}/teaching)\n"
+        f"  logs and nginx's files: {rs.workdir}\n"
+        "  Ctrl-C stops them all.",
+        flush=True,
+    )
     warned: set[int] = set()
     try:
         while not stopping["now"]:
@@ -341,8 +409,12 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(rs.n):
                 if not rs.alive(i) and i not in warned:
                     warned.add(i)
-                    print(f"serve-replicas: replica {i} (port {rs.ports[i]}) exited; nginx sends its browsers "
-                          "to the others", file=sys.stderr, flush=True)
+                    print(
+                        f"serve-replicas: replica {i} (port {rs.ports[i]}) exited; nginx sends its browsers "
+                        "to the others",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             if rs.nginx is not None and rs.nginx.poll() is not None:
                 print("serve-replicas: nginx exited; stopping", file=sys.stderr)
                 break

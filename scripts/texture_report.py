@@ -33,9 +33,15 @@ from mosmed.texture import TextureStats, texture_stats  # noqa: E402
 REALCT = REPO.parent / "shared" / "realct"
 # Tolerances of issue 9: noise within 30 % of the real chest crop, lung median and width within 15 %.
 TOLERANCE = {"noise_mad_hu": 0.30, "lung_median_hu": 0.15, "lung_p10_p90_hu": 0.15}
-ROWS = (("noise_mad_hu", "noise MAD (HU)"), ("noise_lag1_corr", "noise lag-1 corr"),
-        ("lung_median_hu", "lung median (HU)"), ("lung_p10_hu", "lung p10 (HU)"), ("lung_p90_hu", "lung p90 (HU)"),
-        ("lung_p10_p90_hu", "lung p10-p90 (HU)"), ("pixel_mm", "pixel (mm)"))
+ROWS = (
+    ("noise_mad_hu", "noise MAD (HU)"),
+    ("noise_lag1_corr", "noise lag-1 corr"),
+    ("lung_median_hu", "lung median (HU)"),
+    ("lung_p10_hu", "lung p10 (HU)"),
+    ("lung_p90_hu", "lung p90 (HU)"),
+    ("lung_p10_p90_hu", "lung p10-p90 (HU)"),
+    ("pixel_mm", "pixel (mm)"),
+)
 
 
 def _real(name: str) -> TextureStats | None:
@@ -69,8 +75,10 @@ def _montage(rows, labels, out: Path, scale: float = 1.0) -> None:
     from PIL import Image, ImageDraw
 
     pad, head = 4, 16
-    ims = [[im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BILINEAR) for im in r]
-           for r in rows]
+    ims = [
+        [im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BILINEAR) for im in r]
+        for r in rows
+    ]
     widths = [max(r[i].width for r in ims) for i in range(len(ims[0]))]
     heights = [max(im.height for im in r) for r in ims]
     m = Image.new("L", (sum(widths) + pad * (len(widths) + 1), head + sum(heights) + pad * (len(heights) + 1)), 0)
@@ -99,14 +107,17 @@ def write_pngs(out_dir: Path) -> list[Path]:
     real = read_volume(REALCT / "chest_crop_lps_1p5mm.nii.gz")
     ph, _, sp = study_phantom(DEMO_SEED, 1, "CT-0")
     lung_k = np.nonzero(ph.lung.any(axis=(1, 2)))[0]
-    ks = [int(lung_k[int(len(lung_k) * 0.3)]), int(lung_k[int(len(lung_k) * 0.45)])]   # heart level, like the crop
+    ks = [int(lung_k[int(len(lung_k) * 0.3)]), int(lung_k[int(len(lung_k) * 0.45)])]  # heart level, like the crop
     # A crop of the real crop's size in mm (102 x 122 px of 1.5 mm) around the heart: same scale, same windows.
     hh, ww = round(102 * 1.5 / sp[1]), round(122 * 1.5 / sp[2])
     h, w = ph.hu.shape[1:]
     r0, c0 = h // 2 - hh // 2 - round(12 / sp[1]), w // 2 - ww // 2
     box = ((r0, r0 + hh), (c0, c0 + ww))
-    rows = [[_gray(real.data, real.spacing, 35, win), _gray(real.data, real.spacing, 80, win)]
-            + [_gray(ph.hu, sp, k, win, box, 1.5) for k in ks] for win in wins]
+    rows = [
+        [_gray(real.data, real.spacing, 35, win), _gray(real.data, real.spacing, 80, win)]
+        + [_gray(ph.hu, sp, k, win, box, 1.5) for k in ks]
+        for win in wins
+    ]
     a = out_dir / "texture_demo_vs_real.png"
     _montage(rows, ["real chest crop", "real chest crop", "demo study 1 (CT-0)", "demo study 1 (CT-0)"], a, 1.5)
     ph3, _, sp3 = study_phantom(DEMO_SEED, 17, "CT-3")
@@ -162,12 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     cols.append("demo within tolerance")
     rows = []
     for key, label in ROWS:
-        row = [label,
-               f"{getattr(chest, key):.2f}" if chest else "absent",
-               # The abdomen's "lung" is a few lung bases mixed with bowel gas: only its noise is meaningful.
-               f"{getattr(abdomen, key):.2f}" if abdomen and key in ("noise_mad_hu", "noise_lag1_corr", "pixel_mm")
-               else ("-" if abdomen else "absent"),
-               _summary(demo, key)]
+        row = [
+            label,
+            f"{getattr(chest, key):.2f}" if chest else "absent",
+            # The abdomen's "lung" is a few lung bases mixed with bowel gas: only its noise is meaningful.
+            f"{getattr(abdomen, key):.2f}"
+            if abdomen and key in ("noise_mad_hu", "noise_lag1_corr", "pixel_mm")
+            else ("-" if abdomen else "absent"),
+            _summary(demo, key),
+        ]
         if full:
             row.append(_summary(full, key))
         if key in TOLERANCE and chest:
@@ -183,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     print("-+-".join("-" * w for w in widths))
     for r in rows:
         print(" | ".join(v.ljust(w) for v, w in zip(r, widths)))
-    print(f"\nlung = voxels below -500 HU in the phantoms' truth lung (no lesions) / in the real crop's threshold "
-          f"mask; demo generation {cpu_demo:.2f} s CPU per study (texture statistics not included)")
+    print(
+        f"\nlung = voxels below -500 HU in the phantoms' truth lung (no lesions) / in the real crop's threshold "
+        f"mask; demo generation {cpu_demo:.2f} s CPU per study (texture statistics not included)"
+    )
     if chest is None:
         print(f"(real CT not found at {REALCT})")
     return 0

@@ -40,8 +40,18 @@ DEMO_SIZE = 64
 #: AppTest waits this long for one script run (the machine is shared; the first run opens the dataset).
 TIMEOUT_S = 30.0
 
-__all__ = ["APP", "DEMO_STUDIES", "TIMEOUT_S", "AppData", "build_app_data", "app_data", "app_env", "new_app",
-           "page_failures", "texts"]
+__all__ = [
+    "APP",
+    "DEMO_STUDIES",
+    "TIMEOUT_S",
+    "AppData",
+    "build_app_data",
+    "app_data",
+    "app_env",
+    "new_app",
+    "page_failures",
+    "texts",
+]
 
 
 @dataclass(frozen=True)
@@ -75,8 +85,13 @@ def build_app_data(base: Path) -> AppData:
     bad_root = base / "bad"
     expect = make_bad_dataset(bad_root)
     Dataset(bad_root, cache_root).build_cache(workers=1)
-    return AppData(cache_root=cache_root, demo_root=demo, bad_root=bad_root, missing_root=base / "no-such-dataset",
-                   bad_expect=expect)
+    return AppData(
+        cache_root=cache_root,
+        demo_root=demo,
+        bad_root=bad_root,
+        missing_root=base / "no-such-dataset",
+        bad_expect=expect,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -56,8 +56,8 @@ __all__ = [
     "make_bad_registry",
 ]
 
-SHAPE_XYZ = (32, 32, 4)          # stored (x, y, z) shape of every tiny study
-SPACING_XYZ = (0.8, 0.8, 8.0)    # mm, like MosMedData (sub-mm pixels, 8 mm slices)
+SHAPE_XYZ = (32, 32, 4)  # stored (x, y, z) shape of every tiny study
+SPACING_XYZ = (0.8, 0.8, 8.0)  # mm, like MosMedData (sub-mm pixels, 8 mm slices)
 ORIGIN = (12.4, -12.4, -100.0)
 
 
@@ -120,8 +120,15 @@ def phantom_display(shape_zyx=(SHAPE_XYZ[2], SHAPE_XYZ[1], SHAPE_XYZ[0]), seed: 
     return (vol + noise).astype(np.int16)
 
 
-def write_nifti(path: Path, arr: np.ndarray, affine: np.ndarray | None = None, *, dtype=None,
-                slope: float | None = None, inter: float | None = None) -> Path:
+def write_nifti(
+    path: Path,
+    arr: np.ndarray,
+    affine: np.ndarray | None = None,
+    *,
+    dtype=None,
+    slope: float | None = None,
+    inter: float | None = None,
+) -> Path:
     """Save ``arr`` (stored order) as NIfTI-1 at ``path`` (gzip when the name ends in .gz)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,8 +145,7 @@ def _stored(display: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return from_display(display, affine)
 
 
-def write_good_study(path: Path, seed: int = 0, affine: np.ndarray | None = None,
-                     shape_xyz=SHAPE_XYZ) -> Path:
+def write_good_study(path: Path, seed: int = 0, affine: np.ndarray | None = None, shape_xyz=SHAPE_XYZ) -> Path:
     """A valid tiny int16 study (LAS by default)."""
     affine = las_affine() if affine is None else affine
     disp = phantom_display((shape_xyz[2], shape_xyz[1], shape_xyz[0]), seed)
@@ -150,13 +156,14 @@ def _lesion_display(shape_zyx=(SHAPE_XYZ[2], SHAPE_XYZ[1], SHAPE_XYZ[0]), value:
     z, h, w = shape_zyx
     m = np.zeros(shape_zyx, np.uint8)
     # one blob in each lung, posterior (lesions sit mostly posterior and peripheral)
-    m[:, int(0.55 * h):int(0.7 * h), int(0.2 * w):int(0.3 * w)] = value
-    m[1:, int(0.5 * h):int(0.65 * h), int(0.7 * w):int(0.8 * w)] = value
+    m[:, int(0.55 * h) : int(0.7 * h), int(0.2 * w) : int(0.3 * w)] = value
+    m[1:, int(0.5 * h) : int(0.65 * h), int(0.7 * w) : int(0.8 * w)] = value
     return m
 
 
-def write_good_mask(path: Path, affine: np.ndarray | None = None, value: int = 1,
-                    shape_xyz=SHAPE_XYZ, empty: bool = False) -> Path:
+def write_good_mask(
+    path: Path, affine: np.ndarray | None = None, value: int = 1, shape_xyz=SHAPE_XYZ, empty: bool = False
+) -> Path:
     """A valid tiny uint8 mask on the default grid; ``value`` other than 1 makes a 0/value mask."""
     affine = las_affine() if affine is None else affine
     disp = _lesion_display((shape_xyz[2], shape_xyz[1], shape_xyz[0]), value)
@@ -178,7 +185,7 @@ def _gz(path: Path, payload: bytes) -> Path:
 class VolumeCase:
     """A study-file kind: ``build(path)`` writes the file at ``path``."""
 
-    outcome: str          # "error" | "warning" | "ok"
+    outcome: str  # "error" | "warning" | "ok"
     expected: str
     build: Callable[[Path], Path]
     description: str
@@ -328,39 +335,50 @@ def _out_of_range(p: Path) -> Path:
     return write_nifti(p, vol)
 
 
-VOLUME_CASES: Mapping[str, VolumeCase] = MappingProxyType({
-    "zero_byte": VolumeCase("error", "is empty (0 bytes)", _zero_byte, "a zero-byte study file"),
-    "truncated_gzip": VolumeCase("error", "truncated or corrupt gzip", _truncated_gzip,
-                                 "a .nii.gz cut in half (failed download)"),
-    "gzip_cut_in_header": VolumeCase("error", "truncated or corrupt gzip", _gzip_cut_in_header,
-                                     "a gzip stream that ends inside the NIfTI header"),
-    "not_gzip": VolumeCase("error", "is not gzip-compressed", _not_gzip, "random bytes named .nii.gz"),
-    "uncompressed_named_gz": VolumeCase("error", "looks like an uncompressed NIfTI", _uncompressed_named_gz,
-                                        "a plain .nii saved under a .nii.gz name"),
-    "not_nifti": VolumeCase("error", "is not a NIfTI image", _not_nifti, "gzip-compressed text"),
-    "image_2d": VolumeCase("error", "2D image", _image_2d, "a single 2D image"),
-    "true_4d": VolumeCase("error", "4D image with 3 volumes", _image_4d, "a 4D series of three volumes"),
-    "singleton_4d": VolumeCase("ok", "", _singleton_4d, "4D with a singleton last axis (accepted)"),
-    "nan_inf_float": VolumeCase("warning", "NaN voxels were set to -1024 HU", _nan_inf_float,
-                                "float data with NaN and +/-inf"),
-    "all_nan": VolumeCase("error", "every voxel is NaN", _all_nan, "float data, all NaN"),
-    "all_nonfinite": VolumeCase("error", "every voxel is NaN or infinite", _all_inf, "only NaN and inf"),
-    "rgb_dtype": VolumeCase("error", "(RGB/structured), which is not a plain number", _rgb, "RGB24 voxels"),
-    "complex_dtype": VolumeCase("error", "(complex), which is not a plain number", _complex, "complex64 voxels"),
-    "enormous_dims": VolumeCase("error", "more than the", _enormous_dims,
-                                "header claims 30000^3 voxels in a tiny file"),
-    "header_claims_too_much": VolumeCase("error", "cannot hold that much", _header_claims_more_than_file,
-                                         "header claims 1.6 GB in a tiny gzip"),
-    "truncated_nii": VolumeCase("error", "is truncated", _truncated_nii, "an uncompressed .nii cut short"),
-    "degenerate_affine": VolumeCase("error", "unusable affine", _degenerate_affine,
-                                    "an affine with a zero column"),
-    "one_slice": VolumeCase("warning", "single slice", _one_slice, "a study of one slice"),
-    "constant": VolumeCase("warning", "same value (-1000 HU)", _constant, "every voxel -1000"),
-    "scaled_uint16": VolumeCase("ok", "", _scaled_float, "uint16 with scl_inter -1024 (accepted)"),
-    "float32_data": VolumeCase("ok", "", _float32_good, "float32 HU (accepted, rounded)"),
-    "out_of_int16_range": VolumeCase("warning", "outside the int16 range", _out_of_range,
-                                     "int32 values beyond int16"),
-})
+VOLUME_CASES: Mapping[str, VolumeCase] = MappingProxyType(
+    {
+        "zero_byte": VolumeCase("error", "is empty (0 bytes)", _zero_byte, "a zero-byte study file"),
+        "truncated_gzip": VolumeCase(
+            "error", "truncated or corrupt gzip", _truncated_gzip, "a .nii.gz cut in half (failed download)"
+        ),
+        "gzip_cut_in_header": VolumeCase(
+            "error", "truncated or corrupt gzip", _gzip_cut_in_header, "a gzip stream that ends inside the NIfTI header"
+        ),
+        "not_gzip": VolumeCase("error", "is not gzip-compressed", _not_gzip, "random bytes named .nii.gz"),
+        "uncompressed_named_gz": VolumeCase(
+            "error",
+            "looks like an uncompressed NIfTI",
+            _uncompressed_named_gz,
+            "a plain .nii saved under a .nii.gz name",
+        ),
+        "not_nifti": VolumeCase("error", "is not a NIfTI image", _not_nifti, "gzip-compressed text"),
+        "image_2d": VolumeCase("error", "2D image", _image_2d, "a single 2D image"),
+        "true_4d": VolumeCase("error", "4D image with 3 volumes", _image_4d, "a 4D series of three volumes"),
+        "singleton_4d": VolumeCase("ok", "", _singleton_4d, "4D with a singleton last axis (accepted)"),
+        "nan_inf_float": VolumeCase(
+            "warning", "NaN voxels were set to -1024 HU", _nan_inf_float, "float data with NaN and +/-inf"
+        ),
+        "all_nan": VolumeCase("error", "every voxel is NaN", _all_nan, "float data, all NaN"),
+        "all_nonfinite": VolumeCase("error", "every voxel is NaN or infinite", _all_inf, "only NaN and inf"),
+        "rgb_dtype": VolumeCase("error", "(RGB/structured), which is not a plain number", _rgb, "RGB24 voxels"),
+        "complex_dtype": VolumeCase("error", "(complex), which is not a plain number", _complex, "complex64 voxels"),
+        "enormous_dims": VolumeCase(
+            "error", "more than the", _enormous_dims, "header claims 30000^3 voxels in a tiny file"
+        ),
+        "header_claims_too_much": VolumeCase(
+            "error", "cannot hold that much", _header_claims_more_than_file, "header claims 1.6 GB in a tiny gzip"
+        ),
+        "truncated_nii": VolumeCase("error", "is truncated", _truncated_nii, "an uncompressed .nii cut short"),
+        "degenerate_affine": VolumeCase("error", "unusable affine", _degenerate_affine, "an affine with a zero column"),
+        "one_slice": VolumeCase("warning", "single slice", _one_slice, "a study of one slice"),
+        "constant": VolumeCase("warning", "same value (-1000 HU)", _constant, "every voxel -1000"),
+        "scaled_uint16": VolumeCase("ok", "", _scaled_float, "uint16 with scl_inter -1024 (accepted)"),
+        "float32_data": VolumeCase("ok", "", _float32_good, "float32 HU (accepted, rounded)"),
+        "out_of_int16_range": VolumeCase(
+            "warning", "outside the int16 range", _out_of_range, "int32 values beyond int16"
+        ),
+    }
+)
 
 
 def write_volume_case(kind: str, directory: Path, name: str = "study_0001.nii.gz") -> Path:
@@ -372,7 +390,7 @@ def write_volume_case(kind: str, directory: Path, name: str = "study_0001.nii.gz
 class MaskCase:
     """A mask kind: ``build(study_path, mask_path)`` writes a good study and the mask."""
 
-    outcome: str          # "error" | "warning" | "ok"
+    outcome: str  # "error" | "warning" | "ok"
     expected: str
     build: Callable[[Path, Path], None]
     description: str
@@ -427,21 +445,35 @@ def _mask_other_orientation(s: Path, m: Path) -> None:
     write_nifti(m, from_display(disp, ras).astype(np.uint8), ras)
 
 
-MASK_CASES: Mapping[str, MaskCase] = MappingProxyType({
-    "mask_other_shape": MaskCase("error", "mask grid (32, 32, 5) differs from study grid (32, 32, 4)",
-                                 _mask_other_shape, "mask with one slice more than its study"),
-    "mask_other_affine": MaskCase("error", "mask affine differs from the study affine", _mask_other_affine,
-                                  "mask shifted by one slice (8 mm)"),
-    "mask_other_spacing": MaskCase("error", "mask affine differs from the study affine", _mask_other_spacing,
-                                   "mask with another pixel size"),
-    "mask_0_255": MaskCase("warning", "values other than 0 and 1 (255)", _mask_255, "mask stored as 0/255"),
-    "mask_0_2": MaskCase("warning", "values other than 0 and 1 (2)", _mask_2, "mask stored as 0/2"),
-    "mask_empty": MaskCase("warning", "mask is empty", _mask_empty, "a mask with no lesion voxel"),
-    "mask_truncated": MaskCase("error", "_mask.nii.gz is a truncated or corrupt gzip", _mask_truncated,
-                               "a mask .nii.gz cut in half", error_type="VolumeError"),
-    "mask_other_orientation": MaskCase("ok", "", _mask_other_orientation,
-                                       "mask stored RAS over the same voxels (accepted)"),
-})
+MASK_CASES: Mapping[str, MaskCase] = MappingProxyType(
+    {
+        "mask_other_shape": MaskCase(
+            "error",
+            "mask grid (32, 32, 5) differs from study grid (32, 32, 4)",
+            _mask_other_shape,
+            "mask with one slice more than its study",
+        ),
+        "mask_other_affine": MaskCase(
+            "error", "mask affine differs from the study affine", _mask_other_affine, "mask shifted by one slice (8 mm)"
+        ),
+        "mask_other_spacing": MaskCase(
+            "error", "mask affine differs from the study affine", _mask_other_spacing, "mask with another pixel size"
+        ),
+        "mask_0_255": MaskCase("warning", "values other than 0 and 1 (255)", _mask_255, "mask stored as 0/255"),
+        "mask_0_2": MaskCase("warning", "values other than 0 and 1 (2)", _mask_2, "mask stored as 0/2"),
+        "mask_empty": MaskCase("warning", "mask is empty", _mask_empty, "a mask with no lesion voxel"),
+        "mask_truncated": MaskCase(
+            "error",
+            "_mask.nii.gz is a truncated or corrupt gzip",
+            _mask_truncated,
+            "a mask .nii.gz cut in half",
+            error_type="VolumeError",
+        ),
+        "mask_other_orientation": MaskCase(
+            "ok", "", _mask_other_orientation, "mask stored RAS over the same voxels (accepted)"
+        ),
+    }
+)
 
 
 def write_mask_case(kind: str, directory: Path, study_id: int = 1) -> tuple[Path, Path]:
@@ -464,7 +496,7 @@ class RowCase:
     ``category``, ``study_file``, ``mask_file``).
     """
 
-    outcome: str          # "error" (kept, status error) | "dropped" | "ok"
+    outcome: str  # "error" (kept, status error) | "dropped" | "ok"
     expected: str
     build: Callable[[Path, int], dict]
     description: str
@@ -577,23 +609,29 @@ def _lowercase_class(root: Path, sid: int) -> dict:
     return r
 
 
-ROW_CASES: Mapping[str, RowCase] = MappingProxyType({
-    "missing_study_file": RowCase("error", "study file missing", _missing_study, "registry row, no file"),
-    "missing_mask_file": RowCase("error", "mask file missing", _missing_mask, "mask listed but absent"),
-    "unknown_class": RowCase("error", "unknown class 'CT-5'", _unknown_class, "class CT-5"),
-    "empty_class": RowCase("error", "class is empty", _empty_class, "no class given"),
-    "dotdot_path": RowCase("error", "contains '..'", _dotdot, "study path with .. leading out"),
-    "absolute_outside_root": RowCase("error", "lies outside the dataset root", _absolute_outside,
-                                     "absolute path to an existing file outside the root"),
-    "absolute_inside_root": RowCase("ok", "", _absolute_inside, "absolute path inside the root (accepted)"),
-    "symlink_out": RowCase("error", "link that leads outside", _symlink_out, "study file is a link out"),
-    "symlink_mask_out": RowCase("error", "unsafe mask path", _symlink_mask_out, "mask file is a link out"),
-    "non_ascii_names": RowCase("ok", "", _non_ascii, "Cyrillic and accented file names (accepted)"),
-    "non_numeric_id": RowCase("dropped", "study id 'abc", _non_numeric_id, "id 'abc…'"),
-    "fractional_id": RowCase("dropped", ".5' is not a whole number", _fractional_id, "id 105.5"),
-    "duplicate_id": RowCase("dropped", "duplicate study id 1", _duplicate_id, "a second row with id 1"),
-    "hand_typed_class": RowCase("ok", "", _lowercase_class, "'ct–1' normalised to CT-1 (accepted)"),
-})
+ROW_CASES: Mapping[str, RowCase] = MappingProxyType(
+    {
+        "missing_study_file": RowCase("error", "study file missing", _missing_study, "registry row, no file"),
+        "missing_mask_file": RowCase("error", "mask file missing", _missing_mask, "mask listed but absent"),
+        "unknown_class": RowCase("error", "unknown class 'CT-5'", _unknown_class, "class CT-5"),
+        "empty_class": RowCase("error", "class is empty", _empty_class, "no class given"),
+        "dotdot_path": RowCase("error", "contains '..'", _dotdot, "study path with .. leading out"),
+        "absolute_outside_root": RowCase(
+            "error",
+            "lies outside the dataset root",
+            _absolute_outside,
+            "absolute path to an existing file outside the root",
+        ),
+        "absolute_inside_root": RowCase("ok", "", _absolute_inside, "absolute path inside the root (accepted)"),
+        "symlink_out": RowCase("error", "link that leads outside", _symlink_out, "study file is a link out"),
+        "symlink_mask_out": RowCase("error", "unsafe mask path", _symlink_mask_out, "mask file is a link out"),
+        "non_ascii_names": RowCase("ok", "", _non_ascii, "Cyrillic and accented file names (accepted)"),
+        "non_numeric_id": RowCase("dropped", "study id 'abc", _non_numeric_id, "id 'abc…'"),
+        "fractional_id": RowCase("dropped", ".5' is not a whole number", _fractional_id, "id 105.5"),
+        "duplicate_id": RowCase("dropped", "duplicate study id 1", _duplicate_id, "a second row with id 1"),
+        "hand_typed_class": RowCase("ok", "", _lowercase_class, "'ct–1' normalised to CT-1 (accepted)"),
+    }
+)
 
 
 # ---------------------------------------------------------------------------------------- the dataset
@@ -631,15 +669,17 @@ def make_bad_dataset(root: Path, registry_format: str = "xlsx") -> dict[str, Exp
         sid = _VOLUME_BASE + i
         p = case.build(root / "studies" / "CT-1" / f"study_{sid:04d}.nii.gz")
         rows.append(_row(sid, "CT-1", "/" + p.relative_to(root).as_posix()))
-        expect[kind] = Expect(kind, sid, "volume", case.outcome, case.expected,
-                              "VolumeError" if case.outcome == "error" else "")
+        expect[kind] = Expect(
+            kind, sid, "volume", case.outcome, case.expected, "VolumeError" if case.outcome == "error" else ""
+        )
 
     for i, (kind, case) in enumerate(MASK_CASES.items()):
         sid = _MASK_BASE + i
         s, m = write_mask_case(kind, root, sid)
         rows.append(_row(sid, "CT-1", "/" + s.relative_to(root).as_posix(), "/" + m.relative_to(root).as_posix()))
-        expect[kind] = Expect(kind, sid, "mask", case.outcome, case.expected,
-                              case.error_type if case.outcome == "error" else "")
+        expect[kind] = Expect(
+            kind, sid, "mask", case.outcome, case.expected, case.error_type if case.outcome == "error" else ""
+        )
 
     for i, (kind, case) in enumerate(ROW_CASES.items()):
         sid = _ROW_BASE + i
@@ -737,21 +777,25 @@ def _reg_nothing(root: Path) -> Path:
     return root
 
 
-REGISTRY_CASES: Mapping[str, RegistryCase] = MappingProxyType({
-    "registry_missing_column": RegistryCase("has no column 'mask_file'", _reg_missing_column,
-                                            "xlsx without the mask_file column"),
-    "registry_empty": RegistryCase("has a header but no study rows", _reg_header_only, "header only"),
-    "registry_blank_sheet": RegistryCase("is empty", _reg_blank_sheet, "a workbook with an empty sheet"),
-    "registry_zero_byte": RegistryCase("is empty (0 bytes)", _reg_zero_byte, "a zero-byte xlsx"),
-    "registry_not_spreadsheet": RegistryCase("is not a spreadsheet", _reg_text_as_xlsx,
-                                             "CSV text saved as .xlsx"),
-    "registry_corrupt_xlsx": RegistryCase("could not be read as a spreadsheet", _reg_corrupt_zip,
-                                          "an xlsx cut to a third"),
-    "registry_binary_csv": RegistryCase("is not a CSV text file", _reg_binary_csv, "binary bytes as .csv"),
-    "registry_csv_wrong_columns": RegistryCase("has no column 'study_id'", _reg_csv_missing_column,
-                                               "CSV with other column names"),
-    "registry_no_studies": RegistryCase("no studies", _reg_nothing, "no registry file and no study"),
-})
+REGISTRY_CASES: Mapping[str, RegistryCase] = MappingProxyType(
+    {
+        "registry_missing_column": RegistryCase(
+            "has no column 'mask_file'", _reg_missing_column, "xlsx without the mask_file column"
+        ),
+        "registry_empty": RegistryCase("has a header but no study rows", _reg_header_only, "header only"),
+        "registry_blank_sheet": RegistryCase("is empty", _reg_blank_sheet, "a workbook with an empty sheet"),
+        "registry_zero_byte": RegistryCase("is empty (0 bytes)", _reg_zero_byte, "a zero-byte xlsx"),
+        "registry_not_spreadsheet": RegistryCase("is not a spreadsheet", _reg_text_as_xlsx, "CSV text saved as .xlsx"),
+        "registry_corrupt_xlsx": RegistryCase(
+            "could not be read as a spreadsheet", _reg_corrupt_zip, "an xlsx cut to a third"
+        ),
+        "registry_binary_csv": RegistryCase("is not a CSV text file", _reg_binary_csv, "binary bytes as .csv"),
+        "registry_csv_wrong_columns": RegistryCase(
+            "has no column 'study_id'", _reg_csv_missing_column, "CSV with other column names"
+        ),
+        "registry_no_studies": RegistryCase("no studies", _reg_nothing, "no registry file and no study"),
+    }
+)
 
 
 def make_bad_registry(kind: str, root: Path) -> Expect:

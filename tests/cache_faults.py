@@ -75,8 +75,9 @@ def small_spacing(shape, fov_mm: float = FOV_MM) -> tuple[float, float, float]:
     return (px, px, 8.0)
 
 
-def write_small_dataset(root: Path, n: int = 6, shape=(64, 64, 6), seed: int = 0,
-                        mask_every: int = 2, fov_mm: float = FOV_MM) -> Path:
+def write_small_dataset(
+    root: Path, n: int = 6, shape=(64, 64, 6), seed: int = 0, mask_every: int = 2, fov_mm: float = FOV_MM
+) -> Path:
     """Write ``n`` tiny studies in the MosMedData layout with a CSV registry; every ``mask_every``-th has a mask.
 
     Study ids start at 1; classes cycle CT-0..CT-4 (CT-0 studies get no lesion). The pixel size makes the field
@@ -161,8 +162,18 @@ def leftover_tmp(data: Path, cache_root: Path) -> list[Path]:
 
 
 def build_cmd(data: Path, cache_root: Path, workers: int = 1) -> list[str]:
-    return [sys.executable, "-m", "mosmed", "build-cache", "--data", str(data), "--cache", str(cache_root),
-            "--workers", str(workers)]
+    return [
+        sys.executable,
+        "-m",
+        "mosmed",
+        "build-cache",
+        "--data",
+        str(data),
+        "--cache",
+        str(cache_root),
+        "--workers",
+        str(workers),
+    ]
 
 
 def _env() -> dict:
@@ -174,13 +185,20 @@ def _env() -> dict:
 
 def start_build(data: Path, cache_root: Path, workers: int = 1) -> subprocess.Popen:
     # A new session so a kill reaches the pool's workers too (the group id is the child's own pid).
-    return subprocess.Popen(build_cmd(data, cache_root, workers), cwd=str(REPO), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        build_cmd(data, cache_root, workers),
+        cwd=str(REPO),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def run_build(data: Path, cache_root: Path, workers: int = 1, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(build_cmd(data, cache_root, workers), cwd=str(REPO), env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        build_cmd(data, cache_root, workers), cwd=str(REPO), env=_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _wait_started(proc: subprocess.Popen, timeout: float) -> bool:
@@ -214,10 +232,10 @@ def time_clean_build(data: Path, cache_root: Path, workers: int = 1) -> tuple[fl
 @dataclass
 class KillReport:
     n_kills: int = 0
-    kills_mid_build: int = 0          # kills that found the process still running
+    kills_mid_build: int = 0  # kills that found the process still running
     valid_files_checked: int = 0
     valid_files_after_kills: int = 0  # valid files found right after kills (partial caches were really checked)
-    tmp_debris_after_kills: int = 0   # .tmp-* left by kills (writes really were interrupted)
+    tmp_debris_after_kills: int = 0  # .tmp-* left by kills (writes really were interrupted)
     mismatches: list[str] = field(default_factory=list)
     rebuild_ok: bool = False
     leftover_tmp_after_rebuild: list[str] = field(default_factory=list)
@@ -227,8 +245,15 @@ class KillReport:
         return json.loads(json.dumps(self.__dict__, default=str))
 
 
-def kill_and_check(data: Path, cache_root: Path, clean_root: Path, n_kills: int = 3, seed: int = 0,
-                   workers: int = 1, clean_seconds: float | None = None) -> KillReport:
+def kill_and_check(
+    data: Path,
+    cache_root: Path,
+    clean_root: Path,
+    n_kills: int = 3,
+    seed: int = 0,
+    workers: int = 1,
+    clean_seconds: float | None = None,
+) -> KillReport:
     """SIGKILL a cache build ``n_kills`` times at random moments, checking after each kill.
 
     After every kill, every cache file that reads as valid must be byte-equal to the clean build in
@@ -240,7 +265,7 @@ def kill_and_check(data: Path, cache_root: Path, clean_root: Path, n_kills: int 
     """
     rng = random.Random(seed)
     if clean_seconds is None:
-        shutil.rmtree(clean_root, ignore_errors=True)        # time a full build, not a cached one
+        shutil.rmtree(clean_root, ignore_errors=True)  # time a full build, not a cached one
         startup, total = time_clean_build(data, clean_root, workers=1)
         clean_seconds = max(0.2, total - startup)
     rep = KillReport()

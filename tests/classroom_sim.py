@@ -37,19 +37,19 @@ class SimStudent:
     cookie: str | None = None
     page: str = "teaching"
     # What the session has received:
-    buttons: dict[str, str] = field(default_factory=dict)        # widget key -> widget id
-    fragments: dict[str, float] = field(default_factory=dict)    # fragment id -> auto-rerun interval (s)
-    viewer: dict | None = None                                   # the last viewer payload header
+    buttons: dict[str, str] = field(default_factory=dict)  # widget key -> widget id
+    fragments: dict[str, float] = field(default_factory=dict)  # fragment id -> auto-rerun interval (s)
+    viewer: dict | None = None  # the last viewer payload header
     viewer_at: float = 0.0
-    texts: list[str] = field(default_factory=list)               # markdown of the last run (bounded)
+    texts: list[str] = field(default_factory=list)  # markdown of the last run (bounded)
     runs_finished: int = 0
     errors: list[str] = field(default_factory=list)
     messages: int = 0
-    kinds: dict[str, int] = field(default_factory=dict)          # ForwardMsg type -> how many (diagnostics)
+    kinds: dict[str, int] = field(default_factory=dict)  # ForwardMsg type -> how many (diagnostics)
     bytes_in: int = 0
     connected: bool = False
     _ws: Any = None
-    _fragment_of: dict[str, str] = field(default_factory=dict)   # widget id -> fragment id it was drawn in
+    _fragment_of: dict[str, str] = field(default_factory=dict)  # widget id -> fragment id it was drawn in
     _tasks: list = field(default_factory=list)
     _sent_answer: dict[int, float] = field(default_factory=dict)
 
@@ -66,9 +66,16 @@ class SimStudent:
         headers = {}
         if self.cookie:
             headers["Cookie"] = f"mosmed_replica={self.cookie}"
-        self._ws = await connect(self._ws_url(), subprotocols=["streamlit"], origin=f"{u.scheme}://{u.netloc}",
-                                 additional_headers=headers, max_size=None, compression=None, open_timeout=30,
-                                 proxy=None)
+        self._ws = await connect(
+            self._ws_url(),
+            subprotocols=["streamlit"],
+            origin=f"{u.scheme}://{u.netloc}",
+            additional_headers=headers,
+            max_size=None,
+            compression=None,
+            open_timeout=30,
+            proxy=None,
+        )
         self.connected = True
         self._tasks.append(asyncio.create_task(self._receive()))
         await self.rerun()
@@ -83,8 +90,9 @@ class SimStudent:
     def _client_state(self, **kw):
         from streamlit.proto.ClientState_pb2 import ClientState
 
-        cs = ClientState(query_string=urllib.parse.urlencode({"class": self.code, "seat": self.token}),
-                         page_name=self.page, **kw)
+        cs = ClientState(
+            query_string=urllib.parse.urlencode({"class": self.code, "seat": self.token}), page_name=self.page, **kw
+        )
         return cs
 
     async def rerun(self, *, fragment_id: str = "", widget_states=None, auto: bool = False) -> None:
@@ -169,10 +177,10 @@ class SimStudent:
             return
         el = d.new_element
         which = el.WhichOneof("type")
-        fid = d.fragment_id or ""                 # the fragment this element was drawn in ("" for a full run)
+        fid = d.fragment_id or ""  # the fragment this element was drawn in ("" for a full run)
         if which == "button":
             wid = el.button.id
-            parts = wid.split("-", 2)                 # "$$ID-<hash>-<user key>"
+            parts = wid.split("-", 2)  # "$$ID-<hash>-<user key>"
             if len(parts) == 3 and parts[0] == "$$ID":
                 self.buttons[parts[2]] = wid
                 self._fragment_of[wid] = fid
@@ -295,9 +303,12 @@ KEY_OBSERVER = """() => {
 async def wait_page(page, timeout_s: float = 60.0) -> None:
     """Streamlit connected and not running (the async twin of tests.e2e.wait_for_app_run)."""
     await page.wait_for_timeout(250)
-    await page.wait_for_function("""() => { const a = document.querySelector('[data-testid="stApp"]');
+    await page.wait_for_function(
+        """() => { const a = document.querySelector('[data-testid="stApp"]');
         return a && a.dataset.testConnectionState === 'CONNECTED' && a.dataset.testScriptState === 'notRunning'
-            && !document.querySelector('[data-testid="stSkeleton"]'); }""", timeout=timeout_s * 1000)
+            && !document.querySelector('[data-testid="stSkeleton"]'); }""",
+        timeout=timeout_s * 1000,
+    )
 
 
 async def until(cond, timeout_s: float, what: str, interval_s: float = 0.05) -> None:
@@ -340,10 +351,21 @@ def process_rss_mb(pid: int) -> float:
     return round(total / 1024, 1)
 
 
-async def class_load(rs, *, db_url: str, n_students: int = 30, n_browsers: int = 2, n_questions: int = 10,
-                     n_moves: int = 10, answer_spread_s: float = 2.0, seed: int = 1, log=print,
-                     dataset_root: str | None = None, study_ids: list[int] | None = None,
-                     cache_root: str | None = None) -> dict:
+async def class_load(
+    rs,
+    *,
+    db_url: str,
+    n_students: int = 30,
+    n_browsers: int = 2,
+    n_questions: int = 10,
+    n_moves: int = 10,
+    answer_spread_s: float = 2.0,
+    seed: int = 1,
+    log=print,
+    dataset_root: str | None = None,
+    study_ids: list[int] | None = None,
+    cache_root: str | None = None,
+) -> dict:
     """A whole class through nginx: a teacher and ``n_browsers`` students in Chromium, the rest simulated
     (:class:`SimStudent`), spread evenly over the replicas. The teacher moves (follow latency, Chromium
     student on another replica), asks ``n_questions`` questions that everyone answers at random moments within
@@ -359,8 +381,13 @@ async def class_load(rs, *, db_url: str, n_students: int = 30, n_browsers: int =
 
     rng = random.Random(seed)
     n_rep = rs.n
-    figures: dict = {"students": n_students, "browsers": n_browsers, "questions": n_questions, "replicas": n_rep,
-                     "teacher_ask_clicks_lost": 0}
+    figures: dict = {
+        "students": n_students,
+        "browsers": n_browsers,
+        "questions": n_questions,
+        "replicas": n_rep,
+        "teacher_ask_clicks_lost": 0,
+    }
     store = ClassroomStore(open_database(db_url))
     rss: dict[int, list[float]] = {i: [] for i in range(n_rep)}
 
@@ -418,8 +445,11 @@ async def class_load(rs, *, db_url: str, n_students: int = 30, n_browsers: int =
         sims = []
         for k in range(n_students - n_browsers):
             _, seat = store.join(code, f"sim {k}", client="load", browser=f"sim-{k}")
-            sims.append(SimStudent(base=rs.url, code=code, token=seat.token, name=seat.name,
-                                   cookie=f"r{(k + n_browsers + 1) % n_rep}"))
+            sims.append(
+                SimStudent(
+                    base=rs.url, code=code, token=seat.token, name=seat.name, cookie=f"r{(k + n_browsers + 1) % n_rep}"
+                )
+            )
         t0 = time.monotonic()
         for s in sims:
             await s.connect()
@@ -442,8 +472,9 @@ async def class_load(rs, *, db_url: str, n_students: int = 30, n_browsers: int =
             await teacher.keyboard.press(key)
             await until(lambda: teacher.evaluate(f"() => window.__clsKeys.length > {n_keys}"), 5, "the key")  # noqa: B023 - awaited at once
             t_key = (await teacher.evaluate("() => window.__clsKeys"))[-1][1]
-            want = "|".join([await tv.get_attribute(a) or "" for a in ("data-slice", "data-level", "data-row",
-                                                                     "data-col")])
+            want = "|".join(
+                [await tv.get_attribute(a) or "" for a in ("data-slice", "data-level", "data-row", "data-col")]
+            )
             for p in pages:
                 js = f"() => window.__clsView.some(([k, t]) => k === '{want}' && t >= {t_key})"
                 try:
@@ -455,8 +486,11 @@ async def class_load(rs, *, db_url: str, n_students: int = 30, n_browsers: int =
                 seen = await p.evaluate(f"() => window.__clsView.find(([k, t]) => k === '{want}' && t >= {t_key})")
                 follow.append(seen[1] - t_key)
             slice_want = int(want.split("|")[0])
-            await until(lambda: all(s.viewer and s.viewer["nav"]["slice"] == slice_want for s in sims), 15,  # noqa: B023 - awaited at once
-                        "every simulated student to follow")
+            await until(
+                lambda: all(s.viewer and s.viewer["nav"]["slice"] == slice_want for s in sims),
+                15,  # noqa: B023 - awaited at once
+                "every simulated student to follow",
+            )
             sim_follow += [max(0.0, 1000 * s.viewer_at - t_key) for s in sims]
             await asyncio.sleep(0.6 + rng.random() * 0.6)
         figures["follow_ms"] = follow
@@ -515,22 +549,32 @@ async def class_load(rs, *, db_url: str, n_students: int = 30, n_browsers: int =
                     await asyncio.sleep(0.02)
 
             watcher = asyncio.create_task(watch_db())
-            await asyncio.gather(*[answer_sim(s, rng.random() * answer_spread_s) for s in sims],
-                                 *[answer_page(p, rng.random() * answer_spread_s) for p in pages])
+            await asyncio.gather(
+                *[answer_sim(s, rng.random() * answer_spread_s) for s in sims],
+                *[answer_page(p, rng.random() * answer_spread_s) for p in pages],
+            )
             expected_total += n_students
             target = f"{n_students} of"
             try:
-                await until(lambda: teacher.evaluate(f"() => (window.__clsLast || '').startsWith('{target}')"), 60,  # noqa: B023 - awaited at once
-                            f"the teacher to count all answers of question {n}")
+                await until(
+                    lambda: teacher.evaluate(f"() => (window.__clsLast || '').startsWith('{target}')"),
+                    60,  # noqa: B023 - awaited at once
+                    f"the teacher to count all answers of question {n}",
+                )
             except AssertionError as e:
                 # Say where the missing answers are: in the database or not, and what those students' pages said.
                 stored = _answers_of(store, qid)
-                missing = [f"{s.name}: sent={qid in s._sent_answer} connected={s.connected} "
-                           f"said={[x[:160] for x in s.texts[-4:]]} errors={s.errors[-3:]}"
-                           for s in sims if qid not in s._sent_answer or not s.connected]
+                missing = [
+                    f"{s.name}: sent={qid in s._sent_answer} connected={s.connected} "
+                    f"said={[x[:160] for x in s.texts[-4:]]} errors={s.errors[-3:]}"
+                    for s in sims
+                    if qid not in s._sent_answer or not s.connected
+                ]
                 shown = await teacher.evaluate("() => window.__clsLast")
-                raise AssertionError(f"{e}; teacher shows {shown!r}, {stored} stored, {len(sends)} sent; "
-                                     f"students who did not send or dropped: {missing[:6]}") from None
+                raise AssertionError(
+                    f"{e}; teacher shows {shown!r}, {stored} stored, {len(sends)} sent; "
+                    f"students who did not send or dropped: {missing[:6]}"
+                ) from None
             seen = (await teacher.evaluate("() => window.__clsAnswers"))[base:]
             # The k-th answer sent is counted at the latest when the teacher's count first shows k.
             first_shown: dict[int, float] = {}
@@ -554,8 +598,13 @@ async def class_load(rs, *, db_url: str, n_students: int = 30, n_browsers: int =
                 if k in first_stored:
                     stored_lat.append(max(0.0, first_stored[k] - t_send))
             await teacher.locator(".st-key-classroom-t-reveal button").click()
-            await until(lambda n=n: all(any(t.replace("\\\\", "").startswith(f"### Question {n}:") for t in s.texts)
-                                        for s in sims), 30, f"the reveal of question {n}")
+            await until(
+                lambda n=n: all(
+                    any(t.replace("\\\\", "").startswith(f"### Question {n}:") for t in s.texts) for s in sims
+                ),
+                30,
+                f"the reveal of question {n}",
+            )
             await teacher.locator(".st-key-classroom-t-clear button").click()
             await wait_page(teacher)
             log(f"question {n}: {n_students} answers counted")
@@ -588,9 +637,14 @@ def _made_class(store, dataset_root: str, study_ids: list[int], cache_root: str 
     ident = dataset_identity(ds.registry)
     study = ds.open_study(int(study_ids[0]))
     z, h, w = study.volume.shape
-    return store.create_class(title="Load test", dataset_digest=ident.digest, dataset_label=ident.label,
-                              dataset_root=str(ds.root), study_ids=[int(i) for i in study_ids],
-                              start=View(int(study_ids[0]), z // 2, -600.0, 1500.0, "lung", "axial", h // 2, w // 2))
+    return store.create_class(
+        title="Load test",
+        dataset_digest=ident.digest,
+        dataset_label=ident.label,
+        dataset_root=str(ds.root),
+        study_ids=[int(i) for i in study_ids],
+        start=View(int(study_ids[0]), z // 2, -600.0, 1500.0, "lung", "axial", h // 2, w // 2),
+    )
 
 
 def _distinct_answers(store, class_id: int) -> int:
@@ -602,8 +656,13 @@ def _distinct_answers(store, class_id: int) -> int:
     from mosmed.classroom import schema as t
 
     a, q = t.answers, t.questions
-    pairs = (select(a.c.question_id, a.c.participant_id).select_from(a.join(q, q.c.id == a.c.question_id))
-             .where(q.c.class_id == int(class_id)).distinct().subquery())
+    pairs = (
+        select(a.c.question_id, a.c.participant_id)
+        .select_from(a.join(q, q.c.id == a.c.question_id))
+        .where(q.c.class_id == int(class_id))
+        .distinct()
+        .subquery()
+    )
     with store.db.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(pairs)).scalar_one())
 
@@ -615,5 +674,8 @@ def _answers_of(store, question_id: int) -> int:
     from mosmed.classroom import schema as t
 
     with store.db.engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(t.answers)
-                                .where(t.answers.c.question_id == int(question_id))).scalar_one())
+        return int(
+            conn.execute(
+                select(func.count()).select_from(t.answers).where(t.answers.c.question_id == int(question_id))
+            ).scalar_one()
+        )

@@ -49,8 +49,9 @@ def realct() -> Path:
     if missing:
         if os.environ.get("CI"):
             pytest.fail(f"CI needs the real CT files {', '.join(missing)} at {SHARED_REALCT}")
-        pytest.skip(f"real CT files {', '.join(missing)} not found at {SHARED_REALCT}"
-                    " (a fresh clone without ../shared)")
+        pytest.skip(
+            f"real CT files {', '.join(missing)} not found at {SHARED_REALCT} (a fresh clone without ../shared)"
+        )
     return SHARED_REALCT
 
 

@@ -47,8 +47,10 @@ def find_pg_bin() -> Path | None:
     env = os.environ.get("MOSMED_PG_BIN")
     if env and (Path(env) / "initdb").is_file():
         return Path(env)
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                      key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0)
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
+    )
     if versions:
         return Path(versions[-1]).parent
     which = shutil.which("initdb")
@@ -67,8 +69,22 @@ def _ensure_user() -> pwd.struct_passwd:
     except KeyError:
         pass
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    subprocess.run([useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell",
-                    "/usr/sbin/nologin", "--user-group", PG_USER], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            useradd,
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--user-group",
+            PG_USER,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return pwd.getpwnam(PG_USER)
 
 
@@ -96,10 +112,17 @@ class PgCluster:
         kw = {}
         if self.run_as is not None:
             kw = {"user": self.run_as.pw_uid, "group": self.run_as.pw_gid, "extra_groups": []}
-        env = {"PATH": f"{self.bin_dir}:/usr/bin:/bin", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8",
-               "HOME": str(self.base)}
-        return subprocess.run([str(self.bin_dir / cmd[0]), *cmd[1:]], cwd=self.base, env=env, check=check,
-                              capture_output=True, text=True, timeout=timeout, **kw)
+        env = {"PATH": f"{self.bin_dir}:/usr/bin:/bin", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "HOME": str(self.base)}
+        return subprocess.run(
+            [str(self.bin_dir / cmd[0]), *cmd[1:]],
+            cwd=self.base,
+            env=env,
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kw,
+        )
 
     def log_tail(self, n: int = 3000) -> str:
         try:
@@ -112,8 +135,9 @@ class PgCluster:
         import psycopg
 
         name = name or f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=DB_USER, dbname="postgres",
-                             autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user=DB_USER, dbname="postgres", autocommit=True, connect_timeout=10
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
@@ -121,8 +145,9 @@ class PgCluster:
         import psycopg
 
         name = url.rsplit("/", 1)[-1]
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=DB_USER, dbname="postgres",
-                             autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user=DB_USER, dbname="postgres", autocommit=True, connect_timeout=10
+        ) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def stop(self) -> None:
@@ -144,12 +169,16 @@ def start_cluster() -> PgCluster:
     os.chmod(base, 0o700)
     cluster = PgCluster(bin_dir=bin_dir, base=base, port=_free_port(), run_as=run_as)
     try:
-        cluster._run("initdb", "-D", str(cluster.data), "-U", DB_USER, "--auth=trust", "-E", "UTF8",
-                     "--no-locale", "--no-sync")
-        opts = (f"-p {cluster.port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c full_page_writes=off -c max_connections=100 -c shared_buffers=32MB")
-        cluster._run("pg_ctl", "-D", str(cluster.data), "-l", str(cluster.log), "-o", opts, "-w", "-t", "60",
-                     "start", timeout=90)
+        cluster._run(
+            "initdb", "-D", str(cluster.data), "-U", DB_USER, "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"
+        )
+        opts = (
+            f"-p {cluster.port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c full_page_writes=off -c max_connections=100 -c shared_buffers=32MB"
+        )
+        cluster._run(
+            "pg_ctl", "-D", str(cluster.data), "-l", str(cluster.log), "-o", opts, "-w", "-t", "60", "start", timeout=90
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
         out = getattr(e, "stderr", "") or ""
         tail = cluster.log_tail()

@@ -18,8 +18,17 @@ def make_chest(shape=SHAPE, spacing=SPACING, seed=0, lesions=(), noise=20.0):
     return c["hu"], c["lung"], c["lesion"], c["trachea"], c["vessel"]
 
 
-def chest(shape=SHAPE, spacing=SPACING, seed=0, lesions=(), noise=20.0, stomach=False, table=False,
-          air_hu=-1000.0, padding=None):
+def chest(
+    shape=SHAPE,
+    spacing=SPACING,
+    seed=0,
+    lesions=(),
+    noise=20.0,
+    stomach=False,
+    table=False,
+    air_hu=-1000.0,
+    padding=None,
+):
     """A seeded synthetic chest in display orientation (Z, H, W), built only from numpy.
 
     Body (fat rim, muscle), ribs, two lung ellipsoids (-860 HU) with the heart cut out of the left one, spine,
@@ -51,8 +60,11 @@ def chest(shape=SHAPE, spacing=SPACING, seed=0, lesions=(), noise=20.0, stomach=
     for side in (-1, 1):
         lx = cx + side * 0.19 * Wm
         lung |= ((z - zc) / zr) ** 2 + ((y - cy * 1.02) / (0.25 * Hm)) ** 2 + ((x - lx) / (0.15 * Wm)) ** 2 <= 1.0
-    heart = (((z - Zm * 0.3) / (Zm * 0.35)) ** 2 + ((y - cy * 0.85) / (0.13 * Hm)) ** 2
-             + ((x - (cx + 0.06 * Wm)) / (0.13 * Wm)) ** 2) <= 1.0
+    heart = (
+        ((z - Zm * 0.3) / (Zm * 0.35)) ** 2
+        + ((y - cy * 0.85) / (0.13 * Hm)) ** 2
+        + ((x - (cx + 0.06 * Wm)) / (0.13 * Wm)) ** 2
+    ) <= 1.0
     lung &= ~heart
     hu[heart] = 40
     hu[lung] = -860
@@ -96,12 +108,16 @@ def chest(shape=SHAPE, spacing=SPACING, seed=0, lesions=(), noise=20.0, stomach=
     if padding is not None:
         circle = np.broadcast_to(((y - cy) / (0.5 * Hm)) ** 2 + ((x - cx) / (0.5 * Wm)) ** 2 > 1.0, shape)
         hu[circle] = padding
-    return {"hu": np.clip(np.rint(hu), -32768, 32767).astype(np.int16), "lung": lung.astype(np.uint8),
-            "lesion": lesion.astype(np.uint8), "trachea": trachea.copy(), "vessel": vessel, "stomach_gas": gas}
+    return {
+        "hu": np.clip(np.rint(hu), -32768, 32767).astype(np.int16),
+        "lung": lung.astype(np.uint8),
+        "lesion": lesion.astype(np.uint8),
+        "trachea": trachea.copy(),
+        "vessel": vessel,
+        "stomach_gas": gas,
+    }
 
 
 def dice(a, b) -> float:
     a, b = a > 0, b > 0
     return 2.0 * np.count_nonzero(a & b) / max(1, np.count_nonzero(a) + np.count_nonzero(b))
-
-

@@ -23,8 +23,7 @@ from apptest_data import AppData, app_data, app_env, new_app, page_failures, tex
 
 from components import tables  # noqa: E402
 
-PAGES = ("pages/overview.py", "pages/registry.py", "pages/viewer.py", "pages/distributions.py",
-         "pages/teaching.py")
+PAGES = ("pages/overview.py", "pages/registry.py", "pages/viewer.py", "pages/distributions.py", "pages/teaching.py")
 
 
 def _ok(at) -> None:
@@ -105,7 +104,8 @@ def test_registry_filters_change_the_row_count(app_data: AppData) -> None:
         assert set(at.dataframe[0].value["category"]) == {cls}
         # The filtered ids are what the viewer's picker and the quiz use.
         assert sorted(at.session_state["registry.filtered_ids"]) == sorted(
-            int(i) for i in table.loc[table["category"] == cls, "study_id"])
+            int(i) for i in table.loc[table["category"] == cls, "study_id"]
+        )
         at.button(key="registry.w.reset").click().run()
         assert _row_count(at) == total
         first = int(table["study_id"].iloc[0])
@@ -149,9 +149,10 @@ def test_registry_quality_facet_and_estimate_label(app_data: AppData, name: str)
         table = at.dataframe[0].value
         # The label of every shown estimate, from the summary's own calibration flag.
         shown = table[table["estimated_involvement_pct"].notna()]
-        assert ((len(shown) or name == "bad")
-                and set(shown["estimate_kind"]) <= {"calibrated", "uncalibrated"}), table.columns
-        assert at.session_state["registry.filtered_ids"] is None   # an unrestricted filter is stored as None
+        assert (len(shown) or name == "bad") and set(shown["estimate_kind"]) <= {"calibrated", "uncalibrated"}, (
+            table.columns
+        )
+        assert at.session_state["registry.filtered_ids"] is None  # an unrestricted filter is stored as None
         at.multiselect(key="registry.w.quality").set_value([tables.QC_NONE]).run()
         _ok(at)
         clean = _row_count(at)
@@ -218,17 +219,18 @@ def test_quiz_accepts_an_answer_and_updates_the_score(app_data: AppData) -> None
         # Nothing on the page names the study or its file before the answer (ids and paths give the class away).
         shown = " ".join(texts(at.markdown) + texts(at.caption) + texts(at.subheader))
         assert f"study {study}" not in shown.lower() and "/CT-" not in shown
-        truth = str(pd.read_excel(app_data.demo_root / "dataset_registry.xlsx").set_index("study_id")
-                    .loc[study, "category"])
+        truth = str(
+            pd.read_excel(app_data.demo_root / "dataset_registry.xlsx").set_index("study_id").loc[study, "category"]
+        )
         at.segmented_control(key="teaching.w.answer.0").set_value(truth).run()
         at.button(key="teaching.w.check").click().run()
         _ok(at)
         assert _metric(at, "Score") == "1 / 1"
         assert any(t.startswith("Correct") for t in texts(at.success))
         assert any(truth in t for t in texts(at.markdown))
-        assert at.button(key="teaching.w.check").disabled        # one answer per question
+        assert at.button(key="teaching.w.check").disabled  # one answer per question
         at.run()
-        assert _metric(at, "Score") == "1 / 1"                    # a rerun does not count it again
+        assert _metric(at, "Score") == "1 / 1"  # a rerun does not count it again
         at.button(key="teaching.w.next").click().run()
         _ok(at)
         wrong = "CT-4" if at.session_state["teaching.quiz.study"] != study or truth != "CT-4" else "CT-0"
@@ -268,7 +270,7 @@ def test_typed_root_is_validated_and_named(app_data: AppData, tmp_path: Path) ->
             _ok(at)
             msg = at.session_state["app.root_error"]
             assert str(typed) in msg and problem in msg, msg
-            assert "app.dataset_root" not in at.session_state        # the demo stays open
+            assert "app.dataset_root" not in at.session_state  # the demo stays open
             assert _metric(at, "With errors") == "0"
         # A valid folder opens for this session (and the sidebar says it was typed in).
         at = new_app()
@@ -309,7 +311,7 @@ def test_broken_studies_are_listed_with_their_reason(app_data: AppData) -> None:
         shown = at.dataframe[0].value
         assert set(shown["study_id"].astype(int)) >= set(errors)
         assert (shown["error"].str.len() > 0).all()
-        problems = at.dataframe[1].value                        # the "rows that could not be kept" expander
+        problems = at.dataframe[1].value  # the "rows that could not be kept" expander
         assert len(problems) == len(dropped)
         assert all(r for r in problems["reason"])
 
@@ -336,10 +338,16 @@ def test_parse_id_query() -> None:
 
 
 def test_filter_summary_bands_and_errors() -> None:
-    df = pd.DataFrame({
-        "study_id": [1, 2, 3, 4], "category": ["CT-0", "CT-1", "CT-2", "CT-1"],
-        "has_mask": [False, True, False, False], "status": ["ok", "ok", "ok", "error"],
-        "involvement_pct": [None, 20.0, None, None], "estimated_involvement_pct": [0.0, 30.0, 40.0, None]})
+    df = pd.DataFrame(
+        {
+            "study_id": [1, 2, 3, 4],
+            "category": ["CT-0", "CT-1", "CT-2", "CT-1"],
+            "has_mask": [False, True, False, False],
+            "status": ["ok", "ok", "ok", "error"],
+            "involvement_pct": [None, 20.0, None, None],
+            "estimated_involvement_pct": [0.0, 30.0, 40.0, None],
+        }
+    )
     f = tables.RegistryFilter
     assert tables.filter_summary(df, f())["study_id"].tolist() == [1, 2, 3, 4]
     best = tables.filter_summary(df, f(involvement=(0.0, 25.0)))
@@ -355,21 +363,27 @@ def test_filter_summary_bands_and_errors() -> None:
 
 
 def test_quality_facet_and_estimate_kind() -> None:
-    df = pd.DataFrame({
-        "study_id": [1, 2, 3, 4], "category": ["CT-0", "CT-1", "CT-2", "CT-1"],
-        "has_mask": [False] * 4, "status": ["ok", "ok", "ok", "pending"],
-        "involvement_pct": [None] * 4, "estimated_involvement_pct": [1.0, 30.0, 40.0, None],
-        "estimate_calibrated": pd.array([True, True, True, None], dtype="boolean"),
-        "estimate_basis": ["CT-0 baseline 2.1%", "CT-0 baseline 2.1%", "CT-0 baseline 2.1%", ""],
-        "qc": ["", "border: lungs touch the edge | grid: unlike MosMedData: 160 px", "grid: unlike", ""]})
+    df = pd.DataFrame(
+        {
+            "study_id": [1, 2, 3, 4],
+            "category": ["CT-0", "CT-1", "CT-2", "CT-1"],
+            "has_mask": [False] * 4,
+            "status": ["ok", "ok", "ok", "pending"],
+            "involvement_pct": [None] * 4,
+            "estimated_involvement_pct": [1.0, 30.0, 40.0, None],
+            "estimate_calibrated": pd.array([True, True, True, None], dtype="boolean"),
+            "estimate_basis": ["CT-0 baseline 2.1%", "CT-0 baseline 2.1%", "CT-0 baseline 2.1%", ""],
+            "qc": ["", "border: lungs touch the edge | grid: unlike MosMedData: 160 px", "grid: unlike", ""],
+        }
+    )
     f = tables.RegistryFilter
     ids = lambda q: tables.filter_summary(df, f(quality=q))["study_id"].tolist()  # noqa: E731
-    assert ids((tables.QC_NONE,)) == [1] and ids((tables.QC_ANY,)) == [2, 3]     # 4 is pending: not checked
+    assert ids((tables.QC_NONE,)) == [1] and ids((tables.QC_ANY,)) == [2, 3]  # 4 is pending: not checked
     assert ids(("grid",)) == [2, 3] and ids(("border",)) == [2] and ids(("border", tables.QC_NONE)) == [1, 2]
     assert ids(("spacing",)) == []
     with pytest.raises(ValueError, match="unknown quality facet"):
-        ids(("unlike",))         # a word inside a reason is not a code
-    assert tables.quality_counts(df)[tables.QC_NONE] == 1      # the pending study is not counted as clean
+        ids(("unlike",))  # a word inside a reason is not a code
+    assert tables.quality_counts(df)[tables.QC_NONE] == 1  # the pending study is not counted as clean
     assert tables.estimate_kind(df) == ("calibrated estimate", "CT-0 baseline 2.1%")
     assert tables.estimate_kind(df.assign(estimate_calibrated=False))[0] == "uncalibrated estimate"
     assert tables.estimate_kind(df.drop(columns=["estimate_calibrated"]))[0] == "HU estimate"
@@ -380,10 +394,16 @@ def test_quality_facet_and_estimate_kind() -> None:
 def test_exports_keep_text_as_text() -> None:
     from openpyxl import load_workbook
 
-    df = pd.DataFrame({"study_id": [1, 2], "category": ["CT-1", "=HYPERLINK(\"http://x\")"],
-                       "mask_file": [float("nan"), "/masks/study_0002_mask.nii.gz"], "lung_ml": [1.5, -2.0]})
+    df = pd.DataFrame(
+        {
+            "study_id": [1, 2],
+            "category": ["CT-1", '=HYPERLINK("http://x")'],
+            "mask_file": [float("nan"), "/masks/study_0002_mask.nii.gz"],
+            "lung_ml": [1.5, -2.0],
+        }
+    )
     csv = tables.to_csv_bytes(df).decode()
     assert "'=HYPERLINK" in csv and ",nan" not in csv.lower() and "-2.0" in csv
     ws = load_workbook(io.BytesIO(tables.to_xlsx_bytes(df, "a/b"))).active
-    assert ws["B3"].value == "=HYPERLINK(\"http://x\")" and ws["B3"].data_type == "s"
+    assert ws["B3"].value == '=HYPERLINK("http://x")' and ws["B3"].data_type == "s"
     assert ws["C2"].value is None and ws["D3"].value == -2.0 and ws.title == "a_b"

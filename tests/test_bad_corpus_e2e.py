@@ -79,10 +79,11 @@ def run_limited(args: list[str], env: dict | None = None, timeout: float = 180) 
     full_env.pop("MOSMED_CACHE_BUDGET_GB", None)
     full_env.update(env or {})
     with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
-        proc = subprocess.Popen([sys.executable, "-m", "mosmed", *args], cwd=str(REPO), env=full_env,
-                                stdout=fo, stderr=fe, preexec_fn=limit)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mosmed", *args], cwd=str(REPO), env=full_env, stdout=fo, stderr=fe, preexec_fn=limit
+        )
         deadline = time.monotonic() + timeout
-        while True:   # wait4 (not Popen.wait) so this child's own rusage is read, not a max over all children
+        while True:  # wait4 (not Popen.wait) so this child's own rusage is read, not a max over all children
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -104,8 +105,9 @@ def run_limited(args: list[str], env: dict | None = None, timeout: float = 180) 
 def test_corpus_has_every_kind(corpus):
     _, _, expect, fatal = corpus
     assert set(ALL_KINDS) <= set(expect) | set(fatal)
-    assert len(ALL_KINDS) >= 50 and len(VOLUME_CASES) + len(MASK_CASES) + len(ROW_CASES) + len(REGISTRY_CASES) \
-        == len(ALL_KINDS)
+    assert len(ALL_KINDS) >= 50 and len(VOLUME_CASES) + len(MASK_CASES) + len(ROW_CASES) + len(REGISTRY_CASES) == len(
+        ALL_KINDS
+    )
 
 
 def test_validate_process_names_every_bad_study_within_memory(corpus):
@@ -123,8 +125,9 @@ def test_validate_process_names_every_bad_study_within_memory(corpus):
         if e.outcome == "dropped":
             ok = any("row " in ln and e.expected.lower() in ln.lower() for ln in lines)
         elif e.outcome == "warning":
-            ok = any(ln.startswith(f"study {e.study_id}: warning: ") and e.expected.lower() in ln.lower()
-                     for ln in lines)
+            ok = any(
+                ln.startswith(f"study {e.study_id}: warning: ") and e.expected.lower() in ln.lower() for ln in lines
+            )
         else:
             ok = any(ln.startswith(f"study {e.study_id}: ") and e.expected.lower() in ln.lower() for ln in lines)
         if not ok:
@@ -217,8 +220,15 @@ def test_hostile_headers_are_refused_before_allocation(corpus, tmp_path):
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
 
-    res = subprocess.run([sys.executable, "-c", script, json.dumps(paths)], cwd=str(REPO), capture_output=True,
-                         text=True, timeout=120, preexec_fn=limit, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    res = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(paths)],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     got = json.loads(res.stdout)
     for k in kinds:
@@ -377,7 +387,7 @@ def test_source_replaced_while_the_app_runs_is_rebuilt(small, tmp_path, monkeypa
     monkeypatch.setenv("MOSMED_CACHE", str(tmp_path / "cache"))
     from streamlit.testing.v1 import AppTest
 
-    if prebuilt:   # the usual case: the cache was built (sidebar button / build-cache) before
+    if prebuilt:  # the usual case: the cache was built (sidebar button / build-cache) before
         from mosmed.dataset import Dataset
 
         Dataset(small, tmp_path / "cache").build_cache(workers=1)
@@ -398,7 +408,7 @@ def test_source_replaced_while_the_app_runs_is_rebuilt(small, tmp_path, monkeypa
     os.utime(study, (later, later))
     deadline = time.monotonic() + 15
     grid = ""
-    while time.monotonic() < deadline:      # the page's cache-state token lives 2 s
+    while time.monotonic() < deadline:  # the page's cache-state token lives 2 s
         time.sleep(1.0)
         at.run()
         assert not at.exception, _exc(at)
@@ -431,7 +441,7 @@ def test_page_cache_token_changes_when_a_source_changes_and_counts_do_not(small,
     write_nifti(study, hu, las_affine())
     later = time.time() + 5
     os.utime(study, (later, later))
-    assert ds.cache.build_study(ds.registry.get(3)).status == "ok"   # +1 entry, study 1's entry now stale: -1
+    assert ds.cache.build_study(ds.registry.get(3)).status == "ok"  # +1 entry, study 1's entry now stale: -1
     after = ds.status()
     counts = lambda s: (s.n_rows, s.n_stats, s.n_arrays, s.n_errors)  # noqa: E731
     assert counts(after) == counts(before), (before, after)
@@ -447,8 +457,10 @@ def test_disk_budget_reached_evicts_instead_of_failing(tmp_path, monkeypatch):
     per_study = 64 * 64 * 6 * (2 + 1 + 1)
     budget_gb = 2.5 * per_study / 1e9
     monkeypatch.setenv("MOSMED_CACHE_BUDGET_GB", f"{budget_gb:.9f}")
-    code, _, err, _ = run_limited(["build-cache", "--data", str(data), "--cache", str(tmp_path / "cache")],
-                                  env={"MOSMED_CACHE_BUDGET_GB": f"{budget_gb:.9f}"})
+    code, _, err, _ = run_limited(
+        ["build-cache", "--data", str(data), "--cache", str(tmp_path / "cache")],
+        env={"MOSMED_CACHE_BUDGET_GB": f"{budget_gb:.9f}"},
+    )
     assert code == 0, err
     ds = Dataset(data, tmp_path / "cache")
     assert ds.cache.budget == int(budget_gb * 1e9) or abs(ds.cache.budget - budget_gb * 1e9) < 2

@@ -18,12 +18,37 @@ ERROR_TYPES = {"VolumeError": VolumeError, "MaskMismatchError": MaskMismatchErro
 def test_corpus_has_at_least_25_kinds_and_names_are_unique():
     assert len(B.ALL_KINDS) >= 25
     assert len(set(B.ALL_KINDS)) == len(B.ALL_KINDS)
-    required = {"zero_byte", "truncated_gzip", "not_gzip", "not_nifti", "image_2d", "true_4d", "nan_inf_float",
-                "all_nan", "rgb_dtype", "enormous_dims", "mask_other_shape", "mask_other_affine", "mask_0_255",
-                "mask_0_2", "mask_empty", "one_slice", "constant", "registry_missing_column", "duplicate_id",
-                "unknown_class", "non_numeric_id", "dotdot_path", "absolute_outside_root", "symlink_out",
-                "missing_study_file", "missing_mask_file", "non_ascii_names", "registry_empty",
-                "registry_not_spreadsheet"}
+    required = {
+        "zero_byte",
+        "truncated_gzip",
+        "not_gzip",
+        "not_nifti",
+        "image_2d",
+        "true_4d",
+        "nan_inf_float",
+        "all_nan",
+        "rgb_dtype",
+        "enormous_dims",
+        "mask_other_shape",
+        "mask_other_affine",
+        "mask_0_255",
+        "mask_0_2",
+        "mask_empty",
+        "one_slice",
+        "constant",
+        "registry_missing_column",
+        "duplicate_id",
+        "unknown_class",
+        "non_numeric_id",
+        "dotdot_path",
+        "absolute_outside_root",
+        "symlink_out",
+        "missing_study_file",
+        "missing_mask_file",
+        "non_ascii_names",
+        "registry_empty",
+        "registry_not_spreadsheet",
+    }
     assert required <= set(B.ALL_KINDS)
 
 
@@ -46,9 +71,13 @@ def test_bad_dataset_loads_with_every_good_row(bad_dataset):
 
 
 def _kinds(stage):
-    return [k for k in [*B.VOLUME_CASES, *B.MASK_CASES, *B.ROW_CASES] if
-            (k in B.VOLUME_CASES and stage == "volume") or (k in B.MASK_CASES and stage == "mask")
-            or (k in B.ROW_CASES and stage == "registry")]
+    return [
+        k
+        for k in [*B.VOLUME_CASES, *B.MASK_CASES, *B.ROW_CASES]
+        if (k in B.VOLUME_CASES and stage == "volume")
+        or (k in B.MASK_CASES and stage == "mask")
+        or (k in B.ROW_CASES and stage == "registry")
+    ]
 
 
 @pytest.mark.parametrize("kind", _kinds("registry"))
@@ -85,7 +114,7 @@ def test_volume_kind_in_dataset(bad_dataset, kind):
     _root, expect, reg = bad_dataset
     e = expect[kind]
     row = reg.df.loc[e.study_id]
-    assert row["status"] == "ok", row["error"]   # the registry only checks presence; the volume says why
+    assert row["status"] == "ok", row["error"]  # the registry only checks presence; the volume says why
     if e.outcome == "error":
         with pytest.raises(VolumeError, match=re.escape(e.expected)) as info:
             read_volume(row["study_path"], e.study_id)

@@ -25,8 +25,7 @@ def _imports() -> list[tuple[str, str, str, int]]:
         if "out" in path.relative_to(BENCH).parts:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
-                    and node.module.startswith(OURS):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith(OURS):
                 out += [(path.name, node.module, a.name, node.lineno) for a in node.names if a.name != "*"]
     return out
 
@@ -38,12 +37,15 @@ def test_the_harness_imports_something_of_ours() -> None:
     assert len(IMPORTS) > 20 and {m.split(".")[0] for _, m, _, _ in IMPORTS} >= {"mosmed", "tests", "common"}
 
 
-@pytest.mark.parametrize(("where", "module", "name", "line"), IMPORTS,
-                         ids=[f"{f}:{n}:{m}.{a}" for f, m, a, n in IMPORTS])
-def test_every_name_the_bench_imports_exists(where: str, module: str, name: str, line: int,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("where", "module", "name", "line"), IMPORTS, ids=[f"{f}:{n}:{m}.{a}" for f, m, a, n in IMPORTS]
+)
+def test_every_name_the_bench_imports_exists(
+    where: str, module: str, name: str, line: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.syspath_prepend(str(BENCH))
     monkeypatch.syspath_prepend(str(REPO))
     mod = importlib.import_module(module)
-    assert hasattr(mod, name) or importlib.util.find_spec(f"{module}.{name}") is not None, \
+    assert hasattr(mod, name) or importlib.util.find_spec(f"{module}.{name}") is not None, (
         f"bench/{where}:{line} imports {name!r} from {module}, which has no such name"
+    )

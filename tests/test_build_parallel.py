@@ -82,7 +82,7 @@ def test_local_pool_with_a_killed_worker_loses_nothing(data, reference, tmp_path
 
     rep, doc = _build(data, tmp_path / "cache", workers=2, progress=kill_one)
     assert killed, "no worker process was found to kill"
-    assert rep.retried >= 1, rep     # the kill broke the pool mid-build: its studies were submitted again
+    assert rep.retried >= 1, rep  # the kill broke the pool mid-build: its studies were submitted again
     assert rep.n_errors == 0 and rep.errors == [], rep
     assert rep.n_built + rep.n_cached == 10
     assert doc["rows"] == ref_rows
@@ -105,7 +105,7 @@ def test_a_study_that_always_fails_is_reported_after_its_retries(data, tmp_path,
     assert rep.retried == 2
     assert rep.errors == [(4, "build failed: RuntimeError: worker lost")]
     row = next(r for r in doc["rows"] if r["study_id"] == 4)
-    assert row["status"] == "pending"        # not recorded: the next build tries it again
+    assert row["status"] == "pending"  # not recorded: the next build tries it again
     again = build_all(StudyCache(data, tmp_path / "cache"), load_registry(data))
     assert again.n_built == 1 and again.n_errors == 0
 
@@ -113,8 +113,10 @@ def test_a_study_that_always_fails_is_reported_after_its_retries(data, tmp_path,
 @pytest.fixture(scope="module")
 def cluster():
     distributed = pytest.importorskip("distributed", reason="Dask's distributed scheduler is not installed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as lc, distributed.Client(lc) as client:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
+        distributed.Client(lc) as client,
+    ):
         yield lc, client
 
 
@@ -122,28 +124,32 @@ def test_dask_cluster_build_equals_the_local_build(data, reference, cluster, tmp
     _, client = cluster
     ref_root, ref_rows, ref_files = reference
     seen: list[int] = []
-    rep, doc = _build(data, tmp_path / "cache", workers=2, executor=client.get_executor(pure=False),
-                      progress=lambda d, t, label: seen.append(d))
+    rep, doc = _build(
+        data,
+        tmp_path / "cache",
+        workers=2,
+        executor=client.get_executor(pure=False),
+        progress=lambda d, t, label: seen.append(d),
+    )
     assert rep.n_built == 10 and rep.n_errors == 0
-    assert seen[-1] == 10                        # progress as with the local pool
-    assert doc["rows"] == ref_rows               # the summary, value for value
+    assert seen[-1] == 10  # progress as with the local pool
+    assert doc["rows"] == ref_rows  # the summary, value for value
     assert valid_entry_files(data, tmp_path / "cache") == ref_files
 
 
 def test_dask_worker_killed_mid_build_loses_nothing(data, reference, cluster, tmp_path):
     _, client = cluster
     ref_root, ref_rows, ref_files = reference
-    pids = client.run(os.getpid)                 # {worker address: pid}
+    pids = client.run(os.getpid)  # {worker address: pid}
     killed: list[int] = []
 
     def kill_one(done: int, total: int, label: str) -> None:
         if not killed and label.startswith("study"):
             pid = sorted(pids.values())[0]
-            os.kill(pid, signal.SIGKILL)          # the nanny restarts it; its tasks are rescheduled
+            os.kill(pid, signal.SIGKILL)  # the nanny restarts it; its tasks are rescheduled
             killed.append(pid)
 
-    rep, doc = _build(data, tmp_path / "cache", workers=2, executor=client.get_executor(pure=False),
-                      progress=kill_one)
+    rep, doc = _build(data, tmp_path / "cache", workers=2, executor=client.get_executor(pure=False), progress=kill_one)
     assert killed
     assert rep.n_errors == 0 and rep.errors == [], rep
     assert doc["rows"] == ref_rows
@@ -154,16 +160,50 @@ def test_cli_builds_on_a_running_scheduler(data, reference, cluster, tmp_path):
     lc, _ = cluster
     ref_root, ref_rows, ref_files = reference
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run([sys.executable, "-m", "mosmed", "build-cache", "--data", str(data), "--cache",
-                          str(tmp_path / "cache"), "--executor", "dask", "--scheduler", lc.scheduler_address],
-                         capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mosmed",
+            "build-cache",
+            "--data",
+            str(data),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--executor",
+            "dask",
+            "--scheduler",
+            lc.scheduler_address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=REPO,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "10 built" in res.stderr and "Dask scheduler" in res.stderr
     assert valid_entry_files(data, tmp_path / "cache") == ref_files
 
 
 def test_cli_refuses_a_scheduler_without_the_dask_executor(data, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "mosmed", "build-cache", "--data", str(data), "--cache",
-                          str(tmp_path / "c"), "--scheduler", "tcp://127.0.0.1:1"], capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mosmed",
+            "build-cache",
+            "--data",
+            str(data),
+            "--cache",
+            str(tmp_path / "c"),
+            "--scheduler",
+            "tcp://127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+    )
     assert res.returncode == 2 and "--scheduler needs --executor dask" in res.stderr

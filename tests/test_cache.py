@@ -98,7 +98,7 @@ def test_summary_has_every_row_and_measures(data, tmp_path):
     masked = s[s["has_mask"]]
     assert (masked["lesion_ml"] > 0).all() and masked["involvement_pct"].notna().all()
     assert s[~s["has_mask"]]["lesion_ml"].isna().all()
-    assert s["mask_file"].isna().sum() == 3          # NaN, never the string "nan"
+    assert s["mask_file"].isna().sum() == 3  # NaN, never the string "nan"
     assert (s["lung_ml"] > 0).all() and (s["n_slices"] == 5).all()
     files = list(c.dir.glob("summary-*.json"))
     assert len(files) == 1 and len(json.loads(files[0].read_text())["rows"]) == 5
@@ -112,7 +112,7 @@ def test_source_key_tracks_identity_and_version(data, tmp_path, monkeypatch):
     assert k1 == c.source_key(row) and len(k1) == 12
     _bump(row.mask_path)
     k2 = c.source_key(row)
-    assert k2 != k1                                  # the mask file counts too
+    assert k2 != k1  # the mask file counts too
     monkeypatch.setattr(cache_keys, "CACHE_VERSION", CACHE_VERSION + 1)
     assert c.source_key(row) != k2
     with pytest.raises(CacheError, match="study 2: cannot read"):
@@ -142,7 +142,7 @@ def test_replaced_source_is_rebuilt_and_old_entries_removed(data, tmp_path):
     old_summary = sorted(p.name for p in c.dir.glob("summary-*.json"))
     hu, _ = phantom_xyz(SHAPE, lesion_frac=0.0, seed=99)
     _bump(row.study_path, hu + 7)
-    assert c.get_stats(row) is None and c.get_arrays(row) is None   # stale reads as missing
+    assert c.get_stats(row) is None and c.get_arrays(row) is None  # stale reads as missing
     rep = build_all(c, reg)
     assert (rep.n_built, rep.n_cached) == (1, 4)
     new_key = c.source_key(row)
@@ -175,7 +175,7 @@ def test_damaged_arrays_read_as_missing_and_are_rebuilt(data, tmp_path, damage):
         meta["arrays"]["mask"]["shape"] = [1, 2, 3]
         (d / "meta.json").write_text(json.dumps(meta))
     assert c.get_arrays(row) is None
-    assert c.get_stats(row) is not None                      # stats are independent of the arrays
+    assert c.get_stats(row) is not None  # stats are independent of the arrays
     rep = build_all(c, reg)
     assert rep.n_built == 1
     assert c.get_arrays(row) is not None
@@ -240,7 +240,7 @@ def test_registry_error_rows_are_in_summary(data, tmp_path):
 
 def test_old_debris_is_swept_live_debris_kept(data, tmp_path):
     c, reg = _built(data, tmp_path / "cache")
-    dead = 2**22 + 12345                          # above any pid this machine hands out (pid_max 4194304)
+    dead = 2**22 + 12345  # above any pid this machine hands out (pid_max 4194304)
     (c.stats_dir / f".tmp-{dead}-abcd-study_0001.json").write_text("{")
     (c.arrays_dir / f".tmp-{dead}-abcd-study_0001-x").mkdir()
     live = c.stats_dir / f".tmp-{os.getpid()}-beef-study_0002.json"
@@ -251,7 +251,7 @@ def test_old_debris_is_swept_live_debris_kept(data, tmp_path):
     assert c.sweep_tmp() == 3
     assert live.exists() and not old_live.exists()
     assert [p.name for p in leftover_tmp(data, tmp_path / "cache")] == [live.name]
-    assert c.get_stats(reg.get(1)) is not None     # debris never read
+    assert c.get_stats(reg.get(1)) is not None  # debris never read
 
 
 # --------------------------------------------------------------------------------------------- budget
@@ -304,7 +304,7 @@ def test_unwritable_cache_path_computes_in_memory(data, tmp_path):
     rep = build_all(c, reg)
     assert rep.n_built == 5 and not rep.writable
     assert c.get_stats(reg.get(2))["status"] == "ok"
-    assert c.get_arrays(reg.get(2)) is None        # volumes are not hoarded in memory
+    assert c.get_arrays(reg.get(2)) is None  # volumes are not hoarded in memory
     entry = c.build_study(reg.get(2))
     assert entry.arrays is not None and not entry.arrays.from_cache and not entry.written
     assert _summary(c, reg)["status"].eq("ok").all()
@@ -312,9 +312,10 @@ def test_unwritable_cache_path_computes_in_memory(data, tmp_path):
     assert blocker.read_text().startswith("a file")
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="running as root: chmod 0555 does not stop root's writes (covered by the "
-                           "file-in-place-of-directory test)")
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="running as root: chmod 0555 does not stop root's writes (covered by the file-in-place-of-directory test)",
+)
 def test_chmod_readonly_cache_serves_existing_entries(data, tmp_path):
     c, reg = _built(data, tmp_path / "cache")
     for d in [c.dir, c.stats_dir, c.thumbs_dir, c.arrays_dir]:
@@ -322,10 +323,10 @@ def test_chmod_readonly_cache_serves_existing_entries(data, tmp_path):
     try:
         ro = StudyCache(data, tmp_path / "cache")
         assert not ro.writable
-        assert ro.get_arrays(reg.get(2)) is not None          # reading still works
+        assert ro.get_arrays(reg.get(2)) is not None  # reading still works
         hu, _ = phantom_xyz(SHAPE, seed=77)
         _bump(Path(reg.get(1).study_path), hu)
-        assert build_all(ro, reg).n_built == 1                   # computed in memory
+        assert build_all(ro, reg).n_built == 1  # computed in memory
         assert ro.get_stats(reg.get(1))["status"] == "ok"
     finally:
         for d in [c.dir, c.stats_dir, c.thumbs_dir, c.arrays_dir]:
@@ -355,7 +356,7 @@ def test_killed_builds_leave_nothing_invalid(tmp_path):
     # got ~6x faster this round: the former 8 studies of 96x96x10 were often done before the kill).
     data = write_small_dataset(tmp_path / "data", n=12, shape=(160, 160, 16), seed=5)
     rep = kill_and_check(data, tmp_path / "cache", tmp_path / "clean", n_kills=4, seed=11)
-    assert rep.kills_mid_build >= 2 and rep.valid_files_after_kills > 0, rep   # the kills did hit builds
+    assert rep.kills_mid_build >= 2 and rep.valid_files_after_kills > 0, rep  # the kills did hit builds
     assert rep.mismatches == [], rep
     assert rep.rebuild_ok, rep
     assert rep.leftover_tmp_after_rebuild == [], rep
@@ -383,8 +384,7 @@ def test_two_builders_at_once_make_one_valid_cache(tmp_path):
 def test_soak_twenty_kills(tmp_path, workers):
     """`make soak`: 20 SIGKILLs per builder configuration (single process, and a 2-worker pool)."""
     data = write_small_dataset(tmp_path / "data", n=12, shape=(128, 128, 12), seed=7)
-    rep = kill_and_check(data, tmp_path / "cache", tmp_path / "clean", n_kills=20, seed=20 + workers,
-                         workers=workers)
+    rep = kill_and_check(data, tmp_path / "cache", tmp_path / "clean", n_kills=20, seed=20 + workers, workers=workers)
     print(f"kills survived ({workers} worker(s)): {rep.as_dict()}")
     assert rep.kills_mid_build >= 10 and rep.valid_files_after_kills > 0
     assert rep.mismatches == [] and rep.rebuild_ok and rep.leftover_tmp_after_rebuild == []

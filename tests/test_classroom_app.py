@@ -85,9 +85,15 @@ def _class(db: str, app_data: AppData, ids: list[int] | None = None, **kw):
     ident = dataset_identity(reg)
     ids = ids or [int(i) for i in reg.ids]
     store = ClassroomStore(open_database(db))
-    info, grant = store.create_class(title=kw.pop("title", TITLE), dataset_digest=ident.digest,
-                                     dataset_label=ident.label, dataset_root=str(app_data.demo_root), study_ids=ids,
-                                     start=View(ids[0], 1, -600.0, 1500.0, "lung", "axial", 10, 12), **kw)
+    info, grant = store.create_class(
+        title=kw.pop("title", TITLE),
+        dataset_digest=ident.digest,
+        dataset_label=ident.label,
+        dataset_root=str(app_data.demo_root),
+        study_ids=ids,
+        start=View(ids[0], 1, -600.0, 1500.0, "lung", "axial", 10, 12),
+        **kw,
+    )
     return store, info, grant
 
 
@@ -158,7 +164,7 @@ def test_a_teacher_starts_a_class_from_the_registry_filter(app_data: AppData, db
         shown = _everything(at)
         assert info.join_code in shown and f"class={info.join_code}" in shown
         assert grant["key"] not in shown
-        at.toggle(key="classroom.t.show_key").set_value(True).run()       # shown to the teacher on demand only
+        at.toggle(key="classroom.t.show_key").set_value(True).run()  # shown to the teacher on demand only
         assert grant["key"] in [c.value for c in at.code]
         at.toggle(key="classroom.t.show_key").set_value(False).run()
         qp = {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
@@ -169,14 +175,28 @@ def test_a_teacher_starts_a_class_from_the_registry_filter(app_data: AppData, db
         assert header["study_id"] == ids[0]
         # A browser report (scroll, window, crosshair) becomes the presenter's view, with a new version.
         v0 = store.presenter(info.id).version
-        at.session_state["classroom.t.viewer"] = {"view": {"token": header["token"], "slice": 2, "level": 50,
-                                                           "width": 350, "name": "mediastinum", "plane": "coronal",
-                                                           "row": 7, "col": 9}}
+        at.session_state["classroom.t.viewer"] = {
+            "view": {
+                "token": header["token"],
+                "slice": 2,
+                "level": 50,
+                "width": 350,
+                "name": "mediastinum",
+                "plane": "coronal",
+                "row": 7,
+                "col": 9,
+            }
+        }
         at.run()
         _ok(at)
         p = store.presenter(info.id)
         assert p.version > v0 and (p.view.slice, p.view.window_name, p.view.plane, p.view.row, p.view.col) == (
-            2, "mediastinum", "coronal", 7, 9)
+            2,
+            "mediastinum",
+            "coronal",
+            7,
+            9,
+        )
         at.button(key="classroom.t.next").click().run()
         _ok(at)
         assert store.presenter(info.id).view.study_id == ids[1]
@@ -202,7 +222,7 @@ def test_a_student_joins_from_the_link_follows_and_comes_back_from_their_url(app
         at = _teaching(**{"class": info.join_code})
         at.run()
         _ok(at)
-        assert at.text_input(key="classroom.w.code").value == info.join_code      # filled in from the link
+        assert at.text_input(key="classroom.w.code").value == info.join_code  # filled in from the link
         at.text_input(key="classroom.w.name").set_value(NAME)
         at.button(key="classroom.w.join").click().run()
         _ok(at)
@@ -226,8 +246,16 @@ def test_a_student_joins_from_the_link_follows_and_comes_back_from_their_url(app
         assert tuple(h2["cursor"]) == (20, 21) and h2["cursor_seq"] > h["cursor_seq"]
         assert store.followers(info.id).following == 1
         # The student scrolls on their own: they are detached, and the teacher's next move does not pull them.
-        at.session_state[VIEWER_KEY] = {"view": {"token": h2["token"], "slice": 0, "level": 50, "width": 350,
-                                                 "name": "mediastinum", "plane": "sagittal"}}
+        at.session_state[VIEWER_KEY] = {
+            "view": {
+                "token": h2["token"],
+                "slice": 0,
+                "level": 50,
+                "width": 350,
+                "name": "mediastinum",
+                "plane": "sagittal",
+            }
+        }
         at.run()
         _ok(at)
         assert any("Exploring on your own" in m for m in texts(at.markdown))
@@ -236,7 +264,7 @@ def test_a_student_joins_from_the_link_follows_and_comes_back_from_their_url(app
         [(h3, _)] = _payloads(at)
         assert h3["nav"]["seq"] == h2["nav"]["seq"] and h3["plane"] == "sagittal"
         assert store.followers(info.id).following == 0
-        at.button(key="classroom.s.attach").click().run()                   # re-attach: back on the teacher's view
+        at.button(key="classroom.s.attach").click().run()  # re-attach: back on the teacher's view
         [(h4, _)] = _payloads(at)
         assert h4["nav"]["slice"] == 4 and h4["nav"]["seq"] > h3["nav"]["seq"] and h4["plane"] == "axial"
         # Another replica after a reconnect: a new session with only the URL takes the same seat again.
@@ -259,20 +287,32 @@ def test_the_quiz_shows_nothing_of_the_class_before_the_reveal(app_data: AppData
         second = next(s for s in info.study_ids if summary.loc[s, "category"] != summary.loc[first, "category"])
         for n, sid in enumerate((first, second), 1):
             truth = str(summary.loc[sid, "category"])
-            q = store.open_question(grant, study_id=sid, truth=truth,
-                                    involvement_pct=summary.loc[sid, "involvement_pct"],
-                                    estimated_pct=summary.loc[sid, "estimated_involvement_pct"],
-                                    estimate_calibrated=True, has_mask=bool(summary.loc[sid, "has_mask"]),
-                                    view=View(sid, 2, -600.0, 1500.0, "lung", "axial", 10, 12))
+            q = store.open_question(
+                grant,
+                study_id=sid,
+                truth=truth,
+                involvement_pct=summary.loc[sid, "involvement_pct"],
+                estimated_pct=summary.loc[sid, "estimated_involvement_pct"],
+                estimate_calibrated=True,
+                has_mask=bool(summary.loc[sid, "has_mask"]),
+                view=View(sid, 2, -600.0, 1500.0, "lung", "axial", 10, 12),
+            )
             at.run()
             _ok(at)
             everything = _everything(at)
             counts = Counter(re.findall(r"CT-[0-4]", everything))
             # Every class appears equally often (the five answer buttons): nothing singles one out.
-            ctx = [everything[max(0, m.start() - 80):m.end() + 40] for m in re.finditer(r"CT-[04]", everything)]
+            ctx = [everything[max(0, m.start() - 80) : m.end() + 40] for m in re.finditer(r"CT-[04]", everything)]
             assert len(set(counts[c] for c in CLASSES)) == 1, (counts, ctx)
-            for leak in (f"study {sid}", f"study {sid:04d}", f"study_{sid:04d}", f"/{truth}/", "lesion_mm2\": [",
-                         "involvement", "estimated"):
+            for leak in (
+                f"study {sid}",
+                f"study {sid:04d}",
+                f"study_{sid:04d}",
+                f"/{truth}/",
+                'lesion_mm2": [',
+                "involvement",
+                "estimated",
+            ):
                 assert leak not in everything, leak
             [(h, blob)] = _payloads(at)
             assert h["anonymous"] and h["study_id"] is None and h["lesion_mm2"] is None and not h["has_mask"]
@@ -286,10 +326,13 @@ def test_the_quiz_shows_nothing_of_the_class_before_the_reveal(app_data: AppData
             at.button(key=answer_keys(q.id)[chosen]).click().run()
             _ok(at)
             assert store.teacher_question(grant, q.id).n_answers == 1
-            at.run()                       # still nothing before the reveal: only the student's own answer stands out
+            at.run()  # still nothing before the reveal: only the student's own answer stands out
             counts = Counter(re.findall(r"CT-[0-4]", _everything(at)))
-            assert len({counts[c] for c in CLASSES if c != chosen}) == 1 and counts[chosen] > counts[truth] or \
-                chosen == truth, counts
+            assert (
+                len({counts[c] for c in CLASSES if c != chosen}) == 1
+                and counts[chosen] > counts[truth]
+                or chosen == truth
+            ), counts
             store.reveal(grant, q.id)
             at.run()
             _ok(at)
@@ -314,14 +357,33 @@ def test_the_quiz_shows_nothing_of_the_class_before_the_reveal(app_data: AppData
 def test_a_student_cannot_act_as_the_teacher_or_as_anyone_else(app_data: AppData, db: str) -> None:
     with app_env(app_data, "demo"):
         store, info, grant = _class(db, app_data)
-        other, other_grant = store.create_class(title="other", dataset_digest="e" * 64, dataset_label="x",
-                                                dataset_root="/x", study_ids=[1], start=View(1, 0, 0, 1, None,
-                                                                                            "axial", 0, 0))
+        other, other_grant = store.create_class(
+            title="other",
+            dataset_digest="e" * 64,
+            dataset_label="x",
+            dataset_root="/x",
+            study_ids=[1],
+            start=View(1, 0, 0, 1, None, "axial", 0, 0),
+        )
         sid = info.study_ids[0]
-        q = store.open_question(grant, study_id=sid, truth="CT-3", involvement_pct=None, estimated_pct=None,
-                                estimate_calibrated=None, has_mask=False)
-        q_other = store.open_question(other_grant, study_id=1, truth="CT-1", involvement_pct=None,
-                                      estimated_pct=None, estimate_calibrated=None, has_mask=False)
+        q = store.open_question(
+            grant,
+            study_id=sid,
+            truth="CT-3",
+            involvement_pct=None,
+            estimated_pct=None,
+            estimate_calibrated=None,
+            has_mask=False,
+        )
+        q_other = store.open_question(
+            other_grant,
+            study_id=1,
+            truth="CT-1",
+            involvement_pct=None,
+            estimated_pct=None,
+            estimate_calibrated=None,
+            has_mask=False,
+        )
         at = _join(_teaching(**{"class": info.join_code}), info.join_code, "Eve")
         # 1. The teacher's grant written into the session with a guessed key (or the student's own token).
         for key in ("x" * 32, at.session_state[SEAT_KEY]["seat"][3], None):
@@ -359,13 +421,16 @@ def test_a_student_cannot_act_as_the_teacher_or_as_anyone_else(app_data: AppData
         assert store.teacher_question(grant, q.id).n_answers == 0
         assert any("not counted" in e for e in texts(at.error)), texts(at.error)
         # 6. URLs: a forged seat token, a teacher flag, a question and an answer in the query: nothing.
-        for params in ({"class": info.join_code, "seat": "A" * 22}, {"class": info.join_code, "teacher": "1",
-                       "question": str(q.id), "answer": "CT-3"}, {"class": "'; DROP TABLE x;--", "seat": "<script>"}):
+        for params in (
+            {"class": info.join_code, "seat": "A" * 22},
+            {"class": info.join_code, "teacher": "1", "question": str(q.id), "answer": "CT-3"},
+            {"class": "'; DROP TABLE x;--", "seat": "<script>"},
+        ):
             t = _teaching(**params)
             t.run()
             _ok(t)
             assert SEAT_KEY not in t.session_state and TEACHER_KEY not in t.session_state
-            assert not any("Which class is this study" in m for m in texts(t.markdown))   # no class view at all
+            assert not any("Which class is this study" in m for m in texts(t.markdown))  # no class view at all
             if params.get("seat") == "A" * 22:
                 assert any("link is not valid" in e for e in texts(t.error)), texts(t.error)
         assert store.teacher_question(grant, q.id).n_answers == 0
@@ -384,7 +449,7 @@ def test_wrong_codes_are_limited_in_the_page(app_data: AppData, db: str) -> None
             at.button(key="classroom.w.join").click().run()
             _ok(at)
             assert any("no running class has this code" in e for e in texts(at.error)), texts(at.error)
-        at.text_input(key="classroom.w.code").set_value(info.join_code)         # even the right code now
+        at.text_input(key="classroom.w.code").set_value(info.join_code)  # even the right code now
         at.button(key="classroom.w.join").click().run()
         assert any("too many wrong class codes" in e for e in texts(at.error)), texts(at.error)
         assert SEAT_KEY not in at.session_state
@@ -398,8 +463,15 @@ def test_an_outage_pauses_the_class_and_loses_no_answer(app_data: AppData, db: s
 
     with app_env(app_data, "demo"):
         store, info, grant = _class(db, app_data)
-        q = store.open_question(grant, study_id=info.study_ids[0], truth="CT-1", involvement_pct=None,
-                                estimated_pct=None, estimate_calibrated=None, has_mask=False)
+        q = store.open_question(
+            grant,
+            study_id=info.study_ids[0],
+            truth="CT-1",
+            involvement_pct=None,
+            estimated_pct=None,
+            estimate_calibrated=None,
+            has_mask=False,
+        )
         at = _join(_teaching(**{"class": info.join_code}), info.join_code, "Otto")
         down = {"on": True}
         real_poll, real_answer, real_touch = ClassroomStore.poll, ClassroomStore.answer, ClassroomStore.touch
@@ -407,9 +479,11 @@ def test_an_outage_pauses_the_class_and_loses_no_answer(app_data: AppData, db: s
         def guard(real):
             def wrapped(self, *a, **k):
                 if down["on"]:
-                    raise ReviewDatabaseError(f"reading the class: the review database {self.where} is not "
-                                              "available (connection refused)")
+                    raise ReviewDatabaseError(
+                        f"reading the class: the review database {self.where} is not available (connection refused)"
+                    )
                 return real(self, *a, **k)
+
             return wrapped
 
         monkeypatch.setattr(ClassroomStore, "poll", guard(real_poll))
@@ -447,15 +521,20 @@ def test_the_teacher_console_counts_reveals_exports_and_ends(app_data: AppData, 
         qid = store.presenter(info.id).question_id
         assert qid is not None and store.presenter(info.id).view.study_id == sid
         [(h, _)] = _payloads(at)
-        assert not h["has_mask"] and h["study_label"] == "Question 1"        # the mask is off on this screen too
+        assert not h["has_mask"] and h["study_label"] == "Question 1"  # the mask is off on this screen too
         store.answer(s1, qid, "CT-1")
         store.answer(s2, qid, "CT-2")
         at.run()
         metrics = {m.label: m.value for m in at.metric}
         assert metrics["Students here"] == "2" and metrics["Answers"] == "2 of 2"
         counts = [d.value for d in at.dataframe if "students" in d.value.columns][0]
-        assert dict(zip(counts["answer"], counts["students"])) == {"CT-0": 0, "CT-1": 1, "CT-2": 1, "CT-3": 0,
-                                                                    "CT-4": 0}
+        assert dict(zip(counts["answer"], counts["students"])) == {
+            "CT-0": 0,
+            "CT-1": 1,
+            "CT-2": 1,
+            "CT-3": 0,
+            "CT-4": 0,
+        }
         at.button(key="classroom.t.reveal").click().run()
         _ok(at)
         assert store.student_question(qid).revealed

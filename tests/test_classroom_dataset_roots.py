@@ -31,11 +31,11 @@ def test_root_allowed_resolves_before_it_decides(tmp_path: Path, monkeypatch: py
     assert config.data_roots_configured() and config.data_roots()[0] == allowed.resolve()
     assert config.root_allowed(allowed) and config.root_allowed(allowed / "set1")
     assert config.root_allowed(data) and config.root_allowed(config.demo_root())
-    assert not config.root_allowed(data / "..")                       # the configured dataset itself only
+    assert not config.root_allowed(data / "..")  # the configured dataset itself only
     assert not config.root_allowed(other) and not config.root_allowed(Path("/"))
-    assert not config.root_allowed(allowed / ".." / "other")          # ".." cannot leave an allowed root
-    assert not config.root_allowed(allowed / "escape")                # nor a symbolic link out of it
-    assert not config.root_allowed(Path(str(allowed) + "-sibling"))   # a prefix is not a parent
+    assert not config.root_allowed(allowed / ".." / "other")  # ".." cannot leave an allowed root
+    assert not config.root_allowed(allowed / "escape")  # nor a symbolic link out of it
+    assert not config.root_allowed(Path(str(allowed) + "-sibling"))  # a prefix is not a parent
     monkeypatch.setenv("MOSMED_DATA_ROOTS", "")
     assert config.data_roots_configured() and config.data_roots() == () and not config.root_allowed(allowed)
     monkeypatch.delenv("MOSMED_DATA_ROOTS")
@@ -50,8 +50,9 @@ def _open(at, path: Path | str):
     return at
 
 
-def test_a_typed_path_outside_the_allow_list_is_refused(app_data: AppData, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_typed_path_outside_the_allow_list_is_refused(
+    app_data: AppData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     (outside / "dataset_registry.csv").write_text("study_id,category,study_file,mask_file\n")
@@ -59,14 +60,16 @@ def test_a_typed_path_outside_the_allow_list_is_refused(app_data: AppData, tmp_p
     with app_env(app_data, "demo"):
         at = new_app()
         at.run()
-        assert any("MOSMED" in c and str(app_data.bad_root.parent) in c.replace("\\", "")
-                   for c in texts(at.sidebar.caption)), texts(at.sidebar.caption)
+        assert any(
+            "MOSMED" in c and str(app_data.bad_root.parent) in c.replace("\\", "") for c in texts(at.sidebar.caption)
+        ), texts(at.sidebar.caption)
         for typed in (outside, "/etc", f"{app_data.bad_root.parent}/../{outside.parent.name}"):
             _open(at, typed)
             assert "app.dataset_root" not in at.session_state
-            assert any("not one this server lets browsers open" in e for e in texts(at.sidebar.error)), \
-                texts(at.sidebar.error)
-        _open(at, app_data.bad_root)                                   # inside the allow-list: opens
+            assert any("not one this server lets browsers open" in e for e in texts(at.sidebar.error)), texts(
+                at.sidebar.error
+            )
+        _open(at, app_data.bad_root)  # inside the allow-list: opens
         assert at.session_state["app.dataset_root"] == str(app_data.bad_root.resolve())
         # A root put into the session by other means is not used while the server is restricted.
         at.session_state["app.dataset_root"] = str(outside)
@@ -83,10 +86,13 @@ def test_on_a_workstation_any_folder_opens_as_before(app_data: AppData, monkeypa
         assert at.session_state["app.dataset_root"] == str(app_data.bad_root.resolve())
 
 
-@pytest.mark.parametrize(("address", "restricted"), [("localhost", False), ("127.0.0.1", False), ("::1", False),
-                                                     ("0.0.0.0", True), ("", True), ("10.1.2.3", True)])
-def test_an_address_beyond_loopback_turns_the_allow_list_on(address: str, restricted: bool,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("address", "restricted"),
+    [("localhost", False), ("127.0.0.1", False), ("::1", False), ("0.0.0.0", True), ("", True), ("10.1.2.3", True)],
+)
+def test_an_address_beyond_loopback_turns_the_allow_list_on(
+    address: str, restricted: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from components import state
 
     monkeypatch.delenv("MOSMED_DATA_ROOTS", raising=False)

@@ -28,8 +28,12 @@ def _need_nginx() -> None:
 
 
 def _nginx_t(conf: Path, prefix: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(serve_replicas.NGINX), "-t", "-p", str(prefix), "-c", str(conf),
-                           "-e", str(prefix / "error.log")], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(serve_replicas.NGINX), "-t", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_the_generated_configuration_is_valid_and_complete(tmp_path: Path) -> None:
@@ -52,10 +56,16 @@ def test_the_generated_configuration_is_valid_and_complete(tmp_path: Path) -> No
     http = (REPO / "deploy" / "mosmed-http.conf").read_text()
     proxy = (REPO / "deploy" / "mosmed-proxy.conf").read_text()
     assert "map $http_upgrade $connection_upgrade" in http
-    for line in ("proxy_set_header Upgrade $http_upgrade;", "proxy_set_header Connection $connection_upgrade;",
-                 "proxy_set_header Host $http_host;", "proxy_set_header X-Real-IP $remote_addr;",
-                 "proxy_http_version 1.1;", "proxy_next_upstream error timeout", "proxy_pass http://$mosmed_route;",
-                 'add_header Set-Cookie "mosmed_replica=$mosmed_served;'):
+    for line in (
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection $connection_upgrade;",
+        "proxy_set_header Host $http_host;",
+        "proxy_set_header X-Real-IP $remote_addr;",
+        "proxy_http_version 1.1;",
+        "proxy_next_upstream error timeout",
+        "proxy_pass http://$mosmed_route;",
+        'add_header Set-Cookie "mosmed_replica=$mosmed_served;',
+    ):
         assert line in proxy, line
 
 
@@ -64,17 +74,39 @@ def test_the_site_example_is_valid_with_tls_and_a_login(tmp_path: Path) -> None:
     if shutil.which("openssl") is None:
         pytest.skip("openssl not found (a self-signed certificate is made for nginx -t)")
     key, crt = tmp_path / "key.pem", tmp_path / "crt.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
-                    "-days", "1", "-subj", "/CN=mosmed.example.org"], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=mosmed.example.org",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     site = (REPO / "deploy" / "nginx-site.conf").read_text()
     assert "ssl_certificate " in site and "auth_basic " in site and "return 301 https://" in site
-    assert serve_replicas.render_routing([8601, 8602], indent="") in site      # the routing the script prints
-    site = (site.replace("/etc/nginx/mosmed/mosmed-", f"{REPO / 'deploy'}/mosmed-")
-            .replace("/etc/letsencrypt/live/mosmed.example.org/fullchain.pem", str(crt))
-            .replace("/etc/letsencrypt/live/mosmed.example.org/privkey.pem", str(key))
-            .replace("listen 80;", "listen 127.0.0.1:18080;").replace("listen [::]:80;", "")
-            .replace("listen 443 ssl http2;", "listen 127.0.0.1:18443 ssl http2;")
-            .replace("listen [::]:443 ssl http2;", ""))
+    assert serve_replicas.render_routing([8601, 8602], indent="") in site  # the routing the script prints
+    site = (
+        site.replace("/etc/nginx/mosmed/mosmed-", f"{REPO / 'deploy'}/mosmed-")
+        .replace("/etc/letsencrypt/live/mosmed.example.org/fullchain.pem", str(crt))
+        .replace("/etc/letsencrypt/live/mosmed.example.org/privkey.pem", str(key))
+        .replace("listen 80;", "listen 127.0.0.1:18080;")
+        .replace("listen [::]:80;", "")
+        .replace("listen 443 ssl http2;", "listen 127.0.0.1:18443 ssl http2;")
+        .replace("listen [::]:443 ssl http2;", "")
+    )
     conf = tmp_path / "nginx.conf"
     user = "user root;\n" if os.geteuid() == 0 else ""
     conf.write_text(f"{user}pid {tmp_path}/nginx.pid;\nevents {{}}\nhttp {{\n{site}\n}}\n")

@@ -55,20 +55,43 @@ def store(db_url: str):
 
 
 def view(study: int = 3, k: int = 5, **kw) -> View:
-    base = {"study_id": study, "slice": k, "level": -600.0, "width": 1500.0, "window_name": "lung",
-            "plane": "axial", "row": 30, "col": 40}
+    base = {
+        "study_id": study,
+        "slice": k,
+        "level": -600.0,
+        "width": 1500.0,
+        "window_name": "lung",
+        "plane": "axial",
+        "row": 30,
+        "col": 40,
+    }
     base.update(kw)
     return View(**base)
 
 
 def new_class(store: ClassroomStore, title: object = "Week 1", ids=(3, 5, 7), **kw):
-    return store.create_class(title=title, dataset_digest=DIGEST, dataset_label="demo", dataset_root="/data/x",
-                              study_ids=list(ids), start=view(ids[0]), **kw)
+    return store.create_class(
+        title=title,
+        dataset_digest=DIGEST,
+        dataset_label="demo",
+        dataset_root="/data/x",
+        study_ids=list(ids),
+        start=view(ids[0]),
+        **kw,
+    )
 
 
 def ask(store, grant, study=5, truth="CT-2"):
-    return store.open_question(grant, study_id=study, truth=truth, involvement_pct=None, estimated_pct=31.5,
-                               estimate_calibrated=True, has_mask=False, view=view(study, 2))
+    return store.open_question(
+        grant,
+        study_id=study,
+        truth=truth,
+        involvement_pct=None,
+        estimated_pct=31.5,
+        estimate_calibrated=True,
+        has_mask=False,
+        view=view(study, 2),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ lifecycle
@@ -78,7 +101,7 @@ def test_a_class_from_creation_to_export(store: ClassroomStore) -> None:
     info, grant = new_class(store, HOSTILE)
     assert info.title == HOSTILE and len(info.code) == codes.CODE_LENGTH and info.study_ids == (3, 5, 7)
     assert grant.key and codes.looks_like_secret(grant.key)
-    with store.engine.connect() as conn:                 # only the key's hash is stored
+    with store.engine.connect() as conn:  # only the key's hash is stored
         stored = conn.execute(text("SELECT teacher_key_hash FROM class_sessions")).scalar_one()
     assert stored == codes.secret_hash(grant.key) and grant.key not in stored
     v1 = store.presenter(info.id).version
@@ -96,7 +119,7 @@ def test_a_class_from_creation_to_export(store: ClassroomStore) -> None:
     assert q.number == 1 and q.state == "open" and store.presenter(info.id).view.study_id == 5
     assert store.answer(ana, q.id, "CT-2").stored and store.answer(bob, q.id, "CT-3").stored
     again = store.answer(ana, q.id, "CT-4")
-    assert not again.stored and again.answer == "CT-2"             # the first answer counts
+    assert not again.stored and again.answer == "CT-2"  # the first answer counts
     tq = store.teacher_question(grant, q.id)
     assert tq.counts == {"CT-0": 0, "CT-1": 0, "CT-2": 1, "CT-3": 1, "CT-4": 0} and tq.n_answers == 2
     # Scores move only at the reveal (a score that moved before it would tell whether an answer was right).
@@ -117,7 +140,7 @@ def test_a_class_from_creation_to_export(store: ClassroomStore) -> None:
     csv = to_csv_bytes(res).decode()
     # Text stays text, never a spreadsheet formula.
     assert "javascript:1" in csv and ",=1+1" not in csv and "'=1+1" not in csv.replace("'<b>", "")
-    q2 = ask(store, grant, 7, "CT-4")                           # the next question after a reveal
+    q2 = ask(store, grant, 7, "CT-4")  # the next question after a reveal
     assert q2.number == 2
     store.end_class(grant)
     assert store.class_info(info.id).ended and store.teacher_question(grant, q2.id).state == "closed"
@@ -128,19 +151,21 @@ def test_a_class_from_creation_to_export(store: ClassroomStore) -> None:
 
 
 def test_bad_input_is_refused_with_a_reason(store: ClassroomStore) -> None:
-    for title, match in (("", "empty"), ("x" * 121, "at most 120"), ("a\x00b", "control characters"),
-                         (None, "empty")):
+    for title, match in (("", "empty"), ("x" * 121, "at most 120"), ("a\x00b", "control characters"), (None, "empty")):
         with pytest.raises(ClassroomInputError, match=match):
             new_class(store, title)
     with pytest.raises(ClassroomInputError, match="at least one study"):
-        store.create_class(title="t", dataset_digest=DIGEST, dataset_label="", dataset_root="", study_ids=[],
-                           start=view(3))
+        store.create_class(
+            title="t", dataset_digest=DIGEST, dataset_label="", dataset_root="", study_ids=[], start=view(3)
+        )
     with pytest.raises(ClassroomInputError, match="listed twice"):
-        store.create_class(title="t", dataset_digest=DIGEST, dataset_label="", dataset_root="",
-                           study_ids=[3, 3], start=view(3))
+        store.create_class(
+            title="t", dataset_digest=DIGEST, dataset_label="", dataset_root="", study_ids=[3, 3], start=view(3)
+        )
     with pytest.raises(ClassroomInputError, match="start on one of its studies"):
-        store.create_class(title="t", dataset_digest=DIGEST, dataset_label="", dataset_root="",
-                           study_ids=[3], start=view(4))
+        store.create_class(
+            title="t", dataset_digest=DIGEST, dataset_label="", dataset_root="", study_ids=[3], start=view(4)
+        )
     for bad in ({"slice": -1}, {"plane": "oblique"}, {"width": 0.0}, {"level": float("nan")}, {"study_id": True}):
         with pytest.raises(ClassroomInputError):
             view(**bad)
@@ -166,7 +191,7 @@ def test_constraints_hold_in_the_schema(store: ClassroomStore) -> None:
         f"INSERT INTO class_answers (question_id, participant_id, answer, answered_at, received_at) "
         f"VALUES ({q.id}, {s.participant_id}, 'CT-3', {now}, {now})",
         f"INSERT INTO class_answers (question_id, participant_id, answer, answered_at, received_at) "
-        f"VALUES ({q.id}, 999, 'CT-3', {now}, {now})",                                       # no such student
+        f"VALUES ({q.id}, 999, 'CT-3', {now}, {now})",  # no such student
         "UPDATE class_answers SET answer = 'CT-9'",
         "UPDATE class_questions SET truth = 'CT-7'",
         "UPDATE class_questions SET state = 'maybe'",
@@ -175,9 +200,9 @@ def test_constraints_hold_in_the_schema(store: ClassroomStore) -> None:
         "UPDATE class_sessions SET code = 'SHORT'",
         f"UPDATE class_sessions SET title = '{'x' * 121}'",
         f"INSERT INTO class_participants (class_id, token_hash, name, name_key, joined_at, last_seen, following) "
-        f"VALUES ({info.id}, '{'e' * 64}', 'ana', 'ana', {now}, {now}, true)",                # the same name again
+        f"VALUES ({info.id}, '{'e' * 64}', 'ana', 'ana', {now}, {now}, true)",  # the same name again
         f"INSERT INTO class_questions (class_id, number, study_id, truth, has_mask, state, opened_at) "
-        f"VALUES ({info.id}, 1, 5, 'CT-1', false, 'open', {now})",                             # number 1 twice
+        f"VALUES ({info.id}, 1, 5, 'CT-1', false, 'open', {now})",  # number 1 twice
         "INSERT INTO class_attempts (kind, client_key, browser_key, at) VALUES ('guess', 'a', 'b', CURRENT_TIMESTAMP)",
     ]
     for sql in bad:
@@ -226,11 +251,11 @@ def test_upgrade_from_the_reviews_head_keeps_the_reviews(db_url: str) -> None:
 
     engine = create_engine(database_url(db_url))
     with engine.begin() as conn:
-        migrations.upgrade(conn, "reviews@head")                 # a database of the review release
+        migrations.upgrade(conn, "reviews@head")  # a database of the review release
     with engine.begin() as conn:
         assert migrations.current_revisions(conn) == ("0002",)
     engine.dispose()
-    db = open_database(db_url)                                # this app: the classroom branch is added
+    db = open_database(db_url)  # this app: the classroom branch is added
     ident = DatasetIdentity(DIGEST, "demo", 3)
     ReviewStore(db).save(ident, 3, Reader.named("Ana"), Review("CT-1"))
     db.dispose()
@@ -251,13 +276,24 @@ def test_only_the_teacher_drives_the_class(store: ClassroomStore) -> None:
     info, grant = new_class(store)
     other, other_grant = new_class(store, "Other class")
     _, s = store.join(info.code, "Ana", client=C1, browser=B1)
-    forged = [None, TeacherGrant(info.id), TeacherGrant(info.id, key="x" * 32), TeacherGrant(info.id, key=s.token),
-              TeacherGrant(info.id, key=other_grant.key), TeacherGrant(info.id, subject="iss|someone"),
-              TeacherGrant(other.id + 100, key=grant.key)]
+    forged = [
+        None,
+        TeacherGrant(info.id),
+        TeacherGrant(info.id, key="x" * 32),
+        TeacherGrant(info.id, key=s.token),
+        TeacherGrant(info.id, key=other_grant.key),
+        TeacherGrant(info.id, subject="iss|someone"),
+        TeacherGrant(other.id + 100, key=grant.key),
+    ]
     for g in forged:
-        for call in (lambda g: store.set_view(g, view(3)), lambda g: ask(store, g), lambda g: store.end_class(g),
-                     lambda g: store.results(g), lambda g: store.set_names_public(g, True),
-                     lambda g: store.check_teacher(g)):
+        for call in (
+            lambda g: store.set_view(g, view(3)),
+            lambda g: ask(store, g),
+            lambda g: store.end_class(g),
+            lambda g: store.results(g),
+            lambda g: store.set_names_public(g, True),
+            lambda g: store.check_teacher(g),
+        ):
             with pytest.raises(NotAllowedError):
                 call(g)
     q = ask(store, grant)
@@ -266,7 +302,7 @@ def test_only_the_teacher_drives_the_class(store: ClassroomStore) -> None:
             store.reveal(g, q.id)
         with pytest.raises(NotAllowedError):
             store.teacher_question(g, q.id)
-    with pytest.raises(NotAllowedError):                 # the right teacher, another class's question
+    with pytest.raises(NotAllowedError):  # the right teacher, another class's question
         store.reveal(other_grant, q.id)
     assert store.student_question(q.id).truth is None
     # A login identity drives the classes it created, without the key.
@@ -301,10 +337,15 @@ def test_answers_go_only_where_they_belong(store: ClassroomStore) -> None:
     _, eve = store.join(other.code, "Eve", client=C1, browser=B1)
     q = ask(store, grant)
     q_other = ask(store, other_grant)
-    for seat, qid in ((Seat(ana.participant_id, info.id, "Ana", bob.token), q.id),     # Bob's token, Ana's seat
-                      (Seat(ana.participant_id, info.id, "Ana", "y" * 22), q.id),      # a forged token
-                      (Seat(ana.participant_id, info.id, "Ana", None), q.id),
-                      (eve, q.id), (ana, q_other.id), (ana, 10**9), (ana, "1 OR 1=1")):
+    for seat, qid in (
+        (Seat(ana.participant_id, info.id, "Ana", bob.token), q.id),  # Bob's token, Ana's seat
+        (Seat(ana.participant_id, info.id, "Ana", "y" * 22), q.id),  # a forged token
+        (Seat(ana.participant_id, info.id, "Ana", None), q.id),
+        (eve, q.id),
+        (ana, q_other.id),
+        (ana, 10**9),
+        (ana, "1 OR 1=1"),
+    ):
         with pytest.raises(NotAllowedError):
             store.answer(seat, qid, "CT-1")
     assert store.answer_count(info.id) == 0 and store.answer_count(other.id) == 0
@@ -323,7 +364,7 @@ def test_answers_go_only_where_they_belong(store: ClassroomStore) -> None:
 
 
 def test_wrong_codes_are_limited_across_replicas(db_url: str) -> None:
-    one, two = ClassroomStore(open_database(db_url)), ClassroomStore(open_database(db_url))   # two processes' engines
+    one, two = ClassroomStore(open_database(db_url)), ClassroomStore(open_database(db_url))  # two processes' engines
     try:
         info, grant = new_class(one)
         _, seat = one.join(info.code, "Ana", client=C1, browser=B1)
@@ -332,7 +373,7 @@ def test_wrong_codes_are_limited_across_replicas(db_url: str) -> None:
             store = one if i % 2 else two
             with pytest.raises(ClassNotFoundError):
                 store.join("ZZZZ-ZZZZ", "Guesser", client=C1, browser=B1)
-        for store in (one, two):                           # refused before the code is even looked up
+        for store in (one, two):  # refused before the code is even looked up
             with pytest.raises(TooManyAttemptsError, match="this browser"):
                 store.join(info.join_code, "Guesser", client=C1, browser=B1)
         # Another browser session of the same address can still join, until the address's limit.
@@ -363,9 +404,11 @@ def test_the_global_limit_stops_distributed_guessing(store: ClassroomStore) -> N
     info, _ = new_class(store)
     lim = limits.limit("all").max_failures
     now = utcnow()
-    with store.engine.begin() as conn:                     # many clients' failures in the last minutes
-        conn.execute(cschema.attempts.insert(), [{"kind": "join", "client_key": f"c{i}", "browser_key": f"b{i}",
-                                                  "at": now} for i in range(lim)])
+    with store.engine.begin() as conn:  # many clients' failures in the last minutes
+        conn.execute(
+            cschema.attempts.insert(),
+            [{"kind": "join", "client_key": f"c{i}", "browser_key": f"b{i}", "at": now} for i in range(lim)],
+        )
     with pytest.raises(TooManyAttemptsError, match="everyone"):
         store.join(info.code, "Ana", client=client_key("new"), browser=client_key("new"))
 
@@ -409,16 +452,23 @@ def test_thirty_students_in_many_processes_answer_ten_questions(db_url: str, tmp
     store = ClassroomStore(open_database(db_url))
     try:
         info, grant = new_class(store, ids=tuple(range(1, n_questions + 1)))
-        seats = [store.join(info.code, f"student {i}", client=C1, browser=client_key(f"s{i}"))[1]
-                 for i in range(n_students)]
+        seats = [
+            store.join(info.code, f"student {i}", client=C1, browser=client_key(f"s{i}"))[1] for i in range(n_students)
+        ]
         script = tmp_path / "student.py"
         script.write_text(STUDENT)
         go = time.time() + 4.0
         procs = []
         for k in range(n_procs):
             mine = [[s.participant_id, s.class_id, s.name, s.token] for s in seats[k::n_procs]]
-            procs.append(subprocess.Popen([sys.executable, str(script), str(REPO), db_url, json.dumps(mine), str(go)],
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(script), str(REPO), db_url, json.dumps(mine), str(go)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         time.sleep(max(0.0, go - time.time()))
         for number in range(1, n_questions + 1):
             q = ask(store, grant, study=number, truth="CT-1")
@@ -430,9 +480,9 @@ def test_thirty_students_in_many_processes_answer_ten_questions(db_url: str, tmp
         outs = [p.communicate(timeout=120) for p in procs]
         assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
         qs = store.questions(grant)
-        assert [q.n_answers for q in qs] == [n_students] * n_questions          # none lost, none twice
+        assert [q.n_answers for q in qs] == [n_students] * n_questions  # none lost, none twice
         assert store.answer_count(info.id) == n_students * n_questions
-        for q in qs:                                   # the teacher's counts are exactly what was sent
+        for q in qs:  # the teacher's counts are exactly what was sent
             expect = {c: 0 for c in ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4")}
             for s in seats:
                 expect[("CT-0", "CT-1", "CT-2", "CT-3", "CT-4")[(s.participant_id + q.number) % 5]] += 1
@@ -465,15 +515,17 @@ def test_a_database_that_goes_away_loses_nothing(tmp_path: Path) -> None:
         opts = cluster._run("pg_ctl", "-D", str(cluster.data), "-m", "fast", "-w", "stop")
         assert opts.returncode == 0
         step = seat.step(store)
-        assert step.poll is None and "not available" in step.problem            # paused, with the reason
+        assert step.poll is None and "not available" in step.problem  # paused, with the reason
         out = seat.answer(store, q.id, "CT-2")
         assert out.status == "kept" and seat.pending_answer(q.id) == "CT-2"
         with pytest.raises(ReviewDatabaseError):
             store.reveal(grant, q.id)
-        conf = (f"-p {cluster.port} -k {cluster.base} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c full_page_writes=off -c max_connections=100 -c shared_buffers=32MB")
+        conf = (
+            f"-p {cluster.port} -k {cluster.base} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c full_page_writes=off -c max_connections=100 -c shared_buffers=32MB"
+        )
         cluster._run("pg_ctl", "-D", str(cluster.data), "-l", str(cluster.log), "-o", conf, "-w", "-t", "60", "start")
-        step = seat.step(store)                     # the database is back: the kept answer goes first
+        step = seat.step(store)  # the database is back: the kept answer goes first
         assert step.sent == 1 and step.poll is not None and step.poll.my_answer == "CT-2"
         assert seat.pending() == {} and store.teacher_question(grant, q.id).counts["CT-2"] == 1
         store.db.dispose()
@@ -509,7 +561,7 @@ def test_codes_are_hard_to_guess_and_easy_to_type() -> None:
     drawn = {codes.new_code() for _ in range(2000)}
     assert len(drawn) == 2000 and all(len(c) == 8 and set(c) <= set(codes.CODE_ALPHABET) for c in drawn)
     seen = {ch for c in drawn for ch in c}
-    assert seen == set(codes.CODE_ALPHABET)              # every symbol is used (no biased alphabet)
+    assert seen == set(codes.CODE_ALPHABET)  # every symbol is used (no biased alphabet)
     c = sorted(drawn)[0]
     shown = codes.format_code(c)
     assert codes.parse_code(shown) == c and codes.parse_code(shown.lower()) == c
@@ -524,4 +576,3 @@ def test_no_secret_is_ever_printed() -> None:
     g = TeacherGrant(1, key="supersecretkeyvalue0123456789")
     s = Seat(1, 1, "Ana", token="supersecrettokenvalue123")
     assert "supersecret" not in repr(g) and "supersecret" not in repr(s)
-

@@ -77,14 +77,25 @@ def test_mosmed_data_env_is_the_default(capsys, data, monkeypatch):
 
 def test_build_cache_then_summary_csv_and_json(capsys, data):
     code, _, err = run(capsys, "build-cache", "--data", str(data))
-    assert code == 0 and "5 built" in err and "building cache" in err and "5/5" in err   # the tqdm bar
+    assert code == 0 and "5 built" in err and "building cache" in err and "5/5" in err  # the tqdm bar
     code, _, err = run(capsys, "build-cache", "--data", str(data))
     assert code == 0 and "0 built, 5 already cached" in err
     code, out, err = run(capsys, "summary", "--data", str(data))
     assert code == 0
     frame = pd.read_csv(io.StringIO(out))
-    for col in ("study_id", "category", "has_mask", "status", "error", "n_slices", "spacing_mm", "lung_ml",
-                "lesion_ml", "involvement_pct", "estimated_involvement_pct"):
+    for col in (
+        "study_id",
+        "category",
+        "has_mask",
+        "status",
+        "error",
+        "n_slices",
+        "spacing_mm",
+        "lung_ml",
+        "lesion_ml",
+        "involvement_pct",
+        "estimated_involvement_pct",
+    ):
         assert col in frame.columns
     assert list(frame["study_id"]) == [1, 2, 3, 4, 5] and (frame["n_slices"] == 6).all()
     assert "estimate vs mask-based involvement over 2 studies" in err
@@ -106,8 +117,8 @@ def test_validate_lists_each_bad_study_and_exits_1(capsys, data):
     lines = out.splitlines()
     assert any(ln.startswith("study 3: ") and "empty" in ln for ln in lines), out
     assert any(ln.startswith("study 4: ") and "mask" in ln for ln in lines), out
-    assert any("row 7" in ln for ln in lines), out          # the row with id "abc"
-    assert any(ln.startswith("study 2 (row 8)") for ln in lines), out   # the duplicate id
+    assert any("row 7" in ln for ln in lines), out  # the row with id "abc"
+    assert any(ln.startswith("study 2 (row 8)") for ln in lines), out  # the duplicate id
     assert "5 registry rows: 3 ok, 2 in error, 2 registry rows dropped" in out
 
 
@@ -123,33 +134,49 @@ def test_render_axial_and_coronal_png_with_right_aspect(capsys, data, tmp_path):
     code, _, err = run(capsys, "render", "--data", str(data), "--study", "2", "--overlay", "--out", str(out))
     assert code == 0 and "axial slice 3/5" in err
     img = Image.open(out)
-    assert img.format == "PNG" and img.size == (48, 40)       # (width = x, height = y) at equal pixel spacing
+    assert img.format == "PNG" and img.size == (48, 40)  # (width = x, height = y) at equal pixel spacing
     red = Image.open(out).convert("RGB")
     plain = tmp_path / "plain.png"
     assert main(["render", "--data", str(data), "--study", "2", "--out", str(plain)]) == 0
-    assert red.tobytes() != Image.open(plain).convert("RGB").tobytes()   # overlay drawn
+    assert red.tobytes() != Image.open(plain).convert("RGB").tobytes()  # overlay drawn
     # Fine pixels (0.8 mm) under 8 mm slices, as in MosMedData: the coronal view must be stretched, not squashed.
     fine = write_small_dataset(tmp_path / "fine", n=2, shape=(48, 40, 6), seed=4, fov_mm=48 * 0.8)
     cor = tmp_path / "cor.png"
-    code, _, _ = run(capsys, "render", "--data", str(fine), "--study", "2", "--plane", "coronal",
-                     "--window", "-600,1500", "--out", str(cor))
+    code, _, _ = run(
+        capsys,
+        "render",
+        "--data",
+        str(fine),
+        "--study",
+        "2",
+        "--plane",
+        "coronal",
+        "--window",
+        "-600,1500",
+        "--out",
+        str(cor),
+    )
     w, h = Image.open(cor).size
     # 6 slices of 8 mm = 48 mm tall over 48 columns of 0.8 mm = 38.4 mm wide.
     assert code == 0 and (w, h) == (48, 60)
     sag = tmp_path / "sag.png"
-    code, _, _ = run(capsys, "render", "--data", str(fine), "--study", "2", "--plane", "sagittal",
-                     "--slice", "0", "--out", str(sag))
+    code, _, _ = run(
+        capsys, "render", "--data", str(fine), "--study", "2", "--plane", "sagittal", "--slice", "0", "--out", str(sag)
+    )
     assert code == 0 and Image.open(sag).size == (40, 60)
 
 
-@pytest.mark.parametrize("argv, code, text", [
-    (["--study", "99"], 1, "study 99: is not in the registry"),
-    (["--study", "abc"], 2, "--study 'abc' is not a study number"),
-    (["--study", "2", "--slice", "6"], 2, "study 2: --slice 6 is out of range 0..5"),
-    (["--study", "2", "--slice", "-1"], 2, "must not be negative"),
-    (["--study", "2", "--window", "bright"], 2, "--window 'bright'"),
-    (["--study", "2", "--plane", "oblique"], 2, "invalid choice: 'oblique'"),
-])
+@pytest.mark.parametrize(
+    "argv, code, text",
+    [
+        (["--study", "99"], 1, "study 99: is not in the registry"),
+        (["--study", "abc"], 2, "--study 'abc' is not a study number"),
+        (["--study", "2", "--slice", "6"], 2, "study 2: --slice 6 is out of range 0..5"),
+        (["--study", "2", "--slice", "-1"], 2, "must not be negative"),
+        (["--study", "2", "--window", "bright"], 2, "--window 'bright'"),
+        (["--study", "2", "--plane", "oblique"], 2, "invalid choice: 'oblique'"),
+    ],
+)
 def test_render_bad_input(capsys, data, tmp_path, argv, code, text):
     out = tmp_path / "x.png"
     got, _, err = run(capsys, "render", "--data", str(data), *argv, "--out", str(out))
@@ -160,8 +187,7 @@ def test_render_bad_input(capsys, data, tmp_path, argv, code, text):
 def test_render_bad_output_and_broken_study(capsys, data, tmp_path):
     code, _, err = run(capsys, "render", "--data", str(data), "--study", "2", "--out", str(tmp_path / "x.jpg"))
     assert code == 2 and "must end in .png" in _one_line(err)
-    code, _, err = run(capsys, "render", "--data", str(data), "--study", "2",
-                       "--out", str(tmp_path / "no" / "x.png"))
+    code, _, err = run(capsys, "render", "--data", str(data), "--study", "2", "--out", str(tmp_path / "no" / "x.png"))
     assert code == 2 and "does not exist" in _one_line(err)
     (data / "studies/CT-2/study_0003.nii.gz").write_bytes(b"garbage")
     code, _, err = run(capsys, "render", "--data", str(data), "--study", "3", "--out", str(tmp_path / "y.png"))
@@ -189,9 +215,14 @@ def test_demo_generates_a_dataset_that_validates(capsys, tmp_path):
 
 def test_subprocess_entry_point_no_traceback(data):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run([sys.executable, "-m", "mosmed", "render", "--data", str(data), "--study", "7",
-                          "--out", "/tmp/never.png"], capture_output=True, text=True, env=env, cwd=str(REPO),
-                         timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "mosmed", "render", "--data", str(data), "--study", "7", "--out", "/tmp/never.png"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(REPO),
+        timeout=60,
+    )
     assert res.returncode == 1 and res.stderr.strip() == "error: study 7: is not in the registry"
 
 
@@ -217,11 +248,13 @@ def test_validate_names_every_bad_input(capsys, bad_dataset):
         if e.outcome == "dropped":
             hits = [ln for ln in lines if "(row " in ln and e.expected.lower() in ln.lower()]
         elif e.outcome == "warning":
-            hits = [ln for ln in lines if ln.startswith(f"study {e.study_id}: warning: ")
-                    and e.expected.lower() in ln.lower()]
+            hits = [
+                ln
+                for ln in lines
+                if ln.startswith(f"study {e.study_id}: warning: ") and e.expected.lower() in ln.lower()
+            ]
         else:
-            hits = [ln for ln in lines if ln.startswith(f"study {e.study_id}: ")
-                    and e.expected.lower() in ln.lower()]
+            hits = [ln for ln in lines if ln.startswith(f"study {e.study_id}: ") and e.expected.lower() in ln.lower()]
         assert hits, f"{kind}: expected a line about study {e.study_id} containing {e.expected!r}\n{out}"
 
 
@@ -232,7 +265,7 @@ def test_build_cache_over_bad_corpus_builds_every_good_study(capsys, bad_dataset
     code, out, _ = run(capsys, "summary", "--data", str(root), "--format", "json")
     status: dict = {}
     for r in json.loads(out):
-        status.setdefault(r["study_id"], r)   # a repeated id's own row (in error) comes after the first
+        status.setdefault(r["study_id"], r)  # a repeated id's own row (in error) comes after the first
     for kind, e in expect.items():
         if e.outcome in ("ok", "warning") and e.stage != "registry":
             assert status[e.study_id]["status"] == "ok", (kind, status[e.study_id]["error"])

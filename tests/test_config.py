@@ -65,9 +65,7 @@ def resolved() -> dict[str, dict[str, object]]:
         "print(json.dumps({k: {'value': o.value, 'where': str(o.where_defined)}"
         " for k, o in opts.items()}, default=str))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -100,17 +98,13 @@ def test_nothing_opens_wider(written: dict[str, object]) -> None:
     assert written.get("client.showErrorDetails") in ("type", "none")
 
 
-def test_every_option_is_known_to_streamlit(
-    written: dict[str, object], resolved: dict[str, dict[str, object]]
-) -> None:
+def test_every_option_is_known_to_streamlit(written: dict[str, object], resolved: dict[str, dict[str, object]]) -> None:
     unknown = sorted(set(written) - set(resolved))
     assert not unknown, f"options Streamlit does not know (typo? silently ignored): {unknown}"
 
 
 @pytest.mark.parametrize("option", sorted(SAFE_DEFAULTS))
-def test_streamlit_resolves_safe_default_from_repo_file(
-    resolved: dict[str, dict[str, object]], option: str
-) -> None:
+def test_streamlit_resolves_safe_default_from_repo_file(resolved: dict[str, dict[str, object]], option: str) -> None:
     entry = resolved[option]
     assert entry["value"] == SAFE_DEFAULTS[option]
     assert Path(str(entry["where"])).resolve() == CONFIG.resolve()

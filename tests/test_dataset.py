@@ -33,14 +33,14 @@ def test_missing_root_is_a_clear_error(tmp_path):
 
 def test_open_study_from_cache_is_memmapped_display_orientation(data, tmp_path):
     ds = Dataset(data, tmp_path / "cache")
-    st = ds.open_study(2)                        # not built yet: built on demand, then served from the cache
+    st = ds.open_study(2)  # not built yet: built on demand, then served from the cache
     assert st.from_cache and isinstance(st.volume, np.memmap) and not st.volume.flags.writeable
     # Files are (x=48, y=40, z=5) LAS: display is (Z, H=y, W=x).
     assert st.shape == (5, 40, 48) and st.volume.dtype == np.int16
     assert st.mask is not None and st.mask.shape == st.shape and st.lung.dtype == np.uint8
     assert st.spacing == pytest.approx((8.0, 340 / 48, 340 / 48), rel=1e-6)
     assert st.source_axcodes == ("L", "A", "S")
-    assert len(st.slice_z_mm) == 5 and np.all(np.diff(st.slice_z_mm) > 0)   # increasing toward the head
+    assert len(st.slice_z_mm) == 5 and np.all(np.diff(st.slice_z_mm) > 0)  # increasing toward the head
     assert st.stats.lesion_ml > 0 and st.stats.lung_ml > 0
     assert st.category == "CT-1" and st.summary["study_id"] == 2
     again = ds.open_study(2)
@@ -60,7 +60,7 @@ def test_open_study_errors_name_the_study(data, tmp_path):
         ds.open_study(3)
     with pytest.raises(MosmedError, match=r"^study 4: .*missing"):
         ds.open_study(4)
-    assert ds.open_study(5).study_id == 5        # the others keep working
+    assert ds.open_study(5).study_id == 5  # the others keep working
 
 
 def test_summary_histograms_thumbnails_status(data, tmp_path):
@@ -77,7 +77,7 @@ def test_summary_histograms_thumbnails_status(data, tmp_path):
     assert ds.thumbnail(3).startswith(b"\x89PNG")
     st = ds.status()
     assert st.complete and st.n_arrays == 5 and st.writable
-    assert not ds.is_mosmed                      # CSV registry: not the published spreadsheet
+    assert not ds.is_mosmed  # CSV registry: not the published spreadsheet
 
 
 def test_read_only_cache_opens_studies_in_memory(data, tmp_path):
@@ -117,6 +117,7 @@ def _fake_generator(calls: list, delay: float = 0.3, fail: bool = False):
         if fail:
             raise RuntimeError("generator crashed")
         return Path(out)
+
     return generate_demo
 
 
@@ -171,7 +172,7 @@ def test_is_mosmed_needs_the_published_layout_and_licence(tmp_path):
     from mosmed import synthetic
 
     root = synthetic.generate_demo(tmp_path / "demo", n_studies=2, size=32, workers=1)
-    assert not Dataset(root, tmp_path / "cache").is_mosmed          # synthetic: layout only
+    assert not Dataset(root, tmp_path / "cache").is_mosmed  # synthetic: layout only
     (root / "LICENSE").write_text("CC BY-NC-ND 3.0")
     assert Dataset(root, tmp_path / "cache").is_mosmed
 
@@ -207,5 +208,5 @@ def test_source_replaced_while_open_is_rebuilt(data, tmp_path):
     second = ds.open_study(3)
     assert second.cache_key != first.cache_key and second.from_cache
     assert int(second.volume.max()) == int(hu.max()) + 100
-    assert len(list(ds.cache.arrays_dir.glob("study_0003-*"))) == 1      # the stale entry is gone
-    assert int(first.volume.max()) != int(second.volume.max())          # an open memmap stays readable
+    assert len(list(ds.cache.arrays_dir.glob("study_0003-*"))) == 1  # the stale entry is gone
+    assert int(first.volume.max()) != int(second.volume.max())  # an open memmap stays readable

@@ -48,29 +48,104 @@ XSS_MD_LINK = "[click](javascript:alert(1))"
 XSS_MD_IMG = "![t](http:127.0.0.1:9)"
 HOSTILE_DIR_NAME = "ds_[x](javascript:alert(1))_<img src=x onerror=alert(1)>"
 # Markers that must never reach a rendered element unescaped.
-_RAW_MARKERS = (re.compile(r"(?<!\\)<(script|img|b>|iframe|svg)", re.I), re.compile(r"(?<!\\)\]\("),
-                re.compile(r"javascript:", re.I), re.compile(r"/etc/passwd"), re.compile("\x00"))
+_RAW_MARKERS = (
+    re.compile(r"(?<!\\)<(script|img|b>|iframe|svg)", re.I),
+    re.compile(r"(?<!\\)\]\("),
+    re.compile(r"javascript:", re.I),
+    re.compile(r"/etc/passwd"),
+    re.compile("\x00"),
+)
 
 # ------------------------------------------------------------------------------------------ value pools
 
 HOSTILE = (
-    "<script>alert(1)</script>", XSS_IMG, XSS_MD_LINK, XSS_MD_IMG, "../../etc/passwd", "..%2F..%2Fetc%2Fpasswd",
-    "%2e%2e/%2e%2e/etc/passwd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/etc/passwd", "file:///etc/passwd",
-    "....//....//etc/passwd", "..\\..\\windows\\win.ini", "\x00", "1\x00", "\x00../../etc/passwd", "a" * 10000,
-    "9" * 400, "😀", "ＳＴＵＤＹ", "１", "٣", "\u202e1", "\u200b", " ", "", "NaN", "nan", "inf", "-inf", "1e308",
-    "' OR 1=1 --", "${7*7}", "{{7*7}}", "%s%s%s", "null", "undefined", "true", "[]", "{}", "\r\n", "\t",
-    "**bold**", "`code`", "$x$", "<b>bold</b>", "&lt;script&gt;", "\\", "study_../../x", "-0", "+1", "0x10",
+    "<script>alert(1)</script>",
+    XSS_IMG,
+    XSS_MD_LINK,
+    XSS_MD_IMG,
+    "../../etc/passwd",
+    "..%2F..%2Fetc%2Fpasswd",
+    "%2e%2e/%2e%2e/etc/passwd",
+    "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "/etc/passwd",
+    "file:///etc/passwd",
+    "....//....//etc/passwd",
+    "..\\..\\windows\\win.ini",
+    "\x00",
+    "1\x00",
+    "\x00../../etc/passwd",
+    "a" * 10000,
+    "9" * 400,
+    "😀",
+    "ＳＴＵＤＹ",
+    "１",
+    "٣",
+    "\u202e1",
+    "\u200b",
+    " ",
+    "",
+    "NaN",
+    "nan",
+    "inf",
+    "-inf",
+    "1e308",
+    "' OR 1=1 --",
+    "${7*7}",
+    "{{7*7}}",
+    "%s%s%s",
+    "null",
+    "undefined",
+    "true",
+    "[]",
+    "{}",
+    "\r\n",
+    "\t",
+    "**bold**",
+    "`code`",
+    "$x$",
+    "<b>bold</b>",
+    "&lt;script&gt;",
+    "\\",
+    "study_../../x",
+    "-0",
+    "+1",
+    "0x10",
 )
 STUDY_SPECIAL = ("-1", "0", "99999999999999999999", "1e3", "1.5", "999", "2147483648", "study_", "study_-1")
 #: Accepted spellings of an existing id (``?study=0002`` / ``study_0002``): valid, no notice needed.
 STUDY_ALIASES = ("01", "study_0002", "STUDY-0003", "0000000004", " 2 ")
 SLICE_SPECIAL = ("-1", "0", "1", "2", "3", "4", "5", "999999999999", "1e9", "1.5", "-999999999999")
 WINDOW_GOOD = ("lung", "mediastinum", "soft", "bone", "-600,1500", "40,400", "50,350")
-WINDOW_SPECIAL = ("LUNG", "0,0", "1e308,1e308", "nan,nan", "inf,1", "-600,-1", "a,b", ",", "1,2,3",
-                  "-600;1500", "-600, 1500", "99999,1", "-99999,1")
+WINDOW_SPECIAL = (
+    "LUNG",
+    "0,0",
+    "1e308,1e308",
+    "nan,nan",
+    "inf,1",
+    "-600,-1",
+    "a,b",
+    ",",
+    "1,2,3",
+    "-600;1500",
+    "-600, 1500",
+    "99999,1",
+    "-99999,1",
+)
 PLANE_SPECIAL = ("oblique", "AXIAL", "Coronal", " sagittal ", "3d", "axial\x00")
-UNKNOWN_KEYS = ("evil", "<script>", "../../x", "study[]", "__proto__", "a" * 300, "ключ", "embed", "page",
-                "embed_options", "x\x00", "%2e%2e")
+UNKNOWN_KEYS = (
+    "evil",
+    "<script>",
+    "../../x",
+    "study[]",
+    "__proto__",
+    "a" * 300,
+    "ключ",
+    "embed",
+    "page",
+    "embed_options",
+    "x\x00",
+    "%2e%2e",
+)
 #: Streamlit's own keys: st.query_params never shows them to the page and keeps them in the URL.
 RESERVED_KEYS = ("embed", "embed_options")
 #: Special values the page may rightly accept without a word (lenient spellings, or slice numbers that are
@@ -85,8 +160,8 @@ NEUTRAL = {
 @dataclass
 class FuzzCase:
     params: dict[str, str | list[str]]
-    hostile: bool                      # at least one unknown key or value outside the valid pools
-    wants: dict[str, str] = field(default_factory=dict)   # valid values requested (to check they were applied)
+    hostile: bool  # at least one unknown key or value outside the valid pools
+    wants: dict[str, str] = field(default_factory=dict)  # valid values requested (to check they were applied)
 
 
 def generate_cases(n: int, seed: int, ok_ids: list[int], error_ids: list[int]) -> list[FuzzCase]:
@@ -102,17 +177,17 @@ def generate_cases(n: int, seed: int, ok_ids: list[int], error_ids: list[int]) -
         def pick(valid: list[str], special: tuple[str, ...], key: str) -> str | list[str]:
             nonlocal hostile
             if key == "study" and not all_valid and rng.random() < 0.1:
-                return rng.choice(STUDY_ALIASES)          # valid spelling; nothing to say, nothing to check
+                return rng.choice(STUDY_ALIASES)  # valid spelling; nothing to say, nothing to check
             if all_valid or rng.random() < 0.35:
                 v = rng.choice(valid)
                 wants[key] = v
                 return v
             v = rng.choice(special + HOSTILE) if rng.random() < 0.6 else rng.choice(HOSTILE)
-            if not v.strip():            # an empty value means "not given": the default, without a notice
+            if not v.strip():  # an empty value means "not given": the default, without a notice
                 return v
             if v in NEUTRAL.get(key, ()):  # may be accepted as it is: nothing to require either way
                 return v
-            if rng.random() < 0.15:      # repeated key: the page sees the last value
+            if rng.random() < 0.15:  # repeated key: the page sees the last value
                 if rng.random() < 0.5:
                     last = rng.choice(valid)
                     wants[key] = last
@@ -123,8 +198,7 @@ def generate_cases(n: int, seed: int, ok_ids: list[int], error_ids: list[int]) -
             return v
 
         if rng.random() < 0.9:
-            params["study"] = pick([str(s) for s in ok_ids], STUDY_SPECIAL + tuple(str(s) for s in error_ids),
-                                   "study")
+            params["study"] = pick([str(s) for s in ok_ids], STUDY_SPECIAL + tuple(str(s) for s in error_ids), "study")
         if rng.random() < 0.6:
             params["slice"] = pick(["1", "2"], SLICE_SPECIAL, "slice")
         if rng.random() < 0.6:
@@ -166,10 +240,18 @@ def build_fuzz_data(base: Path) -> FuzzData:
     write_good_study(root / "studies/CT-1/study_0800.nii.gz", seed=800)
     hostile_rows = [
         {"study_id": 800, "category": XSS_IMG, "study_file": "/studies/CT-1/study_0800.nii.gz", "mask_file": None},
-        {"study_id": 801, "category": "CT-1", "study_file": f"/studies/CT-1/{XSS_MD_LINK}<script>x.nii.gz",
-         "mask_file": None},
-        {"study_id": 802, "category": "CT-1", "study_file": "/studies/CT-1/study_0800.nii.gz",
-         "mask_file": f"/masks/{XSS_MD_IMG} **b** {XSS_IMG}.nii.gz"},
+        {
+            "study_id": 801,
+            "category": "CT-1",
+            "study_file": f"/studies/CT-1/{XSS_MD_LINK}<script>x.nii.gz",
+            "mask_file": None,
+        },
+        {
+            "study_id": 802,
+            "category": "CT-1",
+            "study_file": "/studies/CT-1/study_0800.nii.gz",
+            "mask_file": f"/masks/{XSS_MD_IMG} **b** {XSS_IMG}.nii.gz",
+        },
     ]
     reg = pd.concat([reg, pd.DataFrame(hostile_rows)], ignore_index=True)
     write_registry_xlsx(reg, root / "dataset_registry.xlsx")
@@ -204,8 +286,24 @@ def rendered_texts(at) -> list[tuple[str, str]]:
     out = []
     for node in at._tree:
         t = getattr(node, "type", "")
-        if t in ("markdown", "caption", "warning", "error", "info", "success", "title", "header", "subheader",
-                 "exception", "toast", "text", "code", "latex", "metric", "alert"):
+        if t in (
+            "markdown",
+            "caption",
+            "warning",
+            "error",
+            "info",
+            "success",
+            "title",
+            "header",
+            "subheader",
+            "exception",
+            "toast",
+            "text",
+            "code",
+            "latex",
+            "metric",
+            "alert",
+        ):
             try:
                 out.append((t, str(node.value)))
             except Exception:  # noqa: BLE001 - an element without a plain value
@@ -222,7 +320,7 @@ def markup_problems(at) -> list[str]:
         if getattr(node, "type", "") in ("markdown", "caption") and getattr(node.proto, "allow_html", False):
             bad.append(f"{node.type} with unsafe_allow_html: {node.value[:120]!r}")
     for t, text in rendered_texts(at):
-        if t in ("code", "text"):   # shown verbatim, never interpreted
+        if t in ("code", "text"):  # shown verbatim, never interpreted
             continue
         for rx in _RAW_MARKERS:
             if rx.search(text):
@@ -336,7 +434,7 @@ def test_generator_covers_the_hostile_shapes(fuzz_data):
     for needle in ("<script>", "../../etc/passwd", "%2e%2e", "\x00", "😀", XSS_IMG):
         assert any(needle in v for v in flat), needle
     assert any(len(v) >= 10000 for v in flat)
-    assert any(isinstance(v, list) for c in cases for v in c.params.values())   # repeated keys
+    assert any(isinstance(v, list) for c in cases for v in c.params.values())  # repeated keys
     assert sum(c.hostile for c in cases) >= 120 and sum(not c.hostile for c in cases) >= 20
     assert generate_cases(5, FUZZ_SEED, [1], [2])[0].params == generate_cases(5, FUZZ_SEED, [1], [2])[0].params
 
@@ -396,13 +494,18 @@ def test_dataset_folder_name_is_never_rendered_as_markup(fuzz_env, monkeypatch):
     monkeypatch.setenv("MOSMED_DATA", str(fuzz_env.root.parent / HOSTILE_DIR_NAME))
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
-    for page in ("pages/overview.py", "pages/registry.py", "pages/distributions.py", "pages/teaching.py",
-                 "pages/viewer.py"):
+    for page in (
+        "pages/overview.py",
+        "pages/registry.py",
+        "pages/distributions.py",
+        "pages/teaching.py",
+        "pages/viewer.py",
+    ):
         at.switch_page(page)
         at.run()
         assert not at.exception, (page, at.exception)
         assert not markup_problems(at), (page, markup_problems(at))
-        if page == "pages/overview.py":   # the name did reach the caption, escaped (so the check above looked)
+        if page == "pages/overview.py":  # the name did reach the caption, escaped (so the check above looked)
             caps = [c.value for c in at.caption]
             assert any(md_escape(HOSTILE_DIR_NAME) in c for c in caps), caps
 
@@ -432,12 +535,28 @@ def test_md_escape_neutralises_every_markdown_construct():
 
     assert sidebar.md_escape is md_escape and state.md_escape is md_escape
     special = re.compile(r"[\[\]()!<>:`*_#|~$={}+\-.]")
-    for text in (HOSTILE_DIR_NAME, XSS_MD_LINK, XSS_MD_IMG, "**b** _i_ `c` ~~s~~ # h", "<https://x.test/a>",
-                 ":red[big] :material/home: $x$", "a|b\n|-|", "1. x", "- y", "x\n===", "[r]: https://x.test",
-                 "back\\slash [", "😀 ＳＴＵＤＹ \u202e", ""):
+    for text in (
+        HOSTILE_DIR_NAME,
+        XSS_MD_LINK,
+        XSS_MD_IMG,
+        "**b** _i_ `c` ~~s~~ # h",
+        "<https://x.test/a>",
+        ":red[big] :material/home: $x$",
+        "a|b\n|-|",
+        "1. x",
+        "- y",
+        "x\n===",
+        "[r]: https://x.test",
+        "back\\slash [",
+        "😀 ＳＴＵＤＹ \u202e",
+        "",
+    ):
         out = md_escape(text)
-        unescaped = [m.start() for m in special.finditer(out)
-                     if (len(out[:m.start()]) - len(out[:m.start()].rstrip("\\"))) % 2 == 0]
+        unescaped = [
+            m.start()
+            for m in special.finditer(out)
+            if (len(out[: m.start()]) - len(out[: m.start()].rstrip("\\"))) % 2 == 0
+        ]
         assert not unescaped, (text, out, unescaped)
         assert re.sub(r"\\(.)", r"\1", out, flags=re.S) == text
     assert md_escape(12) == "12"
@@ -457,7 +576,7 @@ def test_registry_text_is_never_rendered_as_html(fuzz_env):
         assert not markup_problems(at), (page, markup_problems(at))
         for df in at.dataframe:
             text = df.value.astype(str).to_string()
-            seen_xss_in_table |= "<img" in text     # raw in a table cell: shown as text by the grid
+            seen_xss_in_table |= "<img" in text  # raw in a table cell: shown as text by the grid
     assert seen_xss_in_table, "the hostile registry text never reached the registry table"
     for sid in (800, 801, 802):
         at.switch_page("pages/viewer.py")
@@ -471,16 +590,23 @@ def test_registry_text_is_never_rendered_as_html(fuzz_env):
     assert any("\\<img" in e.value or "\\[click\\]" in e.value for e in at.error), [e.value for e in at.error]
 
 
-_HTML_SINKS = re.compile(r"unsafe_allow_html\s*=\s*True|st\.html\(|components\.v1|\.innerHTML\s*=|insertAdjacentHTML|"
-                         r"outerHTML\s*=|document\.write\(|dangerouslySetInnerHTML")
+_HTML_SINKS = re.compile(
+    r"unsafe_allow_html\s*=\s*True|st\.html\(|components\.v1|\.innerHTML\s*=|insertAdjacentHTML|"
+    r"outerHTML\s*=|document\.write\(|dangerouslySetInnerHTML"
+)
 #: (file, line text) of HTML sinks that were reviewed and only ever receive constant text. Empty today.
 ALLOWED_HTML_SINKS: frozenset[tuple[str, str]] = frozenset()
 
 
 def test_no_unreviewed_html_sink_in_the_app():
     """unsafe_allow_html / st.html / innerHTML in app code must be reviewed (listed above) before use."""
-    files = [REPO / "app.py", *sorted((REPO / "pages").glob("*.py")), *sorted((REPO / "components").rglob("*.py")),
-             *sorted((REPO / "components").rglob("*.js")), *sorted((REPO / "components").rglob("*.html"))]
+    files = [
+        REPO / "app.py",
+        *sorted((REPO / "pages").glob("*.py")),
+        *sorted((REPO / "components").rglob("*.py")),
+        *sorted((REPO / "components").rglob("*.js")),
+        *sorted((REPO / "components").rglob("*.html")),
+    ]
     assert len(files) > 8
     found = []
     for f in files:

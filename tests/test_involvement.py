@@ -28,7 +28,7 @@ from mosmed.segmentation import segment_lungs
 
 def test_healthy_lung_reads_near_zero_and_vessels_are_not_lesions():
     hu, _lung, _, _, vessel = make_chest(seed=1)
-    assert vessel.sum() > 200                             # dense (+40 HU) vessels in the lung
+    assert vessel.sum() > 200  # dense (+40 HU) vessels in the lung
     d = density_features(hu, SPACING, segment_lungs(hu, SPACING))
     # Thick vessels (8 mm) in 2.5 mm pixels and 20 HU noise leave a few %: no more than normal lung's baseline.
     assert d["density_pct"] <= DEFAULT_BASELINE["density_pct"] and d["density_pct_750"] < 5.0
@@ -38,15 +38,20 @@ def test_healthy_lung_reads_near_zero_and_vessels_are_not_lesions():
 
 def test_density_tracks_lesion_share():
     shares, dens = [], []
-    for seed, lesions in enumerate([(), [("ggo", -1, (0.5, 0.7, 0.4), 25.0)],
-                                    [("ggo", -1, (0.5, 0.7, 0.4), 40.0), ("cons", 1, (0.4, 0.6, 0.5), 30.0)],
-                                    [("ggo", -1, (0.5, 0.6, 0.5), 60.0), ("ggo", 1, (0.5, 0.6, 0.5), 55.0)]]):
+    for seed, lesions in enumerate(
+        [
+            (),
+            [("ggo", -1, (0.5, 0.7, 0.4), 25.0)],
+            [("ggo", -1, (0.5, 0.7, 0.4), 40.0), ("cons", 1, (0.4, 0.6, 0.5), 30.0)],
+            [("ggo", -1, (0.5, 0.6, 0.5), 60.0), ("ggo", 1, (0.5, 0.6, 0.5), 55.0)],
+        ]
+    ):
         hu, lung, lesion, _, _ = make_chest(seed=10 + seed, lesions=lesions)
         seg = segment_lungs(hu, SPACING)
         shares.append(100.0 * np.count_nonzero(lesion) / np.count_nonzero(lung))
         dens.append(density_features(hu, SPACING, seg)["density_pct"])
     assert dens == sorted(dens) and shares == sorted(shares)
-    assert shares[-1] > 40                               # the range covers more than CT-1
+    assert shares[-1] > 40  # the range covers more than CT-1
     assert np.mean(np.abs(np.array(dens) - np.array(shares))) < 8.0
     assert uncalibrated_estimate({"density_pct": dens[0]}) == 0.0
 
@@ -78,19 +83,29 @@ def _frame(n_normal: int, masked: list[tuple[float, float]], baseline: float = 8
     sid = 1
     for _ in range(n_normal):
         d = baseline + rng.uniform(-0.5, 0.5)
-        rows.append({"study_id": sid, "status": "ok", "category": "CT-0", "involvement_pct": np.nan,
-                     **{f: d for f in FEATURES}})
+        rows.append(
+            {"study_id": sid, "status": "ok", "category": "CT-0", "involvement_pct": np.nan, **{f: d for f in FEATURES}}
+        )
         sid += 1
     for v, d in masked:
-        rows.append({"study_id": sid, "status": "ok", "category": "CT-1", "involvement_pct": v,
-                     **{f: d for f in FEATURES}})
+        rows.append(
+            {"study_id": sid, "status": "ok", "category": "CT-1", "involvement_pct": v, **{f: d for f in FEATURES}}
+        )
         sid += 1
     for d in unmasked:
-        rows.append({"study_id": sid, "status": "ok", "category": "CT-2", "involvement_pct": np.nan,
-                     **{f: d for f in FEATURES}})
+        rows.append(
+            {"study_id": sid, "status": "ok", "category": "CT-2", "involvement_pct": np.nan, **{f: d for f in FEATURES}}
+        )
         sid += 1
-    rows.append({"study_id": sid, "status": "error", "category": "CT-0", "involvement_pct": np.nan,
-                 **{f: 99.0 for f in FEATURES}})        # an error row must not count
+    rows.append(
+        {
+            "study_id": sid,
+            "status": "error",
+            "category": "CT-0",
+            "involvement_pct": np.nan,
+            **{f: 99.0 for f in FEATURES},
+        }
+    )  # an error row must not count
     return pd.DataFrame(rows)
 
 
@@ -103,7 +118,7 @@ def test_baseline_from_ct0_and_slope_from_masks():
     assert cal.slope_n == 6 and cal.slope == pytest.approx(0.8, abs=0.03)
     assert cal.loo_error is not None and cal.loo_error < 1.0
     assert cal.estimate({cal.feature: 8.0 + 0.8 * 25}) == pytest.approx(25.0, abs=1.0)
-    assert cal.estimate({cal.feature: 2.0}) == 0.0                      # below the baseline: 0, not negative
+    assert cal.estimate({cal.feature: 2.0}) == 0.0  # below the baseline: 0, not negative
     assert cal.estimate({cal.feature: None}) is None
     assert "calibrated" in cal.describe() and "leave-one-out" in cal.describe()
 
@@ -112,7 +127,7 @@ def test_leave_one_out_error_is_computed_without_the_left_out_study():
     # One study far off the line: its own left-out prediction must show the miss.
     masked = [(10.0, 18.0), (20.0, 28.0), (30.0, 38.0), (40.0, 48.0), (25.0, 60.0)]
     cal = fit_calibration(_frame(5, masked, baseline=8.0))
-    assert cal.loo_max > 20.0                                            # the outlier's error
+    assert cal.loo_max > 20.0  # the outlier's error
     fits = cal.by_feature[cal.feature]
     assert fits["loo_error"] == pytest.approx(cal.loo_error)
 
@@ -138,7 +153,7 @@ def test_mild_masks_only_extrapolate_sanely():
     """Real MosMedData: 50 masks, all CT-1, mostly under 5 %; the slope must stay near the physical prior."""
     rng = np.random.default_rng(1)
     v = rng.uniform(0.2, 5.0, 50)
-    d = 3.0 + 0.95 * v + rng.normal(0, 1.5, 50)          # a noisy density, true slope 0.95
+    d = 3.0 + 0.95 * v + rng.normal(0, 1.5, 50)  # a noisy density, true slope 0.95
     cal = fit_calibration(_frame(30, list(zip(v, d)), baseline=3.0))
     assert 0.6 < cal.slope < 1.3
     assert "extrapolated" in cal.reason
@@ -188,11 +203,11 @@ def test_agreement():
     assert a["n"] == 4
     assert a["mean_abs_diff"] == pytest.approx((2 + 10 + 2 + 0) / 4)
     assert a["pearson_r"] == pytest.approx(np.corrcoef([10, 30, 60, 0], [12, 20, 62, 0])[0, 1])
-    assert a["class_agreement"] == pytest.approx(3 / 4)      # 30 (CT-2) vs 20 (CT-1) differ
+    assert a["class_agreement"] == pytest.approx(3 / 4)  # 30 (CT-2) vs 20 (CT-1) differ
     b = agreement([None, 5.0, float("nan"), 7.0], [1.0, None, 3.0, 9.0])
     assert b["n"] == 1 and b["pearson_r"] is None and b["mean_abs_diff"] == pytest.approx(2.0)
     assert agreement([], []) == {"n": 0, "mean_abs_diff": None, "pearson_r": None, "class_agreement": None}
-    assert agreement([5.0, 5.0], [1.0, 2.0])["pearson_r"] is None                # no variance
+    assert agreement([5.0, 5.0], [1.0, 2.0])["pearson_r"] is None  # no variance
     with pytest.raises(ValueError, match="differ in length"):
         agreement([1.0], [1.0, 2.0])
 
@@ -206,8 +221,15 @@ def test_on_generator_phantoms_across_classes():
         drawn = phantom.build_phantom(shape, sp, cat, np.random.default_rng(40 + i))
         seg = segment_lungs(drawn.hu, sp)
         st = study_stats(drawn.hu, sp, seg, drawn.lesion)
-        rows.append({"status": "ok", "category": cat, "truth": drawn.involvement_pct,
-                     "involvement_pct": st.involvement_pct if cat != "CT-0" else np.nan, **st.density})
+        rows.append(
+            {
+                "status": "ok",
+                "category": cat,
+                "truth": drawn.involvement_pct,
+                "involvement_pct": st.involvement_pct if cat != "CT-0" else np.nan,
+                **st.density,
+            }
+        )
     frame = pd.DataFrame(rows)
     measured = agreement(frame["truth"].tolist(), frame["involvement_pct"].fillna(0.0).tolist())
     assert measured["mean_abs_diff"] < 3.0 and measured["class_agreement"] == 1.0
@@ -216,7 +238,7 @@ def test_on_generator_phantoms_across_classes():
     est = agreement(frame["truth"].tolist(), cal.apply(frame).tolist())
     assert est["mean_abs_diff"] < 6.0 and est["pearson_r"] > 0.97
     normal = cal.apply(frame)[frame["category"] == "CT-0"]
-    assert (normal < 10.0).all()                          # normal lungs: well inside CT-1 at most
+    assert (normal < 10.0).all()  # normal lungs: well inside CT-1 at most
 
 
 def test_cli_summary_carries_the_estimate_label_and_density(tmp_path, capsys, monkeypatch):
@@ -232,8 +254,15 @@ def test_cli_summary_carries_the_estimate_label_and_density(tmp_path, capsys, mo
     assert main(["summary", "--data", str(data)]) == 0
     out, err = capsys.readouterr()
     frame = pd.read_csv(io.StringIO(out))
-    for col in ("estimated_involvement_pct", "estimate_calibrated", "estimate_basis", "density_pct",
-                "density_pct_750", "density_pct_600", "qc"):
+    for col in (
+        "estimated_involvement_pct",
+        "estimate_calibrated",
+        "estimate_basis",
+        "density_pct",
+        "density_pct_750",
+        "density_pct_600",
+        "qc",
+    ):
         assert col in frame.columns, col
     ok = frame[frame["status"] == "ok"]
     # One CT-0 study and two masks in this tiny set: too few to calibrate, and it says so everywhere.

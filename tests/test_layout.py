@@ -65,7 +65,7 @@ def test_no_import_cycle_inside_the_core():
         stack.append(node)
         for nxt in graph[node]:
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, stack)
         stack.pop()
@@ -81,8 +81,13 @@ def test_no_import_cycle_inside_the_core():
 def test_one_atomic_write():
     """Only mosmed/atomic.py renames temporary files into place (os.replace / os.rename)."""
     offenders = []
-    for path in [*CORE.rglob("*.py"), *(REPO / "components").rglob("*.py"), *(REPO / "pages").rglob("*.py"),
-                 REPO / "app.py", *(REPO / "bench").glob("*.py")]:
+    for path in [
+        *CORE.rglob("*.py"),
+        *(REPO / "components").rglob("*.py"),
+        *(REPO / "pages").rglob("*.py"),
+        REPO / "app.py",
+        *(REPO / "bench").glob("*.py"),
+    ]:
         if path.name == "atomic.py":
             continue
         text = path.read_text(encoding="utf-8")
@@ -109,7 +114,7 @@ def _walk(fn) -> tuple[list[str], list[str], int]:
     def prof(frame, event, arg):
         f = frame.f_code.co_filename
         if event == "call" and f.startswith(root) and "/.venv/" not in f and frame.f_code.co_name not in skip:
-            stops.append(f"{f[len(root):]}:{frame.f_code.co_name}")
+            stops.append(f"{f[len(root) :]}:{frame.f_code.co_name}")
 
     sys.setprofile(prof)
     try:
@@ -137,8 +142,8 @@ def test_open_of_a_cached_study_walks_each_file_once(tmp_path):
     stops, files, returns = _walk(lambda: ds.open_study(2))
     assert returns <= 1, " -> ".join(files)
     assert files[0] == "mosmed/dataset.py" and "mosmed/cache/arrays.py" in files
-    assert sum(s.endswith(":source_key") for s in stops) == 1    # the key is made once per open
-    assert sum(s.endswith(":opened") for s in stops) == 1        # the source's files examined once
+    assert sum(s.endswith(":source_key") for s in stops) == 1  # the key is made once per open
+    assert sum(s.endswith(":opened") for s in stops) == 1  # the source's files examined once
 
 
 def test_frame_guard_attribute_still_exists():
@@ -147,11 +152,26 @@ def test_frame_guard_attribute_still_exists():
     from streamlit.runtime.pages_manager import PagesManager
 
     assert hasattr(PagesManager, "uses_pages_directory"), (
-        "Streamlit no longer has PagesManager.uses_pages_directory: re-check components.state.require_frame")
+        "Streamlit no longer has PagesManager.uses_pages_directory: re-check components.state.require_frame"
+    )
     assert isinstance(PagesManager.uses_pages_directory, (bool, type(None)))
 
 
-@pytest.mark.parametrize("module", ["config", "atomic", "paths", "source", "registry", "cache.keys", "cache.store",
-                                    "cache.build", "cache.summary", "analysis", "dataset"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "config",
+        "atomic",
+        "paths",
+        "source",
+        "registry",
+        "cache.keys",
+        "cache.store",
+        "cache.build",
+        "cache.summary",
+        "analysis",
+        "dataset",
+    ],
+)
 def test_newcomer_finds_each_concern_by_file_name(module):
     assert (CORE / (module.replace(".", "/") + ".py")).is_file()

@@ -13,10 +13,10 @@ from mosmed.segmentation import segment_lungs
 def test_study_stats_figures():
     hu = np.full((3, 10, 10), -850, dtype=np.int16)
     lung = np.zeros(hu.shape, np.uint8)
-    lung[:, 2:8, 2:8] = 1                       # 3 x 36 voxels
+    lung[:, 2:8, 2:8] = 1  # 3 x 36 voxels
     mask = np.zeros(hu.shape, np.uint8)
-    mask[1, 2:5, 2:8] = 1                       # 18 voxels inside the lung
-    mask[1, 0, 0] = 1                           # and one outside the segmentation
+    mask[1, 2:5, 2:8] = 1  # 18 voxels inside the lung
+    mask[1, 0, 0] = 1  # and one outside the segmentation
     hu[mask > 0] = -400
     sp = (8.0, 0.5, 0.5)
     st = study_stats(hu, sp, lung, mask)
@@ -41,7 +41,7 @@ def test_masks_of_any_integer_type_give_the_same_figures():
     lung = np.zeros(hu.shape, np.uint8)
     lung[:, 1:5, 1:5] = 1
     a = study_stats(hu, (8.0, 1.0, 1.0), lung)
-    b = study_stats(hu, (8.0, 1.0, 1.0), lung.astype(np.int16) * 7)       # not 0/1: taken as > 0
+    b = study_stats(hu, (8.0, 1.0, 1.0), lung.astype(np.int16) * 7)  # not 0/1: taken as > 0
     c = study_stats(hu, (8.0, 1.0, 1.0), lung.astype(bool))
     assert a.lung_ml == b.lung_ml == c.lung_ml and np.array_equal(a.hist, b.hist)
 
@@ -73,5 +73,5 @@ def test_helpers():
     m = np.zeros((3, 4, 4), np.uint8)
     m[1, :2] = 1
     assert per_slice_count(m > 0).tolist() == [0, 8, 0]
-    assert as_bool(m).base is m or as_bool(m).base is m.base      # a 0/1 uint8 mask is viewed, not copied
+    assert as_bool(m).base is m or as_bool(m).base is m.base  # a 0/1 uint8 mask is viewed, not copied
     assert as_bool(m * 3).dtype == bool and as_bool(m * 3).sum() == 8

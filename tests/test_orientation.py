@@ -26,8 +26,7 @@ WORLD_SPACING = {"x": 0.7, "y": 0.9, "z": 5.0}
 WORLD_COUNT = {"x": 20, "y": 16, "z": 6}
 AXIS_OF = {"L": "x", "R": "x", "A": "y", "P": "y", "S": "z", "I": "z"}
 
-ORIENTATIONS = [("L", "A", "S"), ("R", "A", "S"), ("L", "P", "S"), ("S", "L", "A"), ("P", "S", "R"),
-                ("A", "I", "L")]
+ORIENTATIONS = [("L", "A", "S"), ("R", "A", "S"), ("L", "P", "S"), ("S", "L", "A"), ("P", "S", "R"), ("A", "I", "L")]
 
 
 def _write_marker_study(path, axcodes):

@@ -26,32 +26,44 @@ def test_pyproject_and_requirements_agree():
     core = _names(meta["dependencies"])
     app = _names(meta["optional-dependencies"]["app"]) | _names(meta["optional-dependencies"]["cluster"])
     reqs = _names((REPO / "requirements.txt").read_text(encoding="utf-8").splitlines())
-    assert "streamlit" not in core and "plotly" not in core      # the core installs without the app
-    assert core | app <= reqs, (core | app) - reqs               # `make run` installs everything the package names
+    assert "streamlit" not in core and "plotly" not in core  # the core installs without the app
+    assert core | app <= reqs, (core | app) - reqs  # `make run` installs everything the package names
     assert meta["scripts"]["mosmed"] == "mosmed.cli:main"
 
 
 def test_wheel_installs_a_core_that_imports_without_streamlit(tmp_path):
     wheels, site = tmp_path / "wheels", tmp_path / "site"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(wheels), str(REPO)], capture_output=True, text=True, timeout=240,
-                           cwd=tmp_path)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = wheels.glob("mosmed_explorer-*.whl")
-    inst = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
-                           str(wheel)], capture_output=True, text=True, timeout=240)
+    inst = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert inst.returncode == 0, inst.stderr[-2000:]
     assert not (site / "components").exists() and not (site / "pages").exists()
     # A notebook's view: the installed package (not this checkout), Streamlit made unimportable.
-    code = ("import sys; sys.modules['streamlit'] = None\n"
-            "import mosmed, mosmed.dataset, mosmed.cli, mosmed.cache.build\n"
-            "assert 'streamlit' not in {m for m in sys.modules if sys.modules[m] is not None}\n"
-            "print(mosmed.__file__)")
+    code = (
+        "import sys; sys.modules['streamlit'] = None\n"
+        "import mosmed, mosmed.dataset, mosmed.cli, mosmed.cache.build\n"
+        "assert 'streamlit' not in {m for m in sys.modules if sys.modules[m] is not None}\n"
+        "print(mosmed.__file__)"
+    )
     env = {**os.environ, "PYTHONPATH": str(site)}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
-                         cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().startswith(str(site))
-    script = subprocess.run([str(site / "bin" / "mosmed"), "--help"], capture_output=True, text=True,
-                            timeout=120, env=env, cwd=tmp_path)
+    script = subprocess.run(
+        [str(site / "bin" / "mosmed"), "--help"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
+    )
     assert script.returncode == 0 and "build-cache" in script.stdout, script.stderr[-2000:]

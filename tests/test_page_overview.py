@@ -78,9 +78,22 @@ def test_mosmed_overview_shows_the_dataset_card(app_data: AppData, mosmed_like: 
     _ok(at)
     shown = _all_text(at)
     # Population, dates, sites, acquisition (P2 Table 2), preprocessing, annotation, the two class notes.
-    for needle in ("56 % female", "median 47", "2020-03-01 to 2020-04-25", "42 sites", "Toshiba Aquilion 64",
-                   "120 kV", "FC07 or FC18", "BODY", "every 10th image", "-700 to -130 HU", "pleural effusion",
-                   "radiological findings only", "before only every 10th image was kept", "CC BY-NC-ND 3.0"):
+    for needle in (
+        "56 % female",
+        "median 47",
+        "2020-03-01 to 2020-04-25",
+        "42 sites",
+        "Toshiba Aquilion 64",
+        "120 kV",
+        "FC07 or FC18",
+        "BODY",
+        "every 10th image",
+        "-700 to -130 HU",
+        "pleural effusion",
+        "radiological findings only",
+        "before only every 10th image was kept",
+        "CC BY-NC-ND 3.0",
+    ):
         assert needle in shown, needle
     assert "Hydrothorax (bilateral, more on the left)" in shown
 
@@ -100,7 +113,7 @@ def test_row_card_and_unknown_class() -> None:
     md = [_plain(t) for t in texts(at.markdown)]
     row = severity.severity_row("CT-3")
     assert any(row.clinical in t for t in md) and any(row.routing in t for t in md)
-    assert any("≤ 93 %" in _plain(t) for t in texts(at.caption))                   # P2's reading, under the cell
+    assert any("≤ 93 %" in _plain(t) for t in texts(at.caption))  # P2's reading, under the cell
     warn = texts(at.warning)
     assert len(warn) == 1 and "CT-9" in _plain(warn[0]) and "<b>" not in warn[0].replace("\\<b\\>", "")
 
@@ -112,7 +125,7 @@ def test_table_component_for_some_classes() -> None:
     assert list(frame["class"]) == ["CT-4", "CT-2"]
     assert list(frame.columns) == ["class", "severity", "CT findings", "clinical data", "decision (routing)"]
     assert frame.loc[1, "CT findings"].endswith("†1") and frame.loc[1, "clinical data"].endswith("†2")
-    assert not any("†" in v for v in frame.loc[0].astype(str))                      # CT-4 reads the same in P2
+    assert not any("†" in v for v in frame.loc[0].astype(str))  # CT-4 reads the same in P2
     full = paper.severity_frame()
     # One note for the three CT findings P2 extends the same way.
     assert [full.loc[i, "CT findings"][-2:] for i in (1, 2, 3)] == ["†2", "†2", "†2"]

@@ -21,8 +21,8 @@ from mosmed.phantom import build_phantom  # noqa: E402
 from mosmed.registry_write import write_registry_csv  # noqa: E402
 
 PAGE = str(REPO / "pages" / "viewer.py")
-SHAPE = (8, 96, 96)          # display (Z, H, W)
-SPACING = (40.0, 3.5, 3.5)   # (dz, dy, dx) mm: thick slices so 8 of them span the phantom's chest
+SHAPE = (8, 96, 96)  # display (Z, H, W)
+SPACING = (40.0, 3.5, 3.5)  # (dz, dy, dx) mm: thick slices so 8 of them span the phantom's chest
 
 
 def _write_nifti(arr_zyx: np.ndarray, path: Path, dtype) -> None:
@@ -52,8 +52,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
             _write_nifti(lesion, root / mask_rel.lstrip("/"), np.uint8)
         if sid == 4:  # mask on the wrong grid
             mask_rel = f"/masks/study_{sid:04d}_mask.nii.gz"
-            _write_nifti(np.zeros((SHAPE[0] + 2, SHAPE[1], SHAPE[2]), np.uint8), root / mask_rel.lstrip("/"),
-                         np.uint8)
+            _write_nifti(np.zeros((SHAPE[0] + 2, SHAPE[1], SHAPE[2]), np.uint8), root / mask_rel.lstrip("/"), np.uint8)
         _write_nifti(hu, root / rel.lstrip("/"), np.int16)
         rows.append((sid, cat, rel, mask_rel))
     corrupt = root / "studies" / "CT-2" / "study_0003.nii.gz"
@@ -119,7 +118,7 @@ def test_valid_link_restores_view(app):
     assert not at.exception and not [w for w in at.warning if w.icon != ":material/report:"]
     assert at.selectbox(key="viewer.pick").value == 1
     assert at.segmented_control(key="viewer.preset").value == "mediastinum"
-    assert at.session_state["viewer.plane"] == "coronal"   # the large view (chosen in the viewer toolbar)
+    assert at.session_state["viewer.plane"] == "coronal"  # the large view (chosen in the viewer toolbar)
     assert at.session_state["viewer.slice"] == 2
     qp = {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
     assert qp == {"study": "1", "slice": "3", "window": "mediastinum", "plane": "coronal"}

@@ -22,7 +22,7 @@ for _p in (str(REPO), str(REPO / "tests"), str(REPO / "bench")):
 
 from apptest_data import AppData, app_data, app_env, new_app, page_failures, texts  # noqa: E402,F401
 
-READY_KEY = "dist.charts_ready"   # pages/distributions.py
+READY_KEY = "dist.charts_ready"  # pages/distributions.py
 
 
 def _ok(at) -> None:
@@ -146,7 +146,7 @@ def test_distributions_first_draws_the_class_chart_then_every_chart(app_data: Ap
         assert len(_plotly(at)) == 1, "a first visit sends the class chart alone"
         assert len(_skeletons(at)) >= 4, "placeholders stand where the other charts go"
         assert any(d.value.columns[0] == "class" for d in at.dataframe), "the class table is there at once"
-        at.session_state[READY_KEY] = True      # what the browser piece's answer sets
+        at.session_state[READY_KEY] = True  # what the browser piece's answer sets
         at.run()
         _ok(at)
         assert len(_plotly(at)) >= 5 and not _skeletons(at)
@@ -160,8 +160,9 @@ def test_a_class_bar_click_opens_the_registry_filtered(app_data: AppData) -> Non
         counts = next(d.value for d in at.dataframe if d.value.columns[0] == "class")
         n = int(counts.loc[counts["class"] == "CT-2", "studies"].iloc[0])
         # The chart's selection as Streamlit keeps it (a click on the CT-2 bar: customdata [class]).
-        at.session_state["dist.classes"] = {"selection": {"points": [{"customdata": ["CT-2"]}], "point_indices": [2],
-                                                          "box": [], "lasso": []}}
+        at.session_state["dist.classes"] = {
+            "selection": {"points": [{"customdata": ["CT-2"]}], "point_indices": [2], "box": [], "lasso": []}
+        }
         at.run()
         _ok(at)
         assert [t.value for t in at.title] == ["Registry"]
@@ -177,9 +178,16 @@ def test_big_scatters_draw_a_stable_sample_and_say_so() -> None:
 
     n = 5000
     rng = np.random.default_rng(3)
-    df = pd.DataFrame({"study_id": np.arange(1, n + 1), "category": rng.choice(["CT-0", "CT-1", "CT-2"], n),
-                       "estimated_involvement_pct": rng.uniform(0, 60, n), "involvement_pct": np.nan,
-                       "lung_ml": rng.uniform(2000, 6000, n), "lesion_ml": np.nan})
+    df = pd.DataFrame(
+        {
+            "study_id": np.arange(1, n + 1),
+            "category": rng.choice(["CT-0", "CT-1", "CT-2"], n),
+            "estimated_involvement_pct": rng.uniform(0, 60, n),
+            "involvement_pct": np.nan,
+            "lung_ml": rng.uniform(2000, 6000, n),
+            "lesion_ml": np.nan,
+        }
+    )
     a = charts.sample_studies(df)
     b = charts.sample_studies(df.sample(frac=1.0, random_state=1))
     assert len(a) == charts.MAX_POINTS and set(a["study_id"]) == set(b["study_id"]), "the same studies, any order"
@@ -212,11 +220,18 @@ def _outside_row_by_row(frame, tolerance):
             continue
         if inside:
             continue
-        rows.append({"study_id": int(r.study_id), "category": str(r.category),
-                     "band": f"{lo:g}–{hi:g}%" if hi > 0 else "0%", "estimated": float(est),
-                     "estimate_suggests": severity.class_for_involvement(float(est)),
-                     "measured": (None if r.involvement_pct is None or math.isnan(r.involvement_pct)
-                                  else float(r.involvement_pct))})
+        rows.append(
+            {
+                "study_id": int(r.study_id),
+                "category": str(r.category),
+                "band": f"{lo:g}–{hi:g}%" if hi > 0 else "0%",
+                "estimated": float(est),
+                "estimate_suggests": severity.class_for_involvement(float(est)),
+                "measured": (
+                    None if r.involvement_pct is None or math.isnan(r.involvement_pct) else float(r.involvement_pct)
+                ),
+            }
+        )
     return pd.DataFrame(rows, columns=["study_id", "category", "band", "estimated", "estimate_suggests", "measured"])
 
 
@@ -230,10 +245,14 @@ def test_outside_band_equals_the_row_by_row_table(tolerance) -> None:
     rng = np.random.default_rng(7)
     n = 3000
     est = rng.choice([0.0, 25.0, 50.0, 75.0, 100.0, np.nan], n) + rng.choice([0.0, 0.0, 1e-9, -1e-9, 3.7], n)
-    df = pd.DataFrame({"study_id": np.arange(1, n + 1),
-                       "category": rng.choice(["CT-0", "CT-1", "CT-2", "CT-3", "CT-4", "CT-9", ""], n),
-                       "estimated_involvement_pct": np.clip(est, 0, 100),
-                       "involvement_pct": np.where(rng.random(n) < 0.3, rng.uniform(0, 100, n), np.nan)})
+    df = pd.DataFrame(
+        {
+            "study_id": np.arange(1, n + 1),
+            "category": rng.choice(["CT-0", "CT-1", "CT-2", "CT-3", "CT-4", "CT-9", ""], n),
+            "estimated_involvement_pct": np.clip(est, 0, 100),
+            "involvement_pct": np.where(rng.random(n) < 0.3, rng.uniform(0, 100, n), np.nan),
+        }
+    )
     got, want = tables.outside_band(df, tolerance), _outside_row_by_row(df, tolerance)
     assert len(want) > 100
     pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True), check_dtype=False)
@@ -246,8 +265,13 @@ def test_outside_band_equals_the_row_by_row_table(tolerance) -> None:
 def _every_page(at, n: int) -> None:
     at.run()
     _ok(at)
-    for page in ("pages/overview.py", "pages/registry.py", "pages/distributions.py", "pages/viewer.py",
-                 "pages/teaching.py"):
+    for page in (
+        "pages/overview.py",
+        "pages/registry.py",
+        "pages/distributions.py",
+        "pages/viewer.py",
+        "pages/teaching.py",
+    ):
         at.switch_page(page)
         at.run()
         _ok(at)

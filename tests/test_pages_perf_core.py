@@ -50,19 +50,46 @@ def _corpus(tmp_path: Path) -> tuple[Path, list[str]]:
     nfd = unicodedata.normalize("NFD", "étude_0002.nii.gz")
     (root / "studies" / "CT-0" / nfd).write_bytes(b"e")
     rels = [
-        "/studies/CT-0/study_0001.nii.gz", "studies/CT-0/study_0001.nii.gz", " /studies/CT-0/study_0001.nii.gz ",
-        "./studies//CT-0/study_0001.nii.gz", "\\studies\\CT-0\\study_0001.nii.gz", "//studies/CT-0/study_0001.nii.gz",
-        "/studies/CT-0/study_0001.nii.gz/", str(root / "studies" / "CT-0" / "study_0001.nii.gz"),
+        "/studies/CT-0/study_0001.nii.gz",
+        "studies/CT-0/study_0001.nii.gz",
+        " /studies/CT-0/study_0001.nii.gz ",
+        "./studies//CT-0/study_0001.nii.gz",
+        "\\studies\\CT-0\\study_0001.nii.gz",
+        "//studies/CT-0/study_0001.nii.gz",
+        "/studies/CT-0/study_0001.nii.gz/",
+        str(root / "studies" / "CT-0" / "study_0001.nii.gz"),
         str((root / "studies" / "CT-0" / "study_0001.nii.gz").resolve()),
-        "/masks/study_0001_mask.nii.gz", "/studies/CT-9/none.nii.gz", "/studies/CT-0/missing.nii.gz",
-        "/studies/CT-0/a-dir.nii.gz", "/studies/CT-0/out.nii.gz", "/studies/CT-0/alias.nii.gz",
-        "/studies/CT-0/rel-alias.nii.gz", "/up/secret.nii.gz", "/studies-link/CT-0/study_0001.nii.gz",
-        "/studies/CT-0/dangling.nii.gz", str(secret), "/etc/passwd", "/proc/self/environ",
-        "../secret.nii.gz", "/studies/../../secret.nii.gz", "C:\\data\\x.nii.gz", "C:/data/x.nii.gz",
-        "\\\\server\\share\\x", "", "   ", "/", "a\x00b", "/studies/%2e%2e/%2e%2e/secret.nii.gz",
-        "/studies/CT-0/" + "a" * 300 + ".nii.gz", "/" + "b" * 5000 + "/x.nii.gz",
-        "/studies/CT-0/étude_0002.nii.gz", "/studies/CT-0/" + nfd, "/studies/CT-0/\x1b[31mred\x07.nii.gz",
-        "file:///etc/passwd", "~/.ssh/id_rsa", "/studies/./CT-0/study_0001.nii.gz",
+        "/masks/study_0001_mask.nii.gz",
+        "/studies/CT-9/none.nii.gz",
+        "/studies/CT-0/missing.nii.gz",
+        "/studies/CT-0/a-dir.nii.gz",
+        "/studies/CT-0/out.nii.gz",
+        "/studies/CT-0/alias.nii.gz",
+        "/studies/CT-0/rel-alias.nii.gz",
+        "/up/secret.nii.gz",
+        "/studies-link/CT-0/study_0001.nii.gz",
+        "/studies/CT-0/dangling.nii.gz",
+        str(secret),
+        "/etc/passwd",
+        "/proc/self/environ",
+        "../secret.nii.gz",
+        "/studies/../../secret.nii.gz",
+        "C:\\data\\x.nii.gz",
+        "C:/data/x.nii.gz",
+        "\\\\server\\share\\x",
+        "",
+        "   ",
+        "/",
+        "a\x00b",
+        "/studies/%2e%2e/%2e%2e/secret.nii.gz",
+        "/studies/CT-0/" + "a" * 300 + ".nii.gz",
+        "/" + "b" * 5000 + "/x.nii.gz",
+        "/studies/CT-0/étude_0002.nii.gz",
+        "/studies/CT-0/" + nfd,
+        "/studies/CT-0/\x1b[31mred\x07.nii.gz",
+        "file:///etc/passwd",
+        "~/.ssh/id_rsa",
+        "/studies/./CT-0/study_0001.nii.gz",
     ]
     return root, rels
 
@@ -92,8 +119,10 @@ def test_registry_load_uses_one_checker_and_keeps_its_rows(tmp_path):
     from mosmed.registry import load_registry
 
     root, rels = _corpus(tmp_path)
-    rows = [{"study_id": i + 1, "category": "CT-0", "study_file": rel, "mask_file": None}
-            for i, rel in enumerate(r for r in rels if r.strip() and "\x00" not in r)]
+    rows = [
+        {"study_id": i + 1, "category": "CT-0", "study_file": rel, "mask_file": None}
+        for i, rel in enumerate(r for r in rels if r.strip() and "\x00" not in r)
+    ]
     pd.DataFrame(rows).to_csv(root / "dataset_registry.csv", index=False)
     reg = load_registry(root)
     by_id = {s.study_id: s for s in reg.sources}

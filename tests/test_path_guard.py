@@ -40,9 +40,22 @@ __all__ = ["OpenRecorder", "outside", "system_roots"]
 
 _EVENTS = {"open": "open", "os.listdir": "list", "os.scandir": "list"}
 # System files a Python process legitimately reads (time zone, MIME table, entropy, process info).
-_SYSTEM_FILES = ("/etc/mime.types", "/etc/localtime", "/etc/timezone", "/etc/ssl/", "/usr/share/zoneinfo/",
-                 "/usr/lib/ssl/", "/dev/null", "/dev/urandom", "/dev/random", "/dev/shm/", "/proc/", "/sys/",
-                 "/usr/share/mime/", "/etc/mime.types")
+_SYSTEM_FILES = (
+    "/etc/mime.types",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/ssl/",
+    "/usr/share/zoneinfo/",
+    "/usr/lib/ssl/",
+    "/dev/null",
+    "/dev/urandom",
+    "/dev/random",
+    "/dev/shm/",
+    "/proc/",
+    "/sys/",
+    "/usr/share/mime/",
+    "/etc/mime.types",
+)
 
 
 class OpenRecorder:
@@ -59,7 +72,7 @@ class OpenRecorder:
     _installed = False
 
     def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []     # (kind, absolute path as given)
+        self.events: list[tuple[str, str]] = []  # (kind, absolute path as given)
         # The threads whose opens count, as objects (an ident is reused once its thread has ended).
         self.tracked: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
         self._start = None
@@ -71,7 +84,7 @@ class OpenRecorder:
             return
         try:
             raw = args[0] if args else None
-            if raw is None or isinstance(raw, int):       # an already open descriptor: its open was recorded
+            if raw is None or isinstance(raw, int):  # an already open descriptor: its open was recorded
                 return
             path = os.fsdecode(raw) if isinstance(raw, (bytes, str, os.PathLike)) else None
             if path is None:
@@ -97,7 +110,7 @@ class OpenRecorder:
             rec = self
 
             def tracking_start(thread: threading.Thread) -> None:
-                if threading.current_thread() in rec.tracked:   # started by a tracked thread: its opens count
+                if threading.current_thread() in rec.tracked:  # started by a tracked thread: its opens count
                     rec.tracked.add(thread)
                 start(thread)
 
@@ -170,8 +183,12 @@ def bad(tmp_path_factory) -> tuple[Path, Path, Path, dict]:
     write_good_study(elsewhere / "study_0900.nii.gz", seed=9)
     os.symlink(elsewhere, root / "studies" / "CT-4")
     reg = pd.read_excel(root / "dataset_registry.xlsx")
-    reg.loc[len(reg)] = {"study_id": 900, "category": "CT-4", "study_file": "/studies/CT-4/study_0900.nii.gz",
-                         "mask_file": None}
+    reg.loc[len(reg)] = {
+        "study_id": 900,
+        "category": "CT-4",
+        "study_file": "/studies/CT-4/study_0900.nii.gz",
+        "mask_file": None,
+    }
     from mosmed.registry_write import write_registry_xlsx
 
     write_registry_xlsx(reg, root / "dataset_registry.xlsx")
@@ -183,19 +200,22 @@ def bad(tmp_path_factory) -> tuple[Path, Path, Path, dict]:
 # ----------------------------------------------------------------------------------------------- safe_join
 
 
-@pytest.mark.parametrize(("rel", "match"), [
-    ("../../etc/passwd", r"contains '\.\.'"),
-    ("/studies/../../etc/passwd", r"contains '\.\.'"),
-    ("studies/CT-0/../../../x.nii.gz", r"contains '\.\.'"),
-    ("..\\..\\windows\\win.ini", r"contains '\.\.'"),
-    ("studies/CT-0/study\x00.nii.gz", "NUL byte"),
-    ("C:\\Windows\\system32", "Windows absolute path"),
-    ("\\\\server\\share\\x.nii.gz", "Windows absolute path"),
-    ("", "empty path"),
-    ("   ", "empty path"),
-    ("/", "names no file"),
-    (float("nan"), "empty path"),
-])
+@pytest.mark.parametrize(
+    ("rel", "match"),
+    [
+        ("../../etc/passwd", r"contains '\.\.'"),
+        ("/studies/../../etc/passwd", r"contains '\.\.'"),
+        ("studies/CT-0/../../../x.nii.gz", r"contains '\.\.'"),
+        ("..\\..\\windows\\win.ini", r"contains '\.\.'"),
+        ("studies/CT-0/study\x00.nii.gz", "NUL byte"),
+        ("C:\\Windows\\system32", "Windows absolute path"),
+        ("\\\\server\\share\\x.nii.gz", "Windows absolute path"),
+        ("", "empty path"),
+        ("   ", "empty path"),
+        ("/", "names no file"),
+        (float("nan"), "empty path"),
+    ],
+)
 def test_safe_join_refuses_traversal(tmp_path, rel, match):
     with pytest.raises(UnsafePathError, match=match):
         safe_join(tmp_path, rel)
@@ -288,11 +308,17 @@ def test_file_swapped_for_a_link_after_loading_is_not_followed(tmp_path):
     mask.unlink()
     os.symlink(secret_mask, mask)
     with OpenRecorder() as rec:
-        with pytest.raises(UnsafePathError, match=r"^study 1: unsafe study path: /studies/CT-1/study_0001\.nii\.gz "
-                                                  r"now leads outside the dataset root"):
+        with pytest.raises(
+            UnsafePathError,
+            match=r"^study 1: unsafe study path: /studies/CT-1/study_0001\.nii\.gz "
+            r"now leads outside the dataset root",
+        ):
             ds.open_study(1)
-        with pytest.raises(UnsafePathError, match=r"^study 2: unsafe mask path: /masks/study_0002_mask\.nii\.gz "
-                                                  r"now leads outside the dataset root"):
+        with pytest.raises(
+            UnsafePathError,
+            match=r"^study 2: unsafe mask path: /masks/study_0002_mask\.nii\.gz "
+            r"now leads outside the dataset root",
+        ):
             ds.open_study(2)
         # A whole build (which also reads headers to plan the disk budget) reports both rows and goes on.
         report = ds.build_cache()
@@ -321,8 +347,7 @@ def test_registry_with_hostile_paths_in_csv_is_rows_in_error(tmp_path):
         7: "~/.ssh/id_rsa",
         8: "/proc/self/environ",
     }
-    rows = [{"study_id": 1, "category": "CT-0", "study_file": "/studies/CT-0/study_0001.nii.gz",
-             "mask_file": None}]
+    rows = [{"study_id": 1, "category": "CT-0", "study_file": "/studies/CT-0/study_0001.nii.gz", "mask_file": None}]
     rows += [{"study_id": k, "category": "CT-0", "study_file": v, "mask_file": None} for k, v in hostile.items()]
     pd.DataFrame(rows).to_csv(root / "dataset_registry.csv", index=False)
     with OpenRecorder() as rec:
@@ -362,20 +387,26 @@ def test_recorder_sees_every_way_of_opening(tmp_path):
 def test_registry_row_with_a_name_too_long_is_one_row_in_error(tmp_path):
     root = tmp_path / "data"
     write_good_study(root / "studies/CT-0/study_0001.nii.gz", seed=1)
-    rows = [{"study_id": 1, "category": "CT-0", "study_file": "/studies/CT-0/study_0001.nii.gz", "mask_file": None},
-            {"study_id": 2, "category": "CT-0", "study_file": "/studies/CT-0/" + "a" * 5000 + ".nii.gz",
-             "mask_file": None},
-            {"study_id": 3, "category": "CT-1", "study_file": "/studies/CT-1/study_0003.nii.gz",
-             "mask_file": "/masks/" + "m" * 300 + "_mask.nii.gz"}]
+    rows = [
+        {"study_id": 1, "category": "CT-0", "study_file": "/studies/CT-0/study_0001.nii.gz", "mask_file": None},
+        {"study_id": 2, "category": "CT-0", "study_file": "/studies/CT-0/" + "a" * 5000 + ".nii.gz", "mask_file": None},
+        {
+            "study_id": 3,
+            "category": "CT-1",
+            "study_file": "/studies/CT-1/study_0003.nii.gz",
+            "mask_file": "/masks/" + "m" * 300 + "_mask.nii.gz",
+        },
+    ]
     write_good_study(root / "studies/CT-1/study_0003.nii.gz", seed=3)
     (root / "masks").mkdir()
     pd.DataFrame(rows).to_csv(root / "dataset_registry.csv", index=False)
-    reg = load_registry(root)   # ENAMETOOLONG for row 2 must not make the whole registry unopenable
+    reg = load_registry(root)  # ENAMETOOLONG for row 2 must not make the whole registry unopenable
     assert reg.df.loc[1, "status"] == "ok"
     assert reg.df.loc[2, "status"] == "error"
     err = reg.df.loc[2, "error"]
-    assert re.search(r"^study file cannot be examined \(File name too long\): /studies/CT-0/a+….*\(5021 characters\)$",
-                     err), err
+    assert re.search(
+        r"^study file cannot be examined \(File name too long\): /studies/CT-0/a+….*\(5021 characters\)$", err
+    ), err
     assert len(err) < 250, "a hostile name is shortened in the message"
     assert reg.df.loc[2, "study_path"] is None and not reg.df.loc[2, "has_mask"]
     # A mask name over NAME_MAX (255) in an existing folder: the row is in error, its study path still found.
@@ -400,7 +431,7 @@ def test_viewer_page_never_opens_a_study_swapped_for_a_link(tmp_path, monkeypatc
     monkeypatch.setenv("MOSMED_CACHE", str(tmp_path / "cache"))
     at = AppTest.from_file(str(REPO / "pages" / "viewer.py"), default_timeout=60)
     at.query_params["study"] = "2"
-    at.run()                                      # the registry is loaded and checked here
+    at.run()  # the registry is loaded and checked here
     assert not at.exception and not at.error, [e.value for e in at.error]
     target = root / "studies/CT-1/study_0001.nii.gz"
     target.unlink()
@@ -410,5 +441,6 @@ def test_viewer_page_never_opens_a_study_swapped_for_a_link(tmp_path, monkeypatc
         at.run()
     assert not at.exception, at.exception
     assert not rec.under(tmp_path / "secret"), sorted(rec.under(tmp_path / "secret"))
-    assert any("study 1" in e.value and "outside the dataset root" in e.value for e in at.error), \
-        [e.value for e in at.error]
+    assert any("study 1" in e.value and "outside the dataset root" in e.value for e in at.error), [
+        e.value for e in at.error
+    ]

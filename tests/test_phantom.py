@@ -42,17 +42,17 @@ def test_truth_masks_are_consistent(critical):
     lung, les = ph.lung > 0, ph.lesion > 0
     assert (les <= lung).all()
     assert ph.involvement_pct == pytest.approx(100.0 * les.sum() / lung.sum())
-    assert 75.0 < ph.involvement_pct <= 100.0                              # CT-4 band
+    assert 75.0 < ph.involvement_pct <= 100.0  # CT-4 band
 
 
 def test_effusion_in_ct4_only_outside_lung_and_lesion(critical, normal):
     ph, sp = critical
     assert normal[0].effusion is None
     eff = ph.effusion > 0
-    assert eff.sum() * np.prod(sp) / 1000.0 > 20.0                           # tens of mL at least
+    assert eff.sum() * np.prod(sp) / 1000.0 > 20.0  # tens of mL at least
     assert not (eff & (ph.lung > 0)).any() and not (eff & (ph.lesion > 0)).any()
-    core = np.stack([ndimage.binary_erosion(e) for e in eff])                # away from its partial-volume rim
-    assert 0.0 <= np.median(ph.hu[core]) <= 30.0                            # fluid
+    core = np.stack([ndimage.binary_erosion(e) for e in eff])  # away from its partial-volume rim
+    assert 0.0 <= np.median(ph.hu[core]) <= 30.0  # fluid
     # Dependent (posterior half of the image rows) and bilateral, more on the left (display columns > W/2).
     rows, cols = np.nonzero(eff)[1:]
     assert np.mean(rows) > ph.hu.shape[1] / 2
@@ -72,7 +72,7 @@ def test_gas_below_the_diaphragm_is_not_lung(normal):
         inside = ndimage.binary_fill_holes(ph.hu[k] > -400)
         gas += int((inside & (ph.hu[k] < -850)).sum())
         assert not lung[k].any()
-    assert gas * np.prod(sp) / 1000.0 > 5.0                                 # stomach and colon gas, mL
+    assert gas * np.prod(sp) / 1000.0 > 5.0  # stomach and colon gas, mL
 
 
 def test_table_under_the_patient_outside_the_body(normal):
@@ -85,10 +85,10 @@ def test_table_under_the_patient_outside_the_body(normal):
     sizes[0] = 0
     patient = lab == np.argmax(sizes)
     back = np.nonzero(patient.any(axis=1))[0].max()
-    below = sl[back + 1:]
+    below = sl[back + 1 :]
     # Carbon shells (bright lines) under the back, across the middle of the image, none of it lung.
-    assert (below[:, sl.shape[1] // 2 - 5: sl.shape[1] // 2 + 5] > 120).any()
-    assert not (ph.lung[k][back + 1:] > 0).any()
+    assert (below[:, sl.shape[1] // 2 - 5 : sl.shape[1] // 2 + 5] > 120).any()
+    assert not (ph.lung[k][back + 1 :] > 0).any()
 
 
 def test_arms_above_the_head_not_beside_the_chest(normal):
@@ -96,18 +96,18 @@ def test_arms_above_the_head_not_beside_the_chest(normal):
     px = sp[1]
     lung_slices = np.nonzero(ph.lung.any(axis=(1, 2)))[0]
     mid = int(lung_slices[len(lung_slices) // 2])
-    assert len(_bodies(ph.hu[mid], px)) == 1                                # the chest alone
+    assert len(_bodies(ph.hu[mid], px)) == 1  # the chest alone
     top = ph.hu.shape[0] - 1
-    assert len(_bodies(ph.hu[top], px)) == 3                                # neck and two raised arms
+    assert len(_bodies(ph.hu[top], px)) == 3  # neck and two raised arms
 
 
 def test_bone_cortex_and_marrow(normal):
     ph, _ = normal
     hu = ph.hu
-    assert hu.max() > 900                                                  # cortical bone
+    assert hu.max() > 900  # cortical bone
     mid = hu.shape[0] // 2
     w = hu.shape[2]
-    spine = hu[mid, :, w // 2 - 6: w // 2 + 6]
+    spine = hu[mid, :, w // 2 - 6 : w // 2 + 6]
     # Cancellous bone (150-450 HU) inside the cortex, in the vertebra at the midline.
     assert ((spine > 150) & (spine < 450)).sum() > 10 and (spine > 600).sum() > 3
 
@@ -138,8 +138,8 @@ def test_lesions_peripheral_posterior_and_in_the_papers_density(normal):
     lung, les = ph.lung > 0, ph.lesion > 0
     assert -700.0 <= ph.hu[les].mean() <= -130.0
     dist = np.stack([ndimage.distance_transform_edt(s, sampling=sp[1:]) for s in lung])
-    assert np.median(dist[les]) < np.median(dist[lung & ~les])              # peripheral
-    assert np.nonzero(les)[1].mean() > np.nonzero(lung)[1].mean()            # posterior
+    assert np.median(dist[les]) < np.median(dist[lung & ~les])  # peripheral
+    assert np.nonzero(les)[1].mean() > np.nonzero(lung)[1].mean()  # posterior
 
 
 def test_crazy_paving_changes_density_not_truth(monkeypatch):
@@ -154,8 +154,10 @@ def test_crazy_paving_changes_density_not_truth(monkeypatch):
     assert with_cp.hu[les].astype(float).mean() > without.hu[les].astype(float).mean() + 3.0
 
 
-@pytest.mark.parametrize("shape, spacing", [((1, 16, 16), (8.0, 20.0, 20.0)), ((3, 32, 40), (8.0, 9.0, 9.0)),
-                                            ((8, 96, 96), (40.0, 3.5, 3.5))])
+@pytest.mark.parametrize(
+    "shape, spacing",
+    [((1, 16, 16), (8.0, 20.0, 20.0)), ((3, 32, 40), (8.0, 9.0, 9.0)), ((8, 96, 96), (40.0, 3.5, 3.5))],
+)
 def test_small_and_odd_grids(shape, spacing):
     ph = P.build_phantom(shape, spacing, "CT-2", np.random.default_rng(1))
     assert ph.hu.shape == shape and ph.hu.dtype == np.int16
@@ -178,10 +180,10 @@ def test_a_given_lesion_mask_is_painted_and_the_rest_of_the_lung_stays_normal():
     lung = plain.lung > 0
     z, y, x = (int(v) for v in np.argwhere(lung)[lung.sum() // 2])
     mask = np.zeros(shape, bool)
-    mask[max(z - 1, 0):z + 2, y - 3:y + 4, x - 3:x + 4] = True
+    mask[max(z - 1, 0) : z + 2, y - 3 : y + 4, x - 3 : x + 4] = True
     mask &= lung
     ph = build_phantom(shape, spacing, "CT-1", np.random.default_rng(5), lesion_mask=mask)
     assert np.array_equal(ph.lesion > 0, mask & (ph.lung > 0))
     rest = (ph.lung > 0) & ~ndimage.binary_dilation(mask, iterations=3)
-    assert -900 < float(np.median(ph.hu[rest])) < -700          # normal lung, not ground glass
-    assert -700 <= float(ph.hu[mask].mean()) <= -130            # the lesion range of the paper
+    assert -900 < float(np.median(ph.hu[rest])) < -700  # normal lung, not ground glass
+    assert -700 <= float(ph.hu[mask].mean()) <= -130  # the lesion range of the paper

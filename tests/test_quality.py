@@ -19,8 +19,15 @@ def _volume(hu: np.ndarray, spacing=SP, slice_z=None) -> Volume:
     z = hu.shape[0]
     zpos = np.arange(z, dtype=float) * spacing[0] if slice_z is None else np.asarray(slice_z, float)
     aff = np.diag([-spacing[2], spacing[1], spacing[0], 1.0])
-    return Volume(data=hu, spacing=tuple(spacing), affine=aff, source_shape=hu.shape[::-1],
-                  source_axcodes=("L", "A", "S"), slice_z_mm=zpos, warnings=[])
+    return Volume(
+        data=hu,
+        spacing=tuple(spacing),
+        affine=aff,
+        source_shape=hu.shape[::-1],
+        source_axcodes=("L", "A", "S"),
+        slice_z_mm=zpos,
+        warnings=[],
+    )
 
 
 def _flags(hu: np.ndarray, spacing=SP, slice_z=None) -> list[QualityFlag]:
@@ -65,15 +72,15 @@ def test_lungs_only_in_the_top_slices_are_not_a_chest(clean):
     from scipy import ndimage
 
     body = np.full((30,) + GRID[1:], -1000, np.int16)
-    body[:, ndimage.binary_fill_holes(clean[GRID[0] // 2] > -200)] = 40     # abdomen: the body's outline, solid
-    hu = np.concatenate([body, clean[-8:]])                    # the lung apices on top
+    body[:, ndimage.binary_fill_holes(clean[GRID[0] // 2] > -200)] = 40  # abdomen: the body's outline, solid
+    hu = np.concatenate([body, clean[-8:]])  # the lung apices on top
     flags = _flags(hu)
     f = next(f for f in flags if f.code == "not_chest")
     assert "top" in f.reason
 
 
 def test_air_not_near_minus_1000(clean):
-    shifted = (clean.astype(np.int32) + 300).astype(np.int16)   # a wrong intercept: air reads -700
+    shifted = (clean.astype(np.int32) + 300).astype(np.int16)  # a wrong intercept: air reads -700
     f = next(f for f in _flags(shifted) if f.code == "air_hu")
     assert "-700" in f.reason or "-69" in f.reason or "-70" in f.reason
 
@@ -83,7 +90,7 @@ def test_padding_values(clean):
     flags = _flags(hu)
     f = next(f for f in flags if f.code == "padding")
     assert "-3024" in f.reason
-    assert "air_hu" not in _codes(flags)                       # padding is not what air reads
+    assert "air_hu" not in _codes(flags)  # padding is not what air reads
 
 
 def test_irregular_and_unordered_slices(clean):

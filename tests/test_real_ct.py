@@ -45,7 +45,7 @@ def test_orientation_spacing_and_slice_positions(realct, measured, name, codes, 
     # Isotropic voxels: coronal and sagittal views keep their aspect (no stretch).
     assert render.plane_aspect(vol.spacing, "coronal") == pytest.approx(1.0)
     assert render.plane_aspect(vol.spacing, "sagittal") == pytest.approx(1.0)
-    assert not any("clipped" in w for w in vol.warnings)          # int32 values fit: nothing lost
+    assert not any("clipped" in w for w in vol.warnings)  # int32 values fit: nothing lost
     raw = np.asarray(img.dataobj)
     assert int(vol.data.min()) == int(raw.min()) and int(vol.data.max()) == int(raw.max())
 
@@ -60,32 +60,32 @@ def test_display_orientation_is_radiological(measured):
     vol, seg = measured[ABDOMEN][:2]
     top = vol.data[-12:]
     gas = (top < -950) & (seg.lung[-12:] == 0)
-    cols = np.nonzero(gas[:, 20:-20, 20:-20])[2] + 20           # inside the body, away from the image edge
+    cols = np.nonzero(gas[:, 20:-20, 20:-20])[2] + 20  # inside the body, away from the image edge
     assert cols.mean() > vol.shape[2] / 2
 
 
 def test_chest_crop_lungs_touching_the_border_are_found(measured):
     vol, seg, st, flags = measured[CHEST]
-    assert st.lung_ml > 1500                                      # well over 1 L (was 9.7 mL)
+    assert st.lung_ml > 1500  # well over 1 L (was 9.7 mL)
     assert seg.touches_border and "border" in [f.code for f in flags]
     lung = seg.lung > 0
     w = vol.shape[2]
     left_half, right_half = lung[:, :, : w // 2].sum(), lung[:, :, w // 2 :].sum()
-    assert min(left_half, right_half) > 0.3 * max(left_half, right_half)       # both lungs
+    assert min(left_half, right_half) > 0.3 * max(left_half, right_half)  # both lungs
     # The trachea and main bronchi are not lung: pure gas inside the lung mask is rare.
     assert np.count_nonzero(vol.data[lung] < -950) < 0.02 * lung.sum()
-    assert st.estimated_involvement_pct < 10.0                    # normal lung (no lesion on review)
+    assert st.estimated_involvement_pct < 10.0  # normal lung (no lesion on review)
 
 
 def test_abdomen_lungs_only_in_the_top_slices(measured):
     vol, seg, st, flags = measured[ABDOMEN]
-    assert 20 < st.lung_ml < 400                                  # the lung bases (was 800 mL of bowel gas)
+    assert 20 < st.lung_ml < 400  # the lung bases (was 800 mL of bowel gas)
     slices = np.flatnonzero(st.lung_area_mm2 > 0)
-    assert slices.min() >= 0.8 * vol.shape[0]                     # only near the top (toward the head)
-    assert seg.excluded_gas_ml > 100                              # stomach and bowel gas seen and left out
+    assert slices.min() >= 0.8 * vol.shape[0]  # only near the top (toward the head)
+    assert seg.excluded_gas_ml > 100  # stomach and bowel gas seen and left out
     codes = [f.code for f in flags]
     assert "not_chest" in codes and "lung_volume" in codes
-    assert st.estimated_involvement_pct <= 25.0                   # CT-1 range at most
+    assert st.estimated_involvement_pct <= 25.0  # CT-1 range at most
 
 
 def test_both_as_a_dataset(realct, tmp_path):

@@ -35,8 +35,11 @@ def test_real_registry_counts_and_masks(real_registry):
     df = real_registry.df
     assert len(df) == 1110 and real_registry.problems == []
     assert df["study_id"].is_unique and df["study_id"].dtype.kind == "i"
-    assert real_registry.counts() == dict(PUBLISHED_COUNTS) == {"CT-0": 254, "CT-1": 684, "CT-2": 125,
-                                                                "CT-3": 45, "CT-4": 2}
+    assert (
+        real_registry.counts()
+        == dict(PUBLISHED_COUNTS)
+        == {"CT-0": 254, "CT-1": 684, "CT-2": 125, "CT-3": 45, "CT-4": 2}
+    )
     assert set(df["category"]) == set(CLASSES)
     with_mask = df[df["mask_file"].notna()]
     assert len(with_mask) == PUBLISHED_MASKS == 50
@@ -102,7 +105,7 @@ def test_real_masks_display_orientation_puts_the_lungs_side_by_side(real_masks):
         cols = mask.sum(axis=(0, 1), dtype=np.int64)
         rows = mask.sum(axis=(0, 2), dtype=np.int64)
         w = mask.shape[2]
-        both_halves += bool(cols[: w // 2].sum() and cols[w // 2:].sum())
+        both_halves += bool(cols[: w // 2].sum() and cols[w // 2 :].sum())
         col_mass += cols / cols.sum()
         row_mass += rows / rows.sum()
     # lesions in both lungs for most studies (46 of 50 measured)

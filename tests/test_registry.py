@@ -33,8 +33,9 @@ def _tiny_dataset(root, with_registry=True):
         if mask:
             B.write_good_mask(root / "masks" / f"study_{sid:04d}_mask.nii.gz")
             mf = f"/masks/study_{sid:04d}_mask.nii.gz"
-        rows.append({"study_id": sid, "category": cat, "study_file": f"/studies/{cat}/study_{sid:04d}.nii.gz",
-                     "mask_file": mf})
+        rows.append(
+            {"study_id": sid, "category": cat, "study_file": f"/studies/{cat}/study_{sid:04d}.nii.gz", "mask_file": mf}
+        )
     df = pd.DataFrame(rows)
     if with_registry:
         write_registry_xlsx(df, root / "dataset_registry.xlsx")
@@ -48,24 +49,32 @@ def test_safe_join_accepts_published_and_relative_forms(tmp_path):
     (tmp_path / "studies" / "CT-0").mkdir(parents=True)
     f = tmp_path / "studies" / "CT-0" / "study_0001.nii.gz"
     f.write_bytes(b"x")
-    for rel in ("/studies/CT-0/study_0001.nii.gz", "studies/CT-0/study_0001.nii.gz",
-                "./studies//CT-0/study_0001.nii.gz", "\\studies\\CT-0\\study_0001.nii.gz", str(f)):
+    for rel in (
+        "/studies/CT-0/study_0001.nii.gz",
+        "studies/CT-0/study_0001.nii.gz",
+        "./studies//CT-0/study_0001.nii.gz",
+        "\\studies\\CT-0\\study_0001.nii.gz",
+        str(f),
+    ):
         assert safe_join(tmp_path, rel) == f.resolve()
     # a missing file is not unsafe: presence is checked elsewhere
     assert safe_join(tmp_path, "/studies/CT-9/none.nii.gz") == (tmp_path / "studies/CT-9/none.nii.gz").resolve()
 
 
-@pytest.mark.parametrize("rel, match", [
-    ("../x.nii.gz", r"contains '\.\.'"),
-    ("/studies/../../etc/passwd", r"contains '\.\.'"),
-    ("/etc/passwd", "lies outside the dataset root"),
-    ("C:\\data\\x.nii.gz", "Windows absolute path"),
-    ("\\\\server\\share\\x", "Windows absolute path"),
-    ("", "empty path"),
-    ("   ", "empty path"),
-    ("a\x00b", "NUL byte"),
-    ("/", "names no file"),
-])
+@pytest.mark.parametrize(
+    "rel, match",
+    [
+        ("../x.nii.gz", r"contains '\.\.'"),
+        ("/studies/../../etc/passwd", r"contains '\.\.'"),
+        ("/etc/passwd", "lies outside the dataset root"),
+        ("C:\\data\\x.nii.gz", "Windows absolute path"),
+        ("\\\\server\\share\\x", "Windows absolute path"),
+        ("", "empty path"),
+        ("   ", "empty path"),
+        ("a\x00b", "NUL byte"),
+        ("/", "names no file"),
+    ],
+)
 def test_safe_join_rejects(tmp_path, rel, match):
     with pytest.raises(UnsafePathError, match=match):
         safe_join(tmp_path, rel)
@@ -133,7 +142,8 @@ def test_csv_semicolons_bom_and_text_nan_are_understood(tmp_path):
     (tmp_path / "dataset_registry.csv").write_bytes(
         "\ufeffStudy_ID;Category;Study_File;Mask_File\n"
         "1;ct-0;/studies/CT-0/study_0001.nii.gz;nan\n\n"
-        "2;CT–1;/studies/CT-1/study_0002.nii.gz;/masks/study_0002_mask.nii.gz\n".encode("utf-8"))
+        "2;CT–1;/studies/CT-1/study_0002.nii.gz;/masks/study_0002_mask.nii.gz\n".encode("utf-8")
+    )
     reg = load_registry(tmp_path)
     assert reg.ids == [1, 2]
     assert reg.df["category"].tolist() == ["CT-0", "CT-1"]
@@ -168,13 +178,15 @@ def test_registry_file_errors(tmp_path):
 
 def test_row_numbers_and_problems(tmp_path):
     _tiny_dataset(tmp_path, with_registry=False)
-    df = pd.DataFrame([
-        {"study_id": 1, "category": "CT-0", "study_file": "/studies/CT-0/study_0001.nii.gz", "mask_file": None},
-        {"study_id": None, "category": "CT-1", "study_file": "/studies/CT-1/study_0002.nii.gz", "mask_file": None},
-        {"study_id": "2", "category": "CT-1", "study_file": "/studies/CT-1/study_0002.nii.gz", "mask_file": None},
-        {"study_id": 2.0, "category": "CT-1", "study_file": "/studies/CT-1/study_0002.nii.gz", "mask_file": None},
-        {"study_id": -3, "category": "CT-1", "study_file": "/studies/CT-1/study_0002.nii.gz", "mask_file": None},
-    ])
+    df = pd.DataFrame(
+        [
+            {"study_id": 1, "category": "CT-0", "study_file": "/studies/CT-0/study_0001.nii.gz", "mask_file": None},
+            {"study_id": None, "category": "CT-1", "study_file": "/studies/CT-1/study_0002.nii.gz", "mask_file": None},
+            {"study_id": "2", "category": "CT-1", "study_file": "/studies/CT-1/study_0002.nii.gz", "mask_file": None},
+            {"study_id": 2.0, "category": "CT-1", "study_file": "/studies/CT-1/study_0002.nii.gz", "mask_file": None},
+            {"study_id": -3, "category": "CT-1", "study_file": "/studies/CT-1/study_0002.nii.gz", "mask_file": None},
+        ]
+    )
     write_registry_xlsx(df, tmp_path / "dataset_registry.xlsx")
     reg = load_registry(tmp_path)
     assert reg.ids == [1, 2]
@@ -190,17 +202,40 @@ def test_unicode_normalisation_of_names(tmp_path):
     # a name typed in NFC in the sheet, stored NFD on disk (copied from macOS)
     name = "исследование_й_0001.nii.gz"
     B.write_good_study(tmp_path / "studies" / "CT-0" / unicodedata.normalize("NFD", name), seed=1)
-    write_registry_xlsx(pd.DataFrame([{"study_id": 1, "category": "CT-0",
-                                       "study_file": "/studies/CT-0/" + unicodedata.normalize("NFC", name),
-                                       "mask_file": None}]), tmp_path / "dataset_registry.xlsx")
+    write_registry_xlsx(
+        pd.DataFrame(
+            [
+                {
+                    "study_id": 1,
+                    "category": "CT-0",
+                    "study_file": "/studies/CT-0/" + unicodedata.normalize("NFC", name),
+                    "mask_file": None,
+                }
+            ]
+        ),
+        tmp_path / "dataset_registry.xlsx",
+    )
     reg = load_registry(tmp_path)
     assert reg.df.loc[1, "status"] == "ok", reg.df.loc[1, "error"]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("CT-0", "CT-0"), ("ct-3", "CT-3"), ("CT–2", "CT-2"), ("CT 4", "CT-4"), ("CT1", "CT-1"), (" CT_1 ", "CT-1"),
-    ("CT-5", None), ("", None), (None, None), (float("nan"), None), ("CT-10", None), ("XCT-1", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("CT-0", "CT-0"),
+        ("ct-3", "CT-3"),
+        ("CT–2", "CT-2"),
+        ("CT 4", "CT-4"),
+        ("CT1", "CT-1"),
+        (" CT_1 ", "CT-1"),
+        ("CT-5", None),
+        ("", None),
+        (None, None),
+        (float("nan"), None),
+        ("CT-10", None),
+        ("XCT-1", None),
+    ],
+)
 def test_normalize_category(text, expected):
     assert normalize_category(text) == expected
 
@@ -210,8 +245,8 @@ def test_normalize_category(text, expected):
 
 def test_scan_when_there_is_no_registry(tmp_path):
     _tiny_dataset(tmp_path, with_registry=False)
-    B.write_good_mask(tmp_path / "masks" / "study_0099_mask.nii.gz")        # orphan mask
-    B.write_good_study(tmp_path / "studies" / "CT-1" / "scan.nii.gz")      # no number in the name
+    B.write_good_mask(tmp_path / "masks" / "study_0099_mask.nii.gz")  # orphan mask
+    B.write_good_study(tmp_path / "studies" / "CT-1" / "scan.nii.gz")  # no number in the name
     B.write_good_study(tmp_path / "studies" / "other" / "study_0050.nii.gz")  # not a class folder
     (tmp_path / "studies" / "CT-0" / "notes.txt").write_text("ignored")
     raw = scan_registry(tmp_path)
@@ -259,6 +294,7 @@ def test_write_is_atomic_and_leaves_no_temp_on_failure(tmp_path, monkeypatch):
 
 def test_write_needs_the_columns(tmp_path):
     with pytest.raises(ValueError, match="mask_file"):
-        write_registry_xlsx(pd.DataFrame({"study_id": [1], "category": ["CT-0"], "study_file": ["/x"]}),
-                            tmp_path / "r.xlsx")
+        write_registry_xlsx(
+            pd.DataFrame({"study_id": [1], "category": ["CT-0"], "study_file": ["/x"]}), tmp_path / "r.xlsx"
+        )
     assert not (tmp_path / "r.xlsx").exists()

@@ -36,25 +36,32 @@ def _decode(data: bytes) -> Image.Image:
 def marked():
     """(Z=5, H=6, W=7) zeros with two markers: superior-anterior-right (100) and inferior-posterior-left (200)."""
     vol = np.zeros((5, 6, 7), dtype=np.int16)
-    vol[4, 0, 0] = 100   # most superior slice, anterior row, patient's right column
-    vol[0, 5, 6] = 200   # most inferior slice, posterior row, patient's left column
+    vol[4, 0, 0] = 100  # most superior slice, anterior row, patient's right column
+    vol[0, 5, 6] = 200  # most inferior slice, posterior row, patient's left column
     return vol
 
 
 def test_plane_slice_orientation(marked):
     ax = plane_slice(marked, "axial", 4)
-    assert ax.shape == (6, 7) and ax[0, 0] == 100          # anterior up, right on the viewer's left
+    assert ax.shape == (6, 7) and ax[0, 0] == 100  # anterior up, right on the viewer's left
     cor = plane_slice(marked, "coronal", 0)
-    assert cor.shape == (5, 7) and cor[0, 0] == 100         # head up: superior slice in row 0
-    assert plane_slice(marked, "coronal", 5)[4, 6] == 200   # inferior at the bottom, patient left on the right
+    assert cor.shape == (5, 7) and cor[0, 0] == 100  # head up: superior slice in row 0
+    assert plane_slice(marked, "coronal", 5)[4, 6] == 200  # inferior at the bottom, patient left on the right
     sag = plane_slice(marked, "sagittal", 0)
-    assert sag.shape == (5, 6) and sag[0, 0] == 100         # head up, anterior on the left
+    assert sag.shape == (5, 6) and sag[0, 0] == 100  # head up, anterior on the left
     assert plane_slice(marked, "sagittal", 6)[4, 5] == 200
     assert [n_slices(marked.shape, p) for p in ("axial", "coronal", "sagittal")] == [5, 6, 7]
 
 
-@pytest.mark.parametrize("plane, index, match", [("axial", 5, "out of range 0..4"), ("coronal", -1, "out of range"),
-                                                 ("oblique", 0, "not one of"), ("axial", 1.5, "integer")])
+@pytest.mark.parametrize(
+    "plane, index, match",
+    [
+        ("axial", 5, "out of range 0..4"),
+        ("coronal", -1, "out of range"),
+        ("oblique", 0, "not one of"),
+        ("axial", 1.5, "integer"),
+    ],
+)
 def test_plane_slice_rejects(marked, plane, index, match):
     with pytest.raises(ValueError, match=match):
         plane_slice(marked, plane, index)
@@ -73,7 +80,7 @@ def test_render_shapes_follow_spacing(marked):
     sp = (8.0, 1.0, 1.0)
     assert render_slice(marked, sp, "axial", 0, PRESETS["lung"]).shape == (6, 7, 3)
     cor = render_slice(marked, sp, "coronal", 0, PRESETS["lung"])
-    assert cor.shape == (40, 7, 3)          # 5 slices of 8 mm stretched to 40 rows of 1 mm: not squashed
+    assert cor.shape == (40, 7, 3)  # 5 slices of 8 mm stretched to 40 rows of 1 mm: not squashed
     assert render_slice(marked, sp, "sagittal", 0, PRESETS["lung"]).shape == (40, 6, 3)
     assert render_slice(marked, sp, "coronal", 0, PRESETS["lung"], resample=False).shape == (5, 7, 3)
     # Wide pixels stretch columns instead of shrinking rows (no data dropped).
@@ -98,20 +105,23 @@ def _ct_and_mask():
 def test_fill_overlay_tints_only_mask_pixels():
     vol, mask = _ct_and_mask()
     base = render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"])
-    rgb = render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask,
-                       style=OverlayStyle(color="#ff0000", opacity=0.5))
+    rgb = render_slice(
+        vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask, style=OverlayStyle(color="#ff0000", opacity=0.5)
+    )
     inside, outside = rgb[10, 10], rgb[0, 0]
     assert tuple(outside) == tuple(base[0, 0])
     g = int(base[10, 10, 0])
     assert inside[0] == pytest.approx((g + 255) / 2, abs=2) and inside[1] == pytest.approx(g / 2, abs=2)
     assert np.array_equal(rgb[mask[1] == 0], base[mask[1] == 0])
-    opaque = render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask,
-                          style=OverlayStyle(color="#00ff00", opacity=1.0))
+    opaque = render_slice(
+        vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask, style=OverlayStyle(color="#00ff00", opacity=1.0)
+    )
     assert tuple(opaque[10, 10]) == (0, 255, 0)
     hidden = render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask, style=OverlayStyle(show_mask=False))
     assert np.array_equal(hidden, base)
-    assert np.array_equal(render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask,
-                                       style=OverlayStyle(opacity=0)), base)
+    assert np.array_equal(
+        render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask, style=OverlayStyle(opacity=0)), base
+    )
 
 
 def test_outline_overlay_and_lung_outline():
@@ -120,10 +130,10 @@ def test_outline_overlay_and_lung_outline():
     lung[:, 2:18, 2:18] = 1
     style = OverlayStyle(mode="outline", color="#ff0000", opacity=1.0, show_lung=True, lung_color="#0000ff")
     rgb = render_slice(vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask, lung, style)
-    assert tuple(rgb[5, 10]) == RED and tuple(rgb[14, 4]) == RED      # lesion border
-    assert rgb[10, 10, 0] == rgb[10, 10, 1]                           # lesion interior untouched
-    assert tuple(rgb[2, 10]) == (0, 0, 255) and tuple(rgb[17, 17]) == (0, 0, 255)   # lung border
-    assert rgb[3, 3, 2] == rgb[3, 3, 0]                               # inside the lung, not on its border
+    assert tuple(rgb[5, 10]) == RED and tuple(rgb[14, 4]) == RED  # lesion border
+    assert rgb[10, 10, 0] == rgb[10, 10, 1]  # lesion interior untouched
+    assert tuple(rgb[2, 10]) == (0, 0, 255) and tuple(rgb[17, 17]) == (0, 0, 255)  # lung border
+    assert rgb[3, 3, 2] == rgb[3, 3, 0]  # inside the lung, not on its border
 
 
 def test_outline_function():
@@ -132,7 +142,7 @@ def test_outline_function():
     o = outline(m)
     assert o.sum() == 12 and not o[2:4, 2:4].any()
     full = outline(np.ones((3, 3), bool))
-    assert full.sum() == 8                   # image edge is a border
+    assert full.sum() == 8  # image edge is a border
     assert not outline(np.zeros((4, 4))).any()
     with pytest.raises(ValueError, match="2D"):
         outline(np.zeros((2, 2, 2)))
@@ -141,19 +151,20 @@ def test_outline_function():
 def test_mask_is_resampled_nearest_in_coronal():
     vol = np.full((4, 10, 10), -800, dtype=np.int16)
     mask = np.zeros(vol.shape, dtype=np.uint8)
-    mask[1, 5, 2:6] = 1                      # one inferior-ish slice
-    rgb = render_slice(vol, (8.0, 1.0, 1.0), "coronal", 5, PRESETS["lung"], mask,
-                       style=OverlayStyle(color="#ff0000", opacity=1.0))
+    mask[1, 5, 2:6] = 1  # one inferior-ish slice
+    rgb = render_slice(
+        vol, (8.0, 1.0, 1.0), "coronal", 5, PRESETS["lung"], mask, style=OverlayStyle(color="#ff0000", opacity=1.0)
+    )
     assert rgb.shape == (32, 10, 3)
     red_rows = np.flatnonzero((rgb[..., 0] == 255) & (rgb[..., 1] == 0)).reshape(-1) // 10
     # Slice 1 of 4, head up -> display rows 16..23: one 8-row block, hard edges (no blended mask values).
     assert sorted(set(red_rows.tolist())) == list(range(16, 24))
-    tinted = (rgb[..., 0] != rgb[..., 1])
+    tinted = rgb[..., 0] != rgb[..., 1]
     assert np.all(rgb[tinted] == np.array(RED, dtype=np.uint8))
 
 
 def test_degenerate_inputs_render():
-    const = np.full((1, 8, 9), 40, dtype=np.int16)          # one slice, constant
+    const = np.full((1, 8, 9), 40, dtype=np.int16)  # one slice, constant
     empty = np.zeros(const.shape, dtype=np.uint8)
     for plane in ("axial", "coronal", "sagittal"):
         for w in (Window(40, 0), Window(40, -1), PRESETS["soft"]):
@@ -162,7 +173,7 @@ def test_degenerate_inputs_render():
     assert set(np.unique(render_slice(const, (1, 1, 1), "axial", 0, Window(40, 0)))) == {255}
     assert set(np.unique(render_slice(const, (1, 1, 1), "axial", 0, Window(41, 0)))) == {0}
     cor = render_slice(const, (8.0, 0.7, 0.7), "coronal", 3, PRESETS["soft"])
-    assert cor.shape[0] == round(8.0 / 0.7)                  # one slice still gets its physical height
+    assert cor.shape[0] == round(8.0 / 0.7)  # one slice still gets its physical height
 
 
 def test_render_rejects_mismatched_mask():
@@ -171,9 +182,16 @@ def test_render_rejects_mismatched_mask():
         render_slice(vol, (1, 1, 1), "axial", 0, PRESETS["lung"], mask[:, :10])
 
 
-@pytest.mark.parametrize("kwargs, match", [({"mode": "dots"}, "mode"), ({"opacity": 1.5}, "opacity"),
-                                           ({"opacity": float("nan")}, "opacity"), ({"color": "red"}, "colour"),
-                                           ({"lung_color": "#12345"}, "colour")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mode": "dots"}, "mode"),
+        ({"opacity": 1.5}, "opacity"),
+        ({"opacity": float("nan")}, "opacity"),
+        ({"color": "red"}, "colour"),
+        ({"lung_color": "#12345"}, "colour"),
+    ],
+)
 def test_overlay_style_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         OverlayStyle(**kwargs)
@@ -196,14 +214,19 @@ def test_encode_formats(fmt, pil):
     rgb = np.stack([gray, gray // 2, gray // 3], axis=-1)
     assert _decode(encode_image(rgb, fmt, quality=50)).size == (40, 30)
     if fmt == "png":
-        assert np.array_equal(np.asarray(_decode(encode_image(rgb, "png"))), rgb)   # lossless
+        assert np.array_equal(np.asarray(_decode(encode_image(rgb, "png"))), rgb)  # lossless
 
 
-@pytest.mark.parametrize("args, match", [((np.zeros((4, 4), np.uint8), "gif"), "format"),
-                                         ((np.zeros((4, 4), np.int16), "png"), "uint8"),
-                                         ((np.zeros((4, 4, 2), np.uint8), "png"), r"\(h, w\)"),
-                                         ((np.zeros((0, 4), np.uint8), "png"), "empty"),
-                                         ((np.zeros((4, 4), np.uint8), "jpeg", 0), "quality")])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((np.zeros((4, 4), np.uint8), "gif"), "format"),
+        ((np.zeros((4, 4), np.int16), "png"), "uint8"),
+        ((np.zeros((4, 4, 2), np.uint8), "png"), r"\(h, w\)"),
+        ((np.zeros((0, 4), np.uint8), "png"), "empty"),
+        ((np.zeros((4, 4), np.uint8), "jpeg", 0), "quality"),
+    ],
+)
 def test_encode_rejects(args, match):
     with pytest.raises(ValueError, match=match):
         encode_image(*args)
@@ -217,7 +240,7 @@ def test_render_png_and_image_bytes():
     jpg = _decode(render_image(vol, (1, 1, 1), "axial", 1, PRESETS["lung"], mask, fmt="jpeg"))
     assert jpg.format == "JPEG" and jpg.mode == "RGB"
     grey = _decode(render_image(vol, (1, 1, 1), "axial", 0, PRESETS["lung"], mask, fmt="jpeg"))
-    assert grey.mode == "L"    # nothing to overlay on slice 0: one channel, cheaper to encode and send
+    assert grey.mode == "L"  # nothing to overlay on slice 0: one channel, cheaper to encode and send
 
 
 def test_thumbnail_picks_lesion_slice_and_fits():
@@ -228,8 +251,8 @@ def test_thumbnail_picks_lesion_slice_and_fits():
     img = _decode(thumbnail(vol, mask, (8.0, 1.0, 1.0), size=32))
     assert img.format == "PNG" and max(img.size) <= 32 and img.size[0] > img.size[1]
     arr = np.asarray(img.convert("RGB")).astype(int)
-    assert (arr[..., 0] - arr[..., 1]).max() > 50           # the lesion slice, tinted
+    assert (arr[..., 0] - arr[..., 1]).max() > 50  # the lesion slice, tinted
     plain = np.asarray(_decode(thumbnail(vol, None, (8.0, 1.0, 1.0))).convert("RGB"))
-    assert np.ptp(plain) == 0                               # no mask: middle slice, grey only
+    assert np.ptp(plain) == 0  # no mask: middle slice, grey only
     with pytest.raises(ValueError, match="size"):
         thumbnail(vol, None, (8.0, 1.0, 1.0), size=2)

@@ -100,7 +100,7 @@ def test_grade_flags_note_save_and_next_unreviewed(app_data: AppData, db: Path) 
         at.button(key=keys["grade:CT-3"]).click().run()
         at.button(key=keys["save_next"]).click().run()
         _ok(at)
-        assert int(at.session_state["viewer.study"]) == ids[2]         # ids[1] already has Ana's review
+        assert int(at.session_state["viewer.study"]) == ids[2]  # ids[1] already has Ana's review
         assert f"study {ids[2]:04d}" in " ".join(texts(at.markdown))
     latest = store.latest(dataset_identity(_registry(app_data)))
     mine = latest.set_index("study_id")
@@ -116,7 +116,7 @@ def test_bad_input_and_the_reader_box(app_data: AppData, db: Path) -> None:
         at.run()
         _ok(at)
         keys = review_panel.panel_keys(ids[0])
-        assert not [b for b in at.button if b.key == keys["save"]]          # no reader: nothing to save yet
+        assert not [b for b in at.button if b.key == keys["save"]]  # no reader: nothing to save yet
         at.text_input(key="review.w.panel_reader.name").set_value(HOSTILE_NAME)
         at.button(key="FormSubmitter:review.w.panel_reader.form-Start reviewing").click().run()
         _ok(at)
@@ -130,7 +130,7 @@ def test_bad_input_and_the_reader_box(app_data: AppData, db: Path) -> None:
         # schema refuse longer ones too: test_review_core, test_review_store); a bad note is refused with why.
         at.text_area(key=keys["note"]).set_value("y" * 2001)
         at.button(key=keys["save"]).click().run()
-        assert at.text_area(key=keys["note"]).value == "y" * 2000       # the server holds the widget's bound
+        assert at.text_area(key=keys["note"]).value == "y" * 2000  # the server holds the widget's bound
         at.text_area(key=keys["note"]).set_value("bell\x07 and NUL\x00")
         at.button(key=keys["save"]).click().run()
         assert any("Not saved" in t and "control characters" in t for t in texts(at.error)), texts(at.error)
@@ -138,8 +138,9 @@ def test_bad_input_and_the_reader_box(app_data: AppData, db: Path) -> None:
     assert hist.note.tolist() == ["x" * 2000, "y" * 2000]
 
 
-def test_an_absent_database_keeps_the_review_and_saves_it_when_back(app_data: AppData, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_absent_database_keeps_the_review_and_saves_it_when_back(
+    app_data: AppData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocker = tmp_path / "gone"
     blocker.write_text("a file where the database folder should be")
     path = blocker / "reviews.db"
@@ -150,7 +151,7 @@ def test_an_absent_database_keeps_the_review_and_saves_it_when_back(app_data: Ap
         with app_env(app_data, "demo"):
             at = _viewer(study=ids[0])
             at.run()
-            _ok(at)                                                         # the viewer still views
+            _ok(at)  # the viewer still views
             assert any("cannot be saved right now" in t for t in texts(at.warning)), texts(at.warning)
             keys = review_panel.panel_keys(ids[0])
             at.button(key=keys["grade:CT-4"]).click().run()
@@ -193,10 +194,15 @@ def test_a_newer_database_is_refused_in_the_app(app_data: AppData, db: Path) -> 
 
 def test_login_identity_wins_over_a_typed_name(app_data: AppData, db: Path) -> None:
     ids = _registry(app_data).ids
-    auth = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32,
-            "client_id": "id", "client_secret": "secret", "server_metadata_url": "https://idp.example/.well-known"}
+    auth = {
+        "redirect_uri": "http://localhost:8501/oauth2callback",
+        "cookie_secret": "x" * 32,
+        "client_id": "id",
+        "client_secret": "secret",
+        "server_metadata_url": "https://idp.example/.well-known",
+    }
     with app_env(app_data, "demo"):
-        at = _viewer(reader="Mallory", study=ids[0])         # a typed name must not count once [auth] is on
+        at = _viewer(reader="Mallory", study=ids[0])  # a typed name must not count once [auth] is on
         at.secrets["auth"] = auth
         at.user = {"is_logged_in": False}
         at.run()
@@ -205,8 +211,13 @@ def test_login_identity_wins_over_a_typed_name(app_data: AppData, db: Path) -> N
         assert not [b for b in at.button if b.key == review_panel.panel_keys(ids[0])["save"]]
         at = _viewer(reader="Mallory", study=ids[0])
         at.secrets["auth"] = auth
-        at.user = {"is_logged_in": True, "iss": "https://idp.example", "sub": "u-42", "name": "Dr Login",
-                   "email": "login@example.org"}
+        at.user = {
+            "is_logged_in": True,
+            "iss": "https://idp.example",
+            "sub": "u-42",
+            "name": "Dr Login",
+            "email": "login@example.org",
+        }
         at.run()
         _ok(at)
         assert any("Reviewing as Dr Login" in t for t in texts(at.caption))
@@ -225,8 +236,9 @@ def _seed(app_data: AppData, db: Path) -> tuple[list[int], pd.Series]:
     ids = reg.ids
     store = _store(db)
     store.save(ident, ids[0], Reader.named("Ana"), Review(cats[ids[0]]))
-    store.save(ident, ids[1], Reader.named("Ana"), Review("CT-4" if cats[ids[1]] != "CT-4" else "CT-0",
-                                                          ("label_doubtful",)))
+    store.save(
+        ident, ids[1], Reader.named("Ana"), Review("CT-4" if cats[ids[1]] != "CT-4" else "CT-0", ("label_doubtful",))
+    )
     store.save(ident, ids[1], Reader.named("Bob"), Review(cats[ids[1]], ("duplicate",)))
     store.save(ident, ids[2], Reader.named("Bob"), Review(cats[ids[2]]))
     return ids, cats
@@ -237,7 +249,7 @@ def test_registry_review_facets_and_columns(app_data: AppData, db: Path) -> None
     with app_env(app_data, "demo"):
         at = new_app()
         at.switch_page("pages/registry.py")
-        at.session_state[READER_KEY] = "ana"                # the same reader as "Ana"
+        at.session_state[READER_KEY] = "ana"  # the same reader as "Ana"
         at.run()
         _ok(at)
         table = at.dataframe[0].value.set_index("study_id")
@@ -264,8 +276,9 @@ def test_registry_review_facets_and_columns(app_data: AppData, db: Path) -> None
         at.multiselect(key="registry.w.flags").set_value([]).run()
         at.toggle(key="registry.w.disagree").set_value(True).run()
         assert shown() == [ids[1]]
-        assert any(b.label.startswith("Reviews CSV (2)") for b in at.get("download_button")), \
-            [b.label for b in at.get("download_button")]
+        assert any(b.label.startswith("Reviews CSV (2)") for b in at.get("download_button")), [
+            b.label for b in at.get("download_button")
+        ]
 
 
 def test_agreement_section_and_a_cell_opening_its_studies(app_data: AppData, db: Path) -> None:
@@ -277,8 +290,10 @@ def test_agreement_section_and_a_cell_opening_its_studies(app_data: AppData, db:
         _ok(at)
         kappa = next(d.value for d in at.dataframe if "kappa_linear" in d.value.columns)
         assert kappa[["rater_a", "rater_b"]].values.tolist() == [
-            ["Registry class", "Ana (unverified)"], ["Registry class", "Bob (unverified)"],
-            ["Ana (unverified)", "Bob (unverified)"]]
+            ["Registry class", "Ana (unverified)"],
+            ["Registry class", "Bob (unverified)"],
+            ["Ana (unverified)", "Bob (unverified)"],
+        ]
         assert kappa["n"].tolist() == [2, 2, 1]
         cell = at.selectbox(key="dist.w.agreement_cell")
         classes = ["CT-0", "CT-1", "CT-2", "CT-3", "CT-4"]
@@ -289,6 +304,6 @@ def test_agreement_section_and_a_cell_opening_its_studies(app_data: AppData, db:
         assert [t.value for t in at.title] == ["Registry"]
         assert sorted(int(i) for i in at.dataframe[0].value["study_id"]) == [ids[1]]
         assert any("Showing the 1 study of Registry class" in t.replace("\\", "") for t in texts(at.info))
-        at.switch_page("pages/registry.py")          # AppTest reruns the page it was told, not the one switched to
+        at.switch_page("pages/registry.py")  # AppTest reruns the page it was told, not the one switched to
         at.button(key="registry.w.clear_id_set").click().run()
         assert len(at.dataframe[0].value) == len(ids)

@@ -34,18 +34,18 @@ def test_note_bound_and_control_characters() -> None:
     with pytest.raises(ReviewInputError, match="control characters"):
         Review(note="a\x00b")
     hostile = "<script>alert(1)</script> **bold** [x](javascript:1) 'quote\" ; DROP TABLE review_events;--"
-    assert Review(note=hostile).note == hostile           # kept literally
+    assert Review(note=hostile).note == hostile  # kept literally
     assert Review().is_empty and not Review(flags=("other",)).is_empty
 
 
 def test_reader_names_and_keys() -> None:
     a = Reader.named("  Dr   Ana <b>Ivanova</b> ")
     assert a.display_name == "Dr Ana <b>Ivanova</b>" and a.kind == "name" and not a.verified
-    assert a.key == Reader.named("dr ana <B>ivanova</B>").key      # the same typed name is the same reader
+    assert a.key == Reader.named("dr ana <B>ivanova</B>").key  # the same typed name is the same reader
     assert a.label.endswith("(unverified)")
     o = Reader.oidc("https://id.example", "123", "Ana")
     assert o.verified and o.key == "oidc:https://id.example|123" and o.label == "Ana"
-    assert o.key != Reader.named("Ana").key                        # a typed name never becomes a login
+    assert o.key != Reader.named("Ana").key  # a typed name never becomes a login
     with pytest.raises(ReviewInputError, match="empty"):
         Reader.named("   ")
     with pytest.raises(ReviewInputError, match="at most"):
@@ -69,7 +69,7 @@ def test_identity_stable_when_moved_and_different_for_other_files(tmp_path: Path
     moved = tmp_path / "elsewhere" / "renamed"
     moved.parent.mkdir()
     shutil.copytree(a, moved)
-    assert dataset_identity(_registry(moved)).digest == ida.digest            # the folder moved
+    assert dataset_identity(_registry(moved)).digest == ida.digest  # the folder moved
     # Same registry rows, other study files (a synthetic replica of a registry): another identity.
     study = next((moved / "studies").rglob("*.nii.gz"))
     study.write_bytes(study.read_bytes() + b"\0")
@@ -84,8 +84,10 @@ def test_identity_of_the_real_registry_and_its_replica(real_mosmed: Path, tmp_pa
     assert real.n_studies == 1110
     # The replica keeps the real registry rows, but its studies are generated: present, with their own sizes.
     reg = _registry(real_mosmed).df
-    rows = [(int(s), c, sf, mf, 12345) for s, c, sf, mf in
-            zip(reg["study_id"], reg["category"], reg["study_file"], reg["mask_file"])]
+    rows = [
+        (int(s), c, sf, mf, 12345)
+        for s, c, sf, mf in zip(reg["study_id"], reg["category"], reg["study_file"], reg["mask_file"])
+    ]
     assert identity_of_rows(rows) != real.digest
 
 
@@ -129,19 +131,21 @@ def test_kappa_degenerate_cases_say_why() -> None:
 
 
 def test_comparisons_readers_against_registry_and_pairs() -> None:
-    latest = pd.DataFrame({
-        "study_id": [1, 2, 3, 1, 2, 3, 4],
-        "reader_key": ["name:a"] * 3 + ["oidc:x|b"] * 4,
-        "reader": ["A"] * 3 + ["B"] * 4,
-        "verified": [False] * 3 + [True] * 4,
-        "grade": ["CT-1", "CT-2", "ungradable", "CT-1", "CT-3", "CT-0", "CT-4"],
-    })
+    latest = pd.DataFrame(
+        {
+            "study_id": [1, 2, 3, 1, 2, 3, 4],
+            "reader_key": ["name:a"] * 3 + ["oidc:x|b"] * 4,
+            "reader": ["A"] * 3 + ["B"] * 4,
+            "verified": [False] * 3 + [True] * 4,
+            "grade": ["CT-1", "CT-2", "ungradable", "CT-1", "CT-3", "CT-0", "CT-4"],
+        }
+    )
     cats = pd.Series({1: "CT-1", 2: "CT-2", 3: "CT-0", 4: "CT-4"})
     comps = agreement.comparisons(latest, cats)
     labels = [(c.label_a, c.label_b) for c in comps]
     assert labels == [("Registry class", "A (unverified)"), ("Registry class", "B"), ("A (unverified)", "B")]
     reg_a, reg_b, ab = comps
-    assert reg_a.n == 2 and reg_a.unweighted.kappa == pytest.approx(1.0)      # ungradable left out
-    assert reg_b.n == 4 and reg_b.cells[(2, 3)] == (2,)                       # registry CT-2, B said CT-3
+    assert reg_a.n == 2 and reg_a.unweighted.kappa == pytest.approx(1.0)  # ungradable left out
+    assert reg_b.n == 4 and reg_b.cells[(2, 3)] == (2,)  # registry CT-2, B said CT-3
     assert ab.n == 2 and ab.cells == {(1, 1): (1,), (2, 3): (2,)}
     assert ab.as_dict()["cells"] == {"CT-1|CT-1": [1], "CT-2|CT-3": [2]}

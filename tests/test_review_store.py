@@ -29,8 +29,9 @@ DS = DatasetIdentity(digest="a" * 64, label="test set", n_studies=50)
 OTHER = DatasetIdentity(digest="b" * 64, label="replica", n_studies=50)
 IDS = set(range(1, 51))
 HOSTILE_NAME = "<img src=x onerror=alert(1)> **Dr** 'O\"Brien'; DROP TABLE review_events;--"
-HOSTILE_NOTE = ("# Heading\n<script>alert('x')</script>\n[link](javascript:alert(1)) =HYPERLINK(\"http://x\") "
-                "' OR 1=1 --")
+HOSTILE_NOTE = (
+    "# Heading\n<script>alert('x')</script>\n[link](javascript:alert(1)) =HYPERLINK(\"http://x\") ' OR 1=1 --"
+)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -56,7 +57,7 @@ def test_history_is_kept_and_latest_per_reader_is_shown(store: ReviewStore) -> N
     store.save(DS, 7, ana, Review("CT-2", ("artefact", "label_doubtful"), "second look"), valid_ids=IDS)
     store.save(DS, 7, bob, Review("CT-3"), valid_ids=IDS)
     store.save(DS, 8, bob, Review(flags=("duplicate",)), valid_ids=IDS)
-    store.save(OTHER, 7, ana, Review("CT-4"))                  # another dataset: never mixed in
+    store.save(OTHER, 7, ana, Review("CT-4"))  # another dataset: never mixed in
     latest = store.latest(DS)
     assert len(latest) == 3
     a7 = latest[(latest.study_id == 7) & (latest.reader_key == ana.key)].iloc[0]
@@ -97,15 +98,21 @@ def test_constraints_live_in_the_schema(store: ReviewStore) -> None:
     with store.engine.connect() as conn:
         ds_id, rd_id, ev = conn.execute(text("SELECT dataset_id, reader_id, id FROM review_events")).one()
     bad = [
-        ("INSERT INTO review_events (dataset_id, study_id, reader_id, grade, note, action, source, created_at) "
-         "VALUES (:d, 1, :r, 'CT-9', '', 'save', 'app', CURRENT_TIMESTAMP)"),
-        ("INSERT INTO review_events (dataset_id, study_id, reader_id, grade, note, action, source, created_at) "
-         "VALUES (:d, 1, :r, NULL, :long, 'save', 'app', CURRENT_TIMESTAMP)"),
+        (
+            "INSERT INTO review_events (dataset_id, study_id, reader_id, grade, note, action, source, created_at) "
+            "VALUES (:d, 1, :r, 'CT-9', '', 'save', 'app', CURRENT_TIMESTAMP)"
+        ),
+        (
+            "INSERT INTO review_events (dataset_id, study_id, reader_id, grade, note, action, source, created_at) "
+            "VALUES (:d, 1, :r, NULL, :long, 'save', 'app', CURRENT_TIMESTAMP)"
+        ),
         "INSERT INTO review_event_flags (event_id, flag) VALUES (:e, 'bogus')",
         "INSERT INTO review_readers (kind, subject, display_name, created_at) "
         "VALUES ('name', 'ana', 'Ana', CURRENT_TIMESTAMP)",
-        ("INSERT INTO review_events (dataset_id, study_id, reader_id, grade, note, action, source, created_at) "
-         "VALUES (:d, 1, 9999, NULL, '', 'save', 'app', CURRENT_TIMESTAMP)"),
+        (
+            "INSERT INTO review_events (dataset_id, study_id, reader_id, grade, note, action, source, created_at) "
+            "VALUES (:d, 1, 9999, NULL, '', 'save', 'app', CURRENT_TIMESTAMP)"
+        ),
     ]
     for sql in bad:
         with pytest.raises(IntegrityError):
@@ -128,7 +135,7 @@ def test_migrations_from_empty_match_the_schema(db_url: str) -> None:
             diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), schema.metadata)
         diffs = [d for d in diffs if not str(getattr(getattr(d[1], "table", d[1]), "name", "")).startswith("class_")]
         assert diffs == [], diffs
-        again = open_database(db_url)          # a second open finds it current and changes nothing
+        again = open_database(db_url)  # a second open finds it current and changes nothing
         assert again.revisions == migrations.heads()
         again.dispose()
     finally:
@@ -141,14 +148,27 @@ def test_upgrade_from_the_first_schema_backfills_latest(db_url: str) -> None:
         migrations.upgrade(conn, migrations.FIRST_REVISION)
     with engine.begin() as conn:
         assert migrations.current_revisions(conn) == ("0001",)
-        conn.execute(text("INSERT INTO review_datasets (identity, label, n_studies, created_at) "
-                          "VALUES (:i, 'old', 50, CURRENT_TIMESTAMP)"), {"i": DS.digest})
-        conn.execute(text("INSERT INTO review_readers (kind, subject, display_name, created_at) VALUES "
-                          "('name', 'ana', 'Ana', CURRENT_TIMESTAMP), ('name', 'bob', 'Bob', CURRENT_TIMESTAMP)"))
+        conn.execute(
+            text(
+                "INSERT INTO review_datasets (identity, label, n_studies, created_at) "
+                "VALUES (:i, 'old', 50, CURRENT_TIMESTAMP)"
+            ),
+            {"i": DS.digest},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO review_readers (kind, subject, display_name, created_at) VALUES "
+                "('name', 'ana', 'Ana', CURRENT_TIMESTAMP), ('name', 'bob', 'Bob', CURRENT_TIMESTAMP)"
+            )
+        )
         for i, (reader, study, grade) in enumerate([(1, 5, "CT-1"), (1, 5, "CT-3"), (2, 5, "CT-2"), (1, 6, None)]):
-            conn.execute(text("INSERT INTO review_events (dataset_id, study_id, reader_id, grade, note, action, "
-                              "source, created_at) VALUES (1, :s, :r, :g, :n, 'save', 'cli', CURRENT_TIMESTAMP)"),
-                         {"s": study, "r": reader, "g": grade, "n": f"note {i}"})
+            conn.execute(
+                text(
+                    "INSERT INTO review_events (dataset_id, study_id, reader_id, grade, note, action, "
+                    "source, created_at) VALUES (1, :s, :r, :g, :n, 'save', 'cli', CURRENT_TIMESTAMP)"
+                ),
+                {"s": study, "r": reader, "g": grade, "n": f"note {i}"},
+            )
         conn.execute(text("INSERT INTO review_event_flags (event_id, flag) VALUES (4, 'artefact')"))
     engine.dispose()
     db = open_database(db_url)
@@ -159,7 +179,7 @@ def test_upgrade_from_the_first_schema_backfills_latest(db_url: str) -> None:
         assert latest.loc[(5, "Ana"), "grade"] == "CT-3" and latest.loc[(5, "Bob"), "grade"] == "CT-2"
         assert latest.loc[(6, "Ana"), "flags"] == ("artefact",) and len(latest) == 3
         assert len(store.history(DS)) == 4
-        store.save(DS, 5, Reader.named("ana"), Review("CT-0"))      # the upgraded database takes new saves
+        store.save(DS, 5, Reader.named("ana"), Review("CT-0"))  # the upgraded database takes new saves
         assert store.review_of(DS, 5, Reader.named("Ana"))[0].grade == "CT-0"
     finally:
         db.dispose()
@@ -175,13 +195,18 @@ def test_a_newer_database_is_refused_without_writes(db_url: str) -> None:
 
     def snapshot():
         with engine.connect() as conn:
-            return (sorted(inspect(conn).get_table_names()),
-                    [tuple(r) for r in conn.execute(text("SELECT * FROM review_events ORDER BY id"))],
-                    conn.execute(text("SELECT version_num FROM alembic_version")).scalar())
+            return (
+                sorted(inspect(conn).get_table_names()),
+                [tuple(r) for r in conn.execute(text("SELECT * FROM review_events ORDER BY id"))],
+                conn.execute(text("SELECT version_num FROM alembic_version")).scalar(),
+            )
 
     before = snapshot()
-    with pytest.raises(SchemaTooNewError, match=r"revision 0099_future, newer than this app knows .*Nothing was "
-                                                r"written"):
+    with pytest.raises(
+        SchemaTooNewError,
+        match=r"revision 0099_future, newer than this app knows .*Nothing was "
+        r"written",
+    ):
         open_database(db_url)
     assert snapshot() == before
     engine.dispose()
@@ -213,9 +238,16 @@ print("ok", me)
 def test_twenty_processes_writing_at_once_lose_nothing(db_url: str) -> None:
     # No open up front: the 20 processes also open (and migrate) the new database at once, as several app
     # processes starting together would; the migration runs once under the write lock / advisory lock.
-    go = time.time() + 6.0                   # every writer starts saving at the same moment
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(REPO), db_url, str(i), str(go)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(20)]
+    go = time.time() + 6.0  # every writer starts saving at the same moment
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(REPO), db_url, str(i), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(20)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-800:] for o in outs if o[1]]
     db = open_database(db_url)
@@ -236,7 +268,7 @@ def test_a_locked_sqlite_is_waited_for_and_then_reported(tmp_path: Path) -> None
     url = f"sqlite:///{tmp_path / 'reviews.db'}"
     store = ReviewStore(open_database(url))
     locker = sqlite3.connect(tmp_path / "reviews.db", isolation_level=None, timeout=5, check_same_thread=False)
-    locker.execute("BEGIN IMMEDIATE")           # another process holds the write lock for 1.2 s
+    locker.execute("BEGIN IMMEDIATE")  # another process holds the write lock for 1.2 s
     threading.Timer(1.2, lambda: locker.execute("COMMIT")).start()
     t = time.perf_counter()
     store.save(DS, 1, Reader.named("Ana"), Review("CT-1"))
@@ -245,8 +277,11 @@ def test_a_locked_sqlite_is_waited_for_and_then_reported(tmp_path: Path) -> None
     short = ReviewStore(open_database(url, busy_timeout_s=0.1))
     locker.execute("BEGIN IMMEDIATE")
     try:
-        with pytest.raises(ReviewDatabaseError, match=r"saving the review of study 2: the review database .* is "
-                                                      r"not available \(database is locked\)"):
+        with pytest.raises(
+            ReviewDatabaseError,
+            match=r"saving the review of study 2: the review database .* is "
+            r"not available \(database is locked\)",
+        ):
             short.save(DS, 2, Reader.named("Ana"), Review("CT-2"))
     finally:
         locker.execute("COMMIT")
@@ -281,7 +316,7 @@ def test_a_writer_killed_mid_write_loses_at_most_that_write(tmp_path: Path) -> N
         line = p.stdout.readline()
         assert line, "the writer died on its own"
         committed.append(int(line))
-    os.kill(p.pid, signal.SIGKILL)       # somewhere inside its next save
+    os.kill(p.pid, signal.SIGKILL)  # somewhere inside its next save
     p.wait()
     con = sqlite3.connect(tmp_path / "reviews.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -289,7 +324,7 @@ def test_a_writer_killed_mid_write_loses_at_most_that_write(tmp_path: Path) -> N
     store = ReviewStore(open_database(url))
     ids = store.history(DS).event_id.tolist()
     assert ids[: len(committed)] == committed and len(ids) - len(committed) in (0, 1, 2)
-    store.save(DS, 1, Reader.named("after"), Review("CT-2"))    # and it takes writes again
+    store.save(DS, 1, Reader.named("after"), Review("CT-2"))  # and it takes writes again
 
 
 # ----------------------------------------------------------------------------------------------- locations
@@ -301,8 +336,12 @@ def test_database_url_and_location_rules(tmp_path: Path, monkeypatch: pytest.Mon
     assert database_url().database == str(tmp_path / "xdg" / "mosmed-explorer" / "reviews.db")
     monkeypatch.delenv("XDG_DATA_HOME")
     assert database_url().database == str(Path.home() / ".local/share/mosmed-explorer/reviews.db")
-    for bad, why in [("mysql://u@h/db", "reviews are kept in SQLite or PostgreSQL"), ("sqlite://", "SQLite file"),
-                     ("sqlite:///relative.db", "relative"), ("not a url", "not a database URL")]:
+    for bad, why in [
+        ("mysql://u@h/db", "reviews are kept in SQLite or PostgreSQL"),
+        ("sqlite://", "SQLite file"),
+        ("sqlite:///relative.db", "relative"),
+        ("not a url", "not a database URL"),
+    ]:
         with pytest.raises(ReviewConfigError, match=why):
             database_url(bad)
     assert database_url("postgresql://u:secret@h/db").drivername == "postgresql+psycopg"
@@ -318,8 +357,11 @@ def test_database_url_and_location_rules(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_an_unreachable_database_is_reported_quickly() -> None:
     t = time.perf_counter()
-    with pytest.raises(ReviewDatabaseError, match=r"opening the reviews: the review database "
-                                                  r"postgresql\+psycopg://nobody:\*\*\*@127.0.0.1:1/x "
-                                                  r"is not available"):
+    with pytest.raises(
+        ReviewDatabaseError,
+        match=r"opening the reviews: the review database "
+        r"postgresql\+psycopg://nobody:\*\*\*@127.0.0.1:1/x "
+        r"is not available",
+    ):
         open_database("postgresql+psycopg://nobody:pw@127.0.0.1:1/x")
     assert time.perf_counter() - t < 10

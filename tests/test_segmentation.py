@@ -29,12 +29,12 @@ def test_segments_two_healthy_lungs(healthy):
     seg = segment_lungs(hu, SPACING)
     assert seg.dtype == np.uint8 and seg.shape == hu.shape and set(np.unique(seg)) <= {0, 1}
     assert dice(seg, lung) > 0.97
-    assert np.count_nonzero(seg[trachea]) < 0.05 * np.count_nonzero(trachea)   # trachea is not lung
-    assert np.count_nonzero(seg[vessel]) > 0.9 * np.count_nonzero(vessel)       # vessels inside the lung are
-    assert seg[:, 0, :].max() == 0 and seg[:, :, :5].max() == 0                 # outside air is not
+    assert np.count_nonzero(seg[trachea]) < 0.05 * np.count_nonzero(trachea)  # trachea is not lung
+    assert np.count_nonzero(seg[vessel]) > 0.9 * np.count_nonzero(vessel)  # vessels inside the lung are
+    assert seg[:, 0, :].max() == 0 and seg[:, :, :5].max() == 0  # outside air is not
     k = SHAPE[0] // 2
     cols = np.flatnonzero(seg[k].any(axis=0))
-    assert cols.min() < SHAPE[2] * 0.4 and cols.max() > SHAPE[2] * 0.6          # both lungs, side by side
+    assert cols.min() < SHAPE[2] * 0.4 and cols.max() > SHAPE[2] * 0.6  # both lungs, side by side
 
 
 def test_segment_reports_what_it_saw(healthy):
@@ -44,7 +44,7 @@ def test_segment_reports_what_it_saw(healthy):
     assert np.array_equal(res.lung, segment_lungs(hu, SPACING))
     assert not res.touches_border
     assert res.outside_air_hu == pytest.approx(-1000, abs=15)
-    assert res.excluded_gas_ml > 0            # the trachea, dropped as pure gas
+    assert res.excluded_gas_ml > 0  # the trachea, dropped as pure gas
     assert res.factor == coarse_factor(SPACING) == 1
 
 
@@ -67,14 +67,14 @@ def test_consolidation_still_counts_as_lung(lesions):
     seg = segment_lungs(hu, SPACING)
     assert dice(seg, lung) > 0.97
     assert np.count_nonzero(seg[lesion > 0]) > 0.9 * np.count_nonzero(lesion)
-    assert np.count_nonzero(seg[lung == 0]) < 0.05 * np.count_nonzero(lung)   # and the heart/wall stay out
+    assert np.count_nonzero(seg[lung == 0]) < 0.05 * np.count_nonzero(lung)  # and the heart/wall stay out
 
 
 def test_lung_slice_of_consolidation_is_bridged_from_neighbours(healthy):
     hu, lung, _, _, _ = healthy
     hu = hu.copy()
     k = SHAPE[0] // 2
-    hu[k][lung[k] > 0] = 20          # one slice entirely consolidated, both lungs
+    hu[k][lung[k] > 0] = 20  # one slice entirely consolidated, both lungs
     seg = segment_lungs(hu, SPACING)
     assert dice(seg[k], lung[k]) > 0.85
 
@@ -84,7 +84,7 @@ def test_lungs_cut_by_a_cropped_field_of_view_are_kept():
     c = chest(seed=1)
     box = (slice(None), slice(40, 92), slice(25, 103))
     hu, lung = c["hu"][box], c["lung"][box]
-    assert lung[:, :, 0].any() and lung[:, :, -1].any() and lung[:, 0, :].any()   # the crop cuts the lungs
+    assert lung[:, :, 0].any() and lung[:, :, -1].any() and lung[:, 0, :].any()  # the crop cuts the lungs
     res = segment(hu, SPACING)
     assert dice(res.lung, lung) > 0.97
     assert res.touches_border
@@ -104,8 +104,8 @@ def test_table_and_scanner_padding_are_outside():
     res = segment(c["hu"], SPACING)
     assert dice(res.lung, c["lung"]) > 0.97
     body_rows = np.flatnonzero((c["hu"] > -500).any(axis=(0, 2)))
-    assert res.lung[:, body_rows.max() - 8 :, :].max() == 0            # nothing under the back or on the table
-    assert res.outside_air_hu == pytest.approx(-1000, abs=15)          # padding does not count as air's HU
+    assert res.lung[:, body_rows.max() - 8 :, :].max() == 0  # nothing under the back or on the table
+    assert res.outside_air_hu == pytest.approx(-1000, abs=15)  # padding does not count as air's HU
 
 
 def test_no_lungs_gives_an_empty_mask():
@@ -156,16 +156,23 @@ def test_coarse_grid_round_trip(shape, f):
     assert up.shape == shape
     # Every block-centre sample comes back at its own voxel.
     c = min(f // 2, shape[1] - 1), min(f // 2, shape[2] - 1)
-    assert np.array_equal(up[:, c[0] :: f, c[1] :: f][:, : ds.shape[1], : ds.shape[2]],
-                          arr[:, c[0] :: f, c[1] :: f][:, : ds.shape[1], : ds.shape[2]])
+    assert np.array_equal(
+        up[:, c[0] :: f, c[1] :: f][:, : ds.shape[1], : ds.shape[2]],
+        arr[:, c[0] :: f, c[1] :: f][:, : ds.shape[1], : ds.shape[2]],
+    )
     flat = np.full((1, 4, 4), -600, np.int16)
     assert np.all(subsample_mean(flat, 2) == -600)
 
 
-@pytest.mark.parametrize("hu, spacing, match", [(np.zeros((4, 4), np.int16), SPACING, r"\(Z, H, W\)"),
-                                                (np.zeros((2, 4, 4), np.int16), (8.0, 0.0, 1.0), "spacing"),
-                                                (np.zeros((2, 4, 4), np.int16), (8.0, float("nan"), 1.0), "spacing"),
-                                                (np.zeros((0, 4, 4), np.int16), SPACING, "empty")])
+@pytest.mark.parametrize(
+    "hu, spacing, match",
+    [
+        (np.zeros((4, 4), np.int16), SPACING, r"\(Z, H, W\)"),
+        (np.zeros((2, 4, 4), np.int16), (8.0, 0.0, 1.0), "spacing"),
+        (np.zeros((2, 4, 4), np.int16), (8.0, float("nan"), 1.0), "spacing"),
+        (np.zeros((0, 4, 4), np.int16), SPACING, "empty"),
+    ],
+)
 def test_segment_rejects(hu, spacing, match):
     with pytest.raises(ValueError, match=match):
         segment_lungs(hu, spacing)

@@ -56,11 +56,18 @@ def test_what_the_old_paraphrase_missed():
 
 def test_p2_differences_are_named_per_cell():
     diffs = {(r.category, col) for r in S.SEVERITY_TABLE for col, _ in r.p2_differs}
-    assert diffs == {("CT-0", "routing"), ("CT-1", "ct_findings"), ("CT-2", "ct_findings"), ("CT-2", "clinical"),
-                     ("CT-3", "ct_findings"), ("CT-3", "clinical")}
+    assert diffs == {
+        ("CT-0", "routing"),
+        ("CT-1", "ct_findings"),
+        ("CT-2", "ct_findings"),
+        ("CT-2", "clinical"),
+        ("CT-3", "ct_findings"),
+        ("CT-3", "clinical"),
+    }
     assert "SpO2 ≤ 93 %" in S.severity_row("CT-3").p2_note("clinical")
-    assert ("38.5" in S.severity_row("CT-2").p2_note("clinical")
-            and "≥ 95 %" in S.severity_row("CT-2").p2_note("clinical"))
+    assert "38.5" in S.severity_row("CT-2").p2_note("clinical") and "≥ 95 %" in S.severity_row("CT-2").p2_note(
+        "clinical"
+    )
     assert "crazy paving" in S.severity_row("CT-1").p2_note("ct_findings")
     assert S.severity_row("CT-4").p2_note("routing") is None
     assert "P1" in S.SEVERITY_SOURCE_NOTE and "arXiv:2005.06465" in S.SEVERITY_SOURCE_NOTE
@@ -99,8 +106,21 @@ def test_bands_and_edges():
     assert [S.band(c) for c in S.CLASSES] == [(0, 0), (0, 25), (25, 50), (50, 75), (75, 100)]
 
 
-@pytest.mark.parametrize("pct, cat", [(0, "CT-0"), (0.01, "CT-1"), (25, "CT-1"), (25.01, "CT-2"), (50, "CT-2"),
-                                      (50.5, "CT-3"), (75, "CT-3"), (75.1, "CT-4"), (100, "CT-4"), (-1, "CT-0")])
+@pytest.mark.parametrize(
+    "pct, cat",
+    [
+        (0, "CT-0"),
+        (0.01, "CT-1"),
+        (25, "CT-1"),
+        (25.01, "CT-2"),
+        (50, "CT-2"),
+        (50.5, "CT-3"),
+        (75, "CT-3"),
+        (75.1, "CT-4"),
+        (100, "CT-4"),
+        (-1, "CT-0"),
+    ],
+)
 def test_class_for_involvement(pct, cat):
     assert S.class_for_involvement(pct) == cat
     assert S.in_band(cat, max(pct, 0))

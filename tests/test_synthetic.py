@@ -33,24 +33,24 @@ def test_phantom_hu_anatomy():
     hu, lung, les = ph.hu, ph.lung > 0, ph.lesion > 0
     assert hu.dtype == np.int16 and ph.lesion.dtype == np.uint8 and set(np.unique(ph.lesion)) <= {0, 1}
     corner = hu[:, :8, :8]
-    assert -1010 < corner.mean() < -990 and corner.std() > 1          # air with slight noise
+    assert -1010 < corner.mean() < -990 and corner.std() > 1  # air with slight noise
     paren = hu[lung & ~les]
     # Normal lung measured as mosmed.texture does (below -500 HU): the real chest crop's median is -805 HU.
-    assert -860 < np.median(paren[paren < -500]) < -750                # lung parenchyma
-    assert np.percentile(paren, 95) > -700                            # vessels inside the lungs
+    assert -860 < np.median(paren[paren < -500]) < -750  # lung parenchyma
+    assert np.percentile(paren, 95) > -700  # vessels inside the lungs
     # The paper: marked regions have a mean density of -700 .. -130 HU. With real noise (and the soft edge of
     # ground glass inside the mask) single voxels reach lower: the 2nd percentile is held to -800 (it was -740).
     assert -700 <= hu[les].mean() <= -130 and -700 <= np.median(hu[les]) <= -130
     assert np.percentile(hu[les], 2) >= -800
     soft = ((hu > 20) & (hu < 70)).mean()
     fat = ((hu > -130) & (hu < -70)).mean()
-    assert soft > 0.05 and fat > 0.02                                  # muscle/heart/liver and fat present
-    assert hu.max() > 700                                              # cortical bone
+    assert soft > 0.05 and fat > 0.02  # muscle/heart/liver and fat present
+    assert hu.max() > 700  # cortical bone
     # Lungs side by side, anterior at the top: lung in both halves, the mediastinum between them.
     mid = hu.shape[0] // 2
     cols = lung[mid].any(axis=0)
     w = hu.shape[2]
-    assert cols[: w // 2].any() and cols[w // 2:].any() and not cols[w // 2 - 2: w // 2 + 2].any()
+    assert cols[: w // 2].any() and cols[w // 2 :].any() and not cols[w // 2 - 2 : w // 2 + 2].any()
     # Lungs smaller at the apex and base than in the middle.
     area = lung.sum(axis=(1, 2))
     k = int(np.argmax(area))
@@ -90,6 +90,7 @@ def test_consolidation_more_in_severe_classes():
         ph = build_phantom((36, 128, 128), (8.0, 2.7, 2.7), cat, np.random.default_rng(11))
         les = ph.lesion > 0
         return (ph.hu[les] > -250).mean()
+
     assert cons_share("CT-4") > cons_share("CT-1") + 0.1
 
 
@@ -173,8 +174,9 @@ def test_deterministic_and_workers_agree(tmp_path, small_demo):
         assert np.array_equal(np.asarray(nib.load(f).dataobj), np.asarray(nib.load(g).dataobj))
         assert gzip.decompress(f.read_bytes()) == gzip.decompress(g.read_bytes())
         assert f.read_bytes() == g.read_bytes()
-    pd.testing.assert_frame_equal(pd.read_excel(small_demo / "dataset_registry.xlsx"),
-                                  pd.read_excel(again / "dataset_registry.xlsx"))
+    pd.testing.assert_frame_equal(
+        pd.read_excel(small_demo / "dataset_registry.xlsx"), pd.read_excel(again / "dataset_registry.xlsx")
+    )
     other = generate_demo(tmp_path / "other", n_studies=1, seed=8, size=96, workers=1)
     a = _load_disp(small_demo / "studies/CT-0/study_0001.nii.gz")
     b = _load_disp(other / "studies/CT-0/study_0001.nii.gz")
@@ -221,7 +223,7 @@ def test_replica_from_real_masks(real_mosmed, tmp_path):
     df = pd.read_excel(out / "dataset_registry.xlsx")
     assert len(df) == 1110
     studies = sorted(p.name for p in (out / "studies").rglob("*.nii.gz"))
-    assert len(studies) == 6 and "study_0287.nii.gz" in studies          # 1 masked + 1 per class
+    assert len(studies) == 6 and "study_0287.nii.gz" in studies  # 1 masked + 1 per class
     for cat in BANDS:
         assert len(list((out / "studies" / cat).glob("*.nii.gz"))) >= 1
     study = out / "studies/CT-1/study_0287.nii.gz"
@@ -231,7 +233,7 @@ def test_replica_from_real_masks(real_mosmed, tmp_path):
     vol = read_volume(study)
     mask, _ = read_mask(out / "masks/study_0287_mask.nii.gz", vol)
     assert mask.sum() == 98
-    assert -700 <= np.median(vol.data[mask > 0]) <= -130                # lesion HU painted where the mask is
+    assert -700 <= np.median(vol.data[mask > 0]) <= -130  # lesion HU painted where the mask is
 
 
 def test_replica_default_takes_all_masks(real_mosmed, monkeypatch, tmp_path):

@@ -78,17 +78,17 @@ def test_soft_tissue_is_taken_away_from_edges():
     vol = np.zeros((2, 40, 40), np.int16)
     vol[:, :, 20:] = 100
     assert texture_stats(vol, (1.0, 1.0, 1.0)).noise_mad_hu == 0.0
-    vol[:, :, 20:] = 300          # outside the band: only the 0-HU half counts
+    vol[:, :, 20:] = 300  # outside the band: only the 0-HU half counts
     st = texture_stats(vol, (1.0, 1.0, 1.0))
     assert st.noise_voxels < 2 * 40 * 20 and st.noise_mad_hu == 0.0
 
 
 def test_threshold_lung_mask_keeps_border_lungs_and_drops_gas():
     vol = np.full((6, 60, 80), 40, np.int16)
-    vol[:, 10:50, 0:30] = -820          # a "lung" touching the image border
+    vol[:, 10:50, 0:30] = -820  # a "lung" touching the image border
     vol[:, 10:50, 45:70] = -800
-    vol[:, 25:30, 35:40] = -1000        # trachea-like pure gas
-    vol[:, 52:58, 50:60] = -1000        # bowel gas
+    vol[:, 25:30, 35:40] = -1000  # trachea-like pure gas
+    vol[:, 52:58, 50:60] = -1000  # bowel gas
     m = threshold_lung_mask(vol)
     assert m[:, 10:50, 0:30].all() and m[:, 10:50, 45:70].all()
     assert not m[:, 25:30, 35:40].any() and not m[:, 52:58, 50:60].any()
@@ -119,7 +119,7 @@ def test_real_chest_crop_figures(chest_stats):
 def test_real_abdomen_noise():
     vol = _realct(ABDOMEN)
     st = texture_stats(vol.data, vol.spacing)
-    assert st.noise_mad_hu == pytest.approx(10.38, abs=0.01)      # 3 mm voxels: less noise
+    assert st.noise_mad_hu == pytest.approx(10.38, abs=0.01)  # 3 mm voxels: less noise
 
 
 # ------------------------------------------------------------------------------------------ demo vs real

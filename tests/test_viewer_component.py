@@ -35,9 +35,19 @@ def fake_study(z=6, h=40, w=48, spacing=(8.0, 0.7, 0.7), with_mask=True, seed=0,
         mask[2:4, 14:20, 10:16] = 1
         vol[mask > 0] = -500
     return Study(
-        study_id=study_id, category="CT-1", volume=vol, mask=mask, lung=lungs if lung else None, spacing=spacing,
-        slice_z_mm=np.arange(z) * spacing[0] - 100.0, stats=None, summary={}, source_axcodes=("L", "A", "S"),
-        cache_key=f"k{seed}-{z}x{h}x{w}-{with_mask}-{spacing}", warnings=[], from_cache=False,
+        study_id=study_id,
+        category="CT-1",
+        volume=vol,
+        mask=mask,
+        lung=lungs if lung else None,
+        spacing=spacing,
+        slice_z_mm=np.arange(z) * spacing[0] - 100.0,
+        stats=None,
+        summary={},
+        source_axcodes=("L", "A", "S"),
+        cache_key=f"k{seed}-{z}x{h}x{w}-{with_mask}-{spacing}",
+        warnings=[],
+        from_cache=False,
     )
 
 
@@ -69,7 +79,7 @@ def test_window_is_a_header_field_not_new_data():
     study = fake_study()
     a, blob_a = _payload(study)
     b, blob_b = _payload(study, window=Window(40.0, 400.0), window_seq=2)
-    assert a["token"] == b["token"] and blob_a == blob_b       # a window change never re-sends the data
+    assert a["token"] == b["token"] and blob_a == blob_b  # a window change never re-sends the data
     assert b["window"] == {"level": 40.0, "width": 400.0, "name": None, "seq": 2}
 
 
@@ -79,7 +89,7 @@ def test_quiz_payload_holds_no_id_class_or_lesion():
     text = repr(header)
     assert header["study_id"] is None and header["lesion_mm2"] is None and not header["has_mask"]
     assert "301" not in text and "CT-1" not in text and header["study_label"] == "Question 1"
-    assert not (wire.decode_labels(header, blob) & 1).any()      # no lesion bit reached the payload
+    assert not (wire.decode_labels(header, blob) & 1).any()  # no lesion bit reached the payload
     # The crosshair does not point at the lesion (rows 14-19, cols 10-15) either: it goes through the lung.
     full, _ = _payload(study)
     assert header["cursor"] != full["cursor"] and header["token"] != full["token"]
@@ -107,25 +117,44 @@ def test_reformat_index_without_mask_goes_through_right_lung():
     assert 10 <= viewer.reformat_index(study, "coronal") < 30
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ({"token": "t", "slice": 2, "level": -600, "width": 1500, "name": "lung", "plane": "coronal"},
-     (2, PRESETS["lung"], "coronal")),
-    ({"token": "t", "slice": 2, "level": -600.4, "width": 1400.6, "name": "lung"}, (2, Window(-600.0, 1401.0), None)),
-    ({"token": "other", "slice": 2}, (None, None, None)),
-    ({"token": "t", "slice": 6, "level": 1e9, "width": 0}, (None, None, None)),
-    ({"token": "t", "slice": True, "level": "x", "width": None, "plane": "../x"}, (None, None, None)),
-    ({"token": "t", "slice": -1, "level": float("nan"), "width": 10}, (None, None, None)),
-    (None, (None, None, None)), ([1, 2], (None, None, None)),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            {"token": "t", "slice": 2, "level": -600, "width": 1500, "name": "lung", "plane": "coronal"},
+            (2, PRESETS["lung"], "coronal"),
+        ),
+        (
+            {"token": "t", "slice": 2, "level": -600.4, "width": 1400.6, "name": "lung"},
+            (2, Window(-600.0, 1401.0), None),
+        ),
+        ({"token": "other", "slice": 2}, (None, None, None)),
+        ({"token": "t", "slice": 6, "level": 1e9, "width": 0}, (None, None, None)),
+        ({"token": "t", "slice": True, "level": "x", "width": None, "plane": "../x"}, (None, None, None)),
+        ({"token": "t", "slice": -1, "level": float("nan"), "width": 10}, (None, None, None)),
+        (None, (None, None, None)),
+        ([1, 2], (None, None, None)),
+    ],
+)
 def test_view_report_from_the_browser_is_validated(raw, expected):
     assert viewer._parse_view(raw, "t", 6) == expected
 
 
 def test_measure_report_is_validated():
     good = {"kind": "line", "plane": "axial", "index": 2, "p0": [1.5, 2.0], "p1": [10, 12.25]}
-    raw = {"token": "t", "items": [good, {"kind": "circle"}, {**good, "plane": "x"}, {**good, "index": 6},
-                                  {**good, "p0": [float("inf"), 1]}, {**good, "p1": [1e6, 1]}, "junk",
-                                  {**good, "kind": "rect", "plane": "sagittal", "index": 47, "p1": [40, 6]}]}
+    raw = {
+        "token": "t",
+        "items": [
+            good,
+            {"kind": "circle"},
+            {**good, "plane": "x"},
+            {**good, "index": 6},
+            {**good, "p0": [float("inf"), 1]},
+            {**good, "p1": [1e6, 1]},
+            "junk",
+            {**good, "kind": "rect", "plane": "sagittal", "index": 47, "p1": [40, 6]},
+        ],
+    }
     got = viewer._parse_measures(raw, "t", (6, 40, 48))
     assert got == [good, {**good, "kind": "rect", "plane": "sagittal", "index": 47, "p1": [40, 6]}]
     assert viewer._parse_measures({**raw, "token": "u"}, "t", (6, 40, 48)) is None
@@ -135,13 +164,13 @@ def test_measure_report_is_validated():
 
 def test_bindings_are_one_table_every_action_implemented_in_the_js():
     js = (REPO / "components" / "viewer_assets" / "viewer.js").read_text()
-    actions_block = js[js.index("const ACTIONS = {"):js.index("function keyMap")]
+    actions_block = js[js.index("const ACTIONS = {") : js.index("function keyMap")]
     implemented = set(re.findall(r"^  (\w+): ", actions_block, re.M))
     keys = viewer.BINDINGS["keys"]
     bound = {b["action"] for b in keys}
     assert bound <= implemented, bound - implemented
     seen: set[str] = set()
-    for b in keys:                      # one action per key: the table is a function from input to action
+    for b in keys:  # one action per key: the table is a function from input to action
         assert not (set(b["keys"]) & seen), b
         seen |= set(b["keys"])
     assert {"1", "2", "3", "4", "c", "ArrowUp", "PageDown", "Home", "End", "+", "-"} <= seen
@@ -169,12 +198,12 @@ def test_linked_index_relative(k, n_from, n_to, expected):
 
 
 def test_linked_index_mm_picks_nearest_position_and_keeps_an_anchor_offset():
-    z_a = np.arange(10) * 8.0          # 0..72 mm
-    z_b = np.arange(20) * 5.0 - 10.0   # -10..85 mm
-    assert linked_index(4, 10, 20, "mm", z_a, z_b) == 8   # 32 mm -> 30 mm
+    z_a = np.arange(10) * 8.0  # 0..72 mm
+    z_b = np.arange(20) * 5.0 - 10.0  # -10..85 mm
+    assert linked_index(4, 10, 20, "mm", z_a, z_b) == 8  # 32 mm -> 30 mm
     assert linked_index(9, 10, 20, "mm", z_a, z_b) == 16  # 72 mm -> 70 mm
-    z_c = z_a - 300.0                  # another patient, 30 cm further along the table
-    assert linked_index(5, 10, 10, "mm", z_a, z_c, anchor=(4, 4)) == 5    # +8 mm from the anchor, both sides
+    z_c = z_a - 300.0  # another patient, 30 cm further along the table
+    assert linked_index(5, 10, 10, "mm", z_a, z_c, anchor=(4, 4)) == 5  # +8 mm from the anchor, both sides
 
 
 def test_linked_index_rejects_bad_mode_and_counts():

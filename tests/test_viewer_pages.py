@@ -71,7 +71,7 @@ def test_viewer_page_sends_the_exact_volume_once(app, tiny_dataset):
     at.run()
     [(again, blob_again)] = _payloads(at)
     assert again["data_seq"] == header["data_seq"] + 1 and blob_again == blob
-    at.run()                                              # a rerun: the browser holds the data already
+    at.run()  # a rerun: the browser holds the data already
     [(light, blob2)] = _payloads(at)
     assert light["light"] is True and len(blob2) == 0 and light["token"] == header["token"]
     assert light["data_url"] is None
@@ -85,8 +85,17 @@ def test_browser_report_moves_the_url_and_window_widgets(app):
     at = app(study="1")
     [(header, _)] = _payloads(at)
     # What the JS sends with setStateValue("view", ...) after a right-drag and a few slices of scrolling.
-    at.session_state["viewer.ct"] = {"view": {"token": header["token"], "study": 1, "slice": 5, "level": -500,
-                                              "width": 1200, "name": None, "plane": "coronal"}}
+    at.session_state["viewer.ct"] = {
+        "view": {
+            "token": header["token"],
+            "study": 1,
+            "slice": 5,
+            "level": -500,
+            "width": 1200,
+            "name": None,
+            "plane": "coronal",
+        }
+    }
     at.run()
     assert not at.exception
     qp = {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
@@ -101,9 +110,10 @@ def test_browser_report_moves_the_url_and_window_widgets(app):
 def test_hostile_browser_report_is_ignored(app):
     at = app(study="1", slice="2")
     [(header, _)] = _payloads(at)
-    at.session_state["viewer.ct"] = {"view": {"token": header["token"], "slice": 10**9, "level": "<script>",
-                                              "width": -5, "plane": "../../etc"},
-                                     "measures": {"token": header["token"], "items": [{"kind": "x"}] * 3}}
+    at.session_state["viewer.ct"] = {
+        "view": {"token": header["token"], "slice": 10**9, "level": "<script>", "width": -5, "plane": "../../etc"},
+        "measures": {"token": header["token"], "items": [{"kind": "x"}] * 3},
+    }
     at.run()
     assert not at.exception and not at.error
     qp = {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
@@ -116,7 +126,7 @@ def test_measurements_are_kept_per_study_for_the_session(app):
     item = {"kind": "line", "plane": "axial", "index": 2, "p0": [10.0, 10.0], "p1": [30.0, 10.0]}
     at.session_state["viewer.ct"] = {"measures": {"token": header["token"], "items": [item]}}
     at.run()
-    at.button(key="viewer.next").click().run()            # another study, then back
+    at.button(key="viewer.next").click().run()  # another study, then back
     assert _payloads(at)[0][0]["measures"] == []
     at.button(key="viewer.prev").click().run()
     [(back, _)] = _payloads(at)
@@ -131,7 +141,7 @@ def _teaching(env_root: Path, cache: Path, monkeypatch) -> AppTest:
 
 def test_quiz_shows_the_study_in_the_viewer_without_its_class(tiny_dataset, tmp_path_factory, monkeypatch):
     at = _teaching(tiny_dataset, tmp_path_factory.getbasetemp() / "viewer_cache", monkeypatch)
-    at.session_state["teaching.quiz.study"] = 1             # the CT-1 study with an expert mask
+    at.session_state["teaching.quiz.study"] = 1  # the CT-1 study with an expert mask
     at.run()
     assert not at.exception, at.exception
     sid = at.session_state["teaching.quiz.study"]
@@ -139,13 +149,13 @@ def test_quiz_shows_the_study_in_the_viewer_without_its_class(tiny_dataset, tmp_
     truth = str(pd.read_csv(tiny_dataset / "dataset_registry.csv").set_index("study_id").loc[sid, "category"])
     payloads = _payloads(at)
     assert len(payloads) >= 1
-    header, blob = payloads[0]                              # the quiz viewer (compare views are in other tabs)
+    header, blob = payloads[0]  # the quiz viewer (compare views are in other tabs)
     text = repr(header)
     assert header["anonymous"] and header["study_id"] is None and header["lesion_mm2"] is None
     assert truth not in text, text
     assert f"study {sid}" not in text, text
     assert not header["has_mask"]
-    assert header["url_params"] is None                     # the quiz never writes the study into the URL
+    assert header["url_params"] is None  # the quiz never writes the study into the URL
     assert not (wire.decode_labels(header, blob) & wire.LESION_BIT).any()
     at.segmented_control(key="teaching.w.answer.0").set_value(truth).run()
     at.button(key="teaching.w.check").click().run()

@@ -12,8 +12,8 @@ from mosmed import wire
 
 def _volume(z=5, h=40, w=48, seed=0):
     rng = np.random.default_rng(seed)
-    vol = np.full((z, h, w), -2048, np.int16)                                          # scanner padding
-    vol[:, 8:32, 10:38] = rng.integers(-1000, 1500, (z, 24, 28)).astype(np.int16)   # the field of view
+    vol = np.full((z, h, w), -2048, np.int16)  # scanner padding
+    vol[:, 8:32, 10:38] = rng.integers(-1000, 1500, (z, 24, 28)).astype(np.int16)  # the field of view
     return vol
 
 
@@ -43,14 +43,14 @@ def test_slices_are_low_bytes_and_a_zlib_stream_of_high_bytes():
     enc = wire.encode_study(vol)
     r0, r1, c0, c1 = enc.geometry["crop"]
     off, n_lo, n_hi, lo_zlib = enc.geometry["slices"][1]
-    assert lo_zlib == 0 and n_lo == (r1 - r0) * (c1 - c0)        # noise: the low bytes go as they are
-    lo = np.frombuffer(enc.blob[off:off + n_lo], np.uint8)
-    hi = np.frombuffer(zlib.decompress(enc.blob[off + n_lo:off + n_lo + n_hi]), np.uint8)
+    assert lo_zlib == 0 and n_lo == (r1 - r0) * (c1 - c0)  # noise: the low bytes go as they are
+    lo = np.frombuffer(enc.blob[off : off + n_lo], np.uint8)
+    hi = np.frombuffer(zlib.decompress(enc.blob[off + n_lo : off + n_lo + n_hi]), np.uint8)
     vals = (lo.astype(np.int32) | (hi.astype(np.int32) << 8)).astype(np.uint16).view(np.int16)
     assert np.array_equal(vals.reshape(r1 - r0, c1 - c0), vol[1, r0:r1, c0:c1])
     assert enc.geometry["labels"] == [None, None] and not enc.geometry["has_mask"]
     smooth = np.tile((np.arange(48, dtype=np.int16) * 20 - 500)[None, None, :], (3, 40, 1))
-    enc2 = wire.encode_study(smooth)                             # smooth data: the low bytes compress
+    enc2 = wire.encode_study(smooth)  # smooth data: the low bytes compress
     assert all(ref[3] == 1 for ref in enc2.geometry["slices"])
     assert np.array_equal(wire.decode_volume(enc2.geometry, enc2.blob), smooth)
 
@@ -61,7 +61,7 @@ def test_labels_only_where_a_slice_has_any_and_withheld_mask_sends_nothing():
     mask[1, 12:14, 14:16] = 1
     enc = wire.encode_study(vol, mask)
     assert [ref is not None for ref in enc.geometry["labels"]] == [False, True, False, False]
-    quiz = wire.encode_study(vol, None, None)    # the quiz before the answer: no label stream at all
+    quiz = wire.encode_study(vol, None, None)  # the quiz before the answer: no label stream at all
     assert quiz.geometry["labels"] == [None] * 4 and not quiz.geometry["has_mask"]
     assert not wire.decode_labels(quiz.geometry, quiz.blob).any()
 
@@ -71,7 +71,7 @@ def test_all_air_keeps_the_full_frame_and_one_slice_works():
     enc = wire.encode_study(vol)
     assert enc.geometry["fill"] == -1000 and enc.nbytes < 40
     noisy = np.random.default_rng(1).integers(-1010, -990, (2, 7, 9)).astype(np.int16)
-    assert wire.encode_study(noisy).geometry["crop"] == [0, 7, 0, 9]   # noise everywhere: the full frame
+    assert wire.encode_study(noisy).geometry["crop"] == [0, 7, 0, 9]  # noise everywhere: the full frame
     assert np.array_equal(wire.decode_volume(enc.geometry, enc.blob), vol)
 
 

@@ -90,7 +90,7 @@ def test_errors_survive_pickling_for_worker_processes():
 
 
 def test_voxel_limit_is_checked_on_the_header(tmp_path):
-    assert MAX_VOXELS == 2048 ** 3 // 8
+    assert MAX_VOXELS == 2048**3 // 8
     p = B.write_volume_case("enormous_dims", tmp_path)
     with pytest.raises(VolumeError, match="30000, 30000, 30000"):
         check_header(p, 2)
@@ -100,7 +100,7 @@ def test_damaged_deflate_stream_is_a_clear_error(tmp_path):
     p = B.write_good_study(tmp_path / "s.nii.gz")
     data = bytearray(p.read_bytes())
     mid = len(data) // 2
-    data[mid:mid + 64] = b"\xff" * 64  # a damaged block in the middle of the compressed data
+    data[mid : mid + 64] = b"\xff" * 64  # a damaged block in the middle of the compressed data
     p.write_bytes(bytes(data))
     with pytest.raises(VolumeError, match="truncated or corrupt gzip"):
         read_volume(p, 1)
@@ -132,12 +132,16 @@ def test_mask_in_display_orientation(tmp_path):
 
 def test_mask_mismatch_names_both_grids(tmp_path):
     s, m = B.write_mask_case("mask_other_shape", tmp_path, 255)
-    with pytest.raises(MaskMismatchError,
-                       match=r"^study 255: mask grid \(32, 32, 5\) differs from study grid \(32, 32, 4\)$"):
+    with pytest.raises(
+        MaskMismatchError, match=r"^study 255: mask grid \(32, 32, 5\) differs from study grid \(32, 32, 4\)$"
+    ):
         read_mask(m, read_volume(s), 255)
     s, m = B.write_mask_case("mask_other_affine", tmp_path / "b", 256)
-    with pytest.raises(MaskMismatchError, match=r"by up to 8 mm \(mask .*origin \(12.4, -12.4, -92.0\); study .*"
-                                               r"origin \(12.4, -12.4, -100.0\)\)"):
+    with pytest.raises(
+        MaskMismatchError,
+        match=r"by up to 8 mm \(mask .*origin \(12.4, -12.4, -92.0\); study .*"
+        r"origin \(12.4, -12.4, -100.0\)\)",
+    ):
         read_mask(m, read_volume(s), 256)
 
 

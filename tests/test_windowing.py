@@ -31,8 +31,15 @@ def test_presets_are_the_published_windows():
 
 @pytest.mark.parametrize(
     "text, key",
-    [("lung", "lung"), ("LUNG", "lung"), (" Soft tissue ", "soft"), ("mediastinum", "mediastinum"), ("bone", "bone"),
-     ("-600,1500", "lung"), ("40, 400", "soft")],
+    [
+        ("lung", "lung"),
+        ("LUNG", "lung"),
+        (" Soft tissue ", "soft"),
+        ("mediastinum", "mediastinum"),
+        ("bone", "bone"),
+        ("-600,1500", "lung"),
+        ("40, 400", "soft"),
+    ],
 )
 def test_parse_presets(text, key):
     w = parse_window(text)
@@ -40,8 +47,16 @@ def test_parse_presets(text, key):
     assert w.name == key
 
 
-@pytest.mark.parametrize("text, level, width", [("100,200", 100, 200), ("-50.5;80", -50.5, 80), ("0 1", 0, 1),
-                                                ("+5000,10000", 5000, 10000), ("-2000,1", -2000, 1)])
+@pytest.mark.parametrize(
+    "text, level, width",
+    [
+        ("100,200", 100, 200),
+        ("-50.5;80", -50.5, 80),
+        ("0 1", 0, 1),
+        ("+5000,10000", 5000, 10000),
+        ("-2000,1", -2000, 1),
+    ],
+)
 def test_parse_custom(text, level, width):
     w = parse_window(text)
     assert (w.level, w.width, w.name) == (level, width, None)

@@ -16,8 +16,9 @@ if v == "dataframe":
     n = 1110
     df = pd.DataFrame({f"c{i}": np.arange(n, dtype=float) * (i + 1) for i in range(15)})
     df.insert(0, "study_id", np.arange(1, n + 1))
-    st.dataframe(df, key="t", height=560, row_height=64, on_select="rerun", selection_mode="single-row",
-                 hide_index=True)
+    st.dataframe(
+        df, key="t", height=560, row_height=64, on_select="rerun", selection_mode="single-row", hide_index=True
+    )
 elif v == "plotly":
     fig = go.Figure(go.Bar(x=["CT-0", "CT-1", "CT-2", "CT-3", "CT-4"], y=[254, 684, 125, 45, 2]))
     st.plotly_chart(fig, key="c", on_select="rerun", selection_mode="points", config={"displayModeBar": False})

@@ -60,13 +60,13 @@ class ArrayWriter:
     def submit(self, name: str, arr: np.ndarray | None) -> None:
         if arr is None:
             return
-        arr = np.ascontiguousarray(arr, dtype=ARRAY_DTYPES[name])   # no copy when already right
+        arr = np.ascontiguousarray(arr, dtype=ARRAY_DTYPES[name])  # no copy when already right
         self._futures.append(self._pool.submit(self._write, name, arr))
 
     def _write(self, name: str, arr: np.ndarray) -> None:
         path = self.tmp / f"{name}.npy"
         with open(path, "wb") as f:
-            np.save(f, arr, allow_pickle=False)      # header + one tofile: no extra copy
+            np.save(f, arr, allow_pickle=False)  # header + one tofile: no extra copy
             # No fsync for the array files (it was ~0.2-0.3 s of a ~0.8 s build: 40 MB forced to the device).
             # Why it stays safe: the folder is only renamed into place after every write returned, so a killed
             # process leaves ``.tmp-*`` debris, never a valid-looking entry. For a power loss, readers
@@ -75,8 +75,11 @@ class ArrayWriter:
             # filesystems that order data before metadata (ext4 data=ordered, the default; xfs, btrfs) a right
             # size implies the data reached the disk; elsewhere a power loss at the wrong moment could leave
             # zeroed pixels of the right size, which `make clean-cache` clears (all of this is derived data).
-        self.meta["arrays"][name] = {"shape": list(arr.shape), "dtype": str(arr.dtype),
-                                     "file_bytes": os.stat(path).st_size}
+        self.meta["arrays"][name] = {
+            "shape": list(arr.shape),
+            "dtype": str(arr.dtype),
+            "file_bytes": os.stat(path).st_size,
+        }
 
     def finish(self) -> bool:
         """Complete the folder and rename it into place; False when another process's copy won."""
@@ -89,9 +92,9 @@ class ArrayWriter:
             fsync_dir(self.tmp)
             if self.final.exists():
                 if load_arrays(self.final, self.meta["key"]) is not None:
-                    remove_tree(self.tmp)                 # another process got there first
+                    remove_tree(self.tmp)  # another process got there first
                     return False
-                remove_tree(self.final)                   # a damaged leftover under the final name
+                remove_tree(self.final)  # a damaged leftover under the final name
             return publish_dir(self.tmp, self.final)
         except BaseException:
             self.abort()
@@ -127,8 +130,13 @@ def load_arrays(d: Path, key: str) -> StudyArrays | None:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError):
             return None
-        if (list(arr.shape) != info.get("shape") or str(arr.dtype) != info.get("dtype")
-                or str(arr.dtype) != ARRAY_DTYPES[name] or arr.ndim != 3 or not arr.flags.c_contiguous):
+        if (
+            list(arr.shape) != info.get("shape")
+            or str(arr.dtype) != info.get("dtype")
+            or str(arr.dtype) != ARRAY_DTYPES[name]
+            or arr.ndim != 3
+            or not arr.flags.c_contiguous
+        ):
             return None
         if shape0 is None:
             shape0 = arr.shape

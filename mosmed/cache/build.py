@@ -37,13 +37,13 @@ ProgressFn = Callable[[int, int, str], None]
 class BuildReport:
     """Outcome of :func:`build_all`."""
 
-    n_total: int = 0                 # registry rows with a usable id (a repeated id's row included)
-    n_built: int = 0                 # studies computed in this run
-    n_cached: int = 0                # already valid, skipped
-    n_errors: int = 0                # rows in error (registry problems and failed builds)
+    n_total: int = 0  # registry rows with a usable id (a repeated id's row included)
+    n_built: int = 0  # studies computed in this run
+    n_cached: int = 0  # already valid, skipped
+    n_errors: int = 0  # rows in error (registry problems and failed builds)
     n_arrays_written: int = 0
     n_evicted: int = 0
-    retried: int = 0                 # tasks submitted again after their worker died
+    retried: int = 0  # tasks submitted again after their worker died
     seconds: float = 0.0
     workers: int = 1
     writable: bool = True
@@ -53,8 +53,7 @@ class BuildReport:
         return dataclasses.asdict(self)
 
 
-def build_task(dataset_root: str, cache_root: str, budget: int, source: StudySource, need_arrays: bool
-               ) -> BuildResult:
+def build_task(dataset_root: str, cache_root: str, budget: int, source: StudySource, need_arrays: bool) -> BuildResult:
     """One study, built and written by a worker process (picklable arguments, a small picklable result)."""
     cache = StudyCache(Path(dataset_root), Path(cache_root), budget, probe=False)
     return cache.build_result(source, need_arrays)
@@ -72,8 +71,16 @@ def estimate_bytes(source: StudySource) -> int:
     return n * (2 + 1 + (1 if source.mask_path is not None else 0)) + 4096
 
 
-def build_all(cache: StudyCache, registry: Registry, workers: int = 1, progress: ProgressFn | None = None,
-              arrays: bool = True, *, executor: cf.Executor | None = None, retries: int = 1) -> BuildReport:
+def build_all(
+    cache: StudyCache,
+    registry: Registry,
+    workers: int = 1,
+    progress: ProgressFn | None = None,
+    arrays: bool = True,
+    *,
+    executor: cf.Executor | None = None,
+    retries: int = 1,
+) -> BuildReport:
     """Build every missing or stale entry of the registry.
 
     Parameters
@@ -101,10 +108,11 @@ def build_all(cache: StudyCache, registry: Registry, workers: int = 1, progress:
     sources = registry.sources
     # A row repeating an id is counted (the summary keeps a row for it) but never built: the registry reports
     # it as a dropped row, not as a study in error.
-    report = BuildReport(n_total=len(sources) + len(registry.duplicates), workers=max(1, int(workers)),
-                         writable=cache.writable)
+    report = BuildReport(
+        n_total=len(sources) + len(registry.duplicates), workers=max(1, int(workers)), writable=cache.writable
+    )
     cache.sweep_tmp()
-    todo: list[tuple[StudySource, int, bool]] = []      # (source, estimated array bytes, stats valid)
+    todo: list[tuple[StudySource, int, bool]] = []  # (source, estimated array bytes, stats valid)
     done = 0
     total = len(sources)
     for src in sources:
@@ -185,17 +193,22 @@ def build_all(cache: StudyCache, registry: Registry, workers: int = 1, progress:
         report.retried = _run_tasks(cache, jobs(), account, executor, n_workers, retries)
     if arrays:
         report.n_evicted = cache.evict_to_budget(protect=written_names)
-        if cache.bytes_used() > cache.budget:   # this run alone exceeded the budget (estimate was low)
+        if cache.bytes_used() > cache.budget:  # this run alone exceeded the budget (estimate was low)
             report.n_evicted += cache.evict_to_budget()
     if cache.writable:
-        summary_doc(cache, registry)   # refresh the summary file for the next reader
+        summary_doc(cache, registry)  # refresh the summary file for the next reader
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def _run_tasks(cache: StudyCache, jobs: Iterator[tuple[StudySource, bool]],
-               account: Callable[[StudySource, BuildResult], None], executor: cf.Executor | None, n_workers: int,
-               retries: int) -> int:
+def _run_tasks(
+    cache: StudyCache,
+    jobs: Iterator[tuple[StudySource, bool]],
+    account: Callable[[StudySource, BuildResult], None],
+    executor: cf.Executor | None,
+    n_workers: int,
+    retries: int,
+) -> int:
     """Run :func:`build_task` for every job on ``executor`` (or an own local pool); returns how many retries.
 
     Tasks are submitted lazily, two per worker in flight, so the array budget is decided as results arrive. A
@@ -234,7 +247,7 @@ def _run_tasks(cache: StudyCache, jobs: Iterator[tuple[StudySource, bool]],
                     if attempt < retries:
                         if own and isinstance(e, BrokenProcessPool) and getattr(pool, "_broken", False):
                             pool.shutdown(wait=False, cancel_futures=True)
-                            pool = local_pool(n_workers)   # the other tasks of the broken pool come back too
+                            pool = local_pool(n_workers)  # the other tasks of the broken pool come back too
                         again.append((src, need, attempt + 1))
                         n_retried += 1
                         continue

@@ -72,4 +72,4 @@ def touch(d: Path) -> None:
             return
         os.utime(stamp)
     except OSError:
-        pass   # read-only cache or evicted meanwhile: LRU order is advisory
+        pass  # read-only cache or evicted meanwhile: LRU order is advisory

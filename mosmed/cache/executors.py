@@ -38,7 +38,7 @@ def local_pool(workers: int) -> cf.ProcessPoolExecutor:
         ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             ctx.set_forkserver_preload(list(PRELOAD))
-    except ValueError:   # neither on this platform
+    except ValueError:  # neither on this platform
         ctx = multiprocessing.get_context("spawn")
     return cf.ProcessPoolExecutor(max_workers=max(1, int(workers)), mp_context=ctx)
 
@@ -63,16 +63,18 @@ def dask_executor(scheduler: str | None = None, workers: int = 2) -> Iterator[tu
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise RuntimeError("the Dask executor needs the 'distributed' package (pip install 'dask[distributed]')"
-                           ) from None
+        raise RuntimeError(
+            "the Dask executor needs the 'distributed' package (pip install 'dask[distributed]')"
+        ) from None
     cluster = None
     try:
         if scheduler:
             client = Client(scheduler, timeout="20s")
             where = f"Dask scheduler {scheduler}"
         else:
-            cluster = LocalCluster(n_workers=max(1, int(workers)), threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
+            cluster = LocalCluster(
+                n_workers=max(1, int(workers)), threads_per_worker=1, processes=True, dashboard_address=None
+            )
             client = Client(cluster)
             where = f"Dask LocalCluster, {max(1, int(workers))} worker processes"
     except OSError as e:

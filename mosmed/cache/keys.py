@@ -18,7 +18,7 @@ from mosmed.source import FileIdentity, StudySource
 __all__ = ["CACHE_VERSION", "dataset_key", "source_key", "identity_key", "entry_stem", "parse_entry_name"]
 
 #: Bump whenever what is written (or how it is computed) changes: every entry then reads as stale.
-CACHE_VERSION = 2   # 2: the new segmentation, density features, quality flags
+CACHE_VERSION = 2  # 2: the new segmentation, density features, quality flags
 _NAME_RE = re.compile(r"^study_(\d+)-([0-9a-f]{12})(?:\.json|\.png)?$")
 
 

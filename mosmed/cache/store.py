@@ -26,6 +26,7 @@ from mosmed.source import StudySource
 
 __all__ = ["StudyArrays", "StudyEntry", "BuildResult", "StudyCache"]
 
+
 @dataclass
 class StudyEntry:
     """What building (or opening) one study produced. ``stats`` is the stats document (see
@@ -33,12 +34,12 @@ class StudyEntry:
 
     study_id: int
     key: str
-    status: str                      # "ok" | "error"
+    status: str  # "ok" | "error"
     error: str
     stats: dict
     arrays: StudyArrays | None = None
     thumb: bytes | None = None
-    written: bool = False            # stats written to disk by this call
+    written: bool = False  # stats written to disk by this call
     arrays_written: bool = False
 
 
@@ -74,8 +75,9 @@ class StudyCache:
     a lock) and between processes (all coordination goes through atomic renames).
     """
 
-    def __init__(self, dataset_root: Path, cache_root: Path | None = None, budget_bytes: int | None = None,
-                 *, probe: bool = True) -> None:
+    def __init__(
+        self, dataset_root: Path, cache_root: Path | None = None, budget_bytes: int | None = None, *, probe: bool = True
+    ) -> None:
         self.dataset_root = Path(dataset_root).expanduser().resolve()
         self.cache_root = Path(cache_root if cache_root is not None else default_cache_root()).expanduser()
         self.budget = int(budget_from_env() if budget_bytes is None else budget_bytes)
@@ -85,7 +87,7 @@ class StudyCache:
         self.arrays_dir = self.dir / "arrays"
         self.reason = ""
         self._lock = threading.Lock()
-        self._mem: dict[str, StudyEntry] = {}      # only used when not writable
+        self._mem: dict[str, StudyEntry] = {}  # only used when not writable
         self.writable = self._probe_writable() if probe else True
 
     def _probe_writable(self) -> bool:
@@ -99,8 +101,10 @@ class StudyCache:
             probe.unlink()
             return True
         except OSError as e:
-            self.reason = (f"cache directory {self.dir} cannot be written ({e.strerror or e}); "
-                           "studies are computed in memory on every open")
+            self.reason = (
+                f"cache directory {self.dir} cannot be written ({e.strerror or e}); "
+                "studies are computed in memory on every open"
+            )
             return False
 
     # -- keys ----------------------------------------------------------------------------------------
@@ -184,21 +188,27 @@ class StudyCache:
         if not source.is_opened:
             source = source.opened(self.dataset_root)
         if not source.ok:
-            return StudyEntry(source.study_id, "", "error", source.error or "registry row is in error",
-                              {"status": "error", "error": source.error})
+            return StudyEntry(
+                source.study_id,
+                "",
+                "error",
+                source.error or "registry row is in error",
+                {"status": "error", "error": source.error},
+            )
         key = source_key(source)
         stem = entry_stem(source.study_id, key)
         with self._lock:
             mem = self._mem.get(key)
-        if mem is not None:   # a read-only cache: what this process measured before
+        if mem is not None:  # a read-only cache: what this process measured before
             if mem.status != "ok" or mem.arrays is not None:
                 return mem
             doc = mem.stats
         else:
             doc = entries.read_stats(self.stats_dir, stem, source.study_id, key)
         if doc is not None and doc.get("status") != "ok":
-            return StudyEntry(source.study_id, key, "error", str(doc.get("error", "")) or "study could not be read",
-                              doc)
+            return StudyEntry(
+                source.study_id, key, "error", str(doc.get("error", "")) or "study could not be read", doc
+            )
         arrays = load_arrays(self.arrays_dir / stem, key) if doc is not None else None
         if doc is not None and arrays is not None:
             eviction.touch(self.arrays_dir / stem)
@@ -232,7 +242,7 @@ class StudyCache:
         if not source.ok:
             return _error_entry(source, source.error or "registry row is in error")
         if not source.is_opened:
-            source = source.opened(self.dataset_root)   # containment re-checked at open time
+            source = source.opened(self.dataset_root)  # containment re-checked at open time
             if not source.ok:
                 return _error_entry(source, source.error)
         study_id = source.study_id
@@ -284,8 +294,13 @@ class StudyCache:
             entry = self.build_study(source, need_arrays=need_arrays)
         except UnsafePathError as e:
             return BuildResult(source.study_id, "error", e.reason)
-        return BuildResult(entry.study_id, entry.status, entry.error, entry.arrays_written,
-                           entry_stem(entry.study_id, entry.key) if entry.arrays_written else None)
+        return BuildResult(
+            entry.study_id,
+            entry.status,
+            entry.error,
+            entry.arrays_written,
+            entry_stem(entry.study_id, entry.key) if entry.arrays_written else None,
+        )
 
     def _write_stats(self, study_id: int, key: str, doc: dict, thumb: bytes | None) -> None:
         entries.write_entries(self.stats_dir, self.thumbs_dir, entry_stem(study_id, key), doc, thumb)
@@ -336,5 +351,3 @@ class StudyCache:
 
 def _error_entry(source: StudySource, reason: str) -> StudyEntry:
     return StudyEntry(source.study_id, "", "error", reason, {"status": "error", "error": reason})
-
-

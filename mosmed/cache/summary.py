@@ -39,8 +39,17 @@ from mosmed.measurements import HIST_EDGES
 from mosmed.registry import Registry
 from mosmed.source import FileIdentity, StudySource
 
-__all__ = ["CacheStatus", "SummaryTables", "registry_keys", "summary_tables", "summary_doc", "summary_frame",
-           "cache_status", "cache_token", "HIST_SUFFIX"]
+__all__ = [
+    "CacheStatus",
+    "SummaryTables",
+    "registry_keys",
+    "summary_tables",
+    "summary_doc",
+    "summary_frame",
+    "cache_status",
+    "cache_token",
+    "HIST_SUFFIX",
+]
 
 _FROM_REGISTRY = frozenset({"study_id", "category", "study_file", "mask_file", "has_mask"})
 #: Suffix of the histogram array beside ``summary-<regkey>.json``.
@@ -57,14 +66,14 @@ class CacheStatus:
     """How complete the cache of one dataset is."""
 
     n_rows: int
-    n_stats: int                     # usable rows with a valid stats entry (or a recorded build error)
+    n_stats: int  # usable rows with a valid stats entry (or a recorded build error)
     n_arrays: int
     n_errors: int
-    bytes_used: int                  # array bytes on disk (this dataset)
+    bytes_used: int  # array bytes on disk (this dataset)
     budget: int
     writable: bool
     cache_dir: str
-    reason: str = ""                 # why not writable
+    reason: str = ""  # why not writable
     # The summary key: a digest of every registry row and its source identity (path, size, mtime_ns of the
     # study and mask files). Changes when any source file is replaced, even where the counts above do not.
     source_digest: str = ""
@@ -134,8 +143,11 @@ def registry_keys(cache: StudyCache, rows: tuple[StudySource, ...]) -> list[str 
 def _registry_key(rows: tuple[StudySource, ...], keys: list[str | None]) -> str:
     h = hashlib.sha1(f"v{CACHE_VERSION}".encode())
     for src, key in zip(rows, keys):
-        h.update(repr((src.study_id, src.category, src.status, src.error, src.study_file,
-                       src.mask_file or "", key or "")).encode())
+        h.update(
+            repr(
+                (src.study_id, src.category, src.status, src.error, src.study_file, src.mask_file or "", key or "")
+            ).encode()
+        )
     return h.hexdigest()[:12]
 
 
@@ -144,8 +156,13 @@ def _read_pair(cache: StudyCache, regkey: str) -> tuple[pd.DataFrame, np.ndarray
     path = cache.dir / f"summary-{regkey}.json"
     try:
         doc = json.loads(path.read_bytes())
-        if not (isinstance(doc, dict) and doc.get("cache_version") == CACHE_VERSION and doc.get("regkey") == regkey
-                and doc.get("format") == _FORMAT and doc.get("columns") == list(SUMMARY_COLUMNS)):
+        if not (
+            isinstance(doc, dict)
+            and doc.get("cache_version") == CACHE_VERSION
+            and doc.get("regkey") == regkey
+            and doc.get("format") == _FORMAT
+            and doc.get("columns") == list(SUMMARY_COLUMNS)
+        ):
             return None
         frame = _typed(pd.DataFrame(doc["rows"], columns=list(SUMMARY_COLUMNS)))
         hist = np.load(cache.dir / f"summary-{regkey}{HIST_SUFFIX}", allow_pickle=False)
@@ -170,8 +187,16 @@ def summary_tables(cache: StudyCache, registry: Registry) -> SummaryTables:
     records, hist_rows, complete = [], [], True
     for src, key in zip(rows, keys):
         base = {c: None for c in SUMMARY_COLUMNS}
-        base.update(study_id=src.study_id, category=src.category, has_mask=src.has_mask,
-                    study_file=src.study_file, mask_file=src.mask_file, status="error", error="", warnings="")
+        base.update(
+            study_id=src.study_id,
+            category=src.category,
+            has_mask=src.has_mask,
+            study_file=src.study_file,
+            mask_file=src.mask_file,
+            status="error",
+            error="",
+            warnings="",
+        )
         if not src.ok:
             base["error"] = src.error or "registry row is in error"
         else:
@@ -194,7 +219,7 @@ def summary_tables(cache: StudyCache, registry: Registry) -> SummaryTables:
     # The dataset's calibration of the HU estimate (CT-0 baseline, masked studies' slope): set on every row.
     records, calibration = calibrate_rows(records)
     hist = np.array(hist_rows, dtype=np.int64).reshape(len(hist_rows), 1 + _N_BINS)
-    if len(hist):   # in id order (a repeated id's own row is in error: one histogram per study)
+    if len(hist):  # in id order (a repeated id's own row is in error: one histogram per study)
         hist = hist[np.argsort(hist[:, 0], kind="stable")]
     values = [[r[c] for c in SUMMARY_COLUMNS] for r in records]
     frame = _typed(pd.DataFrame(values, columns=list(SUMMARY_COLUMNS)))
@@ -203,17 +228,24 @@ def summary_tables(cache: StudyCache, registry: Registry) -> SummaryTables:
     return SummaryTables(regkey, frame, hist, tuple(keys), complete, calibration)
 
 
-def _write_pair(cache: StudyCache, regkey: str, values: list[list], hist: np.ndarray, frame: pd.DataFrame,
-                calibration: dict) -> None:
+def _write_pair(
+    cache: StudyCache, regkey: str, values: list[list], hist: np.ndarray, frame: pd.DataFrame, calibration: dict
+) -> None:
     path = cache.dir / f"summary-{regkey}.json"
     try:
         buf = io.BytesIO()
         np.save(buf, hist, allow_pickle=False)
         # The array first, the JSON last: a reader finding the JSON finds its array (checked again on read).
         atomic_write_bytes(cache.dir / f"summary-{regkey}{HIST_SUFFIX}", buf.getvalue())
-        doc = {"cache_version": CACHE_VERSION, "regkey": regkey, "format": _FORMAT,
-               "columns": list(SUMMARY_COLUMNS), "rows": values, "n_hist": int(len(hist)),
-               "calibration": calibration}
+        doc = {
+            "cache_version": CACHE_VERSION,
+            "regkey": regkey,
+            "format": _FORMAT,
+            "columns": list(SUMMARY_COLUMNS),
+            "rows": values,
+            "n_hist": int(len(hist)),
+            "calibration": calibration,
+        }
         atomic_write_bytes(path, dumps(doc))
         atomic_write_bytes(path.with_suffix(".csv"), frame.to_csv(index=False).encode("utf-8"))
         for old in cache.dir.glob("summary-*.*"):
@@ -233,8 +265,13 @@ def summary_doc(cache: StudyCache, registry: Registry) -> dict:
     values = [to_jsonable(t.frame[c].astype(object).where(t.frame[c].notna(), None).tolist()) for c in cols]
     rows = [dict(zip(cols, vals)) for vals in zip(*values)] if len(t.frame) else []
     hist = {str(int(r[0])): [int(v) for v in r[1:]] for r in t.hist}
-    return {"cache_version": CACHE_VERSION, "regkey": t.regkey, "rows": rows, "hist": hist,
-            "calibration": t.calibration}
+    return {
+        "cache_version": CACHE_VERSION,
+        "regkey": t.regkey,
+        "rows": rows,
+        "hist": hist,
+        "calibration": t.calibration,
+    }
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -244,8 +281,18 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     frame["has_mask"] = frame["has_mask"].astype(bool)
     for c in ("n_slices", "rows", "cols"):
         frame[c] = pd.array(frame[c], dtype="Int64")
-    for c in ("spacing_x", "spacing_y", "spacing_z", "lung_ml", "lesion_ml", "involvement_pct",
-              "estimated_involvement_pct", "density_pct", "density_pct_750", "density_pct_600"):
+    for c in (
+        "spacing_x",
+        "spacing_y",
+        "spacing_z",
+        "lung_ml",
+        "lesion_ml",
+        "involvement_pct",
+        "estimated_involvement_pct",
+        "density_pct",
+        "density_pct_750",
+        "density_pct_600",
+    ):
         frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
     for c in ("in_band", "estimate_in_band", "estimate_calibrated"):
         frame[c] = frame[c].astype("boolean")
@@ -273,7 +320,7 @@ def cache_status(cache: StudyCache, registry: Registry) -> CacheStatus:
         array_names = set()
     mem = cache.memory_keys()
     rows = registry.rows()
-    keys = registry_keys(cache, rows)   # one stat per file, shared with the digest below
+    keys = registry_keys(cache, rows)  # one stat per file, shared with the digest below
     duplicate_rows = {s.row for s in registry.duplicates}
     n_stats = n_arrays = n_err = 0
     for src, key in zip(rows, keys):
@@ -288,9 +335,18 @@ def cache_status(cache: StudyCache, registry: Registry) -> CacheStatus:
             n_stats += 1
         if mem.get(key) or stem in array_names:
             n_arrays += 1
-    return CacheStatus(n_rows=len(registry.sources), n_stats=n_stats, n_arrays=n_arrays, n_errors=n_err,
-                       bytes_used=cache.bytes_used(), budget=cache.budget, writable=cache.writable,
-                       cache_dir=str(cache.dir), reason=cache.reason, source_digest=_registry_key(rows, keys))
+    return CacheStatus(
+        n_rows=len(registry.sources),
+        n_stats=n_stats,
+        n_arrays=n_arrays,
+        n_errors=n_err,
+        bytes_used=cache.bytes_used(),
+        budget=cache.budget,
+        writable=cache.writable,
+        cache_dir=str(cache.dir),
+        reason=cache.reason,
+        source_digest=_registry_key(rows, keys),
+    )
 
 
 def cache_token(cache: StudyCache, registry: Registry) -> tuple:

@@ -25,8 +25,19 @@ import hashlib
 import hmac
 import secrets
 
-__all__ = ["CODE_ALPHABET", "CODE_LENGTH", "CODE_BITS", "new_code", "format_code", "parse_code",
-           "new_teacher_key", "new_student_token", "secret_hash", "same_hash", "looks_like_secret"]
+__all__ = [
+    "CODE_ALPHABET",
+    "CODE_LENGTH",
+    "CODE_BITS",
+    "new_code",
+    "format_code",
+    "parse_code",
+    "new_teacher_key",
+    "new_student_token",
+    "secret_hash",
+    "same_hash",
+    "looks_like_secret",
+]
 
 #: Crockford base 32: digits and capitals without I, L, O (read as 1, 1, 0) and U.
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -72,8 +83,7 @@ def new_student_token() -> str:
 
 def looks_like_secret(text: object) -> bool:
     """True when ``text`` could be a key or token we made (URL-safe characters, bounded length)."""
-    return (isinstance(text, str) and 16 <= len(text) <= MAX_SECRET_CHARS
-            and all(ch in _SECRET_CHARS for ch in text))
+    return isinstance(text, str) and 16 <= len(text) <= MAX_SECRET_CHARS and all(ch in _SECRET_CHARS for ch in text)
 
 
 def secret_hash(secret: str) -> str:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from mosmed.errors import MosmedError
 
-__all__ = ["ClassroomError", "ClassroomInputError", "NotAllowedError", "TooManyAttemptsError",
-           "ClassNotFoundError", "QuestionClosedError"]
+__all__ = [
+    "ClassroomError",
+    "ClassroomInputError",
+    "NotAllowedError",
+    "TooManyAttemptsError",
+    "ClassNotFoundError",
+    "QuestionClosedError",
+]
 
 
 class ClassroomError(MosmedError):

@@ -17,9 +17,26 @@ from mosmed.classroom.errors import ClassroomInputError
 from mosmed.severity import CLASSES
 
 __all__ = [
-    "CLASSES", "MAX_TITLE_CHARS", "MAX_NAME_CHARS", "MAX_STUDIES", "CLASS_TTL_HOURS", "PRESENT_WITHIN_S",
-    "PLANES", "QUESTION_STATES", "clean_title", "clean_name", "name_key", "parse_answer",
-    "View", "ClassInfo", "Presenter", "Seat", "TeacherGrant", "StudentQuestion", "TeacherQuestion", "AnswerResult",
+    "CLASSES",
+    "MAX_TITLE_CHARS",
+    "MAX_NAME_CHARS",
+    "MAX_STUDIES",
+    "CLASS_TTL_HOURS",
+    "PRESENT_WITHIN_S",
+    "PLANES",
+    "QUESTION_STATES",
+    "clean_title",
+    "clean_name",
+    "name_key",
+    "parse_answer",
+    "View",
+    "ClassInfo",
+    "Presenter",
+    "Seat",
+    "TeacherGrant",
+    "StudentQuestion",
+    "TeacherQuestion",
+    "AnswerResult",
     "Followers",
 ]
 

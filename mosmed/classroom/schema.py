@@ -38,14 +38,14 @@ from mosmed.classroom.limits import ATTEMPT_KINDS
 from mosmed.classroom.model import CLASSES, MAX_NAME_CHARS, MAX_TITLE_CHARS, PLANES, QUESTION_STATES
 from mosmed.reviews.schema import NAMING, sql_in
 
-__all__ = ["metadata", "sessions", "studies", "presenter", "participants", "questions", "answers", "attempts",
-           "TABLES"]
+__all__ = ["metadata", "sessions", "studies", "presenter", "participants", "questions", "answers", "attempts", "TABLES"]
 
 metadata = MetaData(naming_convention=NAMING)
 _ID = BigInteger().with_variant(Integer(), "sqlite")
 
 sessions = Table(
-    "class_sessions", metadata,
+    "class_sessions",
+    metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("code", String(CODE_LENGTH), nullable=False, unique=True),
     Column("title", String(4 * MAX_TITLE_CHARS), nullable=False),
@@ -63,7 +63,8 @@ sessions = Table(
 )
 
 studies = Table(
-    "class_studies", metadata,
+    "class_studies",
+    metadata,
     Column("class_id", _ID, ForeignKey("class_sessions.id", ondelete="CASCADE"), nullable=False),
     Column("position", Integer, nullable=False),
     Column("study_id", Integer, nullable=False),
@@ -74,7 +75,8 @@ studies = Table(
 )
 
 questions = Table(
-    "class_questions", metadata,
+    "class_questions",
+    metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("class_id", _ID, ForeignKey("class_sessions.id", ondelete="CASCADE"), nullable=False),
     Column("number", Integer, nullable=False),
@@ -95,7 +97,8 @@ questions = Table(
 )
 
 presenter = Table(
-    "class_presenter", metadata,
+    "class_presenter",
+    metadata,
     Column("class_id", _ID, ForeignKey("class_sessions.id", ondelete="CASCADE"), primary_key=True),
     Column("version", BigInteger, nullable=False),
     Column("study_id", Integer, nullable=False),
@@ -114,7 +117,8 @@ presenter = Table(
 )
 
 participants = Table(
-    "class_participants", metadata,
+    "class_participants",
+    metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("class_id", _ID, ForeignKey("class_sessions.id", ondelete="CASCADE"), nullable=False),
     Column("token_hash", String(64), nullable=False, unique=True),
@@ -130,7 +134,8 @@ participants = Table(
 )
 
 answers = Table(
-    "class_answers", metadata,
+    "class_answers",
+    metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("question_id", _ID, ForeignKey("class_questions.id", ondelete="CASCADE"), nullable=False),
     Column("participant_id", _ID, ForeignKey("class_participants.id", ondelete="CASCADE"), nullable=False),
@@ -143,7 +148,8 @@ answers = Table(
 )
 
 attempts = Table(
-    "class_attempts", metadata,
+    "class_attempts",
+    metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("kind", String(8), nullable=False),
     Column("client_key", String(64), nullable=False),

@@ -67,8 +67,13 @@ class StudentSeat:
     def start(cls, box: MutableMapping, seat: Seat) -> StudentSeat:
         """Put ``seat`` into ``box`` (a join or a rejoin), following the teacher, nothing pending."""
         box.clear()
-        box.update(seat=[int(seat.participant_id), int(seat.class_id), str(seat.name), str(seat.token)],
-                   following=True, pending={}, touched=0.0, touched_following=None)
+        box.update(
+            seat=[int(seat.participant_id), int(seat.class_id), str(seat.name), str(seat.token)],
+            following=True,
+            pending={},
+            touched=0.0,
+            touched_following=None,
+        )
         return cls(box)
 
     @property
@@ -122,8 +127,10 @@ class StudentSeat:
             sent, problem, dropped = self.flush(store)
             if problem is not None:
                 return Step(None, problem, sent, dropped)
-        due = (now - float(self.box.get("touched") or 0.0) >= HEARTBEAT_S
-               or self.box.get("touched_following") != self.following)
+        due = (
+            now - float(self.box.get("touched") or 0.0) >= HEARTBEAT_S
+            or self.box.get("touched_following") != self.following
+        )
         try:
             if due:
                 store.touch(self.seat, following=self.following)
@@ -142,8 +149,11 @@ class StudentSeat:
             items = self.pending()
             items.setdefault(int(question_id), (str(choice), given.isoformat()))
             self._set_pending(items)
-            return Outcome("kept", items[int(question_id)][0],
-                           f"kept in this browser session and sent when the class database is back ({e})")
+            return Outcome(
+                "kept",
+                items[int(question_id)][0],
+                f"kept in this browser session and sent when the class database is back ({e})",
+            )
         except QuestionClosedError as e:
             return Outcome("closed", None, str(e))
         except ClassroomError as e:

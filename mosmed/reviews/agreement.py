@@ -26,8 +26,17 @@ import pandas as pd
 
 from mosmed.reviews.model import CLASS_GRADES
 
-__all__ = ["Z95", "REGISTRY", "Kappa", "Comparison", "weight_matrix", "cohen_kappa", "confusion", "compare",
-           "comparisons"]
+__all__ = [
+    "Z95",
+    "REGISTRY",
+    "Kappa",
+    "Comparison",
+    "weight_matrix",
+    "cohen_kappa",
+    "confusion",
+    "compare",
+    "comparisons",
+]
 
 Z95 = 1.959963984540054
 #: The rater key of the registry's class column in :func:`comparisons`.
@@ -52,8 +61,15 @@ class Kappa:
     reason: str = ""
 
     def as_dict(self) -> dict:
-        return {"kappa": self.kappa, "se": self.se, "ci95": [self.ci_low, self.ci_high], "n": self.n,
-                "p_observed": self.p_observed, "p_expected": self.p_expected, "reason": self.reason}
+        return {
+            "kappa": self.kappa,
+            "se": self.se,
+            "ci95": [self.ci_low, self.ci_high],
+            "n": self.n,
+            "p_observed": self.p_observed,
+            "p_expected": self.p_expected,
+            "reason": self.reason,
+        }
 
 
 def weight_matrix(k: int, weights: str = "none") -> np.ndarray:
@@ -92,8 +108,8 @@ def cohen_kappa(table: np.ndarray | Sequence[Sequence[float]], weights: str = "n
     if 1.0 - pe <= 1e-12:
         return Kappa(None, None, None, None, n, po, pe, "both raters put every study in the same class")
     kappa = (po - pe) / (1.0 - pe)
-    wi = w @ col            # w̄_i. = Σ_j p_.j w_ij
-    wj = row @ w            # w̄_.j = Σ_i p_i. w_ij
+    wi = w @ col  # w̄_i. = Σ_j p_.j w_ij
+    wj = row @ w  # w̄_.j = Σ_i p_i. w_ij
     a = float((p * (w - (wi[:, None] + wj[None, :]) * (1.0 - kappa)) ** 2).sum())
     b = (kappa - pe * (1.0 - kappa)) ** 2
     var = max(0.0, (a - b) / (n * (1.0 - pe) ** 2))
@@ -131,15 +147,32 @@ class Comparison:
         return int(self.matrix.sum())
 
     def as_dict(self) -> dict:
-        return {"rater_a": self.rater_a, "rater_b": self.rater_b, "label_a": self.label_a, "label_b": self.label_b,
-                "n": self.n, "kappa": self.unweighted.as_dict(), "kappa_linear": self.linear.as_dict(),
-                "categories": list(self.categories), "matrix": self.matrix.astype(int).tolist(),
-                "cells": {f"{self.categories[i]}|{self.categories[j]}": list(ids) for (i, j), ids in
-                          sorted(self.cells.items())}}
+        return {
+            "rater_a": self.rater_a,
+            "rater_b": self.rater_b,
+            "label_a": self.label_a,
+            "label_b": self.label_b,
+            "n": self.n,
+            "kappa": self.unweighted.as_dict(),
+            "kappa_linear": self.linear.as_dict(),
+            "categories": list(self.categories),
+            "matrix": self.matrix.astype(int).tolist(),
+            "cells": {
+                f"{self.categories[i]}|{self.categories[j]}": list(ids) for (i, j), ids in sorted(self.cells.items())
+            },
+        }
 
 
-def compare(a: pd.Series, b: pd.Series, *, rater_a: str, rater_b: str, label_a: str, label_b: str,
-            categories: Sequence[str] = CLASS_GRADES) -> Comparison:
+def compare(
+    a: pd.Series,
+    b: pd.Series,
+    *,
+    rater_a: str,
+    rater_b: str,
+    label_a: str,
+    label_b: str,
+    categories: Sequence[str] = CLASS_GRADES,
+) -> Comparison:
     """Compare two raters given as Series of grades indexed by study id (other labels are left out)."""
     both = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
     both = both[both["a"].isin(categories) & both["b"].isin(categories)].sort_index()
@@ -148,8 +181,17 @@ def compare(a: pd.Series, b: pd.Series, *, rater_a: str, rater_b: str, label_a: 
     for sid, x, y in zip(both.index, both["a"], both["b"]):
         cells.setdefault((pos[x], pos[y]), []).append(int(sid))
     m = confusion(both["a"].tolist(), both["b"].tolist(), categories)
-    return Comparison(rater_a, rater_b, label_a, label_b, cohen_kappa(m, "none"), cohen_kappa(m, "linear"), m,
-                      {k: tuple(v) for k, v in cells.items()}, tuple(categories))
+    return Comparison(
+        rater_a,
+        rater_b,
+        label_a,
+        label_b,
+        cohen_kappa(m, "none"),
+        cohen_kappa(m, "linear"),
+        m,
+        {k: tuple(v) for k, v in cells.items()},
+        tuple(categories),
+    )
 
 
 def comparisons(latest: pd.DataFrame, registry_classes: pd.Series | None = None) -> list[Comparison]:
@@ -174,8 +216,7 @@ def comparisons(latest: pd.DataFrame, registry_classes: pd.Series | None = None)
     if registry_classes is not None:
         reg = registry_classes.astype(str)
         for key, label, grades in readers:
-            out.append(compare(reg, grades, rater_a=REGISTRY, rater_b=key, label_a="Registry class",
-                               label_b=label))
+            out.append(compare(reg, grades, rater_a=REGISTRY, rater_b=key, label_a="Registry class", label_b=label))
     for (ka, la, ga), (kb, lb, gb) in itertools.combinations(readers, 2):
         out.append(compare(ga, gb, rater_a=ka, rater_b=kb, label_a=la, label_b=lb))
     return out

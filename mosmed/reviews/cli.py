@@ -107,6 +107,7 @@ def _write_out(path: Path, data: bytes) -> None:
 
 def _guard(fn):
     """Review errors -> one line and exit 2 (the user's input) or 1 (the database); the rest to mosmed.cli."""
+
     def run(args) -> int:
         try:
             return fn(args)
@@ -116,6 +117,7 @@ def _guard(fn):
         except ReviewError as e:
             _err(f"error: {e}")
             return EXIT_DATA
+
     run.__name__ = fn.__name__
     return run
 
@@ -131,11 +133,19 @@ def cmd_add(args) -> int:
     review = Review(grade=args.grade, flags=tuple(args.flag or ()), note=args.note or "")
     registry, identity, store = _open(args)
     saved = store.save(identity, args.study, reader, review, valid_ids=set(registry.ids), source="cli")
-    what = "cleared" if saved.action == "clear" else ", ".join(
-        [saved.review.grade or "no grade"] + ([f"flags {';'.join(saved.review.flags)}"] if saved.review.flags else [])
-        + (["a note"] if saved.review.note else []))
-    print(f"saved review of study {saved.study_id} by {reader.label}: {what} (event {saved.event_id}, "
-          f"dataset {identity.label} {identity.short}, database {store.where})")
+    what = (
+        "cleared"
+        if saved.action == "clear"
+        else ", ".join(
+            [saved.review.grade or "no grade"]
+            + ([f"flags {';'.join(saved.review.flags)}"] if saved.review.flags else [])
+            + (["a note"] if saved.review.note else [])
+        )
+    )
+    print(
+        f"saved review of study {saved.study_id} by {reader.label}: {what} (event {saved.event_id}, "
+        f"dataset {identity.label} {identity.short}, database {store.where})"
+    )
     return EXIT_OK
 
 
@@ -156,8 +166,13 @@ def cmd_export(args) -> int:
         raise ReviewInputError(f"--format {fmt!r}: expected csv, json or xlsx")
     if fmt == "xlsx" and not args.out:
         raise ReviewInputError("--format xlsx needs --out FILE.xlsx (a workbook is not written to a terminal)")
-    data = (export.to_csv_bytes(rows) if fmt == "csv" else export.to_json_text(rows).encode("utf-8")
-            if fmt == "json" else export.to_xlsx_bytes(rows, "reviews"))
+    data = (
+        export.to_csv_bytes(rows)
+        if fmt == "csv"
+        else export.to_json_text(rows).encode("utf-8")
+        if fmt == "json"
+        else export.to_xlsx_bytes(rows, "reviews")
+    )
     if args.out:
         _write_out(Path(args.out).expanduser(), data)
         _err(f"{len(rows)} review rows of dataset {identity.label} {identity.short} written to {args.out}")
@@ -183,16 +198,19 @@ def cmd_agreement(args) -> int:
     registry, identity, store = _open(args)
     comps = comparisons(store.latest(identity), _categories(registry))
     if args.format == "json":
-        print(json.dumps({"dataset": identity.label, "identity": identity.digest,
-                          "comparisons": [c.as_dict() for c in comps]}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {"dataset": identity.label, "identity": identity.digest, "comparisons": [c.as_dict() for c in comps]},
+                ensure_ascii=False,
+            )
+        )
         return EXIT_OK
     if not comps:
         print(f"no reader has graded a study of dataset {identity.label} yet")
         return EXIT_OK
     print(f"dataset {identity.label} ({identity.short}); kappa [95 % interval], studies graded CT-0..CT-4 by both")
     for c in comps:
-        print(f"{c.label_a} vs {c.label_b}: n={c.n}, kappa {_fmt_k(c.unweighted)}, "
-              f"linear-weighted {_fmt_k(c.linear)}")
+        print(f"{c.label_a} vs {c.label_b}: n={c.n}, kappa {_fmt_k(c.unweighted)}, linear-weighted {_fmt_k(c.linear)}")
         head = " " * 10 + "".join(f"{g:>6s}" for g in c.categories)
         print(f"  rows: {c.label_a}; columns: {c.label_b}")
         print(head)
@@ -210,8 +228,10 @@ def cmd_datasets(args) -> int:
     df = store.datasets()
     print(f"review database {store.where}: {len(df)} dataset(s)")
     for r in df.itertuples(index=False):
-        print(f"  {r.identity[:12]}  {r.label}  {r.n_studies} studies, {r.n_saves} saves, first seen "
-              f"{r.first_seen:%Y-%m-%d}")
+        print(
+            f"  {r.identity[:12]}  {r.label}  {r.n_studies} studies, {r.n_saves} saves, first seen "
+            f"{r.first_seen:%Y-%m-%d}"
+        )
     return EXIT_OK
 
 
@@ -221,9 +241,11 @@ def cmd_datasets(args) -> int:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``review`` and its subcommands to the main CLI's subparsers; returns the ``review`` parser."""
     rp = subparsers.add_parser(
-        "review", help="case reviews: add one, export them, reader agreement",
+        "review",
+        help="case reviews: add one, export them, reader agreement",
         description="Reviews live in the database named by MOSMED_DB (default: the SQLite file "
-                    "~/.local/share/mosmed-explorer/reviews.db), keyed by the dataset's identity.")
+        "~/.local/share/mosmed-explorer/reviews.db), keyed by the dataset's identity.",
+    )
     sub = rp.add_subparsers(dest="review_command", metavar="SUBCOMMAND", required=True)
 
     def data_arg(sp):
@@ -234,8 +256,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sp.add_argument("--study", required=True, type=int, metavar="ID")
     sp.add_argument("--reader", required=True, metavar="NAME", help="display name (an unverified reader)")
     sp.add_argument("--grade", type=_grade_arg, metavar="GRADE", help=f"{', '.join(CLASS_GRADES)} or ungradable")
-    sp.add_argument("--flag", type=_flag_arg, action="extend", nargs="+", metavar="NAME",
-                    help=f"one or more of: {', '.join(FLAGS)}")
+    sp.add_argument(
+        "--flag", type=_flag_arg, action="extend", nargs="+", metavar="NAME", help=f"one or more of: {', '.join(FLAGS)}"
+    )
     sp.add_argument("--note", metavar="TEXT", help=f"free text, at most {MAX_NOTE_CHARS} characters")
     sp.set_defaults(func=cmd_add)
 

@@ -82,24 +82,31 @@ def database_url(text: str | None = None) -> URL:
     try:
         url = make_url(raw)
     except (ArgumentError, ValueError):
-        raise ReviewConfigError(f"{ENV_VAR} is not a database URL (expected sqlite:////path/reviews.db or "
-                                "postgresql+psycopg://user@host/dbname)") from None
+        raise ReviewConfigError(
+            f"{ENV_VAR} is not a database URL (expected sqlite:////path/reviews.db or "
+            "postgresql+psycopg://user@host/dbname)"
+        ) from None
     backend = url.get_backend_name()
     if backend not in _SUPPORTED:
-        raise ReviewConfigError(f"{ENV_VAR} names a {backend} database; reviews are kept in SQLite or "
-                                "PostgreSQL (postgresql+psycopg://...)")
+        raise ReviewConfigError(
+            f"{ENV_VAR} names a {backend} database; reviews are kept in SQLite or PostgreSQL (postgresql+psycopg://...)"
+        )
     if backend == "postgresql" and url.drivername != "postgresql+psycopg":
         # the driver in requirements.txt (SQLAlchemy 2.0 defaults to psycopg2)
         url = url.set(drivername="postgresql+psycopg")
     if backend == "sqlite":
         db = url.database or ""
         if not db or db == ":memory:" or db.startswith("file:"):
-            raise ReviewConfigError(f"{ENV_VAR} must name a SQLite file (sqlite:////path/reviews.db); an in-memory "
-                                    "database would lose every review when the process ends")
+            raise ReviewConfigError(
+                f"{ENV_VAR} must name a SQLite file (sqlite:////path/reviews.db); an in-memory "
+                "database would lose every review when the process ends"
+            )
         path = Path(db).expanduser()
         if not path.is_absolute():
-            raise ReviewConfigError(f"{ENV_VAR}: the SQLite path {db} is relative; give an absolute path "
-                                    "(sqlite:////abs/path/reviews.db has four slashes)")
+            raise ReviewConfigError(
+                f"{ENV_VAR}: the SQLite path {db} is relative; give an absolute path "
+                "(sqlite:////abs/path/reviews.db has four slashes)"
+            )
         url = url.set(database=str(path))
     return url
 
@@ -129,11 +136,15 @@ def check_location(url: URL, *, cache_root: Path | None = None, dataset_root: Pa
         return
     path = Path(url.database or "")
     if cache_root is not None and _is_within(path, Path(cache_root)):
-        raise ReviewConfigError(f"the review database {path} is inside the cache {cache_root}, which holds only "
-                                f"derived data and may be emptied at any time; set {ENV_VAR} to a file elsewhere")
+        raise ReviewConfigError(
+            f"the review database {path} is inside the cache {cache_root}, which holds only "
+            f"derived data and may be emptied at any time; set {ENV_VAR} to a file elsewhere"
+        )
     if dataset_root is not None and _is_within(path, Path(dataset_root)):
-        raise ReviewConfigError(f"the review database {path} is inside the dataset folder {dataset_root}; "
-                                f"reviews never go into a dataset; set {ENV_VAR} to a file elsewhere")
+        raise ReviewConfigError(
+            f"the review database {path} is inside the dataset folder {dataset_root}; "
+            f"reviews never go into a dataset; set {ENV_VAR} to a file elsewhere"
+        )
 
 
 def _sqlite_events(engine: Engine, busy_ms: int) -> None:
@@ -171,15 +182,20 @@ def make_engine(url: URL, *, busy_timeout_s: float | None = None) -> Engine:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as e:
-            raise ReviewDatabaseError(f"the review database folder {path.parent} cannot be created: "
-                                      f"{e.strerror or e}") from None
+            raise ReviewDatabaseError(
+                f"the review database folder {path.parent} cannot be created: {e.strerror or e}"
+            ) from None
         timeout = SQLITE_BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s
         engine = create_engine(url, connect_args={"timeout": timeout})
         _sqlite_events(engine, int(timeout * 1000))
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
-                         connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S,
-                                       "application_name": "mosmed-explorer"})
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "mosmed-explorer"},
+    )
 
 
 def _transient(e: BaseException) -> bool:
@@ -190,7 +206,7 @@ def _transient(e: BaseException) -> bool:
         return True
     orig = getattr(e, "orig", None)
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return code in ("40001", "40P01")   # serialization failure, deadlock
+    return code in ("40001", "40P01")  # serialization failure, deadlock
 
 
 def reason_of(e: BaseException) -> str:
@@ -214,11 +230,11 @@ def retrying(fn: Callable[[], T], *, what: str, where: str, attempts: int = RETR
             return fn()
         except (OperationalError, DBAPIError, sqlite3.OperationalError) as e:
             if not _transient(e):
-                raise ReviewDatabaseError(f"{what}: the review database {where} refused it "
-                                          f"({reason_of(e)})") from None
+                raise ReviewDatabaseError(f"{what}: the review database {where} refused it ({reason_of(e)})") from None
             if i == attempts - 1:
-                raise ReviewDatabaseError(f"{what}: the review database {where} is not available "
-                                          f"({reason_of(e)})") from None
+                raise ReviewDatabaseError(
+                    f"{what}: the review database {where} is not available ({reason_of(e)})"
+                ) from None
             _LOG.info("%s: %s; retrying (%d/%d)", what, reason_of(e), i + 1, attempts)
             time.sleep(delay * (1 + random.random()))
             delay *= 3
@@ -245,8 +261,13 @@ class Database:
         self.engine.dispose()
 
 
-def open_database(url: URL | str | None = None, *, cache_root: Path | None = None,
-                  dataset_root: Path | None = None, busy_timeout_s: float | None = None) -> Database:
+def open_database(
+    url: URL | str | None = None,
+    *,
+    cache_root: Path | None = None,
+    dataset_root: Path | None = None,
+    busy_timeout_s: float | None = None,
+) -> Database:
     """Open the review database: check where it is, refuse a newer schema, upgrade an older one.
 
     The check and the upgrade run in one write transaction (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on
@@ -271,12 +292,11 @@ def open_database(url: URL | str | None = None, *, cache_root: Path | None = Non
     def migrate() -> tuple[str, ...]:
         with engine.execution_options(**WRITE).begin() as conn:
             if url.get_backend_name() == "postgresql":
-                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7262012)")   # one migrator at a time
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7262012)")  # one migrator at a time
             before = migrations.check_known(conn, where)
             if set(before) != set(migrations.heads()):
                 migrations.upgrade(conn)
-                _LOG.info("review database %s upgraded from %s to %s", where, before or "empty",
-                          migrations.heads())
+                _LOG.info("review database %s upgraded from %s to %s", where, before or "empty", migrations.heads())
             return migrations.current_revisions(conn)
 
     try:

@@ -36,17 +36,22 @@ def export_frame(latest: pd.DataFrame, categories: pd.Series | None = None) -> p
     none; ``history`` frames keep their ``action`` column after these.
     """
     when = latest["updated_at"] if "updated_at" in latest.columns else latest.get("created_at")
-    out = pd.DataFrame({
-        "study_id": latest["study_id"].astype(int) if len(latest) else pd.Series(dtype=int),
-        "reader": latest["reader"].astype(str) if len(latest) else pd.Series(dtype=str),
-        "grade": [g if isinstance(g, str) else "" for g in latest["grade"]],
-        "flags": [";".join(f) for f in latest["flags"]],
-        "note": latest["note"].astype(str) if len(latest) else pd.Series(dtype=str),
-        "updated_at": [_iso(t) for t in (when if when is not None else [])],
-        "verified": latest["verified"].astype(bool) if len(latest) else pd.Series(dtype=bool),
-        "registry_class": ([str(categories.get(int(s), "")) for s in latest["study_id"]]
-                           if categories is not None else [""] * len(latest)),
-    })
+    out = pd.DataFrame(
+        {
+            "study_id": latest["study_id"].astype(int) if len(latest) else pd.Series(dtype=int),
+            "reader": latest["reader"].astype(str) if len(latest) else pd.Series(dtype=str),
+            "grade": [g if isinstance(g, str) else "" for g in latest["grade"]],
+            "flags": [";".join(f) for f in latest["flags"]],
+            "note": latest["note"].astype(str) if len(latest) else pd.Series(dtype=str),
+            "updated_at": [_iso(t) for t in (when if when is not None else [])],
+            "verified": latest["verified"].astype(bool) if len(latest) else pd.Series(dtype=bool),
+            "registry_class": (
+                [str(categories.get(int(s), "")) for s in latest["study_id"]]
+                if categories is not None
+                else [""] * len(latest)
+            ),
+        }
+    )
     if "action" in latest.columns:
         out["action"] = latest["action"].astype(str).to_numpy()
     return out.reset_index(drop=True)
@@ -92,7 +97,7 @@ def to_xlsx_bytes(df: pd.DataFrame, sheet_name: str = "studies") -> bytes:
     for r in ws.iter_rows(min_row=2):
         for cell in r:
             if isinstance(cell.value, str):
-                cell.data_type = "s"     # openpyxl would otherwise store "=..." as a formula
+                cell.data_type = "s"  # openpyxl would otherwise store "=..." as a formula
     for i, c in enumerate(df.columns, start=1):
         width = max([len(str(c))] + [len(str(v)) for v in df[c].head(200).tolist() if v is not None])
         ws.column_dimensions[get_column_letter(i)].width = min(60, max(8, width + 2))
@@ -117,7 +122,7 @@ def _xlsx_value(v):
     if isinstance(v, np.bool_):
         return bool(v)
     if isinstance(v, str):
-        return _ILLEGAL_XLSX.sub("\ufffd", v)   # openpyxl refuses control characters in cells
+        return _ILLEGAL_XLSX.sub("\ufffd", v)  # openpyxl refuses control characters in cells
     if isinstance(v, (bool, int, float)):
         return v
     return str(v)

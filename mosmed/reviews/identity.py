@@ -48,8 +48,9 @@ def identity_of_rows(rows) -> str:
     """Digest of ``(study_id, category, study_file, mask_file, study_size)`` tuples (size ``None`` = absent)."""
     h = hashlib.sha256(IDENTITY_VERSION.encode() + b"\n")
     for sid, cat, sfile, mfile, size in sorted(rows, key=lambda r: int(r[0])):
-        line = "\t".join((str(int(sid)), _text(cat), _text(sfile), _text(mfile),
-                          "-" if size is None else str(int(size))))
+        line = "\t".join(
+            (str(int(sid)), _text(cat), _text(sfile), _text(mfile), "-" if size is None else str(int(size)))
+        )
         h.update(line.encode("utf-8", "surrogateescape") + b"\n")
     return h.hexdigest()
 
@@ -71,7 +72,9 @@ def dataset_identity(registry) -> DatasetIdentity:
     """
     df = registry.df
     paths = df["study_path"] if "study_path" in df.columns else [None] * len(df)
-    rows = [(int(sid), cat, sf, mf, _size(p)) for sid, cat, sf, mf, p in
-            zip(df["study_id"], df["category"], df["study_file"], df["mask_file"], paths)]
+    rows = [
+        (int(sid), cat, sf, mf, _size(p))
+        for sid, cat, sf, mf, p in zip(df["study_id"], df["category"], df["study_file"], df["mask_file"], paths)
+    ]
     root = Path(registry.root)
     return DatasetIdentity(digest=identity_of_rows(rows), label=(root.name or str(root))[:200], n_studies=len(rows))

@@ -38,15 +38,17 @@ GRADES: tuple[str, ...] = (*CLASS_GRADES, UNGRADABLE)
 GRADE_LABELS: Mapping[str, str] = MappingProxyType({**{g: g for g in CLASS_GRADES}, UNGRADABLE: "Cannot grade"})
 
 #: Flag identifiers (stored) and their labels (shown). A new flag needs an Alembic revision: the schema checks them.
-FLAG_LABELS: Mapping[str, str] = MappingProxyType({
-    "label_doubtful": "Label doubtful",
-    "mask_problem": "Mask incomplete or wrong",
-    "artefact": "Artefact",
-    "wrong_series": "Not a chest CT / wrong series",
-    "orientation": "Orientation",
-    "duplicate": "Duplicate",
-    "other": "Other",
-})
+FLAG_LABELS: Mapping[str, str] = MappingProxyType(
+    {
+        "label_doubtful": "Label doubtful",
+        "mask_problem": "Mask incomplete or wrong",
+        "artefact": "Artefact",
+        "wrong_series": "Not a chest CT / wrong series",
+        "orientation": "Orientation",
+        "duplicate": "Duplicate",
+        "other": "Other",
+    }
+)
 FLAGS: tuple[str, ...] = tuple(FLAG_LABELS)
 
 #: Bounds, also enforced by CHECK constraints in the schema.
@@ -123,8 +125,9 @@ def clean_note(text: object) -> str:
         raise ReviewInputError(f"the note has {len(note)} characters; at most {MAX_NOTE_CHARS} are kept")
     bad = _bad_controls(note)
     if bad:
-        raise ReviewInputError(f"the note holds control characters ({', '.join(sorted(set(bad))[:5])}); "
-                               "remove them and save again")
+        raise ReviewInputError(
+            f"the note holds control characters ({', '.join(sorted(set(bad))[:5])}); remove them and save again"
+        )
     return note
 
 

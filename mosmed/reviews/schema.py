@@ -54,7 +54,8 @@ def sql_in(column: str, values) -> str:
 
 
 datasets = Table(
-    "review_datasets", metadata,
+    "review_datasets",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("identity", String(64), nullable=False, unique=True),
     Column("label", String(200), nullable=False, server_default=""),
@@ -64,7 +65,8 @@ datasets = Table(
 )
 
 readers = Table(
-    "review_readers", metadata,
+    "review_readers",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("kind", String(8), nullable=False),
     Column("subject", String(400), nullable=False),
@@ -76,7 +78,8 @@ readers = Table(
 )
 
 events = Table(
-    "review_events", metadata,
+    "review_events",
+    metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("dataset_id", Integer, ForeignKey("review_datasets.id", ondelete="CASCADE"), nullable=False),
     Column("study_id", Integer, nullable=False),
@@ -96,7 +99,8 @@ events = Table(
 )
 
 event_flags = Table(
-    "review_event_flags", metadata,
+    "review_event_flags",
+    metadata,
     Column("event_id", _ID, ForeignKey("review_events.id", ondelete="CASCADE"), nullable=False),
     Column("flag", String(32), nullable=False),
     PrimaryKeyConstraint("event_id", "flag", name="pk_review_event_flags"),
@@ -106,7 +110,8 @@ event_flags = Table(
 # Revision 0002: the newest event per (dataset, study, reader), kept in the same transaction as each save, so
 # the registry's review facets read one row per reader and study instead of grouping the whole history.
 latest = Table(
-    "review_latest", metadata,
+    "review_latest",
+    metadata,
     Column("dataset_id", Integer, ForeignKey("review_datasets.id", ondelete="CASCADE"), nullable=False),
     Column("study_id", Integer, nullable=False),
     Column("reader_id", Integer, ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False),

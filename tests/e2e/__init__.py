@@ -136,14 +136,24 @@ class AppServer:
             env["MOSMED_DATA"] = str(self.data_dir)
         env.setdefault("PYTHONUNBUFFERED", "1")
         cmd = [
-            sys.executable, "-m", "streamlit", "run", str(self.script),
-            "--server.headless", "true",
-            "--server.port", str(self.port),
-            "--server.address", "127.0.0.1",
-            "--server.fileWatcherType", "none",
-            "--browser.gatherUsageStats", "false",
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(self.script),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(self.port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.fileWatcherType",
+            "none",
+            "--browser.gatherUsageStats",
+            "false",
             # Full details in tests, so a failing assertion quotes the traceback.
-            "--client.showErrorDetails", "full",
+            "--client.showErrorDetails",
+            "full",
             *self.extra_args,
         ]
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -151,8 +161,13 @@ class AppServer:
         log = self.log_path.open("wb")
         try:
             self.proc = subprocess.Popen(
-                cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         finally:
             log.close()  # the child holds its own descriptor
@@ -166,8 +181,7 @@ class AppServer:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"streamlit exited with code {self.proc.returncode} before it was ready\n"
-                    + self.log_tail()
+                    f"streamlit exited with code {self.proc.returncode} before it was ready\n" + self.log_tail()
                 )
             try:
                 with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as resp:
@@ -223,9 +237,7 @@ class AppServer:
 
 def launch_chromium(pw: Playwright) -> Browser:
     """Debian's Chromium, headless, with the project's launch flags. Never downloads a browser."""
-    return pw.chromium.launch(
-        executable_path=str(CHROMIUM), headless=True, args=list(CHROMIUM_ARGS)
-    )
+    return pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=list(CHROMIUM_ARGS))
 
 
 def page_url(base_url: str, path: str = "", query: dict[str, Any] | None = None) -> str:
@@ -236,9 +248,7 @@ def page_url(base_url: str, path: str = "", query: dict[str, Any] | None = None)
     return url
 
 
-def wait_for_app_run(
-    page: Page, timeout_ms: float = RUN_TIMEOUT_MS, debounce_ms: float = DEBOUNCE_MS
-) -> None:
+def wait_for_app_run(page: Page, timeout_ms: float = RUN_TIMEOUT_MS, debounce_ms: float = DEBOUNCE_MS) -> None:
     """Block until Streamlit is connected and has finished running the script.
 
     Call it after ``page.goto`` and after every interaction that reruns the script
@@ -257,12 +267,8 @@ def wait_for_app_run(
 
     if debounce_ms > 0:
         page.wait_for_timeout(debounce_ms)
-    page.locator(f'{APP_ROOT}[data-test-connection-state="CONNECTED"]').wait_for(
-        state="attached", timeout=timeout_ms
-    )
-    page.locator(f'{APP_ROOT}[data-test-script-state="notRunning"]').wait_for(
-        state="attached", timeout=timeout_ms
-    )
+    page.locator(f'{APP_ROOT}[data-test-connection-state="CONNECTED"]').wait_for(state="attached", timeout=timeout_ms)
+    page.locator(f'{APP_ROOT}[data-test-script-state="notRunning"]').wait_for(state="attached", timeout=timeout_ms)
     expect(page.locator('[data-testid="stSkeleton"]')).to_have_count(0, timeout=timeout_ms)
 
 
@@ -274,8 +280,7 @@ def open_page(
     timeout_ms: float = RUN_TIMEOUT_MS,
 ) -> Page:
     """Go to a page of the app (``path`` = the st.navigation url path) and wait for its run."""
-    response = page.goto(page_url(base_url, path, query), wait_until="domcontentloaded",
-                         timeout=timeout_ms)
+    response = page.goto(page_url(base_url, path, query), wait_until="domcontentloaded", timeout=timeout_ms)
     if response is None or response.status != 200:
         status = None if response is None else response.status
         raise AssertionError(f"GET {page_url(base_url, path, query)} answered {status}")
@@ -295,8 +300,9 @@ def exception_texts(page: Page) -> list[str]:
     return texts
 
 
-def save_screenshot(page: Page, name: str, directory: Path = SCREENSHOTS,
-                    full_page: bool = True, max_height: int = 8000) -> Path:
+def save_screenshot(
+    page: Page, name: str, directory: Path = SCREENSHOTS, full_page: bool = True, max_height: int = 8000
+) -> Path:
     """Save a PNG of the page to ``directory/<name>.png`` and return its path.
 
     Streamlit scrolls its main area inside an element, not the document, so
@@ -326,4 +332,3 @@ def save_screenshot(page: Page, name: str, directory: Path = SCREENSHOTS,
         if original is not None and page.viewport_size != original:
             page.set_viewport_size(original)
     return path
-

@@ -139,18 +139,15 @@ def app_server(_started_server: AppServer, browser: Browser) -> AppServer:
             open_page(page, server.url, "", timeout_ms=FIRST_RUN_TIMEOUT_S * 1000)
         except Exception as exc:  # Playwright's TimeoutError and friends
             save_screenshot(page, "FAILED-first-run", full_page=False)
-            pytest.fail(f"first run of the app did not finish: {exc}\n{server.log_tail()}",
-                        pytrace=False)
+            pytest.fail(f"first run of the app did not finish: {exc}\n{server.log_tail()}", pytrace=False)
         errors = exception_texts(page)
         if errors:
             save_screenshot(page, "FAILED-first-run")
-            pytest.fail(f"first run of the app raised:\n{errors[0]}\n{server.log_tail()}",
-                        pytrace=False)
+            pytest.fail(f"first run of the app raised:\n{errors[0]}\n{server.log_tail()}", pytrace=False)
         demo = server.cache_dir / "demo"
         if not any(demo.glob("dataset_registry.*")):
             save_screenshot(page, "FAILED-first-run")
-            pytest.fail(f"the first run finished without a demo registry in {demo}\n{server.log_tail()}",
-                        pytrace=False)
+            pytest.fail(f"the first run finished without a demo registry in {demo}\n{server.log_tail()}", pytrace=False)
     finally:
         context.close()
     return server
@@ -229,9 +226,7 @@ class StreamlitApp:
         """Fail if the page shows an exception, or (``check_log``) the server logged a
         traceback since this test's page was created; quotes both."""
         errors = self.exceptions()
-        assert not errors, (
-            f"{len(errors)} exception(s) on {self.page.url}:\n{errors[0]}\n{self.server.log_tail(3000)}"
-        )
+        assert not errors, f"{len(errors)} exception(s) on {self.page.url}:\n{errors[0]}\n{self.server.log_tail(3000)}"
         if check_log:
             new_log = self.server.log_since(self.log_mark)
             assert TRACEBACK not in new_log, (

@@ -72,8 +72,14 @@ _STRIP_PEAK_JS = """(c) => {
 }"""
 
 
-def poll(fn: Callable[[], T], until: Callable[[T], bool], *, timeout_s: float = 15.0, interval_s: float = 0.05,
-         what: str = "condition") -> T:
+def poll(
+    fn: Callable[[], T],
+    until: Callable[[T], bool],
+    *,
+    timeout_s: float = 15.0,
+    interval_s: float = 0.05,
+    what: str = "condition",
+) -> T:
     """Call ``fn`` until ``until(value)`` holds; return that value, or fail naming the last value seen.
 
     A condition wait, not a sleep: it returns as soon as the browser has caught up.
@@ -121,12 +127,16 @@ def wait_viewer_ready(root: Locator, *, stack_suffix: str | None = None, timeout
     root.wait_for(state="visible", timeout=timeout_s * 1000)
 
     def ok(d: dict[str, str]) -> bool:
-        return (d.get("ready") == "1" and "slice" in d
-                and (stack_suffix is None or d.get("stackKey", "").endswith(stack_suffix)))
+        return (
+            d.get("ready") == "1"
+            and "slice" in d
+            and (stack_suffix is None or d.get("stackKey", "").endswith(stack_suffix))
+        )
 
     d = poll(lambda: dataset(root), ok, timeout_s=timeout_s, what="the viewer stack to be decoded")
-    poll(lambda: canvas_stats(root)["mean"], lambda m: m > 0, timeout_s=timeout_s,
-         what="the axial canvas to be painted")
+    poll(
+        lambda: canvas_stats(root)["mean"], lambda m: m > 0, timeout_s=timeout_s, what="the axial canvas to be painted"
+    )
     return d
 
 
@@ -145,8 +155,12 @@ def painted_labels(root: Locator, timeout_s: float = 10.0) -> dict[str, str]:
     js = """e => ({slice: e.dataset.slice,
                   tl: e.querySelector('.msv-info.tl').textContent, tr: e.querySelector('.msv-info.tr').textContent,
                   bl: e.querySelector('.msv-info.bl').textContent, br: e.querySelector('.msv-info.br').textContent})"""
-    return poll(lambda: root.evaluate(js), lambda d: d["bl"].startswith(f"Slice {int(d['slice']) + 1} /"),
-                timeout_s=timeout_s, what="the slice label to follow data-slice")
+    return poll(
+        lambda: root.evaluate(js),
+        lambda d: d["bl"].startswith(f"Slice {int(d['slice']) + 1} /"),
+        timeout_s=timeout_s,
+        what="the slice label to follow data-slice",
+    )
 
 
 def lesion_area(root: Locator) -> float | None:
@@ -220,7 +234,8 @@ def multiselect_add(page: Page, key: str, option_prefix: str) -> None:
 def metric_value(page: Page, label: str | re.Pattern[str]) -> str:
     """Value text of the ``st.metric`` whose label contains ``label``."""
     metric = page.locator('[data-testid="stMetric"]').filter(
-        has=page.locator('[data-testid="stMetricLabel"]', has_text=label))
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=label)
+    )
     return metric.first.locator('[data-testid="stMetricValue"]').inner_text().strip()
 
 
@@ -234,8 +249,12 @@ def grid_data_rows(page: Page, key: str) -> int:
 
 def wait_grid_rows(page: Page, key: str, expected: int, timeout_s: float = 15.0) -> int:
     """Wait until the grid shows ``expected`` data rows (it re-renders just after the script run ends)."""
-    return poll(lambda: grid_data_rows(page, key), lambda n: n == expected, timeout_s=timeout_s,
-                what=f"the table {key!r} to show {expected} rows")
+    return poll(
+        lambda: grid_data_rows(page, key),
+        lambda n: n == expected,
+        timeout_s=timeout_s,
+        what=f"the table {key!r} to show {expected} rows",
+    )
 
 
 def query_of(page: Page) -> dict[str, str]:
@@ -249,8 +268,9 @@ def query_of(page: Page) -> dict[str, str]:
 
 def wait_for_query(page: Page, name: str, value: str, timeout_ms: float = 15_000) -> None:
     """Wait until the URL's query parameter ``name`` equals ``value``."""
-    page.wait_for_function("([n, v]) => new URLSearchParams(location.search).get(n) === v", arg=[name, value],
-                           timeout=timeout_ms)
+    page.wait_for_function(
+        "([n, v]) => new URLSearchParams(location.search).get(n) === v", arg=[name, value], timeout=timeout_ms
+    )
 
 
 def snap(root_or_page: Any, path: Path) -> Path:

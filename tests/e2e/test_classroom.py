@@ -39,9 +39,16 @@ def replicas(app_server, tmp_path_factory):
             pytest.fail(f"the classroom browser test must run in CI: {reason}")
         pytest.skip(reason)
     work = tmp_path_factory.mktemp("replicas")
-    rs = serve_replicas.ReplicaSet(n=2, workdir=work, debug_headers=True, env={
-        "MOSMED_CACHE": str(app_server.cache_dir), "MOSMED_DATA": "",
-        "MOSMED_DB": f"sqlite:///{work / 'class.db'}"})
+    rs = serve_replicas.ReplicaSet(
+        n=2,
+        workdir=work,
+        debug_headers=True,
+        env={
+            "MOSMED_CACHE": str(app_server.cache_dir),
+            "MOSMED_DATA": "",
+            "MOSMED_DB": f"sqlite:///{work / 'class.db'}",
+        },
+    )
     try:
         rs.start()
     except RuntimeError as e:
@@ -119,22 +126,34 @@ def test_a_class_across_two_replicas_with_one_killed(browser, replicas) -> None:
         _join(ben, rs, code, "Ben")
         assert _served_by(teacher).endswith(f":{rs.ports[0]}") and _served_by(ana).endswith(f":{rs.ports[1]}")
         assert _served_by(ben).endswith(f":{rs.ports[0]}")
-        poll(lambda: _metric(teacher, "Following you"), lambda v: v == "2 of 2", timeout_s=20,
-             what="the teacher to see two students following")
+        poll(
+            lambda: _metric(teacher, "Following you"),
+            lambda v: v == "2 of 2",
+            timeout_s=20,
+            what="the teacher to see two students following",
+        )
 
         # Follow: the teacher scrolls, windows and moves the crosshair; both students' viewers follow.
-        tv, av, bv = (p.locator(sel).first for p, sel in ((teacher, TEACHER_VIEWER), (ana, STUDENT_VIEWER),
-                                                          (ben, STUDENT_VIEWER)))
+        tv, av, bv = (
+            p.locator(sel).first for p, sel in ((teacher, TEACHER_VIEWER), (ana, STUDENT_VIEWER), (ben, STUDENT_VIEWER))
+        )
         tv.focus()
         for key in ("ArrowUp", "ArrowUp", "ArrowUp", "2"):
             teacher.keyboard.press(key)
         box = tv.locator('.msv-view[data-plane="axial"] canvas').first.bounding_box()
         teacher.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.6)
-        want = poll(lambda: tuple(_attr(tv, a) for a in ("data-slice", "data-level", "data-row", "data-col")),
-                    lambda v: v[1] == "50", what="the teacher's own viewer")
+        want = poll(
+            lambda: tuple(_attr(tv, a) for a in ("data-slice", "data-level", "data-row", "data-col")),
+            lambda v: v[1] == "50",
+            what="the teacher's own viewer",
+        )
         for v, who in ((av, "Ana (replica 1)"), (bv, "Ben (replica 0)")):
-            poll(lambda v=v: tuple(_attr(v, a) for a in ("data-slice", "data-level", "data-row", "data-col")),
-                 lambda got: got == want, timeout_s=15, what=f"{who} to follow the teacher to {want}")
+            poll(
+                lambda v=v: tuple(_attr(v, a) for a in ("data-slice", "data-level", "data-row", "data-col")),
+                lambda got: got == want,
+                timeout_s=15,
+                what=f"{who} to follow the teacher to {want}",
+            )
 
         # A question: the students see the study without its class and answer; the teacher sees the counts.
         teacher.locator(".st-key-classroom-t-ask button").click()
@@ -146,8 +165,12 @@ def test_a_class_across_two_replicas_with_one_killed(browser, replicas) -> None:
             assert not re.search(r"CT-\d", p.locator(STUDENT_VIEWER).first.inner_text())
         _answer(ana, "CT-1")
         _answer(ben, "CT-2")
-        poll(lambda: _metric(teacher, "Answers"), lambda v: v == "2 of 2", timeout_s=20,
-             what="the teacher to see both answers")
+        poll(
+            lambda: _metric(teacher, "Answers"),
+            lambda v: v == "2 of 2",
+            timeout_s=20,
+            what="the teacher to see both answers",
+        )
         teacher.locator(".st-key-classroom-t-reveal button").click()
         for p in (ana, ben):
             p.get_by_role("heading", name=re.compile(r"^Question 1: CT-\d")).wait_for(timeout=20_000)
@@ -162,8 +185,12 @@ def test_a_class_across_two_replicas_with_one_killed(browser, replicas) -> None:
         wait_for_app_run(teacher)
         ana.get_by_role("heading", name="Question 2").wait_for(timeout=20_000)
         _answer(ana, "CT-3")
-        poll(lambda: _metric(teacher, "Answers"), lambda v: v.startswith("1 of"), timeout_s=20,
-             what="Ana's answer to reach the teacher")
+        poll(
+            lambda: _metric(teacher, "Answers"),
+            lambda v: v.startswith("1 of"),
+            timeout_s=20,
+            what="Ana's answer to reach the teacher",
+        )
         seat_url = ana.url
         rs.kill(1)
         # nginx sends Ana's reconnecting browser to replica 0; her link (class code + seat) restores her there.
@@ -172,8 +199,12 @@ def test_a_class_across_two_replicas_with_one_killed(browser, replicas) -> None:
         wait_for_app_run(ana)
         assert _served_by(ana).endswith(f":{rs.ports[0]}") and ana.url == seat_url
         _answer(ben, "CT-0")
-        poll(lambda: _metric(teacher, "Answers"), lambda v: v.startswith("2 of"), timeout_s=30,
-             what="both answers of question 2 after the kill")
+        poll(
+            lambda: _metric(teacher, "Answers"),
+            lambda v: v.startswith("2 of"),
+            timeout_s=30,
+            what="both answers of question 2 after the kill",
+        )
         teacher.locator(".st-key-classroom-t-reveal button").click()
         ana.get_by_role("heading", name=re.compile(r"^Question 2: CT-\d")).wait_for(timeout=30_000)
         # Every answer is counted once: the leaderboard has both questions answered by both students.
@@ -192,7 +223,7 @@ def test_a_class_across_two_replicas_with_one_killed(browser, replicas) -> None:
             store.db.dispose()
         for p in (teacher, ana, ben):
             assert not p.locator('[data-testid="stException"]').count()
-        rs.restart(1)                          # for the next test: two replicas again
+        rs.restart(1)  # for the next test: two replicas again
     except BaseException:
         for name, c in (("teacher", t_ctx), ("ana", a_ctx), ("ben", b_ctx)):
             for k, pg in enumerate(c.pages):
@@ -218,8 +249,9 @@ def _truth(store, cid: int, number: int) -> str:
     from sqlalchemy import text
 
     with store.engine.connect() as conn:
-        return conn.execute(text("SELECT truth FROM class_questions WHERE class_id = :c AND number = :n"),
-                            {"c": cid, "n": number}).scalar_one()
+        return conn.execute(
+            text("SELECT truth FROM class_questions WHERE class_id = :c AND number = :n"), {"c": cid, "n": number}
+        ).scalar_one()
 
 
 def test_a_small_class_load_through_nginx(replicas) -> None:
@@ -243,12 +275,19 @@ def test_a_small_class_load_through_nginx(replicas) -> None:
     reg = load_registry(demo)
     ident = dataset_identity(reg)
     ids = [int(i) for i in reg.ids][:n_questions]
-    info, grant = store.create_class(title="small load", dataset_digest=ident.digest, dataset_label=ident.label,
-                                     dataset_root=str(demo), study_ids=ids,
-                                     start=View(ids[0], 3, -600.0, 1500.0, "lung", "axial", 60, 60))
+    info, grant = store.create_class(
+        title="small load",
+        dataset_digest=ident.digest,
+        dataset_label=ident.label,
+        dataset_root=str(demo),
+        study_ids=ids,
+        start=View(ids[0], 3, -600.0, 1500.0, "lung", "axial", 60, 60),
+    )
     seats = [store.join(info.code, f"sim {i}", client="c", browser=f"b{i}")[1] for i in range(n_students)]
-    students = [SimStudent(base=rs.url, code=info.join_code, token=s.token, name=s.name, cookie=f"r{i % 2}")
-                for i, s in enumerate(seats)]
+    students = [
+        SimStudent(base=rs.url, code=info.join_code, token=s.token, name=s.name, cookie=f"r{i % 2}")
+        for i, s in enumerate(seats)
+    ]
     rng = random.Random(13)
     expect: dict[int, dict[str, int]] = {}
 
@@ -262,11 +301,21 @@ def test_a_small_class_load_through_nginx(replicas) -> None:
         await wait(lambda: all(s.viewer is not None and s.fragments for s in ss), 60, "every student's page")
         # Follow: a move of the teacher reaches every student's page within a poll or two.
         store.set_view(grant, View(ids[0], 5, 50.0, 350.0, "mediastinum", "axial", 61, 62))
-        await wait(lambda: all(s.viewer["nav"]["slice"] == 5 and tuple(s.viewer["cursor"]) == (61, 62)
-                               for s in ss), 20, "every student to follow")
+        await wait(
+            lambda: all(s.viewer["nav"]["slice"] == 5 and tuple(s.viewer["cursor"]) == (61, 62) for s in ss),
+            20,
+            "every student to follow",
+        )
         for n, sid in enumerate(ids, 1):
-            q = store.open_question(grant, study_id=sid, truth="CT-2", involvement_pct=None, estimated_pct=12.0,
-                                    estimate_calibrated=False, has_mask=False)
+            q = store.open_question(
+                grant,
+                study_id=sid,
+                truth="CT-2",
+                involvement_pct=None,
+                estimated_pct=12.0,
+                estimate_calibrated=False,
+                has_mask=False,
+            )
             await wait(lambda q=q: all(s.open_question() == q.id for s in ss), 20, f"question {n} on every page")
             assert all(s.viewer["anonymous"] and s.viewer["study_id"] is None for s in ss)
             expect[q.id] = {}
@@ -274,9 +323,9 @@ def test_a_small_class_load_through_nginx(replicas) -> None:
                 choice = rng.choice(("CT-0", "CT-1", "CT-2", "CT-3", "CT-4"))
                 expect[q.id][choice] = expect[q.id].get(choice, 0) + 1
                 assert await s.answer(q.id, choice) is not None
-                await s.answer(q.id, choice)                      # a double click counts once
+                await s.answer(q.id, choice)  # a double click counts once
             await wait(lambda q=q: store.teacher_question(grant, q.id).n_answers == n_students, 20, "all answers")
-            for s in ss:                                          # a later, different answer changes nothing
+            for s in ss:  # a later, different answer changes nothing
                 await s.answer(q.id, "CT-4")
             await asyncio.sleep(1.0)
             store.reveal(grant, q.id)

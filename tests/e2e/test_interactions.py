@@ -68,7 +68,7 @@ def _done(app) -> None:
 
 
 def test_wheel_and_keys_change_the_slice_in_the_browser(app, mask_study: int) -> None:
-    sent: list[object] = []   # messages the page sends to the server (a rerun request is one)
+    sent: list[object] = []  # messages the page sends to the server (a rerun request is one)
     app.page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(frame)))
     page, root = _open_viewer(app, study=mask_study, slice=10)
     assert slice_of(root) == 9, "slice=10 in the URL is 1-based: the viewer must open on index 9"
@@ -77,7 +77,7 @@ def test_wheel_and_keys_change_the_slice_in_the_browser(app, mask_study: int) ->
     before = canvas_stats(root)["hash"]
     paints = page.evaluate("() => window.__msvStats.paints")
 
-    wheel_over(page, axial, 100)                     # one notch down = one slice down the body
+    wheel_over(page, axial, 100)  # one notch down = one slice down the body
     expect_slice(root, 8)
     wheel_over(page, axial, -100)
     wheel_over(page, axial, -100)
@@ -96,7 +96,7 @@ def test_wheel_and_keys_change_the_slice_in_the_browser(app, mask_study: int) ->
     page.keyboard.press("Home")
     expect_slice(root, 0)
     page.keyboard.press("PageUp")
-    expect_slice(root, max(1, int(n / 10 + 0.5)))      # PageUp = a tenth of the stack (JS Math.round)
+    expect_slice(root, max(1, int(n / 10 + 0.5)))  # PageUp = a tenth of the stack (JS Math.round)
     assert page.evaluate("() => window.__msvStats.paints") > paints
     # Scrolling runs in the browser: a burst of 12 slices costs at most a couple of messages to the server
     # (the settled position, for the URL), never one rerun per slice.
@@ -108,39 +108,45 @@ def test_wheel_and_keys_change_the_slice_in_the_browser(app, mask_study: int) ->
     for _ in range(12):
         page.keyboard.press("ArrowUp")
     expect_slice(root, 12)
-    wait_for_query(page, "slice", "13")                 # once scrolling settles, the URL follows the view
+    wait_for_query(page, "slice", "13")  # once scrolling settles, the URL follows the view
     app.wait()
     assert len(sent) - burst_start <= 3, f"{len(sent) - burst_start} messages to the server for 12 slices"
     assert slice_of(root) == 12, (
         f"the rerun that synced the URL (slice=13) moved the view to index {slice_of(root)}: a report of the "
-        "browser's own position was taken for a jump asked by Python")
+        "browser's own position was taken for a jump asked by Python"
+    )
     snap(root, SCREENSHOTS / "ix-viewer-scrolled.png")
     _done(app)
 
 
 def test_overlay_toggle_changes_the_pixels(app, mask_study: int) -> None:
-    page, root = _open_viewer(app, study=mask_study)      # opens on the slice with the largest lesion
+    page, root = _open_viewer(app, study=mask_study)  # opens on the slice with the largest lesion
     assert (lesion_area(root) or 0) > 0, f"study {mask_study} should open on a slice with lesion"
-    with_overlay = poll(lambda: canvas_stats(root), lambda s: s["red"] > 100,
-                        what="the red lesion overlay on the default slice")
+    with_overlay = poll(
+        lambda: canvas_stats(root), lambda s: s["red"] > 100, what="the red lesion overlay on the default slice"
+    )
     snap(root, SCREENSHOTS / "ix-viewer-overlay-on.png")
 
-    open_overlays(page)                                   # the overlay widgets live in a popover
+    open_overlays(page)  # the overlay widgets live in a popover
     widget(page, "viewer.show_mask").get_by_text("Lesions").click()
     app.wait()
-    without = poll(lambda: canvas_stats(root), lambda s: s["red"] < with_overlay["red"] / 20,
-                   what="the overlay to disappear")
+    without = poll(
+        lambda: canvas_stats(root), lambda s: s["red"] < with_overlay["red"] / 20, what="the overlay to disappear"
+    )
     assert without["hash"] != with_overlay["hash"]
     snap(root, SCREENSHOTS / "ix-viewer-overlay-off.png")
 
     open_overlays(page)
-    pick_segment(page, "viewer.mode", "Outline")          # outline: fewer red pixels than the fill
+    pick_segment(page, "viewer.mode", "Outline")  # outline: fewer red pixels than the fill
     app.wait()
     open_overlays(page)
     widget(page, "viewer.show_mask").get_by_text("Lesions").click()
     app.wait()
-    outline = poll(lambda: canvas_stats(root), lambda s: 0 < s["red"] < with_overlay["red"],
-                   what="an outline overlay (some red, less than the fill)")
+    outline = poll(
+        lambda: canvas_stats(root),
+        lambda s: 0 < s["red"] < with_overlay["red"],
+        what="an outline overlay (some red, less than the fill)",
+    )
     assert outline["red"] > without["red"]
     snap(root, SCREENSHOTS / "ix-viewer-overlay-outline.png")
     _done(app)
@@ -203,7 +209,7 @@ def test_pointer_reads_the_hu_value(app, mask_study: int) -> None:
     """The HU under the pointer is read in the browser from the int16 data (was: a click and a rerun)."""
     page, root = _open_viewer(app, study=mask_study)
     assert "Point at the image" in readout(root)["text"]
-    x, y = voxel_point(root, "axial", 2, 2)               # the image corner: air outside the body
+    x, y = voxel_point(root, "axial", 2, 2)  # the image corner: air outside the body
     page.mouse.move(x, y)
     got = poll(lambda: readout(root), lambda r: bool(r.get("hu")), what="the HU readout")
     assert int(got["hu"]) < -900, f"air in the image corner reads {got['hu']} HU"
@@ -228,10 +234,14 @@ def test_url_restores_the_view(app, registry) -> None:
     _done(app)
 
 
-@pytest.mark.parametrize(("query", "rejected"), [
-    ({"study": "99999", "slice": "7"}, ("study", "slice")),
-    ({"study": "1", "slice": "1e9", "window": "lung;drop table", "plane": "../etc"}, ("slice", "window", "plane")),
-], ids=["unknown-study", "bad-slice-window-plane"])
+@pytest.mark.parametrize(
+    ("query", "rejected"),
+    [
+        ({"study": "99999", "slice": "7"}, ("study", "slice")),
+        ({"study": "1", "slice": "1e9", "window": "lung;drop table", "plane": "../etc"}, ("slice", "window", "plane")),
+    ],
+    ids=["unknown-study", "bad-slice-window-plane"],
+)
 def test_hostile_url_shows_a_notice(app, query: dict[str, str], rejected: tuple[str, ...]) -> None:
     page, root = _open_viewer(app, **query)
     notices = page.locator(ALERT).all_inner_texts()
@@ -381,9 +391,11 @@ def test_compare_shows_two_linked_viewers(app) -> None:
     poll(lambda: slice_of(right), lambda k: k != r0, what="the right viewer to follow the left one")
     # One window for both: a preset key in the left viewer sets the right one's window too.
     left.focus()
-    page.keyboard.press("4")                                    # bone
-    poll(lambda: (right.get_attribute("data-level"), right.get_attribute("data-width")),
-         lambda lw: lw == ("480", "2500"), what="the right viewer to take the left one's window")
+    page.keyboard.press("4")  # bone
+    poll(
+        lambda: (right.get_attribute("data-level"), right.get_attribute("data-width")),
+        lambda lw: lw == ("480", "2500"),
+        what="the right viewer to take the left one's window",
+    )
     app.screenshot("ix-teaching-compare")
     _done(app)
-

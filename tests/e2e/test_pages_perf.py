@@ -45,8 +45,11 @@ def test_registry_fetches_thumbnails_of_the_drawn_rows_only(app, registry) -> No
     # Rows in view: the table is 560 px high, 64 px a row, under a header.
     in_view = 560 // 64
     assert total > in_view + 2, "the demo must have rows below the fold for this test to mean anything"
-    fetched = poll(lambda: page.evaluate(MEDIA_PNGS_JS), lambda v: len(v) >= min(total, in_view - 1),
-                   what="the thumbnails of the rows in view")
+    fetched = poll(
+        lambda: page.evaluate(MEDIA_PNGS_JS),
+        lambda v: len(v) >= min(total, in_view - 1),
+        what="the thumbnails of the rows in view",
+    )
     page.wait_for_timeout(600)
     fetched = page.evaluate(MEDIA_PNGS_JS)
     assert len(set(fetched)) <= in_view + 2 < total, f"{len(set(fetched))} thumbnails fetched for {total} rows"
@@ -61,8 +64,11 @@ def test_registry_fetches_thumbnails_of_the_drawn_rows_only(app, registry) -> No
     box = grid.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.wheel(0, 64 * total)
-    poll(lambda: len(set(page.evaluate(MEDIA_PNGS_JS))), lambda n: n > len(set(fetched)),
-         what="thumbnails of the rows scrolled into view")
+    poll(
+        lambda: len(set(page.evaluate(MEDIA_PNGS_JS))),
+        lambda n: n > len(set(fetched)),
+        what="thumbnails of the rows scrolled into view",
+    )
     _done(app)
 
 
@@ -92,11 +98,12 @@ def test_distributions_draws_the_class_chart_first_then_the_rest_by_itself(app) 
           if (!window.__charts.all) requestAnimationFrame(look);
         };
         requestAnimationFrame(look);""")
-    app.open("distributions")          # waits until no skeleton is left: the rest has been drawn
+    app.open("distributions")  # waits until no skeleton is left: the rest has been drawn
     charts = page.locator('[data-testid="stPlotlyChart"]')
     poll(lambda: charts.count(), lambda c: c >= 6, what="six plotly charts")
-    times = poll(lambda: page.evaluate("() => window.__charts"), lambda t: bool(t.get("all")),
-                 what="the page's chart timestamps")
+    times = poll(
+        lambda: page.evaluate("() => window.__charts"), lambda t: bool(t.get("all")), what="the page's chart timestamps"
+    )
     assert times["first"] < times["all"], times
     assert page.locator('[data-testid="stSkeleton"]').count() == 0
     # The class chart still takes clicks (a fresh figure each run): CT-2 opens the registry filtered.
@@ -125,8 +132,12 @@ def big_server(_browser_available, tmp_path_factory):
     from test_pages_perf import make_big
 
     big = make_big(tmp_path_factory.mktemp("pp-big"), 2500)
-    server = AppServer(cache_dir=big.cache, log_path=ARTIFACTS / "e2e-server-big.log", data_dir=big.root,
-                       env={"MOSMED_DB": f"sqlite:///{big.db}"})
+    server = AppServer(
+        cache_dir=big.cache,
+        log_path=ARTIFACTS / "e2e-server-big.log",
+        data_dir=big.root,
+        env={"MOSMED_DB": f"sqlite:///{big.db}"},
+    )
     server.start()
     try:
         yield server
@@ -144,7 +155,7 @@ def test_a_row_of_the_second_page_opens_its_study(page, big_server) -> None:
     wait_grid_rows(page, "registry.table", 500)
     app.screenshot("pp-big-registry-page-2", full_page=False)
     box = widget(page, "registry.table").bounding_box()
-    page.mouse.click(box["x"] + 20, box["y"] + 36 + 32)        # the first row of page 2: study 2001
+    page.mouse.click(box["x"] + 20, box["y"] + 36 + 32)  # the first row of page 2: study 2001
     page.wait_for_url(re.compile(r"/viewer\?"), timeout=30_000)
     app.wait()
     root = viewer(page)

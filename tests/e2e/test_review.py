@@ -29,7 +29,9 @@ def _wait_for_study(page, not_this: int, timeout_ms: int = 60_000) -> int:
     page.wait_for_function(
         """([sel, old]) => { const el = document.querySelector(sel); if (!el) return false;
             const m = el.innerText.match(/study (\\d{4})/); return m && +m[1] !== old; }""",
-        arg=[PANEL, not_this], timeout=timeout_ms)
+        arg=[PANEL, not_this],
+        timeout=timeout_ms,
+    )
     wait_for_app_run(page)
     return _panel_study(page)
 
@@ -81,12 +83,18 @@ def test_grade_three_studies_by_keyboard_then_registry_and_export(app, tmp_path)
     assert {s: r["grade"] for s, r in got.items()} == graded
     assert all(r["reader"] == READER and r["verified"] == "False" for r in rows)
     noted = next(s for s, g in graded.items() if g == "CT-3")
-    assert got[noted]["note"] == NOTE            # literal (CSV defuses only a leading formula character)
+    assert got[noted]["note"] == NOTE  # literal (CSV defuses only a leading formula character)
 
     # The command line reads the same database (MOSMED_DB, set for the whole test session).
     demo = app.server.cache_dir / "demo"
-    p = subprocess.run([sys.executable, "-m", "mosmed", "review", "export", "--data", str(demo), "--format", "json"],
-                       cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "mosmed", "review", "export", "--data", str(demo), "--format", "json"],
+        cwd=REPO,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     import json
 
@@ -113,7 +121,7 @@ def test_a_confusion_matrix_cell_opens_its_studies(app) -> None:
     store = ReviewStore(open_database())
     ident = dataset_identity(load_registry(demo))
     for i, (sid, cat) in enumerate(zip(reg["study_id"], reg["category"])):
-        grade = cat if i % 3 else ("CT-4" if cat != "CT-4" else "CT-3")   # every third study graded CT-4 (or CT-3)
+        grade = cat if i % 3 else ("CT-4" if cat != "CT-4" else "CT-3")  # every third study graded CT-4 (or CT-3)
         if grade != cat:
             wrong[int(sid)] = (cat, grade)
         store.save(ident, int(sid), Reader.named(reader), Review(grade), source="cli")

@@ -28,8 +28,7 @@ def _path_of(url: str) -> str:
 def test_navigation_lists_exactly_the_tested_pages(app) -> None:
     """A page added to app.py without a smoke test here fails this test."""
     page = app.open("")
-    hrefs = [page.locator(NAV_LINK).nth(i).get_attribute("href") or ""
-             for i in range(page.locator(NAV_LINK).count())]
+    hrefs = [page.locator(NAV_LINK).nth(i).get_attribute("href") or "" for i in range(page.locator(NAV_LINK).count())]
     assert sorted(_path_of(h) for h in hrefs) == sorted(PAGE_PATHS.values())
 
 

@@ -74,17 +74,23 @@ def test_right_drag_changes_level_width_and_pixels(app, mask_study) -> None:
     x, y = voxel_point(root, "axial", 128, 128)
     page.mouse.move(x, y)
     page.mouse.down(button="right")
-    for i in range(1, 31):                            # right = wider, down = higher level
+    for i in range(1, 31):  # right = wider, down = higher level
         page.mouse.move(x + 4 * i, y + 2 * i)
     page.mouse.up(button="right")
-    d = poll(lambda: dataset(root), lambda d: float(d["width"]) > 1500 and float(d["level"]) > -600,
-             what="level and width to grow with the drag")
+    d = poll(
+        lambda: dataset(root),
+        lambda d: float(d["width"]) > 1500 and float(d["level"]) > -600,
+        what="level and width to grow with the drag",
+    )
     after = poll(lambda: canvas_stats(root), lambda s: s["hash"] != before["hash"], what="repainted pixels")
     assert after["mean"] != before["mean"]
-    assert "Lung" not in root.locator(".msv-info.tr").inner_text()          # no longer the preset
+    assert "Lung" not in root.locator(".msv-info.tr").inner_text()  # no longer the preset
     # The drag's end is reported once: the URL carries the custom window (LEVEL,WIDTH), never one per move.
-    page.wait_for_function("(w) => new URLSearchParams(location.search).get('window') === w",
-                           arg=f"{round(float(d['level']))},{round(float(d['width']))}", timeout=15_000)
+    page.wait_for_function(
+        "(w) => new URLSearchParams(location.search).get('window') === w",
+        arg=f"{round(float(d['level']))},{round(float(d['width']))}",
+        timeout=15_000,
+    )
     snap(root, SCREENSHOTS / "vt-wl-drag.png")
     _done(app)
 
@@ -101,8 +107,11 @@ def test_hover_readout_equals_the_volume_at_random_voxels(app, app_server, regis
     for r, c in zip(rng.integers(0, h, 5), rng.integers(0, w, 5)):
         x, y = voxel_point(root, "axial", int(c), int(r))
         page.mouse.move(x, y)
-        got = poll(lambda: readout(root), lambda d: d.get("row") == str(r) and d.get("col") == str(c),
-                   what=f"the readout at row {r}, col {c}")
+        got = poll(
+            lambda: readout(root),
+            lambda d: d.get("row") == str(r) and d.get("col") == str(c),
+            what=f"the readout at row {r}, col {c}",
+        )
         assert int(got["hu"]) == int(vol[z, r, c]), (r, c, got)
         assert int(got["z"]) == z and f"row {r + 1}, col {c + 1}" in got["text"]
     _done(app)
@@ -118,7 +127,7 @@ def test_zoom_and_pan_change_the_view_and_reset_restores_it(app, mask_study) -> 
     x, y = voxel_point(root, "axial", 60, 60)
     page.mouse.move(x, y)
     page.keyboard.down("Control")
-    page.mouse.wheel(0, -300)                           # ctrl + wheel up: zoom in around the pointer
+    page.mouse.wheel(0, -300)  # ctrl + wheel up: zoom in around the pointer
     page.keyboard.up("Control")
     zoomed = poll(lambda: _state(root), lambda s: s["zoom"] > 1.3, what="the zoom to grow")
     # Around the pointer: the voxel under it stays under it.
@@ -126,7 +135,7 @@ def test_zoom_and_pan_change_the_view_and_reset_restores_it(app, mask_study) -> 
     assert abs(x2 - x) < 2 and abs(y2 - y) < 2, ((x, y), (x2, y2))
     assert poll(lambda: canvas_stats(root)["hash"], lambda hsh: hsh != start["hash"], what="zoomed pixels")
     page.mouse.move(x, y)
-    page.mouse.down(button="middle")                  # middle drag: pan
+    page.mouse.down(button="middle")  # middle drag: pan
     page.mouse.move(x + 40, y + 25, steps=5)
     page.mouse.up(button="middle")
     panned = poll(lambda: _state(root), lambda s: s["pan"] != zoomed["pan"], what="the pan to move")
@@ -148,7 +157,7 @@ def test_click_in_coronal_moves_the_axial_slice(app, mask_study) -> None:
     page, root = _open(app, study=mask_study)
     n = int(root.get_attribute("data-n"))
     k, col = 7, 90
-    x, y = voxel_point(root, "coronal", col, n - 1 - k)     # coronal rows are Z reversed (head up)
+    x, y = voxel_point(root, "coronal", col, n - 1 - k)  # coronal rows are Z reversed (head up)
     page.mouse.click(x, y)
     expect_slice(root, k)
     assert root.get_attribute("data-col") == str(col)
@@ -156,8 +165,11 @@ def test_click_in_coronal_moves_the_axial_slice(app, mask_study) -> None:
     assert st["cursor"]["z"] == k and st["cursor"]["c"] == col
     # The sagittal view follows the column, the axial view shows slice k: both repainted with the crosshair.
     assert re.fullmatch(rf"Column {col + 1} / \d+", root.locator(".msv-view-sagittal .msv-vinfo.bl").inner_text())
-    poll(lambda: root.locator(".msv-info.bl").inner_text(), lambda t: t.startswith(f"Slice {k + 1} / {n}"),
-         what="the axial label")
+    poll(
+        lambda: root.locator(".msv-info.bl").inner_text(),
+        lambda t: t.startswith(f"Slice {k + 1} / {n}"),
+        what="the axial label",
+    )
     snap(root, SCREENSHOTS / "vt-mpr-click.png")
     _done(app)
 
@@ -170,15 +182,16 @@ def test_minip_darkens_lung_against_the_single_slice(app, app_server, registry, 
     vol = _truth(app_server, registry, mask_study)
     z = int(root.get_attribute("data-slice"))
     sl = vol[z]
-    rows, cols = np.nonzero((sl > -950) & (sl < -700))          # lung parenchyma on this slice
+    rows, cols = np.nonzero((sl > -950) & (sl < -700))  # lung parenchyma on this slice
     pick = np.random.default_rng(3).choice(rows.size, 12, replace=False)
     grey = lambda: [api(root, "pixel", "axial", int(cols[i]), int(rows[i]))[0] for i in pick]  # noqa: E731
     single = grey()
     root.locator("select.msv-slab").select_option("minip")
     root.locator("input.msv-slab-mm").fill("40")
     root.locator("input.msv-slab-mm").press("Enter")
-    st = poll(lambda: _state(root), lambda s: s["slab"]["mode"] == "minip" and s["slabSlices"] == 5,
-              what="a 5-slice MinIP")
+    st = poll(
+        lambda: _state(root), lambda s: s["slab"]["mode"] == "minip" and s["slabSlices"] == 5, what="a 5-slice MinIP"
+    )
     minip = poll(grey, lambda g: g != single, what="the MinIP pixels")
     assert np.mean(minip) < np.mean(single) - 3, (single, minip)
     assert all(b <= a + 1 for a, b in zip(single, minip))
@@ -186,7 +199,7 @@ def test_minip_darkens_lung_against_the_single_slice(app, app_server, registry, 
     # above is that through the lung window, blended with its neighbours by the display's scaling).
     lo, hi = max(0, z - 2), min(vol.shape[0] - 1, z + 2)
     for i in pick:
-        assert api(root, "shown", "axial", int(cols[i]), int(rows[i])) == int(vol[lo:hi + 1, rows[i], cols[i]].min())
+        assert api(root, "shown", "axial", int(cols[i]), int(rows[i])) == int(vol[lo : hi + 1, rows[i], cols[i]].min())
     assert "MinIP 5 slices" in root.locator(".msv-info.bl").inner_text()
     assert st["slabSlices"] == 5
     snap(root, SCREENSHOTS / "vt-minip.png")
@@ -202,7 +215,7 @@ def _focused(root) -> bool:
 
 def test_the_viewer_works_by_keyboard_alone(app, mask_study) -> None:
     page, root = _open(app, study=mask_study, slice=5)
-    for _ in range(80):                                 # Tab through the page until the viewer has focus
+    for _ in range(80):  # Tab through the page until the viewer has focus
         if _focused(root):
             break
         page.keyboard.press("Tab")
@@ -216,12 +229,19 @@ def test_the_viewer_works_by_keyboard_alone(app, mask_study) -> None:
     expect_slice(root, n - 1)
     press("slice_first")
     expect_slice(root, 0)
-    for action, name in (("preset_bone", "bone"), ("preset_soft", "soft"), ("preset_mediastinum", "mediastinum"),
-                         ("preset_lung", "lung")):
+    for action, name in (
+        ("preset_bone", "bone"),
+        ("preset_soft", "soft"),
+        ("preset_mediastinum", "mediastinum"),
+        ("preset_lung", "lung"),
+    ):
         press(action)
         want = PRESETS[name]
-        poll(lambda: dataset(root), lambda d: (float(d["level"]), float(d["width"])) == (want.level, want.width),
-             what=f"the {name} window")
+        poll(
+            lambda: dataset(root),
+            lambda d: (float(d["level"]), float(d["width"])) == (want.level, want.width),
+            what=f"the {name} window",
+        )
     press("zoom_in")
     poll(lambda: _state(root), lambda s: s["zoom"] > 1.2, what="zoom in")
     press("reset")
@@ -231,7 +251,7 @@ def test_the_viewer_works_by_keyboard_alone(app, mask_study) -> None:
     press("next_view")
     poll(lambda: _state(root), lambda s: s["main"] == "coronal", what="coronal large")
     row = int(root.get_attribute("data-row"))
-    press("slice_next")                                 # the active (coronal) view scrolls: the row moves
+    press("slice_next")  # the active (coronal) view scrolls: the row moves
     poll(lambda: int(root.get_attribute("data-row")), lambda r: r == row - 1, what="a coronal step")
     press("layout")
     press("slab_cycle")
@@ -270,9 +290,9 @@ def test_the_quiz_is_answered_in_the_viewer(app, registry) -> None:
     quiz = widget(page, "teaching.quiz.viewer.0").locator(".msv")
     wait_viewer_ready(quiz)
     quiz.locator(".msv-stage").scroll_into_view_if_needed()
-    assert quiz.locator(".msv-info.tl").inner_text() == "Question 1"       # no id, no class
+    assert quiz.locator(".msv-info.tl").inner_text() == "Question 1"  # no id, no class
     k0 = int(quiz.get_attribute("data-slice"))
-    wheel_over(page, quiz.locator(AXIAL), -100)                             # a scrollable stack, not stills
+    wheel_over(page, quiz.locator(AXIAL), -100)  # a scrollable stack, not stills
     wheel_over(page, quiz.locator(AXIAL), -100)
     expect_slice(quiz, min(k0 + 2, int(quiz.get_attribute("data-n")) - 1))
     assert not re.search(r"CT-\d", quiz.inner_text())
@@ -283,8 +303,11 @@ def test_the_quiz_is_answered_in_the_viewer(app, registry) -> None:
     verdict = page.locator('[data-testid="stAlert"]').filter(has_text=re.compile(r"(Correct|Not quite):")).first
     assert verdict.count() == 1
     after = widget(page, "teaching.quiz.viewer.0").locator(".msv")
-    label = poll(lambda: after.locator(".msv-info.tl").inner_text(), lambda t: t.startswith("study "),
-                 what="the study named after the answer")
+    label = poll(
+        lambda: after.locator(".msv-info.tl").inner_text(),
+        lambda t: t.startswith("study "),
+        what="the study named after the answer",
+    )
     assert re.match(r"^study \d+ · CT-\d$", label)
     app.screenshot("vt-quiz-answered")
     _done(app)
@@ -293,14 +316,14 @@ def test_the_quiz_is_answered_in_the_viewer(app, registry) -> None:
 # ------------------------------------------------------------------------------------------ measurements
 
 
-SPACING = (8.0, 0.8, 0.8)         # (dz, dy, dx) mm
-SHAPE = (9, 128, 128)             # display (Z, H, W)
-BLOCK = (slice(40, 91), slice(30, 101), 60)      # rows, cols, HU: a uniform block
-MARK_A, MARK_B = (20, 20), (20, 100)             # (row, col) of two 1000 HU markers on slice 4: 80 voxels apart
+SPACING = (8.0, 0.8, 0.8)  # (dz, dy, dx) mm
+SHAPE = (9, 128, 128)  # display (Z, H, W)
+BLOCK = (slice(40, 91), slice(30, 101), 60)  # rows, cols, HU: a uniform block
+MARK_A, MARK_B = (20, 20), (20, 100)  # (row, col) of two 1000 HU markers on slice 4: 80 voxels apart
 
 
 def _write(arr_zyx: np.ndarray, path: Path) -> None:
-    xyz = np.transpose(arr_zyx, (2, 1, 0))[:, ::-1, :]          # display (S, P, L) -> file LAS
+    xyz = np.transpose(arr_zyx, (2, 1, 0))[:, ::-1, :]  # display (S, P, L) -> file LAS
     affine = np.diag([-SPACING[2], SPACING[1], SPACING[0], 1.0])
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(np.ascontiguousarray(xyz).astype(np.int16), affine), str(path))
@@ -320,9 +343,11 @@ def phantom_app(tmp_path_factory, browser):
         _write(vol, root / rel.lstrip("/"))
         rows.append((sid, "CT-0", rel, ""))
     pd.DataFrame(rows, columns=["study_id", "category", "study_file", "mask_file"]).to_csv(
-        root / "dataset_registry.csv", index=False)
-    server = AppServer(cache_dir=tmp_path_factory.mktemp("phantom_cache"), log_path=ARTIFACTS / "e2e-phantom.log",
-                       data_dir=root)
+        root / "dataset_registry.csv", index=False
+    )
+    server = AppServer(
+        cache_dir=tmp_path_factory.mktemp("phantom_cache"), log_path=ARTIFACTS / "e2e-phantom.log", data_dir=root
+    )
     server.start()
     try:
         yield server
@@ -348,26 +373,26 @@ def test_measurements_on_a_phantom_of_known_geometry(papp, tmp_path) -> None:
     wait_viewer_ready(root)
     root.locator(".msv-stage").scroll_into_view_if_needed()
     root.focus()
-    page.keyboard.press("l")                                          # line tool
+    page.keyboard.press("l")  # line tool
     _drag(page, voxel_point(root, "axial", MARK_A[1], MARK_A[0]), voxel_point(root, "axial", MARK_B[1], MARK_B[0]))
     line = root.locator('.msv-measures li[data-kind="line"]')
     poll(lambda: line.count(), lambda c: c == 1, what="a line in the list")
     length = float(line.first.get_attribute("data-length-mm"))
-    truth = (MARK_B[1] - MARK_A[1]) * SPACING[2]                       # 64 mm
-    assert abs(length - truth) <= SPACING[2], (length, truth)         # within one voxel
+    truth = (MARK_B[1] - MARK_A[1]) * SPACING[2]  # 64 mm
+    assert abs(length - truth) <= SPACING[2], (length, truth)  # within one voxel
     assert f"{length:.1f} mm" in line.first.inner_text()
 
-    page.keyboard.press("b")                                          # rectangle on the uniform block
-    r0, c0, r1, c1 = 50, 40, 80, 90                                   # voxel centres: 30 x 50 voxels
+    page.keyboard.press("b")  # rectangle on the uniform block
+    r0, c0, r1, c1 = 50, 40, 80, 90  # voxel centres: 30 x 50 voxels
     _drag(page, voxel_point(root, "axial", c0 - 0.5, r0 - 0.5), voxel_point(root, "axial", c1 - 0.5, r1 - 0.5))
     rect = root.locator('.msv-measures li[data-kind="rect"]')
     poll(lambda: rect.count(), lambda c: c == 1, what="a rectangle in the list")
     d = rect.first.evaluate("e => ({...e.dataset})")
     assert float(d["mean"]) == BLOCK[2] and float(d["sd"]) == 0 and d["min"] == d["max"] == str(BLOCK[2])
-    area = (r1 - r0) * SPACING[1] * (c1 - c0) * SPACING[2]            # 960 mm^2
+    area = (r1 - r0) * SPACING[1] * (c1 - c0) * SPACING[2]  # 960 mm^2
     assert abs(float(d["areaMm2"]) - area) <= ((r1 - r0) + (c1 - c0)) * SPACING[1] * SPACING[2], (d, area)
 
-    page.keyboard.press("e")                                          # ellipse inside the block
+    page.keyboard.press("e")  # ellipse inside the block
     _drag(page, voxel_point(root, "axial", 45, 55), voxel_point(root, "axial", 85, 75))
     ell = root.locator('.msv-measures li[data-kind="ellipse"]')
     poll(lambda: ell.count(), lambda c: c == 1, what="an ellipse in the list")
@@ -386,12 +411,12 @@ def test_measurements_on_a_phantom_of_known_geometry(papp, tmp_path) -> None:
     img = np.asarray(Image.open(io.BytesIO(png.read_bytes())).convert("RGB")).astype(int)
     yellow = (img[..., 0] > 230) & (img[..., 1] > 200) & (img[..., 2] < 140) & (img[..., 2] > 40)
     assert yellow.sum() > 100, "the measurements are not in the exported PNG"
-    assert img.shape[0] > root.locator(".msv-stage").bounding_box()["height"]   # plus the list of measurements
+    assert img.shape[0] > root.locator(".msv-stage").bounding_box()["height"]  # plus the list of measurements
 
     # Deletable, and kept per study for the session: another study, then back.
     ell.first.locator("button.msv-mdel").click()
     poll(lambda: root.get_attribute("data-measures"), lambda v: v == "2", what="the ellipse deleted")
-    page.wait_for_timeout(800)                                        # the list is reported (debounced)
+    page.wait_for_timeout(800)  # the list is reported (debounced)
     papp.wait()
     page.locator(".st-key-viewer-next button").first.click()
     papp.wait()

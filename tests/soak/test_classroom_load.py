@@ -26,8 +26,12 @@ def _stats(v: list[float]) -> dict:
     if not v:
         return {"n": 0}
     a = np.asarray(v, dtype=float)
-    return {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), 1),
-            "p95": round(float(np.percentile(a, 95)), 1), "max": round(float(a.max()), 1)}
+    return {
+        "n": int(a.size),
+        "p50": round(float(np.percentile(a, 50)), 1),
+        "p95": round(float(np.percentile(a, 95)), 1),
+        "max": round(float(a.max()), 1),
+    }
 
 
 def test_thirty_students_answer_ten_questions_on_two_replicas(figures, tmp_path) -> None:
@@ -52,19 +56,24 @@ def test_thirty_students_answer_ten_questions_on_two_replicas(figures, tmp_path)
     demo = generate_demo(demo_root(cache), n_studies=20, workers=2)
     Dataset(demo, cache).build_cache(workers=2)
     db = f"sqlite:///{tmp_path / 'class.db'}"
-    rs = serve_replicas.ReplicaSet(n=2, workdir=tmp_path / "replicas", debug_headers=True,
-                                   env={"MOSMED_CACHE": str(cache), "MOSMED_DATA": "", "MOSMED_DB": db})
+    rs = serve_replicas.ReplicaSet(
+        n=2,
+        workdir=tmp_path / "replicas",
+        debug_headers=True,
+        env={"MOSMED_CACHE": str(cache), "MOSMED_DATA": "", "MOSMED_DB": db},
+    )
     rs.start()
     try:
-        got = asyncio.run(class_load(rs, db_url=db, n_students=N_STUDENTS, n_browsers=2, n_questions=N_QUESTIONS,
-                                     n_moves=10))
+        got = asyncio.run(
+            class_load(rs, db_url=db, n_students=N_STUDENTS, n_browsers=2, n_questions=N_QUESTIONS, n_moves=10)
+        )
     finally:
         rs.stop()
     figures.update({k: v for k, v in got.items() if not k.endswith("_ms")})
     for k in ("follow_ms", "follow_sim_ms", "answer_to_teacher_ms", "answer_to_stored_ms"):
         figures[k] = _stats(got[k])
     figures["load_avg"] = [round(x, 2) for x in os.getloadavg()]
-    assert got["answers_stored"] == got["answers_expected"] == N_STUDENTS * N_QUESTIONS     # none lost, none twice
-    assert got["answers_distinct"] == got["answers_stored"]                                  # none twice
+    assert got["answers_stored"] == got["answers_expected"] == N_STUDENTS * N_QUESTIONS  # none lost, none twice
+    assert got["answers_distinct"] == got["answers_stored"]  # none twice
     assert not [e for e in got["sim_errors"] if "exception" in e], got["sim_errors"]
     assert figures["follow_ms"]["n"] >= 10 and figures["answer_to_teacher_ms"]["n"] >= N_STUDENTS * N_QUESTIONS - 5

@@ -19,6 +19,7 @@ def test_two_thousand_fuzzed_links(data, monkeypatch, figures):
     monkeypatch.setenv("MOSMED_CACHE", str(data.cache))
     cases = generate_cases(LONG_CASES, LONG_SEED, data.ok_ids, data.error_ids)
     n, failures, seconds = run_cases(cases, data)
-    figures.update(cases=n, hostile=sum(c.hostile for c in cases), failed=len(failures),
-                   seconds=round(seconds, 1), seed=LONG_SEED)
+    figures.update(
+        cases=n, hostile=sum(c.hostile for c in cases), failed=len(failures), seconds=round(seconds, 1), seed=LONG_SEED
+    )
     assert not failures, _report(cases, failures)

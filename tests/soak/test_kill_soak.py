@@ -41,10 +41,16 @@ def _merge(root, good):
                 dst = root / dst_rel.lstrip("/")
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
-        reg.loc[len(reg)] = {"study_id": sid, "category": r.category,
-                             "study_file": r.study_file.replace(f"study_{int(r.study_id):04d}", f"study_{sid:04d}"),
-                             "mask_file": (r.mask_file.replace(f"study_{int(r.study_id):04d}", f"study_{sid:04d}")
-                                           if isinstance(r.mask_file, str) and r.mask_file else None)}
+        reg.loc[len(reg)] = {
+            "study_id": sid,
+            "category": r.category,
+            "study_file": r.study_file.replace(f"study_{int(r.study_id):04d}", f"study_{sid:04d}"),
+            "mask_file": (
+                r.mask_file.replace(f"study_{int(r.study_id):04d}", f"study_{sid:04d}")
+                if isinstance(r.mask_file, str) and r.mask_file
+                else None
+            ),
+        }
     write_registry_xlsx(reg, root / "dataset_registry.xlsx")
     return root
 
@@ -79,8 +85,14 @@ def test_three_builders_race_five_times(tmp_path, figures):
         cache = tmp_path / f"cache{i}"
         codes = race_builders(data, cache, n=3, workers=1 + i % 2)
         n, bad = compare_with_clean(data, cache, clean)
-        rounds.append({"codes": codes, "valid_files": n, "mismatches": bad,
-                       "tmp_left": [str(p) for p in leftover_tmp(data, cache)]})
+        rounds.append(
+            {
+                "codes": codes,
+                "valid_files": n,
+                "mismatches": bad,
+                "tmp_left": [str(p) for p in leftover_tmp(data, cache)],
+            }
+        )
     figures.update(rounds=rounds)
     for r in rounds:
         assert r["codes"] == [0, 0, 0] and not r["mismatches"] and not r["tmp_left"], r

@@ -50,10 +50,10 @@ def _study_ids() -> list[int]:
     by_cat: dict[str, list[int]] = {}
     for s in specs:
         by_cat.setdefault(s.category, []).append(s.study_id)
-    ids = [255, 256, 287, 297]                     # masked CT-1 studies
+    ids = [255, 256, 287, 297]  # masked CT-1 studies
     for cat in ("CT-0", "CT-2", "CT-3", "CT-4"):
         ids += by_cat[cat][:2]
-    ids += by_cat["CT-1"][:N_STUDIES - len(ids)]
+    ids += by_cat["CT-1"][: N_STUDIES - len(ids)]
     return sorted(set(ids))[:N_STUDIES]
 
 
@@ -116,16 +116,19 @@ def full_demo(tmp_path_factory):
 
 async def _wait_run(page, timeout_ms: float = 60_000) -> None:
     await page.wait_for_timeout(250)
-    await page.locator(f'{APP_ROOT}[data-test-connection-state="CONNECTED"]').wait_for(state="attached",
-                                                                                          timeout=timeout_ms)
-    await page.locator(f'{APP_ROOT}[data-test-script-state="notRunning"]').wait_for(state="attached",
-                                                                                       timeout=timeout_ms)
+    await page.locator(f'{APP_ROOT}[data-test-connection-state="CONNECTED"]').wait_for(
+        state="attached", timeout=timeout_ms
+    )
+    await page.locator(f'{APP_ROOT}[data-test-script-state="notRunning"]').wait_for(
+        state="attached", timeout=timeout_ms
+    )
 
 
 async def _errors(page) -> list[str]:
     texts = [t.strip() for t in await page.locator(EXCEPTION).all_inner_texts()]
-    texts += [t.strip() for t in await page.locator('[data-testid="stAlert"]').all_inner_texts()
-              if PAGE_FAILED.search(t)]
+    texts += [
+        t.strip() for t in await page.locator('[data-testid="stAlert"]').all_inner_texts() if PAGE_FAILED.search(t)
+    ]
     return texts
 
 
@@ -136,14 +139,20 @@ async def _session(i: int, browser, url: str, ids: list[int], deadline: float, s
     s = stats[i] = {"actions": 0, "ws_received": 0, "ws_sent": 0, "errors": [], "console": [], "js": []}
     page.on("pageerror", lambda e: s["js"].append(str(e)[:300]))
     # "Failed to load resource" console lines are judged by the request listeners below, which see the URL.
-    page.on("console", lambda m: s["console"].append(m.text[:300])
-            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    page.on(
+        "console",
+        lambda m: (
+            s["console"].append(m.text[:300])
+            if m.type == "error" and not m.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
     s["bad_requests"] = []
     s["external"] = []
 
     def on_request(r) -> None:
         if not r.url.startswith((url, "data:", "blob:", "about:")):
-            s["external"].append(r.url[:200])      # nothing may leave the machine
+            s["external"].append(r.url[:200])  # nothing may leave the machine
 
     def on_failed(r) -> None:
         # Navigating away aborts the previous page's loads: not an error of the app.
@@ -173,7 +182,7 @@ async def _session(i: int, browser, url: str, ids: list[int], deadline: float, s
         while time.monotonic() < deadline:
             step += 1
             action = rng.random()
-            if action < 0.55:                                   # scroll the stack: wheel and arrow keys
+            if action < 0.55:  # scroll the stack: wheel and arrow keys
                 frame = page.locator("iframe, [data-testid='stBidiComponent'], canvas").first
                 box = await frame.bounding_box() if await frame.count() else None
                 if box:
@@ -183,17 +192,21 @@ async def _session(i: int, browser, url: str, ids: list[int], deadline: float, s
                     await page.wait_for_timeout(30)
                 await page.keyboard.press(rng.choice(("ArrowUp", "ArrowDown", "PageDown", "PageUp")))
                 await page.wait_for_timeout(150)
-            elif action < 0.75:                                 # next / previous study
+            elif action < 0.75:  # next / previous study
                 k = (k + rng.choice((-1, 1))) % len(ids)
-                await page.goto(f"{url}/viewer?study={ids[k]}&slice={rng.randint(1, 30)}",
-                                wait_until="domcontentloaded", timeout=120_000)
+                await page.goto(
+                    f"{url}/viewer?study={ids[k]}&slice={rng.randint(1, 30)}",
+                    wait_until="domcontentloaded",
+                    timeout=120_000,
+                )
                 await _wait_run(page, 120_000)
-            elif action < 0.93:                                 # another window
+            elif action < 0.93:  # another window
                 w = rng.choice(("lung", "mediastinum", "bone", "soft", "-600,1500", "40,400"))
-                await page.goto(f"{url}/viewer?study={ids[k]}&window={w}", wait_until="domcontentloaded",
-                                timeout=120_000)
+                await page.goto(
+                    f"{url}/viewer?study={ids[k]}&window={w}", wait_until="domcontentloaded", timeout=120_000
+                )
                 await _wait_run(page, 120_000)
-            else:                                               # the registry now and then
+            else:  # the registry now and then
                 await page.goto(f"{url}/registry", wait_until="domcontentloaded", timeout=120_000)
                 await _wait_run(page, 120_000)
             s["actions"] += 1
@@ -237,20 +250,31 @@ def test_ten_sessions_for_a_minute(full_demo, tmp_path, figures):
         server.stop()
     wall = time.perf_counter() - t0
     samples = sampler.samples or [0.0]
-    errors = {i: s["errors"] + s["js"] + s["console"] + s["bad_requests"] for i, s in stats.items()
-              if s["errors"] or s["js"] or s["console"] or s["bad_requests"]}
+    errors = {
+        i: s["errors"] + s["js"] + s["console"] + s["bad_requests"]
+        for i, s in stats.items()
+        if s["errors"] or s["js"] or s["console"] or s["bad_requests"]
+    }
     external = sorted({u for s in stats.values() for u in s["external"]})
     figures.update(
-        sessions=len(stats), seconds=round(wall, 1), studies=len(ids), registry_rows=1110,
+        sessions=len(stats),
+        seconds=round(wall, 1),
+        studies=len(ids),
+        registry_rows=1110,
         actions=sum(s["actions"] for s in stats.values()),
         ws_messages_received=sum(s["ws_received"] for s in stats.values()),
         ws_messages_sent=sum(s["ws_sent"] for s in stats.values()),
-        rss_start_mb=round(samples[0], 1), rss_peak_mb=round(max(samples), 1), rss_end_mb=round(samples[-1], 1),
-        generate_s=round(gen_s, 1), build_cache_s=round(build_s, 1),
+        rss_start_mb=round(samples[0], 1),
+        rss_peak_mb=round(max(samples), 1),
+        rss_end_mb=round(samples[-1], 1),
+        generate_s=round(gen_s, 1),
+        build_cache_s=round(build_s, 1),
         sessions_with_errors=len(errors),
         bad_requests=sorted({u for s in stats.values() for u in s["bad_requests"]})[:20],
-        external_requests=external[:20], first_errors={i: e[:3] for i, e in list(errors.items())[:3]},
-        server_tracebacks=log.count(TRACEBACK))
+        external_requests=external[:20],
+        first_errors={i: e[:3] for i, e in list(errors.items())[:3]},
+        server_tracebacks=log.count(TRACEBACK),
+    )
     assert len(stats) == N_SESSIONS
     assert not errors, errors
     assert TRACEBACK not in log, log[-4000:]

@@ -61,8 +61,9 @@ def upgrade() -> None:
         sa.Column("study_id", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("class_id", "position", name="pk_class_studies"),
         sa.UniqueConstraint("class_id", "study_id", name="uq_class_studies_class_id_study_id"),
-        sa.ForeignKeyConstraint(["class_id"], ["class_sessions.id"], ondelete="CASCADE",
-                                name="fk_class_studies_class_id_class_sessions"),
+        sa.ForeignKeyConstraint(
+            ["class_id"], ["class_sessions.id"], ondelete="CASCADE", name="fk_class_studies_class_id_class_sessions"
+        ),
         sa.CheckConstraint("position >= 0", name="ck_class_studies_position_nonnegative"),
         sa.CheckConstraint("study_id >= 0", name="ck_class_studies_study_id_nonnegative"),
     )
@@ -83,8 +84,9 @@ def upgrade() -> None:
         sa.Column("revealed_at", sa.DateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_class_questions"),
         sa.UniqueConstraint("class_id", "number", name="uq_class_questions_class_id_number"),
-        sa.ForeignKeyConstraint(["class_id"], ["class_sessions.id"], ondelete="CASCADE",
-                                name="fk_class_questions_class_id_class_sessions"),
+        sa.ForeignKeyConstraint(
+            ["class_id"], ["class_sessions.id"], ondelete="CASCADE", name="fk_class_questions_class_id_class_sessions"
+        ),
         sa.CheckConstraint(_in("truth", _CLASSES), name="ck_class_questions_truth_known"),
         sa.CheckConstraint(_in("state", _STATES), name="ck_class_questions_state_known"),
         sa.CheckConstraint("number >= 1", name="ck_class_questions_number_positive"),
@@ -104,13 +106,19 @@ def upgrade() -> None:
         sa.Column("question_id", _ID, nullable=True),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("class_id", name="pk_class_presenter"),
-        sa.ForeignKeyConstraint(["class_id"], ["class_sessions.id"], ondelete="CASCADE",
-                                name="fk_class_presenter_class_id_class_sessions"),
-        sa.ForeignKeyConstraint(["question_id"], ["class_questions.id"], ondelete="SET NULL",
-                                name="fk_class_presenter_question_id_class_questions"),
+        sa.ForeignKeyConstraint(
+            ["class_id"], ["class_sessions.id"], ondelete="CASCADE", name="fk_class_presenter_class_id_class_sessions"
+        ),
+        sa.ForeignKeyConstraint(
+            ["question_id"],
+            ["class_questions.id"],
+            ondelete="SET NULL",
+            name="fk_class_presenter_question_id_class_questions",
+        ),
         sa.CheckConstraint(_in("plane", _PLANES), name="ck_class_presenter_plane_known"),
-        sa.CheckConstraint("slice >= 0 AND cursor_row >= 0 AND cursor_col >= 0",
-                           name="ck_class_presenter_position_nonnegative"),
+        sa.CheckConstraint(
+            "slice >= 0 AND cursor_row >= 0 AND cursor_col >= 0", name="ck_class_presenter_position_nonnegative"
+        ),
         sa.CheckConstraint("width > 0", name="ck_class_presenter_width_positive"),
     )
     op.create_table(
@@ -126,8 +134,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_class_participants"),
         sa.UniqueConstraint("token_hash", name="uq_class_participants_token_hash"),
         sa.UniqueConstraint("class_id", "name_key", name="uq_class_participants_class_id_name_key"),
-        sa.ForeignKeyConstraint(["class_id"], ["class_sessions.id"], ondelete="CASCADE",
-                                name="fk_class_participants_class_id_class_sessions"),
+        sa.ForeignKeyConstraint(
+            ["class_id"],
+            ["class_sessions.id"],
+            ondelete="CASCADE",
+            name="fk_class_participants_class_id_class_sessions",
+        ),
         sa.CheckConstraint("length(name) BETWEEN 1 AND 40", name="ck_class_participants_name_length"),
         sa.CheckConstraint("length(token_hash) = 64", name="ck_class_participants_token_sha256"),
     )
@@ -142,10 +154,18 @@ def upgrade() -> None:
         sa.Column("received_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_class_answers"),
         sa.UniqueConstraint("question_id", "participant_id", name="uq_class_answers_question_id_participant_id"),
-        sa.ForeignKeyConstraint(["question_id"], ["class_questions.id"], ondelete="CASCADE",
-                                name="fk_class_answers_question_id_class_questions"),
-        sa.ForeignKeyConstraint(["participant_id"], ["class_participants.id"], ondelete="CASCADE",
-                                name="fk_class_answers_participant_id_class_participants"),
+        sa.ForeignKeyConstraint(
+            ["question_id"],
+            ["class_questions.id"],
+            ondelete="CASCADE",
+            name="fk_class_answers_question_id_class_questions",
+        ),
+        sa.ForeignKeyConstraint(
+            ["participant_id"],
+            ["class_participants.id"],
+            ondelete="CASCADE",
+            name="fk_class_answers_participant_id_class_participants",
+        ),
         sa.CheckConstraint(_in("answer", _CLASSES), name="ck_class_answers_answer_known"),
     )
     op.create_index("ix_class_answers_participant", "class_answers", ["participant_id"])
@@ -158,8 +178,9 @@ def upgrade() -> None:
         sa.Column("class_id", _ID, nullable=True),
         sa.Column("at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_class_attempts"),
-        sa.ForeignKeyConstraint(["class_id"], ["class_sessions.id"], ondelete="CASCADE",
-                                name="fk_class_attempts_class_id_class_sessions"),
+        sa.ForeignKeyConstraint(
+            ["class_id"], ["class_sessions.id"], ondelete="CASCADE", name="fk_class_attempts_class_id_class_sessions"
+        ),
         sa.CheckConstraint(_in("kind", _KINDS), name="ck_class_attempts_kind_known"),
     )
     op.create_index("ix_class_attempts_at", "class_attempts", ["at"])
@@ -169,8 +190,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for ix, table in (("ix_class_attempts_class", "class_attempts"), ("ix_class_attempts_browser", "class_attempts"),
-                      ("ix_class_attempts_client", "class_attempts"), ("ix_class_attempts_at", "class_attempts")):
+    for ix, table in (
+        ("ix_class_attempts_class", "class_attempts"),
+        ("ix_class_attempts_browser", "class_attempts"),
+        ("ix_class_attempts_client", "class_attempts"),
+        ("ix_class_attempts_at", "class_attempts"),
+    ):
         op.drop_index(ix, table_name=table)
     op.drop_table("class_attempts")
     op.drop_index("ix_class_answers_participant", table_name="class_answers")

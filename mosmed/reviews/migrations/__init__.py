@@ -25,8 +25,16 @@ from alembic.util import CommandError
 
 from mosmed.reviews.errors import SchemaTooNewError
 
-__all__ = ["MIGRATIONS_DIR", "VERSION_LOCATIONS", "FIRST_REVISION", "alembic_config", "heads",
-           "current_revisions", "check_known", "upgrade"]
+__all__ = [
+    "MIGRATIONS_DIR",
+    "VERSION_LOCATIONS",
+    "FIRST_REVISION",
+    "alembic_config",
+    "heads",
+    "current_revisions",
+    "check_known",
+    "upgrade",
+]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 #: Every folder of revisions the app knows (one per feature branch). Append a feature's folder here.
@@ -87,7 +95,8 @@ def check_known(connection, where: str, locations: tuple[Path, ...] = VERSION_LO
         raise SchemaTooNewError(
             f"the review database {where} has schema revision {', '.join(unknown)}, newer than this app knows "
             f"(up to {', '.join(heads(locations))}); it was written by a newer MosMed Explorer. Nothing was "
-            "written to it: update the app, or point MOSMED_DB at another database")
+            "written to it: update the app, or point MOSMED_DB at another database"
+        )
     return current
 
 

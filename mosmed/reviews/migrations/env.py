@@ -15,7 +15,6 @@ if connection is None:  # pragma: no cover - only reachable through the alembic 
     raise RuntimeError("run migrations through mosmed.reviews.db.open_database (no alembic.ini here)")
 
 # render_as_batch: SQLite cannot ALTER constraints; batch mode rebuilds the table (a no-op on PostgreSQL).
-context.configure(connection=connection, target_metadata=metadata, render_as_batch=True,
-                  compare_type=True)
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True, compare_type=True)
 with context.begin_transaction():
     context.run_migrations()

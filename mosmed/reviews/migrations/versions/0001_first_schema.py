@@ -63,10 +63,15 @@ def upgrade() -> None:
         sa.Column("source", sa.String(8), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_review_events"),
-        sa.ForeignKeyConstraint(["dataset_id"], ["review_datasets.id"], ondelete="CASCADE",
-                                name="fk_review_events_dataset_id_review_datasets"),
-        sa.ForeignKeyConstraint(["reader_id"], ["review_readers.id"], ondelete="CASCADE",
-                                name="fk_review_events_reader_id_review_readers"),
+        sa.ForeignKeyConstraint(
+            ["dataset_id"],
+            ["review_datasets.id"],
+            ondelete="CASCADE",
+            name="fk_review_events_dataset_id_review_datasets",
+        ),
+        sa.ForeignKeyConstraint(
+            ["reader_id"], ["review_readers.id"], ondelete="CASCADE", name="fk_review_events_reader_id_review_readers"
+        ),
         sa.CheckConstraint("study_id >= 0", name="ck_review_events_study_id_nonnegative"),
         sa.CheckConstraint("grade IS NULL OR " + _in("grade", _GRADES), name="ck_review_events_grade_known"),
         sa.CheckConstraint("length(note) <= 2000", name="ck_review_events_note_length"),
@@ -80,8 +85,9 @@ def upgrade() -> None:
         sa.Column("event_id", _ID, nullable=False),
         sa.Column("flag", sa.String(32), nullable=False),
         sa.PrimaryKeyConstraint("event_id", "flag", name="pk_review_event_flags"),
-        sa.ForeignKeyConstraint(["event_id"], ["review_events.id"], ondelete="CASCADE",
-                                name="fk_review_event_flags_event_id_review_events"),
+        sa.ForeignKeyConstraint(
+            ["event_id"], ["review_events.id"], ondelete="CASCADE", name="fk_review_event_flags_event_id_review_events"
+        ),
         sa.CheckConstraint(_in("flag", _FLAGS), name="ck_review_event_flags_flag_known"),
     )
 

@@ -32,19 +32,26 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("dataset_id", "study_id", "reader_id", name="pk_review_latest"),
         sa.UniqueConstraint("event_id", name="uq_review_latest_event_id"),
-        sa.ForeignKeyConstraint(["dataset_id"], ["review_datasets.id"], ondelete="CASCADE",
-                                name="fk_review_latest_dataset_id_review_datasets"),
-        sa.ForeignKeyConstraint(["reader_id"], ["review_readers.id"], ondelete="CASCADE",
-                                name="fk_review_latest_reader_id_review_readers"),
-        sa.ForeignKeyConstraint(["event_id"], ["review_events.id"], ondelete="CASCADE",
-                                name="fk_review_latest_event_id_review_events"),
+        sa.ForeignKeyConstraint(
+            ["dataset_id"],
+            ["review_datasets.id"],
+            ondelete="CASCADE",
+            name="fk_review_latest_dataset_id_review_datasets",
+        ),
+        sa.ForeignKeyConstraint(
+            ["reader_id"], ["review_readers.id"], ondelete="CASCADE", name="fk_review_latest_reader_id_review_readers"
+        ),
+        sa.ForeignKeyConstraint(
+            ["event_id"], ["review_events.id"], ondelete="CASCADE", name="fk_review_latest_event_id_review_events"
+        ),
     )
     # Backfill: each reader's newest event per study in the first schema's history.
     op.execute(
         "INSERT INTO review_latest (dataset_id, study_id, reader_id, event_id, updated_at) "
         "SELECT e.dataset_id, e.study_id, e.reader_id, e.id, e.created_at FROM review_events e "
         "JOIN (SELECT dataset_id, study_id, reader_id, MAX(id) AS id FROM review_events "
-        "      GROUP BY dataset_id, study_id, reader_id) m ON m.id = e.id")
+        "      GROUP BY dataset_id, study_id, reader_id) m ON m.id = e.id"
+    )
 
 
 def downgrade() -> None:
