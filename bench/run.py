@@ -123,7 +123,8 @@ def main(argv=None) -> int:
         merged = {k: v for k, v in prev.items() if k not in mine}
         for k in ("section_runs", "section_seconds"):
             merged[k] = {**(prev.get(k) or {}), **res.get(k, {})}
-        merged["errors"] = [e for e in prev.get("errors", []) if e.split(":")[0] not in runs] + res.get("errors", [])
+        rerun = {n.removeprefix("sect_") for n in runs}  # an error of a section run again is its old run's
+        merged["errors"] = [e for e in prev.get("errors", []) if e.split(":")[0] not in rerun] + res.get("errors", [])
         merged.update({k: v for k, v in res.items() if k not in ("section_runs", "section_seconds", "errors")})
         res = merged
     tmp = args.json.with_name(args.json.name + ".tmp")

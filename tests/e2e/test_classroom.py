@@ -171,10 +171,13 @@ def test_a_class_across_two_replicas_with_one_killed(browser, replicas) -> None:
             timeout_s=20,
             what="the teacher to see both answers",
         )
+        save_screenshot(teacher, "classroom-teacher-question", full_page=False)
+        save_screenshot(ana, "classroom-student-question", full_page=False)
         teacher.locator(".st-key-classroom-t-reveal button").click()
         for p in (ana, ben):
             p.get_by_role("heading", name=re.compile(r"^Question 1: CT-\d")).wait_for(timeout=20_000)
             p.get_by_text("The paper's row for", exact=False).first.wait_for()
+        save_screenshot(ben, "classroom-student-reveal", full_page=False)
         heading = ana.get_by_role("heading", name=re.compile(r"^Question 1: CT-\d")).inner_text()
         truth = re.search(r"CT-\d", heading).group(0)
 
