@@ -183,10 +183,11 @@ def test_bindings_are_one_table_every_action_implemented_in_the_js():
     assert len(rows) == len(keys) + len(viewer.BINDINGS["mouse"]) and ("1", keys[6]["label"]) in rows
 
 
-def test_readme_binding_table_matches_the_data():
-    doc = (REPO / "docs" / "viewer.md").read_text()
+@pytest.mark.parametrize("doc_path", ["docs/viewer.md", "README.md"])
+def test_readme_binding_table_matches_the_data(doc_path):
+    doc = (REPO / doc_path).read_text()
     for inp, what in viewer.binding_rows():
-        assert f"| {inp} | {what} |" in doc, (inp, what)
+        assert f"| {inp} | {what} |" in doc, (doc_path, inp, what)
 
 
 @pytest.mark.parametrize(
