@@ -346,7 +346,7 @@ def process_rss_mb(pid: int) -> float:
                         total += int(line.split()[1])
             with open(f"/proc/{p}/task/{p}/children") as fh:
                 stack += [int(x) for x in fh.read().split()]
-        except OSError:
+        except (OSError, ValueError):
             continue
     return round(total / 1024, 1)
 

@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+from tests.classroom_sim import process_rss_mb
 from tests.e2e import (
     APP_ROOT,
     CHROMIUM,
@@ -57,28 +58,6 @@ def _study_ids() -> list[int]:
     return sorted(set(ids))[:N_STUDIES]
 
 
-def _rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and its descendants, in MB (from /proc)."""
-    total = 0
-    todo = [pid]
-    seen = set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        try:
-            with open(f"/proc/{p}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            with open(f"/proc/{p}/task/{p}/children") as fh:
-                todo += [int(c) for c in fh.read().split()]
-        except (OSError, ValueError):
-            continue
-    return total / 1024
-
-
 class MemorySampler(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -86,7 +65,7 @@ class MemorySampler(threading.Thread):
 
     def run(self) -> None:
         while not self._halt.is_set():
-            self.samples.append(_rss_mb(self.pid))
+            self.samples.append(process_rss_mb(self.pid))
             self._halt.wait(1.0)
 
     def stop(self) -> None:
