@@ -135,3 +135,25 @@ def texts(elements) -> list[str]:
 def page_failures(at) -> list[str]:
     """Messages of pages that raised: app.py turns an exception into ``st.error("The <page> page failed ...")``."""
     return [t for t in texts(at.error) if " page failed: " in t]
+
+
+#: What the stand-in media endpoint holds (``served_media``): URL -> bytes, as the browser would fetch them.
+SERVED_MEDIA: dict[str, bytes] = {}
+
+
+@pytest.fixture(autouse=True)
+def served_media(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, bytes]]:
+    """Stand-in for Streamlit's media endpoint (AppTest has no server): the viewer's study files land in
+    :data:`SERVED_MEDIA`. Autouse in the modules that import it."""
+    import hashlib
+
+    from components import viewer
+
+    def publish(blob: bytes, key: str) -> str:
+        url = f"/media/{hashlib.md5(blob).hexdigest()}.bin"
+        SERVED_MEDIA[url] = bytes(blob)
+        return url
+
+    monkeypatch.setattr(viewer, "_publish", publish)
+    yield SERVED_MEDIA
+    SERVED_MEDIA.clear()

@@ -4,7 +4,6 @@ reveal, tampering with session state and the URL, hostile titles and names, an o
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sys
 from collections import Counter
@@ -17,7 +16,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from apptest_data import AppData, app_data, app_env, new_app, page_failures, texts  # noqa: E402,F401
+from apptest_data import (  # noqa: E402,F401  (served_media: the media stand-in, autouse here)
+    SERVED_MEDIA,
+    AppData,
+    app_data,
+    app_env,
+    new_app,
+    page_failures,
+    served_media,
+    texts,
+)
 
 from components import review_db  # noqa: E402
 from components.classroom_common import SEAT_KEY, TEACHER_KEY  # noqa: E402
@@ -30,22 +38,6 @@ from mosmed.reviews.db import open_database  # noqa: E402
 TITLE = "<b>Week 3</b> **bold** [x](javascript:alert(1)) :red[r] # h"
 NAME = "<i>Ana</i> **O'Brien** [l](x)"
 CLASSES = ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4")
-_SERVED: dict[str, bytes] = {}
-
-
-@pytest.fixture(autouse=True)
-def _media(monkeypatch):
-    """Stand-in for Streamlit's media endpoint (AppTest has no server): what the browser would fetch."""
-    from components import viewer
-
-    def publish(blob: bytes, key: str) -> str:
-        url = f"/media/{hashlib.md5(blob).hexdigest()}.bin"
-        _SERVED[url] = bytes(blob)
-        return url
-
-    monkeypatch.setattr(viewer, "_publish", publish)
-    yield
-    _SERVED.clear()
 
 
 @pytest.fixture
@@ -104,7 +96,7 @@ def _payloads(at) -> list[tuple[dict, bytes]]:
             continue
         header, blob = wire.unpack(bytes(el.proto.bytes))
         if header.get("data_url"):
-            blob = _SERVED[header["data_url"]]
+            blob = SERVED_MEDIA[header["data_url"]]
         out.append((header, blob))
     return out
 

@@ -7,34 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
+from apptest_data import SERVED_MEDIA, served_media  # noqa: F401  (the media stand-in, autouse here)
 from streamlit.testing.v1 import AppTest
 from test_page_viewer import REPO, app, tiny_dataset  # noqa: F401  (fixtures: tests/ is on sys.path)
 
 from mosmed import wire
 
-_SERVED: dict[str, bytes] = {}
-
-
-@pytest.fixture(autouse=True)
-def _media(monkeypatch):
-    """Stand-in for Streamlit's media endpoint (AppTest has no server): what the browser would fetch."""
-    import hashlib
-
-    from components import viewer
-
-    def publish(blob: bytes, key: str) -> str:
-        url = f"/media/{hashlib.md5(blob).hexdigest()}.bin"
-        _SERVED[url] = bytes(blob)
-        return url
-
-    monkeypatch.setattr(viewer, "_publish", publish)
-    yield
-    _SERVED.clear()
-
 
 def _served(url: str) -> bytes:
-    return _SERVED[url]
+    return SERVED_MEDIA[url]
 
 
 def _payloads(at) -> list[tuple[dict, bytes]]:
