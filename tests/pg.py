@@ -216,3 +216,11 @@ def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
             pg_cluster.drop_database(url)
         except Exception:  # noqa: BLE001 - the cluster is deleted at the session's end anyway
             pass
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on both backends: a SQLite file in the test's folder, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return request.getfixturevalue("pg_url")

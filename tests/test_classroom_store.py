@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from pg import pg_cluster, pg_url, start_cluster  # noqa: F401  (fixtures)
+from pg import db_url, pg_cluster, pg_url, start_cluster  # noqa: F401  (fixtures)
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
@@ -38,13 +38,6 @@ DIGEST = "d" * 64
 HOSTILE = "<img src=x onerror=alert(1)> **b** [x](javascript:1) 'q\"; DROP TABLE class_answers;--"
 NAME = "<b>x</b> =1+1 [y](javascript:1) 'q\";--"
 C1, B1 = client_key("10.0.0.1"), client_key("browser-1")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'class.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

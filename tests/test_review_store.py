@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from pg import pg_cluster, pg_url  # noqa: F401  (fixtures)
+from pg import db_url, pg_cluster, pg_url  # noqa: F401  (fixtures)
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
@@ -32,13 +32,6 @@ HOSTILE_NAME = "<img src=x onerror=alert(1)> **Dr** 'O\"Brien'; DROP TABLE revie
 HOSTILE_NOTE = (
     "# Heading\n<script>alert('x')</script>\n[link](javascript:alert(1)) =HYPERLINK(\"http://x\") ' OR 1=1 --"
 )
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'reviews.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
