@@ -243,9 +243,24 @@ def quality_label(option: str) -> str:
 
 
 def quality_counts(df: pd.DataFrame) -> dict[str, int]:
-    """Studies per "Quality" choice (built studies only: a pending study has no flags yet)."""
+    """Studies per "Quality" choice (built studies only: a pending study has no flags yet).
+
+    One pass over the flagged rows' codes (the registry page counts on every full run, 100 000 rows included),
+    the same counts as :func:`_quality_mask` option by option.
+    """
+    from mosmed.quality import CODES
+
     built = df[df["status"].astype(str) == "ok"] if "status" in df.columns else df
-    return {o: int(_quality_mask(built, [o]).sum()) for o in quality_options()}
+    qc = _qc_text(built)
+    flagged = qc.str.len().gt(0)
+    # A part is "code: reason"; a study counts once per code.
+    codes = qc[flagged].str.findall(r"(?:^| \| )(\w+):").map(set).explode()
+    per_code = codes[codes.isin(list(CODES))].value_counts()
+    return {
+        QC_NONE: int((~flagged).sum()),
+        QC_ANY: int(flagged.sum()),
+        **{c: int(per_code.get(c, 0)) for c in CODES},
+    }
 
 
 def estimate_kind(frame: pd.DataFrame) -> tuple[str, str]:

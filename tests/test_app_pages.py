@@ -384,6 +384,10 @@ def test_quality_facet_and_estimate_kind() -> None:
     with pytest.raises(ValueError, match="unknown quality facet"):
         ids(("unlike",))  # a word inside a reason is not a code
     assert tables.quality_counts(df)[tables.QC_NONE] == 1  # the pending study is not counted as clean
+    built = df[df["status"] == "ok"]
+    assert tables.quality_counts(df) == {
+        o: len(tables.filter_summary(built, f(quality=(o,)))) for o in tables.quality_options()
+    }
     assert tables.estimate_kind(df) == ("calibrated estimate", "CT-0 baseline 2.1%")
     assert tables.estimate_kind(df.assign(estimate_calibrated=False))[0] == "uncalibrated estimate"
     assert tables.estimate_kind(df.drop(columns=["estimate_calibrated"]))[0] == "HU estimate"
