@@ -96,6 +96,7 @@ def run(res: dict, ctx: Context) -> None:
                 dataset_root=str(prepare.FULL),
                 study_ids=ids,
                 cache_root=str(ctx.run_cache),
+                trace_path=str(base / "teacher-websocket.txt"),
             )
         )
     except Exception:
@@ -116,6 +117,7 @@ def run(res: dict, ctx: Context) -> None:
     res["quiz_answer_to_teacher"] = summary(got["answer_to_teacher_ms"])
     res["quiz_answer_to_teacher_p95_ms"] = round(p95(got["answer_to_teacher_ms"]), 1)
     res["quiz_answer_to_stored"] = summary(got["answer_to_stored_ms"])
+    res["quiz_answer_to_teacher_received"] = summary(got["answer_to_teacher_received_ms"])
     res["classroom_answers_expected"] = got["answers_expected"]
     res["classroom_answers_stored"] = got["answers_stored"]
     res["classroom_30_answers_lost"] = got["answers_expected"] - got["answers_distinct"]

@@ -23,7 +23,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SimStudent", "run_students", "run_sync", "class_load", "process_rss_mb"]
+__all__ = ["SimStudent", "WsTrace", "run_students", "run_sync", "class_load", "process_rss_mb"]
 
 
 @dataclass
@@ -203,6 +203,92 @@ class SimStudent:
             self.errors.append(f"exception: {el.exception.message}")
 
 
+class WsTrace:
+    """What the teacher's page and its replica said to each other over ``/_stcore/stream``, for diagnosis:
+    each frame as ``(ms wall clock, direction, summary)``, the last ``keep`` kept. Summaries: a BackMsg's rerun
+    (fragment, auto, widgets triggered); a ForwardMsg's type, with the fragment and the value of any
+    "Answers" metric drawn, and the script run's status."""
+
+    def __init__(self, keep: int = 20000) -> None:
+        self.frames: list[tuple[float, str, str]] = []
+        self.keep = keep
+
+    def attach(self, page) -> None:
+        page.on("websocket", self._on_ws)
+
+    def _on_ws(self, ws) -> None:
+        if "/_stcore/stream" not in ws.url:
+            return
+        self._add("open", ws.url)
+        ws.on("framesent", lambda payload: self._add("sent", self._safe(self._back, payload)))
+        ws.on("framereceived", lambda payload: self._add("recv", self._safe(self._fwd, payload)))
+        ws.on("close", lambda *_: self._add("close", ""))
+
+    @staticmethod
+    def _safe(fn, payload) -> str | None:
+        try:  # a diagnostic must never break the run it watches
+            return fn(payload)
+        except Exception as e:  # noqa: BLE001
+            return f"untraced {type(e).__name__}: {e}"
+
+    def _add(self, direction: str, what: str) -> None:
+        if what is None:
+            return
+        self.frames.append((round(time.time() * 1000), direction, what))
+        del self.frames[: -self.keep]
+
+    @staticmethod
+    def _back(payload) -> str | None:
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+
+        if isinstance(payload, str):
+            return f"text {payload[:40]!r}"
+        m = BackMsg()
+        try:
+            m.ParseFromString(payload)
+        except Exception as e:  # noqa: BLE001
+            return f"unparsed {e}"
+        kind = m.WhichOneof("type")
+        if kind != "rerun_script":
+            return kind
+        cs = m.rerun_script
+        trig = [w.id.rsplit("-", 1)[-1] for w in cs.widget_states.widgets if w.WhichOneof("value") == "trigger_value"]
+        return f"rerun frag={cs.fragment_id or '-'} auto={cs.is_auto_rerun} triggers={trig}"
+
+    @staticmethod
+    def _fwd(payload) -> str | None:
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        if isinstance(payload, str):
+            return f"text {payload[:40]!r}"
+        m = ForwardMsg()
+        try:
+            m.ParseFromString(payload)
+        except Exception as e:  # noqa: BLE001
+            return f"unparsed {e}"
+        kind = m.WhichOneof("type")
+        if kind == "delta":
+            d = m.delta
+            if d.WhichOneof("type") == "new_element" and d.new_element.WhichOneof("type") == "metric":
+                el = d.new_element.metric
+                if el.label.startswith("Answers"):
+                    return f"metric Answers={el.body!r} frag={d.fragment_id or '-'}"
+            return None  # other deltas: too many to keep
+        if kind == "script_finished":
+            return f"script_finished {m.script_finished}"
+        if kind == "session_status_changed":
+            s = m.session_status_changed
+            return f"status running={s.script_is_running}"
+        if kind == "new_session":
+            return "new_session"
+        if kind == "auto_rerun":
+            return f"auto_rerun frag={m.auto_rerun.fragment_id} every={m.auto_rerun.interval}"
+        return kind
+
+    def tail(self, since_ms: float) -> list[tuple[float, str, str]]:
+        return [f for f in self.frames if f[0] >= since_ms]
+
+
 async def run_students(students: list[SimStudent], coro_fn, *, stagger_s: float = 0.05) -> Any:
     """Connect every student (a little apart, as a class does), run ``coro_fn(students)``, close them all."""
     try:
@@ -365,13 +451,17 @@ async def class_load(
     dataset_root: str | None = None,
     study_ids: list[int] | None = None,
     cache_root: str | None = None,
+    trace_path: str | None = None,
 ) -> dict:
     """A whole class through nginx: a teacher and ``n_browsers`` students in Chromium, the rest simulated
     (:class:`SimStudent`), spread evenly over the replicas. The teacher moves (follow latency, Chromium
     student on another replica), asks ``n_questions`` questions that everyone answers at random moments within
     ``answer_spread_s`` (answer -> teacher's count latency), reveals each; the replicas' memory is sampled.
-    Returns the figures (latencies in ms, counts, RSS per replica in MB)."""
+    Returns the figures (latencies in ms, counts, RSS per replica in MB). When the teacher's count stalls, the
+    teacher page's WebSocket frames (:class:`WsTrace`) are written to ``trace_path`` (or a temporary file)."""
+    import os
     import random
+    import tempfile
 
     from playwright.async_api import async_playwright
 
@@ -410,6 +500,8 @@ async def class_load(
 
         tctx = await context(0)
         teacher = await tctx.new_page()
+        trace = WsTrace()
+        trace.attach(teacher)
         await teacher.goto(f"{rs.url}/teaching", wait_until="domcontentloaded")
         await wait_page(teacher)
         await teacher.get_by_role("tab", name="Class session").click()
@@ -497,13 +589,20 @@ async def class_load(
         figures["follow_sim_ms"] = sim_follow
 
         # ---- the quiz
-        answer_lat, stored_lat = [], []
+        answer_lat, stored_lat, received_lat = [], [], []
         expected_total = 0
+        last_qid = None  # the question asked before (put away by now)
+
+        def asked() -> bool:
+            # A new question: not just "some question" (the previous one is current until "put away" is written).
+            got = store.presenter(info.id).question_id
+            return got is not None and got != last_qid
+
         for n in range(1, n_questions + 1):
             await teacher.locator(".st-key-classroom-t-ask button").click()
             try:
                 try:
-                    await until(lambda: store.presenter(info.id).question_id is not None, 10, f"question {n} to open")
+                    await until(asked, 10, f"question {n} to open")
                 except AssertionError:
                     # Seen about once in 20 asks under load: the click reaches the page (no message, the box
                     # unchanged) but the question does not open. Counted and reported (a teacher would click
@@ -512,11 +611,12 @@ async def class_load(
                     log(f"question {n}: the teacher's Ask click had no effect after 10 s; clicking again")
                     await wait_page(teacher)
                     await teacher.locator(".st-key-classroom-t-ask button").click()
-                    await until(lambda: store.presenter(info.id).question_id is not None, 20, f"question {n} to open")
+                    await until(asked, 20, f"question {n} to open")
             except AssertionError as e:
                 main = (await teacher.locator('[data-testid="stMain"]').inner_text())[:1500]
                 raise AssertionError(f"{e}; the teacher's page: {main!r}") from None
-            qid = store.presenter(info.id).question_id
+            qid = last_qid = store.presenter(info.id).question_id
+            assert _question_number(store, qid) == n, f"the harness is out of step: question {n} is not {qid}"
             await until(lambda qid=qid: all(s.open_question() == qid for s in sims), 30, f"question {n} everywhere")
             for p in pages:
                 await p.get_by_role("heading", name=f"Question {n}").wait_for(timeout=30_000)
@@ -571,6 +671,8 @@ async def class_load(
                     if qid not in s._sent_answer or not s.connected
                 ]
                 shown = await teacher.evaluate("() => window.__clsLast")
+                where = trace_path or os.path.join(tempfile.gettempdir(), f"classroom-trace-{os.getpid()}.txt")
+                log(_dump_trace(trace, where, since_ms=min(sends) - 2000 if sends else 0))
                 raise AssertionError(
                     f"{e}; teacher shows {shown!r}, {stored} stored, {len(sends)} sent; "
                     f"students who did not send or dropped: {missing[:6]}"
@@ -586,6 +688,17 @@ async def class_load(
             for k, t_send in enumerate(sorted(sends), 1):
                 if k in first_shown:
                     answer_lat.append(max(0.0, first_shown[k] - t_send))
+            # The same against the teacher page's WebSocket: when the replica's message with a count >= k
+            # arrived in the browser (the rest, up to first_shown, is the browser drawing it).
+            first_recv: dict[int, float] = {}
+            for t, _d, what in trace.tail(min(sends) if sends else 0):
+                mm = re.match(r"metric Answers='(\d+) of", what)
+                if mm:
+                    for k in range(1, int(mm.group(1)) + 1):
+                        first_recv.setdefault(k, t)
+            for k, t_send in enumerate(sorted(sends), 1):
+                if k in first_recv:
+                    received_lat.append(max(0.0, first_recv[k] - t_send))
             try:
                 await asyncio.wait_for(watcher, 30)
             except TimeoutError:
@@ -606,10 +719,14 @@ async def class_load(
                 f"the reveal of question {n}",
             )
             await teacher.locator(".st-key-classroom-t-clear button").click()
+            await until(lambda: store.presenter(info.id).question_id is None, 20, f"question {n} to be put away")
             await wait_page(teacher)
             log(f"question {n}: {n_students} answers counted")
         figures["answer_to_teacher_ms"] = answer_lat
         figures["answer_to_stored_ms"] = stored_lat
+        figures["answer_to_teacher_received_ms"] = received_lat
+        if trace_path:
+            _dump_trace(trace, trace_path, since_ms=0)
         figures["answers_expected"] = expected_total
         figures["answers_stored"] = store.answer_count(info.id)
         figures["answers_distinct"] = _distinct_answers(store, info.id)
@@ -623,6 +740,24 @@ async def class_load(
     figures["rss_mb_median"] = {i: (sorted(v)[len(v) // 2] if v else None) for i, v in rss.items()}
     store.db.dispose()
     return figures
+
+
+def _dump_trace(trace: WsTrace, path: str, *, since_ms: float) -> str:
+    """Write the teacher page's frames since ``since_ms`` to ``path``; a one-paragraph summary of them."""
+    got = trace.tail(since_ms)
+    with open(path, "w") as fh:
+        for t, d, what in got:
+            fh.write(f"{t:.0f} {d} {what}\n")
+    sent = [f for f in got if f[1] == "sent"]
+    auto = [f for f in sent if "auto=True" in f[2]]
+    fin = [f for f in got if f[2].startswith("script_finished")]
+    vals = [f[2] for f in got if f[2].startswith("metric Answers")]
+    last = got[-1][0] - got[0][0] if got else 0
+    return (
+        f"teacher page's WebSocket since the first answer ({last / 1000:.1f} s): {len(sent)} reruns asked "
+        f"({len(auto)} auto), {len(fin)} runs finished, Answers drawn {len(vals)} times, last {vals[-3:]}; "
+        f"frames in {path}"
+    )
 
 
 def _made_class(store, dataset_root: str, study_ids: list[int], cache_root: str | None = None):
@@ -665,6 +800,17 @@ def _distinct_answers(store, class_id: int) -> int:
     )
     with store.db.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(pairs)).scalar_one())
+
+
+def _question_number(store, question_id: int) -> int:
+    """The number of a question (1 for the class's first) read straight from the table."""
+    from sqlalchemy import select
+
+    from mosmed.classroom import schema as t
+
+    with store.db.engine.connect() as conn:
+        q = t.questions
+        return int(conn.execute(select(q.c.number).where(q.c.id == int(question_id))).scalar_one())
 
 
 def _answers_of(store, question_id: int) -> int:

@@ -70,7 +70,13 @@ def test_thirty_students_answer_ten_questions_on_two_replicas(figures, tmp_path)
     finally:
         rs.stop()
     figures.update({k: v for k, v in got.items() if not k.endswith("_ms")})
-    for k in ("follow_ms", "follow_sim_ms", "answer_to_teacher_ms", "answer_to_stored_ms"):
+    for k in (
+        "follow_ms",
+        "follow_sim_ms",
+        "answer_to_teacher_ms",
+        "answer_to_teacher_received_ms",
+        "answer_to_stored_ms",
+    ):
         figures[k] = _stats(got[k])
     figures["load_avg"] = [round(x, 2) for x in os.getloadavg()]
     assert got["answers_stored"] == got["answers_expected"] == N_STUDENTS * N_QUESTIONS  # none lost, none twice
