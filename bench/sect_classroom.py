@@ -14,11 +14,11 @@ replica 0 has the teacher and 15 students, replica 1 the other 15.
   shows the same slice / window / crosshair (a MutationObserver on the viewer's ``data-slice``,
   ``data-level``, ``data-row``, ``data-col``; the student sits on the other replica than the teacher for one
   of the two). Same machine, same clock. It includes the teacher's report to its replica, the database write,
-  the student's poll (``st.fragment(run_every=0.25 s)``), the payload and the draw.
+  the student's poll (``st.fragment(run_every=0.5 s)``), the payload and the draw.
 - ``quiz_answer_to_teacher_p95_ms``: every student answers each question at a random moment within 2 s; the
   k-th answer sent (sorted by send time) against the first moment the teacher's page showed a count >= k
   (MutationObserver on the "Answers" metric). It includes the answer's round trip to its replica, the write,
-  the teacher's poll (``run_every=0.4 s``) and the draw. ``quiz_answer_to_stored`` (context) is the same
+  the teacher's poll (``run_every=0.25 s``) and the draw. ``quiz_answer_to_stored`` (context) is the same
   k-th-answer measure against the row's arrival in the database (read every 20 ms by the benchmark itself):
   the app's share; the rest is the teacher's poll and their browser drawing it.
 - ``classroom_30_answers_lost``: answers expected (students x questions) minus distinct (question, student)

@@ -46,7 +46,7 @@ _DRAWN = "classroom.t.drawn_study"
 _ASKED = "classroom.t.asked"  # studies asked about in this session
 #: The console's fragments by key: an action of the live panel reruns these three, not the whole page. A
 #: full-app rerun there (as before) drew everything again and, worse, a click landing during it on a button
-#: of the 0.4 s live fragment was sometimes lost (the fragment's storage is cleared by a full run).
+#: of the live fragment (then every 0.4 s) was sometimes lost (the fragment's storage is cleared by a full run).
 STAGE_FRAGMENT, LIVE_FRAGMENT, RESULTS_FRAGMENT = "classroom-t-stage", "classroom-t-live", "classroom-t-results"
 _FULL = "classroom.t.full_run"  # an action of the results part changes the whole page (aside, end, names)
 

@@ -5,7 +5,7 @@ Each :class:`SimStudent` opens ``/_stcore/stream`` through nginx exactly as the 
 ``streamlit``, same-origin ``Origin``, nginx's sticky cookie), asks for the teaching page with the student's own
 link (``?class=CODE&seat=TOKEN``: the page takes the seat again, as after a reconnect), and then does what the
 browser's Streamlit client does: reruns the fragments that asked for it (``auto_rerun``: the follow poll every
-0.25 s), and clicks an answer button (a trigger of the button's widget id, as a fragment rerun). So the
+0.5 s), and clicks an answer button (a trigger of the button's widget id, as a fragment rerun). So the
 replica runs the page's whole code path for it (seat, poll, viewer payload, answer callback), only the pixels
 are not drawn. Used by tests/e2e/test_classroom.py (a small load in ``make test``), tests/soak/ and
 bench/sect_classroom.py.

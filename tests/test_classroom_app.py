@@ -291,6 +291,10 @@ def test_the_quiz_shows_nothing_of_the_class_before_the_reveal(app_data: AppData
             )
             at.run()
             _ok(at)
+            # No leaderboard while the class answers (it cannot change before the reveal); after question 1's
+            # reveal the student is told it comes back.
+            assert not [d for d in at.dataframe if "right" in d.value.columns]
+            assert any("back after the reveal" in c for c in texts(at.caption)) == (n == 2)
             everything = _everything(at)
             counts = Counter(re.findall(r"CT-[0-4]", everything))
             # Every class appears equally often (the five answer buttons): nothing singles one out.
