@@ -238,35 +238,35 @@ class WsTrace:
         del self.frames[: -self.keep]
 
     @staticmethod
-    def _back(payload) -> str | None:
-        from streamlit.proto.BackMsg_pb2 import BackMsg
-
+    def _parse(payload, cls):
+        """``(message, its type)``, or ``(None, what it was instead)``."""
         if isinstance(payload, str):
-            return f"text {payload[:40]!r}"
-        m = BackMsg()
+            return None, f"text {payload[:40]!r}"
+        m = cls()
         try:
             m.ParseFromString(payload)
         except Exception as e:  # noqa: BLE001
-            return f"unparsed {e}"
-        kind = m.WhichOneof("type")
-        if kind != "rerun_script":
+            return None, f"unparsed {e}"
+        return m, m.WhichOneof("type")
+
+    @classmethod
+    def _back(cls, payload) -> str | None:
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+
+        m, kind = cls._parse(payload, BackMsg)
+        if m is None or kind != "rerun_script":
             return kind
         cs = m.rerun_script
         trig = [w.id.rsplit("-", 1)[-1] for w in cs.widget_states.widgets if w.WhichOneof("value") == "trigger_value"]
         return f"rerun frag={cs.fragment_id or '-'} auto={cs.is_auto_rerun} triggers={trig}"
 
-    @staticmethod
-    def _fwd(payload) -> str | None:
+    @classmethod
+    def _fwd(cls, payload) -> str | None:
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
-        if isinstance(payload, str):
-            return f"text {payload[:40]!r}"
-        m = ForwardMsg()
-        try:
-            m.ParseFromString(payload)
-        except Exception as e:  # noqa: BLE001
-            return f"unparsed {e}"
-        kind = m.WhichOneof("type")
+        m, kind = cls._parse(payload, ForwardMsg)
+        if m is None:
+            return kind
         if kind == "delta":
             d = m.delta
             if d.WhichOneof("type") == "new_element" and d.new_element.WhichOneof("type") == "metric":
@@ -679,37 +679,21 @@ async def class_load(
                 ) from None
             seen = (await teacher.evaluate("() => window.__clsAnswers"))[base:]
             # The k-th answer sent is counted at the latest when the teacher's count first shows k.
-            first_shown: dict[int, float] = {}
-            for text, t in seen:
-                mm = re.match(r"(\d+) of", text or "")
-                if mm:
-                    for k in range(1, int(mm.group(1)) + 1):
-                        first_shown.setdefault(k, t)
-            for k, t_send in enumerate(sorted(sends), 1):
-                if k in first_shown:
-                    answer_lat.append(max(0.0, first_shown[k] - t_send))
+            shown = [(int(mm.group(1)), t) for text, t in seen if (mm := re.match(r"(\d+) of", text or ""))]
+            answer_lat += _kth_latencies(sends, shown)
             # The same against the teacher page's WebSocket: when the replica's message with a count >= k
-            # arrived in the browser (the rest, up to first_shown, is the browser drawing it).
-            first_recv: dict[int, float] = {}
-            for t, _d, what in trace.tail(min(sends) if sends else 0):
-                mm = re.match(r"metric Answers='(\d+) of", what)
-                if mm:
-                    for k in range(1, int(mm.group(1)) + 1):
-                        first_recv.setdefault(k, t)
-            for k, t_send in enumerate(sorted(sends), 1):
-                if k in first_recv:
-                    received_lat.append(max(0.0, first_recv[k] - t_send))
+            # arrived in the browser (the rest, up to the count shown, is the browser drawing it).
+            received = [
+                (int(mm.group(1)), t)
+                for t, _d, what in trace.tail(min(sends) if sends else 0)
+                if (mm := re.match(r"metric Answers='(\d+) of", what))
+            ]
+            received_lat += _kth_latencies(sends, received)
             try:
                 await asyncio.wait_for(watcher, 30)
             except TimeoutError:
                 watcher.cancel()
-            first_stored: dict[int, float] = {}
-            for got, t in stored_at:
-                for k in range(1, got + 1):
-                    first_stored.setdefault(k, t)
-            for k, t_send in enumerate(sorted(sends), 1):
-                if k in first_stored:
-                    stored_lat.append(max(0.0, first_stored[k] - t_send))
+            stored_lat += _kth_latencies(sends, stored_at)
             await teacher.locator(".st-key-classroom-t-reveal button").click()
             await until(
                 lambda n=n: all(
@@ -740,6 +724,16 @@ async def class_load(
     figures["rss_mb_median"] = {i: (sorted(v)[len(v) // 2] if v else None) for i, v in rss.items()}
     store.db.dispose()
     return figures
+
+
+def _kth_latencies(sends: list[float], counts: list[tuple[int, float]]) -> list[float]:
+    """For the k-th answer sent (by send time): ms until the first count >= k in ``counts`` ((count, ms) pairs
+    in time order). Answers never counted have no latency (the caller compares the numbers)."""
+    first: dict[int, float] = {}
+    for n, t in counts:
+        for k in range(1, int(n) + 1):
+            first.setdefault(k, t)
+    return [max(0.0, first[k] - t_send) for k, t_send in enumerate(sorted(sends), 1) if k in first]
 
 
 def _dump_trace(trace: WsTrace, path: str, *, since_ms: float) -> str:
