@@ -48,7 +48,8 @@ CODE_PARAM, SEAT_PARAM = "class", "seat"
 #: Seconds between two polls of a student's page (follow the teacher, see a question open or revealed). Each
 #: poll reruns the student's whole live view (~6-7 ms of a replica's CPU, measured with 15 students on one
 #: replica); at 0.25 s, 30 students kept 2 CPUs so busy that the teacher's count lagged by seconds (benchmark
-#: p95 3.7 s from an answer to the teacher's count; at 0.5 s 1.5 s), for follow p95 0.52 s instead of 0.63 s.
+#: p95 3.7 s from an answer to the teacher's count; at 0.5 s 0.8-1.5 s), for a follow p95 of 0.58-0.65 s
+#: instead of 0.52 s.
 FOLLOW_POLL_S = 0.5
 #: Seconds between two refreshes of the teacher's live counts (the answers arrive there: at 0.4 s the wait for the
 #: next refresh alone was up to 0.4 of the 1 s the quiz allows from an answer to the count).
