@@ -147,7 +147,7 @@ def _give(question_id: int, choice: str) -> None:
     seat = _seat()
     if store is None:
         # No store this run: keep the answer as the seat would for an outage.
-        from mosmed.reviews.store import utcnow
+        from mosmed.reviews.db import utcnow
 
         items = seat.pending()
         items.setdefault(int(question_id), (str(choice), utcnow().isoformat()))

@@ -29,9 +29,8 @@ from mosmed.classroom.model import Seat, TeacherGrant, View
 from mosmed.classroom.seat import StudentSeat
 from mosmed.classroom.store import ClassroomStore, client_key
 from mosmed.reviews import migrations
-from mosmed.reviews.db import database_url, open_database
+from mosmed.reviews.db import database_url, open_database, utcnow
 from mosmed.reviews.errors import ReviewDatabaseError
-from mosmed.reviews.store import utcnow
 
 REPO = Path(__file__).resolve().parents[1]
 DIGEST = "d" * 64

@@ -23,8 +23,8 @@ from datetime import datetime
 from mosmed.classroom.errors import ClassroomError, NotAllowedError, QuestionClosedError
 from mosmed.classroom.model import Seat
 from mosmed.classroom.store import ClassroomStore, Poll
+from mosmed.reviews.db import utcnow
 from mosmed.reviews.errors import ReviewDatabaseError
-from mosmed.reviews.store import utcnow
 
 __all__ = ["HEARTBEAT_S", "StudentSeat", "Step", "Outcome"]
 

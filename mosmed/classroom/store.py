@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Integer, cast, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from mosmed.classroom import codes, limits
 from mosmed.classroom import schema as t
@@ -58,12 +56,10 @@ from mosmed.classroom.model import (
     name_key,
     parse_answer,
 )
-from mosmed.reviews.db import RETRIES, WRITE, Database, retrying
-from mosmed.reviews.store import utcnow
+from mosmed.reviews.db import RETRIES, Store
 
 __all__ = ["ClassroomStore", "Poll", "client_key", "SCORE_COLUMNS", "RESULT_COLUMNS", "LEADERBOARD_COLUMNS"]
 
-T = TypeVar("T")
 
 #: Columns of :meth:`ClassroomStore.scores` (one row per student, revealed questions only).
 SCORE_COLUMNS = ("participant_id", "name", "joined_at", "answered", "correct", "revealed")
@@ -101,10 +97,6 @@ class Poll:
     names_public: bool
 
 
-def _insert(dialect: str):
-    return pg_insert if dialect == "postgresql" else sqlite_insert
-
-
 def _opt_float(v: Any) -> float | None:
     if v is None:
         return None
@@ -115,7 +107,7 @@ def _opt_float(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-class ClassroomStore:
+class ClassroomStore(Store):
     """Class sessions in one database. Thread-safe: it holds only the engine.
 
     Parameters
@@ -123,33 +115,6 @@ class ClassroomStore:
     db : Database
         From :func:`mosmed.reviews.db.open_database` (migrated: the classroom branch included).
     """
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.engine = db.engine
-        self._insert = _insert(db.backend)
-
-    @property
-    def where(self) -> str:
-        return self.db.where
-
-    # ----------------------------------------------------------------------------------------------- plumbing
-
-    def _write(self, fn: Callable[[Any, datetime], T], what: str, attempts: int = RETRIES) -> T:
-        def tx() -> T:
-            now = utcnow()
-            with self.engine.execution_options(**WRITE).begin() as conn:
-                return fn(conn, now)
-
-        return retrying(tx, what=what, where=self.where, attempts=attempts)
-
-    def _read(self, fn: Callable[[Any, datetime], T], what: str, attempts: int = RETRIES) -> T:
-        def tx() -> T:
-            now = utcnow()
-            with self.engine.connect() as conn:
-                return fn(conn, now)
-
-        return retrying(tx, what=what, where=self.where, attempts=attempts)
 
     @staticmethod
     def _info(conn, row) -> ClassInfo:

@@ -23,8 +23,9 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -43,6 +44,8 @@ __all__ = [
     "open_database",
     "retrying",
     "WRITE",
+    "Store",
+    "utcnow",
 ]
 
 _LOG = logging.getLogger("mosmed.reviews")
@@ -305,3 +308,46 @@ def open_database(
         engine.dispose()
         raise
     return Database(engine=engine, url=url, revisions=revisions)
+
+
+def utcnow() -> datetime:
+    """Now in UTC, naive (stored as such in both backends; frames make it tz-aware again)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Store:
+    """What the review and classroom stores share: the database, its upsert ``insert`` and one retried
+    transaction per call. Thread-safe: it holds only the engine.
+
+    ``fn(conn, now)`` runs in one transaction: :meth:`_write` takes the write lock up front (SQLite's
+    ``BEGIN IMMEDIATE``, see :data:`WRITE`), :meth:`_read` does not. ``now`` is the transaction's time
+    (:func:`utcnow`, taken again on a retry).
+    """
+
+    def __init__(self, db: Database) -> None:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        self.db = db
+        self.engine = db.engine
+        self._insert = pg_insert if db.backend == "postgresql" else sqlite_insert
+
+    @property
+    def where(self) -> str:
+        return self.db.where
+
+    def _write(self, fn: Callable[[Any, datetime], T], what: str, attempts: int = RETRIES) -> T:
+        def tx() -> T:
+            now = utcnow()
+            with self.engine.execution_options(**WRITE).begin() as conn:
+                return fn(conn, now)
+
+        return retrying(tx, what=what, where=self.where, attempts=attempts)
+
+    def _read(self, fn: Callable[[Any, datetime], T], what: str, attempts: int = RETRIES) -> T:
+        def tx() -> T:
+            now = utcnow()
+            with self.engine.connect() as conn:
+                return fn(conn, now)
+
+        return retrying(tx, what=what, where=self.where, attempts=attempts)

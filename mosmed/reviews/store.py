@@ -14,16 +14,14 @@ from datetime import UTC, datetime
 
 import pandas as pd
 from sqlalchemy import and_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from mosmed.reviews import schema
-from mosmed.reviews.db import WRITE, Database, retrying
+from mosmed.reviews.db import Store
 from mosmed.reviews.errors import ReviewInputError
 from mosmed.reviews.identity import DatasetIdentity
 from mosmed.reviews.model import CLASS_GRADES, FLAGS, Reader, Review
 
-__all__ = ["SavedReview", "ReviewStore", "LATEST_COLUMNS", "HISTORY_COLUMNS", "per_study", "utcnow"]
+__all__ = ["SavedReview", "ReviewStore", "LATEST_COLUMNS", "HISTORY_COLUMNS", "per_study"]
 
 #: Columns of :meth:`ReviewStore.latest` (one row per study and reader).
 LATEST_COLUMNS = ("study_id", "reader_key", "reader", "verified", "grade", "flags", "note", "updated_at", "event_id")
@@ -43,11 +41,6 @@ HISTORY_COLUMNS = (
 )
 
 
-def utcnow() -> datetime:
-    """Now in UTC, naive (stored as such in both backends; frames make it tz-aware again)."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 @dataclass(frozen=True)
 class SavedReview:
     """What one save wrote."""
@@ -60,11 +53,7 @@ class SavedReview:
     saved_at: datetime
 
 
-def _insert(dialect: str):
-    return pg_insert if dialect == "postgresql" else sqlite_insert
-
-
-class ReviewStore:
+class ReviewStore(Store):
     """Reviews of every dataset in one database. Thread-safe: it holds only the engine (no mutable state).
 
     Parameters
@@ -72,15 +61,6 @@ class ReviewStore:
     db : Database
         From :func:`mosmed.reviews.db.open_database` (migrated and checked).
     """
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.engine = db.engine
-        self._insert = _insert(db.backend)
-
-    @property
-    def where(self) -> str:
-        return self.db.where
 
     # ------------------------------------------------------------------------------------------------ writes
 
@@ -147,37 +127,36 @@ class ReviewStore:
             raise ReviewInputError(f"unknown review source {source!r}")
         action = "clear" if review.is_empty else "save"
 
-        def tx() -> SavedReview:
-            now = utcnow()
-            with self.engine.execution_options(**WRITE).begin() as conn:
-                ds_id = self._dataset_id(conn, identity, now)
-                rd_id = self._reader_id(conn, reader, now)
-                res = conn.execute(
-                    schema.events.insert().values(
-                        dataset_id=ds_id,
-                        study_id=study_id,
-                        reader_id=rd_id,
-                        grade=review.grade,
-                        note=review.note,
-                        action=action,
-                        source=source,
-                        created_at=now,
-                    )
+        def tx(conn, now) -> SavedReview:
+            ds_id = self._dataset_id(conn, identity, now)
+            rd_id = self._reader_id(conn, reader, now)
+            res = conn.execute(
+                schema.events.insert().values(
+                    dataset_id=ds_id,
+                    study_id=study_id,
+                    reader_id=rd_id,
+                    grade=review.grade,
+                    note=review.note,
+                    action=action,
+                    source=source,
+                    created_at=now,
                 )
-                ev_id = int(res.inserted_primary_key[0])
-                if review.flags:
-                    conn.execute(schema.event_flags.insert(), [{"event_id": ev_id, "flag": f} for f in review.flags])
-                lt = schema.latest
-                up = self._insert(lt).values(
-                    dataset_id=ds_id, study_id=study_id, reader_id=rd_id, event_id=ev_id, updated_at=now
-                )
-                # Only forward: of two saves racing in two processes, the later event id is the latest.
-                up = up.on_conflict_do_update(
-                    index_elements=[lt.c.dataset_id, lt.c.study_id, lt.c.reader_id],
-                    set_={"event_id": up.excluded.event_id, "updated_at": up.excluded.updated_at},
-                    where=lt.c.event_id < up.excluded.event_id,
-                )
-                conn.execute(up)
+            )
+            ev_id = int(res.inserted_primary_key[0])
+            if review.flags:
+                conn.execute(schema.event_flags.insert(), [{"event_id": ev_id, "flag": f} for f in review.flags])
+            lt = schema.latest
+            up = self._insert(lt).values(
+                dataset_id=ds_id, study_id=study_id, reader_id=rd_id, event_id=ev_id, updated_at=now
+            )
+            # Only forward: of two saves racing in two processes, the later event id is the latest.
+            up = up.on_conflict_do_update(
+                index_elements=[lt.c.dataset_id, lt.c.study_id, lt.c.reader_id],
+                set_={"event_id": up.excluded.event_id, "updated_at": up.excluded.updated_at},
+                where=lt.c.event_id < up.excluded.event_id,
+            )
+            conn.execute(up)
+            # Committed when this returns (the transaction ends with the call).
             return SavedReview(
                 event_id=ev_id,
                 study_id=study_id,
@@ -187,16 +166,9 @@ class ReviewStore:
                 saved_at=now.replace(tzinfo=UTC),
             )
 
-        return retrying(tx, what=f"saving the review of study {study_id}", where=self.where)
+        return self._write(tx, f"saving the review of study {study_id}")
 
     # ------------------------------------------------------------------------------------------------- reads
-
-    def _read(self, fn, what: str):
-        def tx():
-            with self.engine.connect() as conn:
-                return fn(conn)
-
-        return retrying(tx, what=what, where=self.where)
 
     def latest(
         self, identity: DatasetIdentity, study_ids: Iterable[int] | None = None, *, include_cleared: bool = False
@@ -205,7 +177,7 @@ class ReviewStore:
         e, lt, r, d, f = schema.events, schema.latest, schema.readers, schema.datasets, schema.event_flags
         ids = None if study_ids is None else sorted({int(i) for i in study_ids})
 
-        def q(conn):
+        def q(conn, _now):
             cond = [d.c.identity == identity.digest]
             if ids is not None and len(ids) <= 500:
                 cond.append(lt.c.study_id.in_(ids))
@@ -267,7 +239,7 @@ class ReviewStore:
         """Every save (:data:`HISTORY_COLUMNS`), oldest first; one study's when ``study_id`` is given."""
         e, r, d, f = schema.events, schema.readers, schema.datasets, schema.event_flags
 
-        def q(conn):
+        def q(conn, _now):
             cond = [d.c.identity == identity.digest]
             if study_id is not None:
                 cond.append(e.c.study_id == int(study_id))
@@ -333,7 +305,7 @@ class ReviewStore:
         d, e = schema.datasets, schema.events
         from sqlalchemy import func
 
-        def q(conn):
+        def q(conn, _now):
             return conn.execute(
                 select(d.c.identity, d.c.label, d.c.n_studies, d.c.created_at, func.count(e.c.id).label("n_saves"))
                 .select_from(d.outerjoin(e, e.c.dataset_id == d.c.id))
