@@ -135,6 +135,15 @@ def _healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _spawn(cmd: list[str], log: Path, **popen) -> subprocess.Popen:
+    """Start ``cmd`` in a session of its own, its output appended to ``log`` (the child keeps its own
+    descriptor; ours is closed at once)."""
+    with log.open("ab") as fh:
+        return subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, **popen
+        )
+
+
 @dataclass
 class ReplicaSet:
     """N Streamlit replicas and one nginx, all children of this process.
@@ -206,19 +215,7 @@ class ReplicaSet:
             "false",
             *self.extra_args,
         ]
-        fh = self.log(i).open("ab")
-        try:
-            return subprocess.Popen(
-                cmd,
-                cwd=REPO,
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            fh.close()
+        return _spawn(cmd, self.log(i), cwd=REPO, env=env)
 
     def start(self, timeout_s: float = 180.0) -> ReplicaSet:
         """Start the replicas, wait for their health checks, then start nginx and wait for it."""
@@ -244,17 +241,10 @@ class ReplicaSet:
             ),
             encoding="utf-8",
         )
-        fh = self.log("nginx-stdout").open("ab")
-        try:
-            self.nginx = subprocess.Popen(
-                [str(NGINX), "-p", str(self.workdir), "-c", str(conf), "-e", str(self.workdir / "error.log")],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            fh.close()
+        self.nginx = _spawn(
+            [str(NGINX), "-p", str(self.workdir), "-c", str(conf), "-e", str(self.workdir / "error.log")],
+            self.log("nginx-stdout"),
+        )
         self._wait(self.url, deadline, lambda: self.nginx, "nginx")
         return self
 
